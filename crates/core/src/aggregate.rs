@@ -1,0 +1,346 @@
+//! The cart aggregate: pure `decide` and `evolve`.
+//!
+//! Rules (SPEC):
+//! - an order id is unique per cart; placing the same line again is a no-op,
+//!   placing a *different* line under a used order id is rejected;
+//! - every line of a cart has the same currency and belongs to the same user;
+//! - cancelling needs an existing line; cancelling twice is a no-op;
+//! - a cart holds at most [`MAX_LINES_PER_CART`] lines, which bounds the stream
+//!   the domain function loads per command.
+
+use crate::command::{CancelOrder, Command, OrderLine, PlaceOrder};
+use crate::event::{Event, RecordedEvent};
+use crate::ids::OrderId;
+use crate::money::Currency;
+use std::collections::HashMap;
+
+pub const MAX_LINES_PER_CART: usize = 1000;
+
+/// The decision state of one cart: only what the rules need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cart {
+    version: u64,
+    user_id: Option<String>,
+    currency: Option<Currency>,
+    lines: HashMap<OrderId, Line>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    line: OrderLine,
+    cancelled: bool,
+}
+
+/// Why a command was refused. Each is the client's concern, never retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("the cart is in {cart}; every line of a cart must use the same currency, got {line}")]
+    CurrencyMismatch { cart: Currency, line: Currency },
+    #[error("the cart belongs to another user")]
+    UserMismatch,
+    #[error("order {order_id} already exists in this cart with different content")]
+    OrderIdConflict { order_id: OrderId },
+    #[error("order {order_id} does not exist in this cart")]
+    OrderNotFound { order_id: OrderId },
+    #[error("the cart already holds the maximum of {max} lines")]
+    CartFull { max: usize },
+}
+
+impl DomainError {
+    /// Stable, machine-readable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::CurrencyMismatch { .. } => "currency_mismatch",
+            DomainError::UserMismatch => "user_mismatch",
+            DomainError::OrderIdConflict { .. } => "order_id_conflict",
+            DomainError::OrderNotFound { .. } => "order_not_found",
+            DomainError::CartFull { .. } => "cart_full",
+        }
+    }
+}
+
+impl Cart {
+    pub fn from_history<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Cart {
+        events.into_iter().fold(Cart::default(), |cart, recorded| {
+            let mut cart = cart.evolve(&recorded.event);
+            cart.version = recorded.version;
+            cart
+        })
+    }
+
+    /// Stream version: the number of events applied.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Applies one event. Never fails: events are facts.
+    pub fn evolve(mut self, event: &Event) -> Cart {
+        self.version += 1;
+        match event {
+            Event::OrderPlaced(line) => {
+                self.user_id.get_or_insert_with(|| line.user_id.clone());
+                self.currency.get_or_insert(line.currency);
+                self.lines.insert(
+                    line.order_id,
+                    Line {
+                        line: line.clone(),
+                        cancelled: false,
+                    },
+                );
+            }
+            Event::OrderCancelled { order_id, .. } => {
+                if let Some(line) = self.lines.get_mut(order_id) {
+                    line.cancelled = true;
+                }
+            }
+        }
+        self
+    }
+
+    /// Decides which events a command produces. An empty list means the command
+    /// was already applied (an idempotent repeat).
+    pub fn decide(&self, command: &Command) -> Result<Vec<Event>, DomainError> {
+        match command {
+            Command::PlaceOrder(place) => self.place(place),
+            Command::CancelOrder(cancel) => self.cancel(cancel),
+        }
+    }
+
+    fn place(&self, PlaceOrder { line }: &PlaceOrder) -> Result<Vec<Event>, DomainError> {
+        if let Some(existing) = self.lines.get(&line.order_id) {
+            return if existing.line == *line {
+                Ok(vec![])
+            } else {
+                Err(DomainError::OrderIdConflict {
+                    order_id: line.order_id,
+                })
+            };
+        }
+        if self
+            .user_id
+            .as_ref()
+            .is_some_and(|owner| *owner != line.user_id)
+        {
+            return Err(DomainError::UserMismatch);
+        }
+        if let Some(cart) = self.currency.filter(|c| *c != line.currency) {
+            return Err(DomainError::CurrencyMismatch {
+                cart,
+                line: line.currency,
+            });
+        }
+        if self.lines.len() >= MAX_LINES_PER_CART {
+            return Err(DomainError::CartFull {
+                max: MAX_LINES_PER_CART,
+            });
+        }
+        Ok(vec![Event::OrderPlaced(line.clone())])
+    }
+
+    fn cancel(&self, cancel: &CancelOrder) -> Result<Vec<Event>, DomainError> {
+        match self.lines.get(&cancel.order_id) {
+            None => Err(DomainError::OrderNotFound {
+                order_id: cancel.order_id,
+            }),
+            Some(line) if line.cancelled => Ok(vec![]),
+            Some(_) => Ok(vec![Event::OrderCancelled {
+                order_id: cancel.order_id,
+                reason: cancel.reason.clone(),
+            }]),
+        }
+    }
+}
+
+/// The events of `history` that already satisfy `command`: what a repeated
+/// command must re-publish so that a publish lost after a successful append is
+/// healed by the retry.
+pub fn events_satisfying<'a>(
+    history: &'a [RecordedEvent],
+    command: &Command,
+) -> impl Iterator<Item = &'a RecordedEvent> {
+    let order_id = command.order_id();
+    let wanted = match command {
+        Command::PlaceOrder(_) => "order_placed",
+        Command::CancelOrder(_) => "order_cancelled",
+    };
+    history
+        .iter()
+        .filter(move |e| e.event.order_id() == order_id && e.event.kind() == wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::PlaceOrder;
+    use crate::ids::{CartId, CommandId};
+    use crate::testing::{line, other_line};
+    use chrono::Utc;
+
+    /// given(events).when(command).then(result)
+    struct Scenario {
+        cart: Cart,
+    }
+
+    fn given(events: Vec<Event>) -> Scenario {
+        let cart_id = CartId(uuid::Uuid::nil());
+        let recorded =
+            RecordedEvent::number(cart_id, 0, CommandId(uuid::Uuid::nil()), Utc::now(), events);
+        Scenario {
+            cart: Cart::from_history(&recorded),
+        }
+    }
+
+    impl Scenario {
+        fn when(self, command: Command) -> Result<Vec<Event>, DomainError> {
+            self.cart.decide(&command)
+        }
+    }
+
+    fn place(line: OrderLine) -> Command {
+        Command::PlaceOrder(PlaceOrder { line })
+    }
+
+    fn cancel(line: &OrderLine) -> Command {
+        Command::CancelOrder(CancelOrder {
+            cart_id: line.cart_id,
+            order_id: line.order_id,
+            reason: Some("changed my mind".into()),
+        })
+    }
+
+    #[test]
+    fn placing_a_line_in_an_empty_cart_records_it() {
+        let l = line();
+        assert_eq!(
+            given(vec![]).when(place(l.clone())),
+            Ok(vec![Event::OrderPlaced(l)])
+        );
+    }
+
+    #[test]
+    fn placing_the_same_line_twice_is_a_no_op() {
+        let l = line();
+        assert_eq!(
+            given(vec![Event::OrderPlaced(l.clone())]).when(place(l)),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn reusing_an_order_id_for_a_different_line_is_rejected() {
+        let l = line();
+        let mut changed = l.clone();
+        changed.quantity += 1;
+        assert_eq!(
+            given(vec![Event::OrderPlaced(l.clone())]).when(place(changed)),
+            Err(DomainError::OrderIdConflict {
+                order_id: l.order_id
+            })
+        );
+    }
+
+    #[test]
+    fn a_line_in_another_currency_is_rejected() {
+        let mut usd = other_line();
+        usd.currency = "USD".parse().expect("currency");
+        let err = given(vec![Event::OrderPlaced(line())])
+            .when(place(usd))
+            .expect_err("rejected");
+        assert_eq!(err.code(), "currency_mismatch");
+    }
+
+    #[test]
+    fn a_line_of_another_user_is_rejected() {
+        let mut foreign = other_line();
+        foreign.user_id = "somebody-else".into();
+        assert_eq!(
+            given(vec![Event::OrderPlaced(line())]).when(place(foreign)),
+            Err(DomainError::UserMismatch)
+        );
+    }
+
+    #[test]
+    fn cancelling_a_placed_line_records_the_cancellation() {
+        let l = line();
+        let events = given(vec![Event::OrderPlaced(l.clone())])
+            .when(cancel(&l))
+            .expect("ok");
+        assert!(
+            matches!(&events[..], [Event::OrderCancelled { order_id, .. }] if *order_id == l.order_id)
+        );
+    }
+
+    #[test]
+    fn cancelling_twice_is_a_no_op() {
+        let l = line();
+        let history = vec![
+            Event::OrderPlaced(l.clone()),
+            Event::OrderCancelled {
+                order_id: l.order_id,
+                reason: None,
+            },
+        ];
+        assert_eq!(given(history).when(cancel(&l)), Ok(vec![]));
+    }
+
+    #[test]
+    fn cancelling_an_unknown_line_is_rejected() {
+        let l = line();
+        assert_eq!(
+            given(vec![]).when(cancel(&l)),
+            Err(DomainError::OrderNotFound {
+                order_id: l.order_id
+            })
+        );
+    }
+
+    #[test]
+    fn a_full_cart_takes_no_more_lines() {
+        let base = line();
+        let history = (0..MAX_LINES_PER_CART)
+            .map(|i| {
+                let mut l = base.clone();
+                l.order_id = OrderId(uuid::Uuid::from_u128(i as u128 + 1));
+                Event::OrderPlaced(l)
+            })
+            .collect();
+        assert_eq!(
+            given(history).when(place(other_line())),
+            Err(DomainError::CartFull {
+                max: MAX_LINES_PER_CART
+            })
+        );
+    }
+
+    #[test]
+    fn the_version_counts_the_events_of_the_stream() {
+        let l = line();
+        let scenario = given(vec![
+            Event::OrderPlaced(l.clone()),
+            Event::OrderCancelled {
+                order_id: l.order_id,
+                reason: None,
+            },
+        ]);
+        assert_eq!(scenario.cart.version(), 2);
+    }
+
+    #[test]
+    fn a_repeated_command_finds_the_events_it_caused() {
+        let l = line();
+        let recorded = RecordedEvent::number(
+            l.cart_id,
+            0,
+            CommandId(uuid::Uuid::nil()),
+            Utc::now(),
+            vec![
+                Event::OrderPlaced(other_line()),
+                Event::OrderPlaced(l.clone()),
+            ],
+        );
+        let found: Vec<_> = events_satisfying(&recorded, &place(l))
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(found, vec![2]);
+    }
+}

@@ -1,0 +1,654 @@
+//! Commands and their validation. A command is only ever built through
+//! [`PlaceOrder::parse`] / [`CancelOrder::parse`], which check every field and
+//! report *all* problems at once, so a value of these types is always valid.
+
+use crate::ids::{CartId, CommandId, OrderId};
+use crate::money::{Currency, Money};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::str::FromStr;
+
+/// One order line of a cart, exactly the fields of the SPEC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderLine {
+    pub order_id: OrderId,
+    pub cart_id: CartId,
+    pub user_id: String,
+    pub product_name: String,
+    pub product_info: Option<String>,
+    pub quantity: u32,
+    pub amount: Money,
+    pub discounts: Money,
+    pub tax_amount: Money,
+    pub subtotal: Money,
+    pub payment_method: String,
+    pub shipping_address: String,
+    pub billing_address: String,
+    pub shipping_method: String,
+    pub currency: Currency,
+    pub seller_info: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub line: OrderLine,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelOrder {
+    pub cart_id: CartId,
+    pub order_id: OrderId,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    PlaceOrder(PlaceOrder),
+    CancelOrder(CancelOrder),
+}
+
+impl Command {
+    pub fn cart_id(&self) -> CartId {
+        match self {
+            Command::PlaceOrder(c) => c.line.cart_id,
+            Command::CancelOrder(c) => c.cart_id,
+        }
+    }
+
+    pub fn order_id(&self) -> OrderId {
+        match self {
+            Command::PlaceOrder(c) => c.line.order_id,
+            Command::CancelOrder(c) => c.order_id,
+        }
+    }
+
+    /// Stable name of the command kind, used on the wire and in derived ids.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::PlaceOrder(_) => PLACE_ORDER,
+            Command::CancelOrder(_) => CANCEL_ORDER,
+        }
+    }
+
+    /// The command id: from the client's idempotency key when given, else from the order id.
+    pub fn derive_id(&self, idempotency_key: Option<&str>) -> CommandId {
+        match idempotency_key {
+            Some(key) => CommandId::from_idempotency_key(self.cart_id(), self.kind(), key),
+            None => CommandId::for_order(self.cart_id(), self.kind(), self.order_id()),
+        }
+    }
+}
+
+pub const PLACE_ORDER: &str = "place_order";
+pub const CANCEL_ORDER: &str = "cancel_order";
+
+/// One problem with one input field, machine-readable by `code`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The JSON field name (or `$` for the body as a whole).
+    pub field: String,
+    /// A stable code: `missing`, `wrong_type`, `invalid_uuid`, `too_short`, `too_long`,
+    /// `must_be_positive`, `must_not_be_negative`, `invalid_decimal`, `out_of_range`,
+    /// `invalid_currency`, `invalid_datetime`, `inconsistent`, `unknown_field`, `not_an_object`.
+    pub code: String,
+    pub message: String,
+}
+
+/// Every problem found in one input; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} invalid field(s): {}", .0.len(), summary(.0))]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+fn summary(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{} ({})", e.field, e.code))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub const MAX_USER_ID: usize = 128;
+pub const MAX_PRODUCT_NAME: usize = 256;
+pub const MAX_PRODUCT_INFO: usize = 4096;
+pub const MAX_SHORT_TEXT: usize = 256;
+pub const MAX_ADDRESS: usize = 1024;
+pub const MAX_REASON: usize = 512;
+
+const PLACE_ORDER_FIELDS: &[&str] = &[
+    "order_id",
+    "cart_id",
+    "user_id",
+    "product_name",
+    "product_info",
+    "quantity",
+    "amount",
+    "discounts",
+    "tax_amount",
+    "subtotal",
+    "payment_method",
+    "shipping_address",
+    "billing_address",
+    "shipping_method",
+    "currency",
+    "seller_info",
+    "created_at",
+];
+
+impl PlaceOrder {
+    /// Validates a JSON order line. Money may be a JSON string or number; it is
+    /// parsed as a decimal literal, never through a float.
+    pub fn parse(body: &Value) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new(body, PLACE_ORDER_FIELDS)?;
+        let order_id = f.uuid("order_id").map(OrderId);
+        let cart_id = f.uuid("cart_id").map(CartId);
+        let user_id = f.text("user_id", MAX_USER_ID);
+        let product_name = f.text("product_name", MAX_PRODUCT_NAME);
+        let product_info = f.optional_text("product_info", MAX_PRODUCT_INFO);
+        let quantity = f.positive_int("quantity");
+        let amount = f.money("amount", None);
+        let discounts = f.money("discounts", Some(Money::ZERO));
+        let tax_amount = f.money("tax_amount", Some(Money::ZERO));
+        let subtotal = f.money("subtotal", None);
+        let payment_method = f.text("payment_method", MAX_SHORT_TEXT);
+        let shipping_address = f.text("shipping_address", MAX_ADDRESS);
+        let billing_address = f.text("billing_address", MAX_ADDRESS);
+        let shipping_method = f.text("shipping_method", MAX_SHORT_TEXT);
+        let currency = f.currency("currency");
+        let seller_info = f.text("seller_info", MAX_SHORT_TEXT);
+        let created_at = f.datetime("created_at");
+
+        if let (Some(amount), Some(quantity), Some(discounts), Some(subtotal)) =
+            (amount, quantity, discounts, subtotal)
+        {
+            check_subtotal(&mut f, amount, quantity, discounts, subtotal);
+        }
+
+        f.finish()?;
+        // `finish` returned Ok, so every required field above is Some.
+        match (
+            order_id,
+            cart_id,
+            user_id,
+            product_name,
+            quantity,
+            amount,
+            discounts,
+            tax_amount,
+            subtotal,
+            payment_method,
+            shipping_address,
+            billing_address,
+            shipping_method,
+            currency,
+            seller_info,
+            created_at,
+        ) {
+            (
+                Some(order_id),
+                Some(cart_id),
+                Some(user_id),
+                Some(product_name),
+                Some(quantity),
+                Some(amount),
+                Some(discounts),
+                Some(tax_amount),
+                Some(subtotal),
+                Some(payment_method),
+                Some(shipping_address),
+                Some(billing_address),
+                Some(shipping_method),
+                Some(currency),
+                Some(seller_info),
+                Some(created_at),
+            ) => Ok(PlaceOrder {
+                line: OrderLine {
+                    order_id,
+                    cart_id,
+                    user_id,
+                    product_name,
+                    product_info: product_info.flatten(),
+                    quantity,
+                    amount,
+                    discounts,
+                    tax_amount,
+                    subtotal,
+                    payment_method,
+                    shipping_address,
+                    billing_address,
+                    shipping_method,
+                    currency,
+                    seller_info,
+                    created_at,
+                },
+            }),
+            _ => Err(internal_inconsistency()),
+        }
+    }
+}
+
+/// `subtotal` must equal `amount * quantity - discounts`, and discounts cannot
+/// exceed the gross amount.
+fn check_subtotal(f: &mut Fields, amount: Money, quantity: u32, discounts: Money, subtotal: Money) {
+    let Some(gross) = amount.value().checked_mul(Decimal::from(quantity)) else {
+        f.push(
+            "amount",
+            "out_of_range",
+            "amount * quantity is too large".into(),
+        );
+        return;
+    };
+    if discounts.value() > gross {
+        f.push(
+            "discounts",
+            "inconsistent",
+            format!("discounts ({discounts}) exceed amount * quantity ({gross})"),
+        );
+        return;
+    }
+    let expected = gross - discounts.value();
+    if subtotal.value() != expected {
+        f.push(
+            "subtotal",
+            "inconsistent",
+            format!(
+                "subtotal must equal amount * quantity - discounts = {expected}, got {subtotal}"
+            ),
+        );
+    }
+}
+
+fn internal_inconsistency() -> ValidationErrors {
+    ValidationErrors(vec![FieldError {
+        field: "$".into(),
+        code: "invalid".into(),
+        message: "the order line could not be validated".into(),
+    }])
+}
+
+impl CancelOrder {
+    /// Validates a cancel request body (`cart_id`, optional `reason`) for `order_id`.
+    pub fn parse(order_id: OrderId, body: &Value) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new(body, &["cart_id", "reason"])?;
+        let cart_id = f.uuid("cart_id").map(CartId);
+        let reason = f.optional_text("reason", MAX_REASON);
+        f.finish()?;
+        match cart_id {
+            Some(cart_id) => Ok(CancelOrder {
+                cart_id,
+                order_id,
+                reason: reason.flatten(),
+            }),
+            None => Err(internal_inconsistency()),
+        }
+    }
+}
+
+/// Collects field errors while pulling typed values out of a JSON object.
+struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(body: &'a Value, known: &[&str]) -> Result<Self, ValidationErrors> {
+        let Value::Object(object) = body else {
+            return Err(ValidationErrors(vec![FieldError {
+                field: "$".into(),
+                code: "not_an_object".into(),
+                message: "the request body must be a JSON object".into(),
+            }]));
+        };
+        let mut fields = Fields {
+            object,
+            errors: Vec::new(),
+        };
+        for name in object.keys() {
+            if !known.contains(&name.as_str()) {
+                fields.push(name, "unknown_field", format!("unknown field `{name}`"));
+            }
+        }
+        Ok(fields)
+    }
+
+    fn push(&mut self, field: &str, code: &str, message: String) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            code: code.into(),
+            message,
+        });
+    }
+
+    fn finish(self) -> Result<(), ValidationErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(self.errors))
+        }
+    }
+
+    /// The field's value, treating JSON `null` as absent.
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.object.get(name).filter(|v| !v.is_null())
+    }
+
+    fn required(&mut self, name: &str) -> Option<&'a Value> {
+        let value = self.get(name);
+        if value.is_none() {
+            self.push(name, "missing", format!("`{name}` is required"));
+        }
+        value
+    }
+
+    fn string(&mut self, name: &str, value: &'a Value) -> Option<&'a str> {
+        match value.as_str() {
+            Some(s) => Some(s),
+            None => {
+                self.push(name, "wrong_type", format!("`{name}` must be a string"));
+                None
+            }
+        }
+    }
+
+    fn uuid(&mut self, name: &str) -> Option<uuid::Uuid> {
+        let value = self.required(name)?;
+        let s = self.string(name, value)?;
+        match uuid::Uuid::parse_str(s) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                self.push(name, "invalid_uuid", format!("`{name}` must be a UUID"));
+                None
+            }
+        }
+    }
+
+    fn checked_text(&mut self, name: &str, s: &str, max: usize) -> Option<String> {
+        let chars = s.chars().count();
+        if s.trim().is_empty() {
+            self.push(name, "too_short", format!("`{name}` must not be blank"));
+            None
+        } else if chars > max {
+            self.push(
+                name,
+                "too_long",
+                format!("`{name}` must be at most {max} characters, got {chars}"),
+            );
+            None
+        } else {
+            Some(s.to_owned())
+        }
+    }
+
+    fn text(&mut self, name: &str, max: usize) -> Option<String> {
+        let value = self.required(name)?;
+        let s = self.string(name, value)?;
+        self.checked_text(name, s, max)
+    }
+
+    /// `Some(None)` when absent, `Some(Some(text))` when valid, `None` on error.
+    fn optional_text(&mut self, name: &str, max: usize) -> Option<Option<String>> {
+        let Some(value) = self.get(name) else {
+            return Some(None);
+        };
+        let s = self.string(name, value)?;
+        self.checked_text(name, s, max).map(Some)
+    }
+
+    fn positive_int(&mut self, name: &str) -> Option<u32> {
+        let value = self.required(name)?;
+        let Some(n) = value
+            .as_i64()
+            .or_else(|| value.as_u64().map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+        else {
+            self.push(name, "wrong_type", format!("`{name}` must be an integer"));
+            return None;
+        };
+        if n <= 0 {
+            self.push(
+                name,
+                "must_be_positive",
+                format!("`{name}` must be > 0, got {n}"),
+            );
+            return None;
+        }
+        match u32::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.push(
+                    name,
+                    "out_of_range",
+                    format!("`{name}` must be at most {}", u32::MAX),
+                );
+                None
+            }
+        }
+    }
+
+    fn money(&mut self, name: &str, default: Option<Money>) -> Option<Money> {
+        let value = match (self.get(name), default) {
+            (Some(value), _) => value,
+            (None, Some(default)) => return Some(default),
+            (None, None) => return self.required(name).and(None),
+        };
+        let literal = match value {
+            Value::String(s) => s.trim().to_owned(),
+            Value::Number(n) => n.to_string(),
+            _ => {
+                self.push(
+                    name,
+                    "wrong_type",
+                    format!("`{name}` must be a decimal string or number"),
+                );
+                return None;
+            }
+        };
+        let parsed =
+            Decimal::from_str_exact(&literal).or_else(|_| Decimal::from_scientific(&literal));
+        match parsed {
+            Ok(d) => match Money::non_negative(d) {
+                Some(m) => Some(m),
+                None => {
+                    self.push(
+                        name,
+                        "must_not_be_negative",
+                        format!("`{name}` must be >= 0, got {d}"),
+                    );
+                    None
+                }
+            },
+            Err(_) => {
+                self.push(
+                    name,
+                    "invalid_decimal",
+                    format!("`{name}` is not a decimal: {literal:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn currency(&mut self, name: &str) -> Option<Currency> {
+        let value = self.required(name)?;
+        let s = self.string(name, value)?;
+        match Currency::from_str(s) {
+            Ok(c) => Some(c),
+            Err(_) => {
+                self.push(
+                    name,
+                    "invalid_currency",
+                    format!("`{name}` must be an ISO 4217 code such as \"EUR\", got {s:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn datetime(&mut self, name: &str) -> Option<DateTime<Utc>> {
+        let value = self.required(name)?;
+        let s = self.string(name, value)?;
+        match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                self.push(
+                    name,
+                    "invalid_datetime",
+                    format!("`{name}` must be an RFC 3339 date-time, got {s:?}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn valid_body() -> Value {
+        json!({
+            "order_id": "0b8e6a4e-8f0a-4c53-9d3b-6a1f2f7f0a01",
+            "cart_id": "6f1c1f2e-3c7d-4a8e-9b3a-2d5e6f7a8b9c",
+            "user_id": "user-42",
+            "product_name": "Espresso machine",
+            "product_info": "15 bar, stainless",
+            "quantity": 2,
+            "amount": "199.99",
+            "discounts": 10,
+            "tax_amount": "38.00",
+            "subtotal": "389.98",
+            "payment_method": "card",
+            "shipping_address": "1 Main St, Springfield",
+            "billing_address": "1 Main St, Springfield",
+            "shipping_method": "express",
+            "currency": "EUR",
+            "seller_info": "Acme Coffee GmbH",
+            "created_at": "2026-11-20T10:15:00Z"
+        })
+    }
+
+    #[test]
+    fn a_complete_order_line_parses_with_exact_money() {
+        let order = PlaceOrder::parse(&valid_body()).expect("valid");
+        assert_eq!(order.line.quantity, 2);
+        assert_eq!(order.line.amount.to_string(), "199.99");
+        assert_eq!(order.line.discounts.to_string(), "10");
+        assert_eq!(order.line.currency.as_str(), "EUR");
+    }
+
+    #[test]
+    fn money_given_as_a_json_number_keeps_every_digit() {
+        let mut body = valid_body();
+        body["amount"] = serde_json::from_str("0.1000000000000000000001").expect("json");
+        body["quantity"] = json!(1);
+        body["discounts"] = json!(0);
+        body["subtotal"] = json!("0.1000000000000000000001");
+        let order = PlaceOrder::parse(&body).expect("valid");
+        assert_eq!(order.line.amount.to_string(), "0.1000000000000000000001");
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let mut body = valid_body();
+        body["quantity"] = json!(0);
+        body["currency"] = json!("EURO");
+        body["user_id"] = json!("");
+        body["cart_id"] = json!("not-a-uuid");
+        body["amount"] = json!("-1");
+        body.as_object_mut().expect("object").remove("seller_info");
+        body["colour"] = json!("red");
+        let errors = PlaceOrder::parse(&body).expect_err("invalid").0;
+        let mut got: Vec<_> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.code.as_str()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("amount", "must_not_be_negative"),
+                ("cart_id", "invalid_uuid"),
+                ("colour", "unknown_field"),
+                ("currency", "invalid_currency"),
+                ("quantity", "must_be_positive"),
+                ("seller_info", "missing"),
+                ("user_id", "too_short"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_subtotal_that_does_not_add_up_is_rejected_with_the_expected_value() {
+        let mut body = valid_body();
+        body["subtotal"] = json!("400.00");
+        let errors = PlaceOrder::parse(&body).expect_err("invalid").0;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "subtotal");
+        assert_eq!(errors[0].code, "inconsistent");
+        assert!(
+            errors[0].message.contains("389.98"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn discounts_larger_than_the_gross_amount_are_rejected() {
+        let mut body = valid_body();
+        body["discounts"] = json!("500");
+        body["subtotal"] = json!("0");
+        let errors = PlaceOrder::parse(&body).expect_err("invalid").0;
+        assert_eq!(errors[0].field, "discounts");
+    }
+
+    #[test]
+    fn optional_money_defaults_to_zero() {
+        let mut body = valid_body();
+        let obj = body.as_object_mut().expect("object");
+        obj.remove("discounts");
+        obj.remove("tax_amount");
+        obj.insert("subtotal".into(), json!("399.98"));
+        let order = PlaceOrder::parse(&body).expect("valid");
+        assert!(order.line.discounts.value().is_zero());
+        assert!(order.line.tax_amount.value().is_zero());
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_one_clear_error() {
+        let errors = PlaceOrder::parse(&json!([1, 2])).expect_err("invalid").0;
+        assert_eq!(errors[0].code, "not_an_object");
+    }
+
+    #[test]
+    fn text_lengths_are_counted_in_characters() {
+        let mut body = valid_body();
+        body["user_id"] = json!("é".repeat(MAX_USER_ID));
+        assert!(PlaceOrder::parse(&body).is_ok());
+        body["user_id"] = json!("é".repeat(MAX_USER_ID + 1));
+        let errors = PlaceOrder::parse(&body).expect_err("invalid").0;
+        assert_eq!(errors[0].code, "too_long");
+    }
+
+    #[test]
+    fn the_same_order_always_derives_the_same_command_id() {
+        let a = Command::PlaceOrder(PlaceOrder::parse(&valid_body()).expect("valid"));
+        let b = Command::PlaceOrder(PlaceOrder::parse(&valid_body()).expect("valid"));
+        assert_eq!(a.derive_id(None), b.derive_id(None));
+        assert_ne!(a.derive_id(Some("k1")), a.derive_id(None));
+        assert_eq!(a.derive_id(Some("k1")), b.derive_id(Some("k1")));
+    }
+
+    #[test]
+    fn a_cancel_needs_the_cart_id() {
+        let order_id = OrderId(uuid::Uuid::nil());
+        let errors = CancelOrder::parse(order_id, &json!({"reason": "x"}))
+            .expect_err("invalid")
+            .0;
+        assert_eq!(
+            (errors[0].field.as_str(), errors[0].code.as_str()),
+            ("cart_id", "missing")
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! Domain events: what happened to a cart. In-memory types only; their stored
+//! and published shape lives in [`crate::wire`].
+
+use crate::command::OrderLine;
+use crate::ids::{CartId, CommandId, EventId, OrderId};
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    OrderPlaced(OrderLine),
+    OrderCancelled {
+        order_id: OrderId,
+        reason: Option<String>,
+    },
+}
+
+impl Event {
+    pub fn order_id(&self) -> OrderId {
+        match self {
+            Event::OrderPlaced(line) => line.order_id,
+            Event::OrderCancelled { order_id, .. } => *order_id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::OrderPlaced(_) => "order_placed",
+            Event::OrderCancelled { .. } => "order_cancelled",
+        }
+    }
+}
+
+/// An event as it sits in a cart's stream: numbered, attributed to the command
+/// that caused it, and stamped with the time it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub event_id: EventId,
+    pub cart_id: CartId,
+    /// Position in the cart's stream, starting at 1.
+    pub version: u64,
+    pub command_id: CommandId,
+    pub recorded_at: DateTime<Utc>,
+    pub event: Event,
+}
+
+impl RecordedEvent {
+    /// Numbers fresh events after `current_version`. Ids are derived from the
+    /// position, so the same append attempted twice carries the same ids.
+    pub fn number(
+        cart_id: CartId,
+        current_version: u64,
+        command_id: CommandId,
+        recorded_at: DateTime<Utc>,
+        events: Vec<Event>,
+    ) -> Vec<RecordedEvent> {
+        events
+            .into_iter()
+            .zip(current_version + 1..)
+            .map(|(event, version)| RecordedEvent {
+                event_id: EventId::for_version(cart_id, version),
+                cart_id,
+                version,
+                command_id,
+                recorded_at,
+                event,
+            })
+            .collect()
+    }
+}

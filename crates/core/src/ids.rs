@@ -1,0 +1,80 @@
+//! Identifier newtypes. Each wraps a [`Uuid`] so that a cart id can never be
+//! passed where an order id is expected.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+            utoipa::ToSchema,
+        )]
+        #[serde(transparent)]
+        #[schema(value_type = String, format = Uuid)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// The aggregate (stream) id; also the Kafka key of every record about the cart.
+    CartId
+);
+uuid_id!(
+    /// One order line of a cart; unique per cart.
+    OrderId
+);
+uuid_id!(
+    /// One accepted command. Derived deterministically from the request so a
+    /// retried POST maps onto the same command.
+    CommandId
+);
+uuid_id!(
+    /// One recorded event. Derived from (cart, version) so a replay has the same id.
+    EventId
+);
+
+/// Namespace for the name-based (v5) ids salestrack derives.
+const NAMESPACE: Uuid = Uuid::from_u128(0x5a1e_57ac_0000_4000_8000_000000000001);
+
+impl CommandId {
+    /// The command id for a client-supplied idempotency key, scoped to the cart.
+    pub fn from_idempotency_key(cart_id: CartId, kind: &str, key: &str) -> Self {
+        let name = format!("idempotency/{cart_id}/{kind}/{key}");
+        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+
+    /// The command id when no key was supplied: the order id is the natural key.
+    pub fn for_order(cart_id: CartId, kind: &str, order_id: OrderId) -> Self {
+        let name = format!("order/{cart_id}/{kind}/{order_id}");
+        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+}
+
+impl EventId {
+    pub fn for_version(cart_id: CartId, version: u64) -> Self {
+        let name = format!("event/{cart_id}/{version}");
+        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+}

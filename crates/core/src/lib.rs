@@ -1,0 +1,35 @@
+//! The pure core of salestrack: the sales model, its rules, its wire formats,
+//! the read-model folds and the ports every backend implements.
+//!
+//! It performs no IO and knows nothing of Kafka, Cassandra, Elasticsearch,
+//! SQLite, HTTP or Lambda; clocks and ids are passed in.
+//!
+//! # Layout
+//! - [`ids`], [`money`]: value types (UUID newtypes, `Decimal` money, ISO currency).
+//! - [`command`]: `PlaceOrder` / `CancelOrder` and their field-level validation.
+//! - [`event`]: domain events and the recorded (numbered) event.
+//! - [`aggregate`]: the cart's `decide` / `evolve`.
+//! - [`read_model`]: cart detail, cart summary and sales lines as folds.
+//! - [`wire`]: versioned JSON envelopes for commands, events and outcomes.
+//! - [`token`]: the read-your-writes consistency token.
+//! - [`ports`]: `Producer`, `Consumer`, `EventStore`, `ReadStore`, `Clock`.
+//! - [`testing`]: sample values for tests of every crate.
+
+pub mod aggregate;
+pub mod command;
+pub mod event;
+pub mod ids;
+pub mod money;
+pub mod ports;
+pub mod read_model;
+pub mod testing;
+pub mod token;
+pub mod wire;
+
+/// Topic names, shared by every role. Overridable through configuration.
+pub mod topics {
+    pub const COMMANDS: &str = "sales.commands";
+    pub const EVENTS: &str = "sales.events";
+    pub const OUTCOMES: &str = "sales.outcomes";
+    pub const DEAD_LETTER: &str = "sales.dead-letter";
+}

@@ -1,0 +1,236 @@
+//! Ports: the traits adapters implement. Handlers hold them as `Arc<dyn Port>`.
+//!
+//! Errors are split by what the caller can do about them: a typed
+//! [`AppendError::Conflict`] is retried by re-deciding, every other backend
+//! error is infrastructure and fails the batch or request (retryable).
+
+use crate::event::RecordedEvent;
+use crate::ids::{CartId, CommandId};
+use crate::read_model::{CartDetail, CartSummary, SalesLine};
+use crate::wire::Outcome;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// An infrastructure failure of a backend: worth retrying, not the client's fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend}: {message}")]
+pub struct BackendError {
+    pub backend: &'static str,
+    pub message: String,
+}
+
+impl BackendError {
+    pub fn new(backend: &'static str, error: impl std::fmt::Display) -> Self {
+        BackendError {
+            backend,
+            message: error.to_string(),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ bus
+
+/// A record to produce. `key` decides the partition, so all records of a cart
+/// stay in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRecord {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Where a produced record landed; acknowledged as durable by the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[async_trait]
+pub trait Producer: Send + Sync {
+    /// Returns once the record is durably stored by the bus.
+    async fn send(&self, record: OutboundRecord) -> Result<Delivery, BackendError>;
+
+    /// Sends several records; on error some may have been sent (callers are idempotent).
+    async fn send_all(&self, records: Vec<OutboundRecord>) -> Result<Vec<Delivery>, BackendError> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            deliveries.push(self.send(record).await?);
+        }
+        Ok(deliveries)
+    }
+}
+
+/// A record as consumed from the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: DateTime<Utc>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A consumer-group member. Delivery is at-least-once: positions only become
+/// durable through [`Consumer::commit`], and [`Consumer::rewind`] goes back to
+/// the last commit so a failed batch is delivered again.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Up to `max` records, waiting at most `wait` for the first one.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BackendError>;
+    /// Marks everything up to and including these records as processed.
+    async fn commit(&mut self, records: &[BusRecord]) -> Result<(), BackendError>;
+    /// Forgets uncommitted progress: the next poll starts at the committed offsets.
+    async fn rewind(&mut self) -> Result<(), BackendError>;
+}
+
+// ------------------------------------------------------------------ event store
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended first: reload the stream and decide again.
+    #[error("expected stream version {expected}, but the stream is at {actual}")]
+    Conflict { expected: u64, actual: u64 },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// The cart's events in version order (empty for a new cart).
+    async fn read_stream(&self, cart_id: CartId) -> Result<Vec<RecordedEvent>, BackendError>;
+
+    /// Appends `events` (numbered `expected_version + 1 ..`) only if the stream is
+    /// exactly at `expected_version`. All or nothing.
+    async fn append(
+        &self,
+        cart_id: CartId,
+        expected_version: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), AppendError>;
+}
+
+// ------------------------------------------------------------------ read store
+
+/// A document the projector writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadDocument {
+    CartDetail(CartDetail),
+    CartSummary(CartSummary),
+    SalesLine(SalesLine),
+    CommandStatus(Outcome),
+}
+
+impl ReadDocument {
+    pub fn version(&self) -> u64 {
+        match self {
+            ReadDocument::CartDetail(d) => d.version,
+            ReadDocument::CartSummary(d) => d.version,
+            ReadDocument::SalesLine(d) => d.version,
+            ReadDocument::CommandStatus(d) => d.version,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Written,
+    /// The store already held this version or a newer one; nothing changed.
+    Stale,
+}
+
+/// `GET /carts` filters. `q` matches every word against product names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CartSearch {
+    pub user_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub q: Option<String>,
+    pub limit: u32,
+    pub after: Option<SearchCursor>,
+}
+
+/// Position in the `(created_at desc, cart_id desc)` order of a search.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchCursor {
+    pub created_at: DateTime<Utc>,
+    pub cart_id: CartId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartPage {
+    pub carts: Vec<CartSummary>,
+    /// Set when more results may follow.
+    pub next: Option<SearchCursor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportDimension {
+    Day,
+    Product,
+    Seller,
+    Currency,
+    PaymentMethod,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SalesReportQuery {
+    pub group_by: ReportDimension,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+/// Totals of the active sales lines of one bucket, per currency (amounts in
+/// different currencies are never added together).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SalesBucket {
+    pub key: String,
+    pub currency: String,
+    #[schema(value_type = String)]
+    pub revenue: Decimal,
+    #[schema(value_type = String)]
+    pub tax: Decimal,
+    pub units: u64,
+    pub lines: u64,
+}
+
+#[async_trait]
+pub trait ReadStore: Send + Sync {
+    /// Stores the document only if its version is newer than the stored one.
+    async fn upsert(&self, doc: ReadDocument) -> Result<Upsert, BackendError>;
+    async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError>;
+    async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError>;
+    async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError>;
+    async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError>;
+    async fn sales_report(
+        &self,
+        query: &SalesReportQuery,
+    ) -> Result<Vec<SalesBucket>, BackendError>;
+    /// Cheap reachability check for readiness probes.
+    async fn ping(&self) -> Result<(), BackendError>;
+}
+
+// ------------------------------------------------------------------ clock
+
+/// Time is passed in, never read inside the core.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// How long a consumer waits for records when idle; shared so tests can shorten it.
+pub const DEFAULT_POLL_WAIT: Duration = Duration::from_millis(500);

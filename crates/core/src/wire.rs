@@ -1,0 +1,432 @@
+//! Wire formats: the explicit, versioned shapes of everything salestrack puts
+//! on Kafka or into a store. Domain types never go on the wire directly.
+//!
+//! Every record is a JSON envelope `{ "schema_version", "type", ..., "data" }`.
+//! `data` is decoded by `type` after the envelope, which keeps decoding free
+//! of serde's buffered enum paths (they mangle arbitrary-precision numbers).
+
+use crate::command::{
+    CancelOrder, Command, OrderLine, PlaceOrder, ValidationErrors, CANCEL_ORDER, PLACE_ORDER,
+};
+use crate::event::{Event, RecordedEvent};
+use crate::ids::{CartId, CommandId, EventId, OrderId};
+use crate::money::{Currency, Money};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why bytes could not be turned into a record. A decode error is permanent:
+/// the record is poison and goes to the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not valid JSON for a {what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("unsupported schema_version {0}")]
+    SchemaVersion(u32),
+    #[error("unknown {what} type {kind:?}")]
+    UnknownType { what: &'static str, kind: String },
+    #[error("invalid command: {0}")]
+    InvalidCommand(#[from] ValidationErrors),
+}
+
+fn json<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|source| DecodeError::Json { what, source })
+}
+
+fn from_value<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    value: Value,
+) -> Result<T, DecodeError> {
+    serde_json::from_value(value).map_err(|source| DecodeError::Json { what, source })
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs (string keys, no maps of non-string keys) cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn to_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn check_schema(version: u32) -> Result<(), DecodeError> {
+    if version == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError::SchemaVersion(version))
+    }
+}
+
+/// The order line as it travels and is stored (schema 1). Field names match the HTTP body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderLineV1 {
+    pub order_id: OrderId,
+    pub cart_id: CartId,
+    pub user_id: String,
+    pub product_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_info: Option<String>,
+    pub quantity: u32,
+    pub amount: Money,
+    pub discounts: Money,
+    pub tax_amount: Money,
+    pub subtotal: Money,
+    pub payment_method: String,
+    pub shipping_address: String,
+    pub billing_address: String,
+    pub shipping_method: String,
+    pub currency: Currency,
+    pub seller_info: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&OrderLine> for OrderLineV1 {
+    fn from(l: &OrderLine) -> Self {
+        OrderLineV1 {
+            order_id: l.order_id,
+            cart_id: l.cart_id,
+            user_id: l.user_id.clone(),
+            product_name: l.product_name.clone(),
+            product_info: l.product_info.clone(),
+            quantity: l.quantity,
+            amount: l.amount,
+            discounts: l.discounts,
+            tax_amount: l.tax_amount,
+            subtotal: l.subtotal,
+            payment_method: l.payment_method.clone(),
+            shipping_address: l.shipping_address.clone(),
+            billing_address: l.billing_address.clone(),
+            shipping_method: l.shipping_method.clone(),
+            currency: l.currency,
+            seller_info: l.seller_info.clone(),
+            created_at: l.created_at,
+        }
+    }
+}
+
+impl From<OrderLineV1> for OrderLine {
+    fn from(l: OrderLineV1) -> Self {
+        OrderLine {
+            order_id: l.order_id,
+            cart_id: l.cart_id,
+            user_id: l.user_id,
+            product_name: l.product_name,
+            product_info: l.product_info,
+            quantity: l.quantity,
+            amount: l.amount,
+            discounts: l.discounts,
+            tax_amount: l.tax_amount,
+            subtotal: l.subtotal,
+            payment_method: l.payment_method,
+            shipping_address: l.shipping_address,
+            billing_address: l.billing_address,
+            shipping_method: l.shipping_method,
+            currency: l.currency,
+            seller_info: l.seller_info,
+            created_at: l.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelOrderV1 {
+    pub cart_id: CartId,
+    pub order_id: OrderId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------- commands
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CommandEnvelope {
+    schema_version: u32,
+    #[serde(rename = "type")]
+    kind: String,
+    command_id: CommandId,
+    accepted_at: DateTime<Utc>,
+    data: Value,
+}
+
+/// A command as produced by the command function onto `sales.commands`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub command_id: CommandId,
+    pub accepted_at: DateTime<Utc>,
+    pub command: Command,
+}
+
+impl CommandRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let data = match &self.command {
+            Command::PlaceOrder(p) => to_value(&OrderLineV1::from(&p.line)),
+            Command::CancelOrder(c) => to_value(&CancelOrderV1 {
+                cart_id: c.cart_id,
+                order_id: c.order_id,
+                reason: c.reason.clone(),
+            }),
+        };
+        to_bytes(&CommandEnvelope {
+            schema_version: SCHEMA_VERSION,
+            kind: self.command.kind().into(),
+            command_id: self.command_id,
+            accepted_at: self.accepted_at,
+            data,
+        })
+    }
+
+    /// Decodes and re-validates: the domain never trusts a producer it does not own.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let envelope: CommandEnvelope = json("command", bytes)?;
+        check_schema(envelope.schema_version)?;
+        let command = match envelope.kind.as_str() {
+            PLACE_ORDER => Command::PlaceOrder(PlaceOrder::parse(&envelope.data)?),
+            CANCEL_ORDER => {
+                let c: CancelOrderV1 = from_value("cancel_order", envelope.data)?;
+                Command::CancelOrder(CancelOrder {
+                    cart_id: c.cart_id,
+                    order_id: c.order_id,
+                    reason: c.reason,
+                })
+            }
+            other => {
+                return Err(DecodeError::UnknownType {
+                    what: "command",
+                    kind: other.into(),
+                })
+            }
+        };
+        Ok(CommandRecord {
+            command_id: envelope.command_id,
+            accepted_at: envelope.accepted_at,
+            command,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- events
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EventEnvelope {
+    schema_version: u32,
+    #[serde(rename = "type")]
+    kind: String,
+    event_id: EventId,
+    cart_id: CartId,
+    version: u64,
+    command_id: CommandId,
+    recorded_at: DateTime<Utc>,
+    data: Value,
+}
+
+/// The shape of a recorded event in the event store and on `sales.events`.
+pub fn encode_event(e: &RecordedEvent) -> Vec<u8> {
+    to_bytes(&event_envelope(e))
+}
+
+/// The `data` part only, for stores that keep the envelope in columns.
+pub fn encode_event_data(event: &Event) -> Value {
+    match event {
+        Event::OrderPlaced(line) => to_value(&OrderLineV1::from(line)),
+        Event::OrderCancelled { order_id, reason } => to_value(&OrderCancelledV1 {
+            order_id: *order_id,
+            reason: reason.clone(),
+        }),
+    }
+}
+
+fn event_envelope(e: &RecordedEvent) -> EventEnvelope {
+    EventEnvelope {
+        schema_version: SCHEMA_VERSION,
+        kind: e.event.kind().into(),
+        event_id: e.event_id,
+        cart_id: e.cart_id,
+        version: e.version,
+        command_id: e.command_id,
+        recorded_at: e.recorded_at,
+        data: encode_event_data(&e.event),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OrderCancelledV1 {
+    order_id: OrderId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Events are facts: decoding does not re-apply today's validation rules.
+pub fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
+    let envelope: EventEnvelope = json("event", bytes)?;
+    check_schema(envelope.schema_version)?;
+    let event = decode_event_data(&envelope.kind, envelope.data)?;
+    Ok(RecordedEvent {
+        event_id: envelope.event_id,
+        cart_id: envelope.cart_id,
+        version: envelope.version,
+        command_id: envelope.command_id,
+        recorded_at: envelope.recorded_at,
+        event,
+    })
+}
+
+pub fn decode_event_data(kind: &str, data: Value) -> Result<Event, DecodeError> {
+    match kind {
+        "order_placed" => Ok(Event::OrderPlaced(
+            from_value::<OrderLineV1>("order_placed", data)?.into(),
+        )),
+        "order_cancelled" => {
+            let c: OrderCancelledV1 = from_value("order_cancelled", data)?;
+            Ok(Event::OrderCancelled {
+                order_id: c.order_id,
+                reason: c.reason,
+            })
+        }
+        other => Err(DecodeError::UnknownType {
+            what: "event",
+            kind: other.into(),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------- outcomes
+
+/// What the domain decided about one command, published on `sales.outcomes`
+/// so that a client can learn why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Outcome {
+    pub schema_version: u32,
+    pub command_id: CommandId,
+    pub cart_id: CartId,
+    pub order_id: OrderId,
+    /// `place_order` or `cancel_order`.
+    pub command_type: String,
+    pub status: OutcomeStatus,
+    /// The cart's stream version once the command was decided.
+    pub version: u64,
+    /// True when the command repeated one already applied (an idempotent no-op).
+    #[serde(default)]
+    pub duplicate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    pub decided_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    Applied,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reason {
+    pub code: String,
+    pub message: String,
+}
+
+impl Outcome {
+    pub fn encode(&self) -> Vec<u8> {
+        to_bytes(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let outcome: Outcome = json("outcome", bytes)?;
+        check_schema(outcome.schema_version)?;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{line, order_body};
+    use chrono::TimeZone;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_command_survives_the_round_trip() {
+        let record = CommandRecord {
+            command_id: CommandId(uuid::Uuid::from_u128(7)),
+            accepted_at: at(),
+            command: Command::PlaceOrder(PlaceOrder { line: line() }),
+        };
+        assert_eq!(
+            CommandRecord::decode(&record.encode()).expect("decodes"),
+            record
+        );
+    }
+
+    #[test]
+    fn an_event_survives_the_round_trip_with_money_as_strings() {
+        let recorded = RecordedEvent::number(
+            line().cart_id,
+            4,
+            CommandId(uuid::Uuid::from_u128(7)),
+            at(),
+            vec![Event::OrderPlaced(line())],
+        )
+        .remove(0);
+        let bytes = encode_event(&recorded);
+        let text = String::from_utf8(bytes.clone()).expect("utf8");
+        assert!(text.contains(r#""amount":"199.99""#), "{text}");
+        assert_eq!(decode_event(&bytes).expect("decodes"), recorded);
+        assert_eq!(recorded.version, 5);
+    }
+
+    #[test]
+    fn an_unknown_command_type_is_a_decode_error_not_a_panic() {
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schema_version": 1, "type": "refund_everything",
+            "command_id": uuid::Uuid::nil(), "accepted_at": "2026-11-21T08:00:00Z", "data": {}
+        }))
+        .expect("json");
+        assert!(matches!(
+            CommandRecord::decode(&bytes),
+            Err(DecodeError::UnknownType { .. })
+        ));
+    }
+
+    #[test]
+    fn a_command_with_an_invalid_line_is_a_decode_error() {
+        let mut data = order_body();
+        data["quantity"] = serde_json::json!(-3);
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schema_version": 1, "type": "place_order",
+            "command_id": uuid::Uuid::nil(), "accepted_at": "2026-11-21T08:00:00Z", "data": data
+        }))
+        .expect("json");
+        assert!(matches!(
+            CommandRecord::decode(&bytes),
+            Err(DecodeError::InvalidCommand(_))
+        ));
+    }
+
+    #[test]
+    fn a_future_schema_version_is_refused() {
+        let bytes = br#"{"schema_version":2,"type":"place_order","command_id":"00000000-0000-0000-0000-000000000000","accepted_at":"2026-11-21T08:00:00Z","data":{}}"#;
+        assert!(matches!(
+            CommandRecord::decode(bytes),
+            Err(DecodeError::SchemaVersion(2))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_a_json_decode_error() {
+        assert!(matches!(
+            decode_event(b"\xff\x00nope"),
+            Err(DecodeError::Json { .. })
+        ));
+    }
+}

@@ -1,0 +1,269 @@
+//! The embedded message bus: a durable, partitioned log in SQLite with
+//! consumer-group offsets. Same semantics the runner relies on from Kafka:
+//! per-key ordering (key -> partition), at-least-once delivery, offsets
+//! committed only by the consumer.
+
+use crate::sqlite::{Db, Durability};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use salestrack_core::ports::{
+    BackendError, BusRecord, Consumer, Delivery, OutboundRecord, Producer,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    topic      TEXT    NOT NULL,
+    partition  INTEGER NOT NULL,
+    offset     INTEGER NOT NULL,
+    ts_millis  INTEGER NOT NULL,
+    key        BLOB,
+    value      BLOB,
+    headers    TEXT    NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS committed_offsets (
+    grp        TEXT    NOT NULL,
+    topic      TEXT    NOT NULL,
+    partition  INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+";
+
+/// Producer side of the embedded bus; hands out consumers for the same log.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    db: Db,
+    partitions: i32,
+    appended: Arc<Notify>,
+}
+
+impl EmbeddedBus {
+    pub fn open(path: &Path, partitions: i32) -> Result<Self, BackendError> {
+        Ok(EmbeddedBus {
+            db: Db::open("embedded bus", path, Durability::Full, SCHEMA)?,
+            partitions: partitions.max(1),
+            appended: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// Same key, same partition, across restarts and builds (crc32, not `Hash`).
+    fn partition_for(&self, key: &[u8]) -> i32 {
+        let hash = crc32fast::hash(key);
+        i32::try_from(hash % self.partitions.unsigned_abs()).unwrap_or(0)
+    }
+
+    pub fn consumer(&self, group: &str, topics: &[&str]) -> EmbeddedConsumer {
+        EmbeddedConsumer {
+            bus: self.clone(),
+            group: group.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            positions: HashMap::new(),
+        }
+    }
+
+    /// The number of records in a topic, for tests and diagnostics.
+    pub async fn topic_len(&self, topic: &str) -> Result<u64, BackendError> {
+        let topic = topic.to_owned();
+        let err = self.db.err();
+        self.db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM records WHERE topic = ?1",
+                    [topic],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n.unsigned_abs())
+                .map_err(err)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Producer for EmbeddedBus {
+    async fn send(&self, record: OutboundRecord) -> Result<Delivery, BackendError> {
+        Ok(self.send_all(vec![record]).await?.remove(0))
+    }
+
+    /// One transaction (one fsync) for the whole set.
+    async fn send_all(&self, records: Vec<OutboundRecord>) -> Result<Vec<Delivery>, BackendError> {
+        let placed: Vec<(i32, OutboundRecord)> = records
+            .into_iter()
+            .map(|r| (self.partition_for(&r.key), r))
+            .collect();
+        let err = self.db.err();
+        let now = Utc::now().timestamp_millis();
+        let deliveries = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction().map_err(err)?;
+                let mut deliveries = Vec::with_capacity(placed.len());
+                for (partition, record) in placed {
+                    let offset: i64 = tx
+                        .query_row(
+                            "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2",
+                            params![record.topic, partition],
+                            |r| r.get(0),
+                        )
+                        .map_err(err)?;
+                    let headers = serde_json::to_string(&record.headers).map_err(|e| BackendError::new("embedded bus", e))?;
+                    tx.execute(
+                        "INSERT INTO records (topic, partition, offset, ts_millis, key, value, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![record.topic, partition, offset, now, record.key, record.value, headers],
+                    )
+                    .map_err(err)?;
+                    deliveries.push(Delivery { partition, offset });
+                }
+                tx.commit().map_err(err)?;
+                Ok(deliveries)
+            })
+            .await?;
+        self.appended.notify_waiters();
+        Ok(deliveries)
+    }
+}
+
+/// One member of a consumer group. The embedded bus runs one member per
+/// group, which owns every partition of its topics.
+pub struct EmbeddedConsumer {
+    bus: EmbeddedBus,
+    group: String,
+    topics: Vec<String>,
+    /// Next offset to deliver, per (topic, partition); loaded from the commits.
+    positions: HashMap<(String, i32), i64>,
+}
+
+impl EmbeddedConsumer {
+    async fn fetch(&mut self, max: usize) -> Result<Vec<BusRecord>, BackendError> {
+        let group = self.group.clone();
+        let topics = self.topics.clone();
+        let partitions = self.bus.partitions;
+        let positions = self.positions.clone();
+        let err = self.bus.db.err();
+        let (records, loaded) = self
+            .bus
+            .db
+            .call(move |c| {
+                let mut loaded = HashMap::new();
+                let mut out = Vec::new();
+                for topic in &topics {
+                    for partition in 0..partitions {
+                        if out.len() >= max {
+                            break;
+                        }
+                        let key = (topic.clone(), partition);
+                        let from = match positions.get(&key) {
+                            Some(p) => *p,
+                            None => {
+                                let committed: Option<i64> = c
+                                    .query_row(
+                                        "SELECT next_offset FROM committed_offsets WHERE grp = ?1 AND topic = ?2 AND partition = ?3",
+                                        params![group, topic, partition],
+                                        |r| r.get(0),
+                                    )
+                                    .optional()
+                                    .map_err(err)?;
+                                let from = committed.unwrap_or(0);
+                                loaded.insert(key, from);
+                                from
+                            }
+                        };
+                        let mut stmt = c
+                            .prepare_cached(
+                                "SELECT offset, ts_millis, key, value, headers FROM records \
+                                 WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
+                            )
+                            .map_err(err)?;
+                        let remaining = i64::try_from(max - out.len()).unwrap_or(i64::MAX);
+                        let rows = stmt
+                            .query_map(params![topic, partition, from, remaining], |r| {
+                                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<Vec<u8>>>(2)?, r.get::<_, Option<Vec<u8>>>(3)?, r.get::<_, String>(4)?))
+                            })
+                            .map_err(err)?;
+                        for row in rows {
+                            let (offset, ts, key, value, headers) = row.map_err(err)?;
+                            out.push(BusRecord {
+                                topic: topic.clone(),
+                                partition,
+                                offset,
+                                timestamp: DateTime::from_timestamp_millis(ts).unwrap_or_default(),
+                                key,
+                                value,
+                                headers: serde_json::from_str(&headers).map_err(|e| BackendError::new("embedded bus", e))?,
+                            });
+                        }
+                    }
+                }
+                Ok((out, loaded))
+            })
+            .await?;
+        self.positions.extend(loaded);
+        for r in &records {
+            self.positions
+                .insert((r.topic.clone(), r.partition), r.offset + 1);
+        }
+        Ok(records)
+    }
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BackendError> {
+        let appended = Arc::clone(&self.bus.appended);
+        let notified = appended.notified();
+        tokio::pin!(notified);
+        // Register for wake-ups before looking, so an append in between is not missed.
+        notified.as_mut().enable();
+        let records = self.fetch(max).await?;
+        if !records.is_empty() {
+            return Ok(records);
+        }
+        if tokio::time::timeout(wait, notified).await.is_err() {
+            return Ok(Vec::new());
+        }
+        self.fetch(max).await
+    }
+
+    async fn commit(&mut self, records: &[BusRecord]) -> Result<(), BackendError> {
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for r in records {
+            let entry = next
+                .entry((r.topic.clone(), r.partition))
+                .or_insert(r.offset + 1);
+            *entry = (*entry).max(r.offset + 1);
+        }
+        let group = self.group.clone();
+        let err = self.bus.db.err();
+        self.bus
+            .db
+            .call(move |c| {
+                let tx = c.transaction().map_err(err)?;
+                for ((topic, partition), offset) in next {
+                    tx.execute(
+                        "INSERT INTO committed_offsets (grp, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+                        params![group, topic, partition, offset],
+                    )
+                    .map_err(err)?;
+                }
+                tx.commit().map_err(err)
+            })
+            .await
+    }
+
+    async fn rewind(&mut self) -> Result<(), BackendError> {
+        self.positions.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! The embedded event store: one row per event, primary key (cart, version).
+//! The version check and the inserts run in one transaction, and the primary
+//! key would refuse a second event at a taken version even without it.
+
+use crate::sqlite::{Db, Durability};
+use async_trait::async_trait;
+use rusqlite::params;
+use salestrack_core::event::RecordedEvent;
+use salestrack_core::ids::CartId;
+use salestrack_core::ports::{AppendError, BackendError, EventStore};
+use salestrack_core::wire;
+use std::path::Path;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    cart_id     TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    event_id    TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    command_id  TEXT    NOT NULL,
+    recorded_at TEXT    NOT NULL,
+    envelope    BLOB    NOT NULL,
+    PRIMARY KEY (cart_id, version)
+) WITHOUT ROWID;
+";
+
+const NAME: &str = "embedded event store";
+
+#[derive(Clone)]
+pub struct EmbeddedEventStore {
+    db: Db,
+}
+
+impl EmbeddedEventStore {
+    pub fn open(path: &Path) -> Result<Self, BackendError> {
+        Ok(EmbeddedEventStore {
+            db: Db::open(NAME, path, Durability::Full, SCHEMA)?,
+        })
+    }
+}
+
+/// The events must be numbered right after `expected` and belong to `cart_id`;
+/// anything else is a bug in the caller, refused before touching the store.
+pub(crate) fn check_numbering(
+    cart_id: CartId,
+    expected: u64,
+    events: &[RecordedEvent],
+) -> Result<(), BackendError> {
+    for (event, version) in events.iter().zip(expected + 1..) {
+        if event.cart_id != cart_id || event.version != version {
+            return Err(BackendError::new(
+                NAME,
+                format!(
+                    "event {} of cart {} numbered {} where {version} of cart {cart_id} was expected",
+                    event.event_id, event.cart_id, event.version
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for EmbeddedEventStore {
+    async fn read_stream(&self, cart_id: CartId) -> Result<Vec<RecordedEvent>, BackendError> {
+        let err = self.db.err();
+        self.db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT envelope FROM events WHERE cart_id = ?1 ORDER BY version",
+                    )
+                    .map_err(err)?;
+                let rows = stmt
+                    .query_map([cart_id.to_string()], |r| r.get::<_, Vec<u8>>(0))
+                    .map_err(err)?;
+                rows.map(|row| {
+                    let bytes = row.map_err(err)?;
+                    wire::decode_event(&bytes).map_err(|e| {
+                        BackendError::new(NAME, format!("corrupt event in cart {cart_id}: {e}"))
+                    })
+                })
+                .collect()
+            })
+            .await
+    }
+
+    async fn append(
+        &self,
+        cart_id: CartId,
+        expected_version: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), AppendError> {
+        check_numbering(cart_id, expected_version, events)?;
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.version,
+                    e.event_id.to_string(),
+                    e.event.kind(),
+                    e.command_id.to_string(),
+                    e.recorded_at.to_rfc3339(),
+                    wire::encode_event(e),
+                )
+            })
+            .collect();
+        let err = self.db.err();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction().map_err(err)?;
+                let actual: i64 = tx
+                    .query_row("SELECT COALESCE(MAX(version), 0) FROM events WHERE cart_id = ?1", [cart_id.to_string()], |r| r.get(0))
+                    .map_err(err)?;
+                let actual = actual.unsigned_abs();
+                if actual != expected_version {
+                    return Ok(Err(AppendError::Conflict { expected: expected_version, actual }));
+                }
+                for (version, event_id, kind, command_id, recorded_at, envelope) in rows {
+                    let version = i64::try_from(version).map_err(|e| BackendError::new(NAME, e))?;
+                    tx.execute(
+                        "INSERT INTO events (cart_id, version, event_id, event_type, command_id, recorded_at, envelope) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![cart_id.to_string(), version, event_id, kind, command_id, recorded_at, envelope],
+                    )
+                    .map_err(err)?;
+                }
+                tx.commit().map_err(err)?;
+                Ok(Ok(()))
+            })
+            .await?
+    }
+}

@@ -1,0 +1,348 @@
+//! The embedded read store: one SQLite table per read model, the document as
+//! JSON beside the columns that filters and sorts need. Upserts are guarded by
+//! version in SQL (`... WHERE excluded.version > version`).
+
+use crate::sqlite::{Db, Durability};
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, OptionalExtension};
+use rust_decimal::Decimal;
+use salestrack_core::ids::{CartId, CommandId};
+use salestrack_core::ports::{
+    BackendError, CartPage, CartSearch, ReadDocument, ReadStore, ReportDimension, SalesBucket,
+    SalesReportQuery, SearchCursor, Upsert,
+};
+use salestrack_core::read_model::{CartDetail, CartSummary, LineStatus};
+use salestrack_core::wire::Outcome;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cart_detail (
+    cart_id TEXT PRIMARY KEY, version INTEGER NOT NULL, doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cart_summary (
+    cart_id TEXT PRIMARY KEY, version INTEGER NOT NULL, user_id TEXT NOT NULL,
+    created_at_micros INTEGER NOT NULL, products_lower TEXT NOT NULL, doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cart_summary_by_user ON cart_summary (user_id, created_at_micros DESC, cart_id DESC);
+CREATE INDEX IF NOT EXISTS cart_summary_by_time ON cart_summary (created_at_micros DESC, cart_id DESC);
+CREATE TABLE IF NOT EXISTS sales_lines (
+    id TEXT PRIMARY KEY, version INTEGER NOT NULL, day TEXT NOT NULL, product_name TEXT NOT NULL,
+    seller_info TEXT NOT NULL, currency TEXT NOT NULL, payment_method TEXT NOT NULL, status TEXT NOT NULL,
+    quantity INTEGER NOT NULL, subtotal TEXT NOT NULL, tax_amount TEXT NOT NULL, doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sales_lines_by_day ON sales_lines (day);
+CREATE TABLE IF NOT EXISTS command_status (
+    command_id TEXT PRIMARY KEY, version INTEGER NOT NULL, doc TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+const NAME: &str = "embedded read store";
+
+#[derive(Clone)]
+pub struct EmbeddedReadStore {
+    db: Db,
+}
+
+impl EmbeddedReadStore {
+    pub fn open(path: &Path) -> Result<Self, BackendError> {
+        Ok(EmbeddedReadStore {
+            db: Db::open(NAME, path, Durability::Normal, SCHEMA)?,
+        })
+    }
+
+    async fn get<T: DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        id: String,
+    ) -> Result<Option<T>, BackendError> {
+        let err = self.db.err();
+        self.db
+            .call(move |c| {
+                let doc: Option<String> = c
+                    .query_row(sql, [id], |r| r.get(0))
+                    .optional()
+                    .map_err(err)?;
+                doc.map(|d| decode(&d)).transpose()
+            })
+            .await
+    }
+}
+
+fn decode<T: DeserializeOwned>(doc: &str) -> Result<T, BackendError> {
+    serde_json::from_str(doc).map_err(|e| BackendError::new(NAME, format!("corrupt document: {e}")))
+}
+
+fn encode<T: serde::Serialize>(doc: &T) -> Result<String, BackendError> {
+    serde_json::to_string(doc).map_err(|e| BackendError::new(NAME, e))
+}
+
+fn version(v: u64) -> Result<i64, BackendError> {
+    i64::try_from(v).map_err(|e| BackendError::new(NAME, e))
+}
+
+fn status(s: LineStatus) -> &'static str {
+    match s {
+        LineStatus::Active => "active",
+        LineStatus::Cancelled => "cancelled",
+    }
+}
+
+/// The statement and its parameters for one upsert.
+fn upsert_statement(doc: &ReadDocument) -> Result<(&'static str, Vec<SqlValue>), BackendError> {
+    use SqlValue::{Integer, Text};
+    Ok(match doc {
+        ReadDocument::CartDetail(d) => (
+            "INSERT INTO cart_detail (cart_id, version, doc) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (cart_id) DO UPDATE SET version = excluded.version, doc = excluded.doc \
+             WHERE excluded.version > cart_detail.version",
+            vec![Text(d.cart_id.to_string()), Integer(version(d.version)?), Text(encode(d)?)],
+        ),
+        ReadDocument::CartSummary(d) => (
+            "INSERT INTO cart_summary (cart_id, version, user_id, created_at_micros, products_lower, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (cart_id) DO UPDATE SET version = excluded.version, user_id = excluded.user_id, \
+             created_at_micros = excluded.created_at_micros, products_lower = excluded.products_lower, doc = excluded.doc \
+             WHERE excluded.version > cart_summary.version",
+            vec![
+                Text(d.cart_id.to_string()),
+                Integer(version(d.version)?),
+                Text(d.user_id.clone()),
+                Integer(d.created_at.timestamp_micros()),
+                Text(d.products.to_lowercase()),
+                Text(encode(d)?),
+            ],
+        ),
+        ReadDocument::SalesLine(d) => (
+            "INSERT INTO sales_lines (id, version, day, product_name, seller_info, currency, payment_method, status, quantity, subtotal, tax_amount, doc) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, day = excluded.day, product_name = excluded.product_name, \
+             seller_info = excluded.seller_info, currency = excluded.currency, payment_method = excluded.payment_method, \
+             status = excluded.status, quantity = excluded.quantity, subtotal = excluded.subtotal, tax_amount = excluded.tax_amount, doc = excluded.doc \
+             WHERE excluded.version > sales_lines.version",
+            vec![
+                Text(d.doc_id()),
+                Integer(version(d.version)?),
+                Text(d.day.to_string()),
+                Text(d.product_name.clone()),
+                Text(d.seller_info.clone()),
+                Text(d.currency.clone()),
+                Text(d.payment_method.clone()),
+                Text(status(d.status).into()),
+                Integer(i64::from(d.quantity)),
+                Text(d.subtotal.to_string()),
+                Text(d.tax_amount.to_string()),
+                Text(encode(d)?),
+            ],
+        ),
+        ReadDocument::CommandStatus(d) => (
+            "INSERT INTO command_status (command_id, version, doc) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (command_id) DO UPDATE SET version = excluded.version, doc = excluded.doc \
+             WHERE excluded.version > command_status.version",
+            vec![Text(d.command_id.to_string()), Integer(version(d.version)?), Text(encode(d)?)],
+        ),
+    })
+}
+
+/// `%`, `_` and the escape character itself are literal in a search word.
+fn like_pattern(word: &str) -> String {
+    let mut escaped = String::with_capacity(word.len() + 2);
+    escaped.push('%');
+    for ch in word.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(ch);
+    }
+    escaped.push('%');
+    escaped
+}
+
+fn dimension_column(d: ReportDimension) -> &'static str {
+    match d {
+        ReportDimension::Day => "day",
+        ReportDimension::Product => "product_name",
+        ReportDimension::Seller => "seller_info",
+        ReportDimension::Currency => "currency",
+        ReportDimension::PaymentMethod => "payment_method",
+    }
+}
+
+#[async_trait]
+impl ReadStore for EmbeddedReadStore {
+    async fn upsert(&self, doc: ReadDocument) -> Result<Upsert, BackendError> {
+        let (sql, values) = upsert_statement(&doc)?;
+        let err = self.db.err();
+        self.db
+            .call(move |c| {
+                let changed = c
+                    .prepare_cached(sql)
+                    .and_then(|mut s| s.execute(params_from_iter(values)))
+                    .map_err(err)?;
+                Ok(if changed == 0 {
+                    Upsert::Stale
+                } else {
+                    Upsert::Written
+                })
+            })
+            .await
+    }
+
+    async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError> {
+        self.get(
+            "SELECT doc FROM cart_detail WHERE cart_id = ?1",
+            cart_id.to_string(),
+        )
+        .await
+    }
+
+    async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError> {
+        self.get(
+            "SELECT doc FROM cart_summary WHERE cart_id = ?1",
+            cart_id.to_string(),
+        )
+        .await
+    }
+
+    async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError> {
+        self.get(
+            "SELECT doc FROM command_status WHERE command_id = ?1",
+            command_id.to_string(),
+        )
+        .await
+    }
+
+    async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError> {
+        let mut sql = String::from("SELECT doc FROM cart_summary WHERE 1 = 1");
+        let mut values: Vec<SqlValue> = Vec::new();
+        let mut bind = |sql: &mut String, clause: &str, value: SqlValue| {
+            values.push(value);
+            sql.push_str(&clause.replace('?', &format!("?{}", values.len())));
+        };
+        if let Some(user) = &search.user_id {
+            bind(&mut sql, " AND user_id = ?", SqlValue::Text(user.clone()));
+        }
+        if let Some(from) = search.from {
+            bind(
+                &mut sql,
+                " AND created_at_micros >= ?",
+                SqlValue::Integer(from.timestamp_micros()),
+            );
+        }
+        if let Some(to) = search.to {
+            bind(
+                &mut sql,
+                " AND created_at_micros < ?",
+                SqlValue::Integer(to.timestamp_micros()),
+            );
+        }
+        for word in search.q.iter().flat_map(|q| q.split_whitespace()) {
+            bind(
+                &mut sql,
+                " AND products_lower LIKE ? ESCAPE '\\'",
+                SqlValue::Text(like_pattern(word)),
+            );
+        }
+        if let Some(after) = &search.after {
+            bind(
+                &mut sql,
+                " AND (created_at_micros < ?",
+                SqlValue::Integer(after.created_at.timestamp_micros()),
+            );
+            bind(
+                &mut sql,
+                " OR (created_at_micros = ?",
+                SqlValue::Integer(after.created_at.timestamp_micros()),
+            );
+            bind(
+                &mut sql,
+                " AND cart_id < ?))",
+                SqlValue::Text(after.cart_id.to_string()),
+            );
+        }
+        let limit = search.limit.clamp(1, 1000);
+        bind(
+            &mut sql,
+            " ORDER BY created_at_micros DESC, cart_id DESC LIMIT ?",
+            SqlValue::Integer(i64::from(limit) + 1),
+        );
+        let err = self.db.err();
+        let mut carts: Vec<CartSummary> = self
+            .db
+            .call(move |c| {
+                let mut stmt = c.prepare(&sql).map_err(err)?;
+                let rows = stmt
+                    .query_map(params_from_iter(values), |r| r.get::<_, String>(0))
+                    .map_err(err)?;
+                rows.map(|row| decode(&row.map_err(err)?)).collect()
+            })
+            .await?;
+        let more = carts.len() > limit as usize;
+        carts.truncate(limit as usize);
+        let next = more
+            .then(|| {
+                carts.last().map(|c| SearchCursor {
+                    created_at: c.created_at,
+                    cart_id: c.cart_id,
+                })
+            })
+            .flatten();
+        Ok(CartPage { carts, next })
+    }
+
+    async fn sales_report(
+        &self,
+        query: &SalesReportQuery,
+    ) -> Result<Vec<SalesBucket>, BackendError> {
+        let column = dimension_column(query.group_by);
+        let sql = format!(
+            "SELECT {column}, currency, subtotal, tax_amount, quantity FROM sales_lines \
+             WHERE status = 'active' AND (?1 IS NULL OR day >= ?1) AND (?2 IS NULL OR day <= ?2)"
+        );
+        let from = query.from.map(|d| d.to_string());
+        let to = query.to.map(|d| d.to_string());
+        let err = self.db.err();
+        // Decimal sums happen here, not in SQLite (which would add floats).
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare(&sql).map_err(err)?;
+                let mut rows = stmt.query(params![from, to]).map_err(err)?;
+                let mut buckets: BTreeMap<(String, String), SalesBucket> = BTreeMap::new();
+                while let Some(row) = rows.next().map_err(err)? {
+                    let key: String = row.get(0).map_err(err)?;
+                    let currency: String = row.get(1).map_err(err)?;
+                    let money = |i: usize| -> Result<Decimal, BackendError> {
+                        let s: String = row.get(i).map_err(err)?;
+                        Decimal::from_str(&s).map_err(|e| BackendError::new(NAME, e))
+                    };
+                    let (revenue, tax) = (money(2)?, money(3)?);
+                    let units: i64 = row.get(4).map_err(err)?;
+                    let bucket = buckets
+                        .entry((key.clone(), currency.clone()))
+                        .or_insert_with(|| SalesBucket {
+                            key,
+                            currency,
+                            revenue: Decimal::ZERO,
+                            tax: Decimal::ZERO,
+                            units: 0,
+                            lines: 0,
+                        });
+                    bucket.revenue += revenue;
+                    bucket.tax += tax;
+                    bucket.units += units.unsigned_abs();
+                    bucket.lines += 1;
+                }
+                Ok(buckets.into_values().collect())
+            })
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        let err = self.db.err();
+        self.db
+            .call(move |c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(err))
+            .await
+    }
+}

@@ -1,0 +1,145 @@
+//! The embedded backends against the port contracts, each on its own database
+//! in a fresh temporary directory.
+
+use salestrack_embedded::{EmbeddedBus, EmbeddedEventStore, EmbeddedReadStore};
+use salestrack_port_tests as contract;
+use std::sync::Arc;
+use tempfile::TempDir;
+
+fn event_store() -> (TempDir, Arc<dyn salestrack_core::ports::EventStore>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("open");
+    (dir, Arc::new(store))
+}
+
+fn read_store() -> (TempDir, Arc<dyn salestrack_core::ports::ReadStore>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("open");
+    (dir, Arc::new(store))
+}
+
+fn bus() -> (TempDir, EmbeddedBus) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = EmbeddedBus::open(&dir.path().join("bus.sqlite"), 4).expect("open");
+    (dir, bus)
+}
+
+macro_rules! event_store_contract {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let (_dir, store) = event_store();
+            contract::event_store::$check(store).await;
+        }
+    )*};
+}
+
+macro_rules! read_store_contract {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let (_dir, store) = read_store();
+            contract::read_store::$check(store).await;
+        }
+    )*};
+}
+
+mod event_store_contract {
+    use super::*;
+    event_store_contract!(
+        a_new_stream_is_empty,
+        appended_events_read_back_in_order,
+        an_append_at_a_stale_version_is_a_conflict,
+        concurrent_writers_cannot_both_win,
+        streams_are_isolated_by_cart,
+        misnumbered_events_are_refused,
+    );
+}
+
+mod read_store_contract {
+    use super::*;
+    read_store_contract!(
+        an_upsert_keeps_only_the_newest_version,
+        documents_read_back_as_written,
+        command_status_keeps_the_first_decision_at_a_version,
+        search_filters_by_user_time_and_product_words,
+        search_pages_with_a_cursor_without_gaps_or_repeats,
+        the_sales_report_sums_exact_money_of_active_lines,
+    );
+}
+
+mod bus_contract {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_of_one_key_arrive_in_order() {
+        let (_dir, bus) = bus();
+        let mut consumer = bus.consumer("g", &["t"]);
+        contract::bus::records_of_one_key_arrive_in_order(&bus, &mut consumer, "t").await;
+    }
+
+    #[tokio::test]
+    async fn uncommitted_records_are_redelivered() {
+        let (_dir, bus) = bus();
+        let mut consumer = bus.consumer("g", &["t"]);
+        contract::bus::uncommitted_records_are_redelivered(&bus, &mut consumer, "t").await;
+    }
+
+    #[tokio::test]
+    async fn a_new_group_member_resumes_after_the_last_commit() {
+        let (_dir, bus) = bus();
+        let mut first = bus.consumer("g", &["t"]);
+        let mut second = bus.consumer("g", &["t"]);
+        contract::bus::a_new_group_member_resumes_after_the_last_commit(
+            &bus,
+            &mut first,
+            &mut second,
+            "t",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_poll_returns_empty() {
+        let (_dir, bus) = bus();
+        let mut consumer = bus.consumer("g", &["t"]);
+        contract::bus::an_idle_poll_returns_empty(&mut consumer).await;
+    }
+
+    #[tokio::test]
+    async fn the_log_survives_reopening_the_data_directory() {
+        use salestrack_core::ports::{Consumer, OutboundRecord, Producer};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bus.sqlite");
+        {
+            let bus = EmbeddedBus::open(&path, 4).expect("open");
+            let record = OutboundRecord {
+                topic: "t".into(),
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                headers: vec![],
+            };
+            bus.send(record).await.expect("send");
+            let mut consumer = bus.consumer("g", &["t"]);
+            let got = contract::bus::poll_n(&mut consumer, 1).await;
+            consumer.commit(&got).await.expect("commit");
+            bus.send(OutboundRecord {
+                topic: "t".into(),
+                key: b"k".to_vec(),
+                value: b"w".to_vec(),
+                headers: vec![],
+            })
+            .await
+            .expect("send");
+        }
+        let bus = EmbeddedBus::open(&path, 4).expect("reopen");
+        let mut consumer = bus.consumer("g", &["t"]);
+        let got = contract::bus::poll_n(&mut consumer, 1).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].value.as_deref(),
+            Some(&b"w"[..]),
+            "resumes after the committed record"
+        );
+    }
+}

@@ -1,1 +1,222 @@
+//! The MSK event shape shared by the local runner and the Kafka-triggered
+//! handlers: `aws_lambda_events` `KafkaEvent` batches with records grouped
+//! under "topic-partition", base64 keys and values, and headers as lists of
+//! `{name: [signed bytes]}`.
+//!
+//! The runner builds batches with [`batch`]; handlers read them back with
+//! [`partitions`] and [`Record::from_kafka`]. Knows nothing of any handler.
 
+use aws_lambda_events::encodings::MillisecondTimestamp;
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use salestrack_core::ports::BusRecord;
+use std::collections::HashMap;
+
+/// The `eventSource` Lambda puts on MSK batches.
+pub const EVENT_SOURCE: &str = "aws:kafka";
+
+fn to_signed(bytes: &[u8]) -> Vec<i8> {
+    bytes.iter().map(|b| i8::from_ne_bytes([*b])).collect()
+}
+
+fn to_unsigned(bytes: &[i8]) -> Vec<u8> {
+    bytes.iter().map(|b| b.to_ne_bytes()[0]).collect()
+}
+
+/// The Lambda record for one bus record.
+pub fn kafka_record(r: &BusRecord) -> KafkaRecord {
+    let mut record = KafkaRecord::default();
+    record.topic = Some(r.topic.clone());
+    record.partition = i64::from(r.partition);
+    record.offset = r.offset;
+    record.timestamp = MillisecondTimestamp(r.timestamp);
+    record.timestamp_type = Some("CREATE_TIME".into());
+    record.key = r.key.as_deref().map(|k| STANDARD.encode(k));
+    record.value = r.value.as_deref().map(|v| STANDARD.encode(v));
+    record.headers = r
+        .headers
+        .iter()
+        .map(|(name, value)| HashMap::from([(name.clone(), to_signed(value))]))
+        .collect();
+    record
+}
+
+/// One MSK-style batch of `records`, grouped by "topic-partition" in offset order.
+pub fn batch(records: &[BusRecord], event_source_arn: &str, bootstrap_servers: &str) -> KafkaEvent {
+    let mut grouped: HashMap<String, Vec<KafkaRecord>> = HashMap::new();
+    for r in records {
+        grouped
+            .entry(format!("{}-{}", r.topic, r.partition))
+            .or_default()
+            .push(kafka_record(r));
+    }
+    for list in grouped.values_mut() {
+        list.sort_by_key(|r| r.offset);
+    }
+    let mut event = KafkaEvent::default();
+    event.event_source = Some(EVENT_SOURCE.into());
+    event.event_source_arn = Some(event_source_arn.into());
+    event.bootstrap_servers = Some(bootstrap_servers.into());
+    event.records = grouped;
+    event
+}
+
+/// The batch's partitions, each with its records in offset order. Records of
+/// one partition must be handled in order; partitions are independent.
+pub fn partitions(event: &KafkaEvent) -> impl Iterator<Item = &[KafkaRecord]> {
+    event.records.values().map(Vec::as_slice)
+}
+
+/// Why a record's bytes could not be read. Permanent: the record is poison.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record has no value")]
+    MissingValue,
+    #[error("record {field} is not valid base64: {message}")]
+    Base64 {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// A Kafka record with its key and value decoded from base64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    pub fn from_kafka(r: &KafkaRecord) -> Result<Record, RecordError> {
+        let decode = |field: &'static str, text: &str| {
+            STANDARD.decode(text).map_err(|e| RecordError::Base64 {
+                field,
+                message: e.to_string(),
+            })
+        };
+        let key = r.key.as_deref().map(|k| decode("key", k)).transpose()?;
+        let value = decode(
+            "value",
+            r.value.as_deref().ok_or(RecordError::MissingValue)?,
+        )?;
+        Ok(Record {
+            topic: r.topic.clone().unwrap_or_default(),
+            partition: r.partition,
+            offset: r.offset,
+            key,
+            value,
+            headers: headers(r),
+        })
+    }
+}
+
+/// The record's headers as (name, bytes), in order.
+pub fn headers(r: &KafkaRecord) -> Vec<(String, Vec<u8>)> {
+    r.headers
+        .iter()
+        .flat_map(|h| {
+            h.iter()
+                .map(|(name, value)| (name.clone(), to_unsigned(value)))
+        })
+        .collect()
+}
+
+/// A best-effort copy of the record's raw bytes for the dead-letter topic:
+/// decoded when the base64 is valid, the base64 text itself when it is not.
+pub fn raw_key_and_value(r: &KafkaRecord) -> (Vec<u8>, Vec<u8>) {
+    let raw = |text: &Option<String>| {
+        text.as_deref()
+            .map(|t| STANDARD.decode(t).unwrap_or_else(|_| t.as_bytes().to_vec()))
+            .unwrap_or_default()
+    };
+    (raw(&r.key), raw(&r.value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn bus_record(partition: i32, offset: i64) -> BusRecord {
+        BusRecord {
+            topic: "sales.commands".into(),
+            partition,
+            offset,
+            timestamp: Utc
+                .timestamp_millis_opt(1_595_035_749_700)
+                .single()
+                .unwrap_or_default(),
+            key: Some(b"cart".to_vec()),
+            value: Some(b"{\"x\":1}".to_vec()),
+            headers: vec![("h".into(), vec![0, 127, 128, 255])],
+        }
+    }
+
+    #[test]
+    fn a_batch_has_the_msk_shape_lambda_delivers() {
+        let event = batch(
+            &[bus_record(0, 7), bus_record(2, 1)],
+            "arn:local",
+            "localhost:9092",
+        );
+        let json = serde_json::to_value(&event).expect("json");
+        assert_eq!(json["eventSource"], "aws:kafka");
+        let record = &json["records"]["sales.commands-0"][0];
+        assert_eq!(record["offset"], 7);
+        assert_eq!(record["key"], "Y2FydA==");
+        let back: KafkaEvent = serde_json::from_value(json.clone()).expect("round trip");
+        assert_eq!(back, event);
+        assert_eq!(
+            record["headers"][0]["h"],
+            serde_json::json!([0, 127, -128, -1])
+        );
+        assert!(json["records"]["sales.commands-2"].is_array());
+    }
+
+    #[test]
+    fn a_record_reads_back_what_the_bus_held() {
+        let original = bus_record(3, 9);
+        let event = batch(std::slice::from_ref(&original), "arn", "b");
+        let decoded = Record::from_kafka(&event.records["sales.commands-3"][0]).expect("decodes");
+        assert_eq!(decoded.key, original.key);
+        assert_eq!(Some(decoded.value), original.value);
+        assert_eq!(decoded.headers, original.headers);
+    }
+
+    #[test]
+    fn the_aws_example_event_decodes() {
+        let json = r#"{"eventSource":"aws:kafka","records":{"AWSKafkaTopic-0":[{"topic":"AWSKafkaTopic","partition":0,"offset":0,
+            "timestamp":1595035749700,"timestampType":"CREATE_TIME","key":"OGQ1NTk2YjQ=","value":"OGQ1NTk2YjQ=",
+            "headers":[{"headerKey":[104,101,97,100,101,114,86,97,108,117,101]}]}]}}"#;
+        let event: KafkaEvent = serde_json::from_str(json).expect("event");
+        let record = Record::from_kafka(&event.records["AWSKafkaTopic-0"][0]).expect("record");
+        assert_eq!(record.value, b"8d5596b4");
+        assert_eq!(
+            record.headers,
+            vec![("headerKey".to_string(), b"headerValue".to_vec())]
+        );
+    }
+
+    #[test]
+    fn bad_base64_is_a_record_error() {
+        let mut record = kafka_record(&bus_record(0, 0));
+        record.value = Some("%%% not base64".into());
+        assert!(matches!(
+            Record::from_kafka(&record),
+            Err(RecordError::Base64 { field: "value", .. })
+        ));
+        assert_eq!(raw_key_and_value(&record).1, b"%%% not base64");
+    }
+
+    #[test]
+    fn a_missing_value_is_a_record_error() {
+        let mut record = kafka_record(&bus_record(0, 0));
+        record.value = None;
+        assert_eq!(Record::from_kafka(&record), Err(RecordError::MissingValue));
+    }
+}

@@ -1,1 +1,19 @@
+//! What every salestrack binary shares around the handlers: configuration
+//! from the environment, telemetry, the choice of backends behind the ports,
+//! and the mapping of errors to HTTP responses.
+//!
+//! Handlers depend on this crate for wiring only; it holds no business rule.
+//!
+//! # Layout
+//! - [`config`]: `Settings` (all `SALESTRACK_*` variables) and `Topics`.
+//! - [`telemetry`]: tracing subscriber set-up.
+//! - [`backends`]: opens the backends and hands them out as ports.
+//! - [`http`]: `ApiError`, the one `IntoResponse` for failures.
 
+pub mod backends;
+pub mod config;
+pub mod http;
+pub mod telemetry;
+
+pub use backends::Backends;
+pub use config::{Settings, Topics};

@@ -1,0 +1,148 @@
+//! One typed configuration, read from `SALESTRACK_*` environment variables at
+//! start-up. Every default starts the embedded mode on loopback.
+
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the local runner listens (`SALESTRACK_HTTP_ADDR`).
+    pub http_addr: SocketAddr,
+    /// Directory of the embedded backends' files (`SALESTRACK_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Partitions of each embedded topic.
+    pub partitions: i32,
+    pub commands_topic: String,
+    pub events_topic: String,
+    pub outcomes_topic: String,
+    pub dead_letter_topic: String,
+    /// Most records handed to a handler in one batch.
+    pub batch_size: usize,
+    /// How long an idle consumer waits for records before polling again.
+    pub poll_wait_ms: u64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long a read with a consistency token waits for the projection.
+    pub consistency_wait_ms: u64,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        use salestrack_core::topics;
+        Settings {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            partitions: 8,
+            commands_topic: topics::COMMANDS.into(),
+            events_topic: topics::EVENTS.into(),
+            outcomes_topic: topics::OUTCOMES.into(),
+            dead_letter_topic: topics::DEAD_LETTER.into(),
+            batch_size: 100,
+            poll_wait_ms: 500,
+            max_body_bytes: 64 * 1024,
+            consistency_wait_ms: 5_000,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A setting that is missing, malformed or unknown; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Settings {
+    /// Defaults, overridden by `SALESTRACK_*` variables. Fails fast on a bad or unknown one.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Self::figment()
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    pub fn figment() -> Figment {
+        Figment::from(Serialized::defaults(Settings::default())).merge(Env::prefixed("SALESTRACK_"))
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics {
+            commands: self.commands_topic.clone(),
+            events: self.events_topic.clone(),
+            outcomes: self.outcomes_topic.clone(),
+            dead_letter: self.dead_letter_topic.clone(),
+        }
+    }
+}
+
+/// The topic names every role agrees on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub commands: String,
+    pub events: String,
+    pub outcomes: String,
+    pub dead_letter: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Settings::default().topics()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn with_no_environment_the_defaults_start_embedded_on_loopback() {
+        Jail::expect_with(|_| {
+            let s = Settings::from_env().expect("defaults");
+            assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+            assert_eq!(s.data_dir, PathBuf::from("./data"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn salestrack_variables_override_the_defaults() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SALESTRACK_HTTP_ADDR", "127.0.0.1:9999");
+            jail.set_env("SALESTRACK_DATA_DIR", "/tmp/elsewhere");
+            jail.set_env("SALESTRACK_LOG_FORMAT", "json");
+            let s = Settings::from_env().expect("settings");
+            assert_eq!(s.http_addr.port(), 9999);
+            assert_eq!(s.data_dir, PathBuf::from("/tmp/elsewhere"));
+            assert_eq!(s.log_format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_malformed_or_unknown_setting_fails_fast_and_names_it() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SALESTRACK_HTTP_ADDR", "not an address");
+            let err = Settings::from_env().expect_err("invalid").to_string();
+            assert!(err.to_lowercase().contains("http_addr"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("SALESTRACK_HTTP_ADDRESS", "127.0.0.1:1");
+            let err = Settings::from_env().expect_err("unknown").to_string();
+            assert!(err.to_lowercase().contains("http_address"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,108 @@
+//! The one mapping from failures to HTTP responses, shared by the command and
+//! query functions. The client learns what it may know; infrastructure
+//! details are logged, never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use salestrack_core::command::{FieldError, ValidationErrors};
+use salestrack_core::ports::BackendError;
+use serde::Serialize;
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `validation_failed`.
+    pub error: String,
+    pub message: String,
+    /// Present for `validation_failed`: every bad field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: one or more fields are invalid.
+    #[error(transparent)]
+    Validation(#[from] ValidationErrors),
+    /// 400: the body is not JSON at all.
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// 400: a query parameter or header is invalid.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413.
+    #[error("the body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415.
+    #[error("the content type must be application/json")]
+    UnsupportedMediaType,
+    /// 503 with `Retry-After`: a read with a consistency token timed out.
+    #[error("the read model has not caught up with the write yet; retry shortly")]
+    ConsistencyTimeout,
+    /// 503: a backend failed; retryable.
+    #[error("a backend is unavailable")]
+    Unavailable(#[from] BackendError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::MalformedJson(_) | ApiError::BadRequest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::ConsistencyTimeout | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::NotFound(_) => "not_found",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::ConsistencyTimeout => "consistency_timeout",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Unavailable(e) = &self {
+            tracing::error!(error = %e, "request failed on a backend");
+        }
+        let body = ErrorBody {
+            error: self.code().into(),
+            message: self.to_string(),
+            fields: match &self {
+                ApiError::Validation(errors) => errors.0.clone(),
+                _ => Vec::new(),
+            },
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,1 +1,270 @@
+//! The command function: `POST /orders` and `POST /orders/{order_id}/cancel`.
+//! Validates the request, produces one command record keyed by cart id, and
+//! answers `202` as soon as the bus has it durably. Never waits for the domain.
+//!
+//! Depends on the core's ports only: it holds a `Producer`, never a driver.
+//! The same [`router`] is served by the local runner and by `lambda_http`.
 
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use salestrack_core::command::{CancelOrder, Command, PlaceOrder};
+use salestrack_core::ids::{CartId, CommandId, OrderId};
+use salestrack_core::ports::{Clock, OutboundRecord, Producer};
+use salestrack_core::token::ConsistencyToken;
+use salestrack_core::wire::CommandRecord;
+use salestrack_platform::http::{ApiError, ErrorBody};
+use serde::Serialize;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// What the command routes need, built once per process.
+#[derive(Clone)]
+pub struct CommandState {
+    pub producer: Arc<dyn Producer>,
+    pub clock: Arc<dyn Clock>,
+    pub topic: String,
+    pub max_body_bytes: usize,
+}
+
+/// The `202 Accepted` body.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub command_id: CommandId,
+    pub cart_id: CartId,
+    pub order_id: OrderId,
+    /// Pass to the query side (`consistency_token`) to read your own write.
+    pub consistency_token: String,
+    /// Where to follow the command: `/commands/{command_id}`.
+    pub status_url: String,
+}
+
+/// Body of `POST /orders/{order_id}/cancel`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct CancelRequest {
+    #[schema(value_type = String, format = Uuid)]
+    pub cart_id: uuid::Uuid,
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /orders` (documentation of the wire shape; parsing is field by field).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OrderRequest {
+    #[schema(value_type = String, format = Uuid)]
+    order_id: uuid::Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    cart_id: uuid::Uuid,
+    /// 1..128 characters.
+    user_id: String,
+    /// 1..256 characters.
+    product_name: String,
+    product_info: Option<String>,
+    /// > 0.
+    quantity: u32,
+    /// Unit price, >= 0, decimal as string or number.
+    #[schema(value_type = String, example = "199.99")]
+    amount: String,
+    #[schema(value_type = Option<String>, example = "10")]
+    discounts: Option<String>,
+    #[schema(value_type = Option<String>, example = "38.00")]
+    tax_amount: Option<String>,
+    /// Must equal amount * quantity - discounts.
+    #[schema(value_type = String, example = "389.98")]
+    subtotal: String,
+    payment_method: String,
+    shipping_address: String,
+    billing_address: String,
+    shipping_method: String,
+    /// ISO 4217 code, the same for every line of a cart.
+    #[schema(example = "EUR")]
+    currency: String,
+    seller_info: String,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: String,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(place_order, cancel_order),
+    components(schemas(Accepted, CancelRequest, OrderRequest, ErrorBody))
+)]
+pub struct CommandApi;
+
+pub fn router(state: CommandState) -> Router {
+    Router::new()
+        .route("/orders", post(place_order))
+        .route("/orders/{order_id}/cancel", post(cancel_order))
+        .with_state(state)
+}
+
+/// Record one order line of a cart.
+#[utoipa::path(
+    post, path = "/orders", tag = "commands",
+    request_body(content = OrderRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe; defaults to the order id")),
+    responses(
+        (status = 202, description = "Durably accepted", body = Accepted),
+        (status = 400, description = "Invalid fields, all listed", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 503, description = "The bus is unavailable; retry", body = ErrorBody),
+    )
+)]
+pub async fn place_order(
+    State(state): State<CommandState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let json = read_json(&headers, body, state.max_body_bytes).await?;
+    let key = idempotency_key(&headers)?;
+    let command = Command::PlaceOrder(PlaceOrder::parse(&json)?);
+    accept(&state, command, key.as_deref()).await
+}
+
+/// Cancel one order line of a cart.
+#[utoipa::path(
+    post, path = "/orders/{order_id}/cancel", tag = "commands",
+    params(
+        ("order_id" = String, Path, format = Uuid, description = "The order line to cancel"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe"),
+    ),
+    request_body(content = CancelRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Durably accepted", body = Accepted),
+        (status = 400, description = "Invalid fields", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn cancel_order(
+    State(state): State<CommandState>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let order_id: OrderId = order_id.parse().map_err(|_| {
+        ApiError::bad_request("invalid_path", "the order id in the path must be a UUID")
+    })?;
+    let json = read_json(&headers, body, state.max_body_bytes).await?;
+    let key = idempotency_key(&headers)?;
+    let command = Command::CancelOrder(CancelOrder::parse(order_id, &json)?);
+    accept(&state, command, key.as_deref()).await
+}
+
+async fn accept(
+    state: &CommandState,
+    command: Command,
+    key: Option<&str>,
+) -> Result<Response, ApiError> {
+    let command_id = command.derive_id(key);
+    let (cart_id, order_id) = (command.cart_id(), command.order_id());
+    let span =
+        tracing::info_span!("accept", %command_id, %cart_id, %order_id, kind = command.kind());
+    async {
+        let record = CommandRecord {
+            command_id,
+            accepted_at: state.clock.now(),
+            command,
+        };
+        let outbound = OutboundRecord {
+            topic: state.topic.clone(),
+            key: cart_id.to_string().into_bytes(),
+            value: record.encode(),
+            headers: vec![
+                ("content-type".into(), b"application/json".to_vec()),
+                (
+                    "salestrack-command-id".into(),
+                    command_id.to_string().into_bytes(),
+                ),
+                (
+                    "salestrack-command-type".into(),
+                    record.command.kind().as_bytes().to_vec(),
+                ),
+            ],
+        };
+        let delivery = state.producer.send(outbound).await?;
+        tracing::info!(
+            partition = delivery.partition,
+            offset = delivery.offset,
+            "command accepted"
+        );
+        let token = ConsistencyToken {
+            command_id,
+            cart_id,
+        }
+        .encode();
+        let status_url = format!("/commands/{command_id}");
+        let body = Accepted {
+            command_id,
+            cart_id,
+            order_id,
+            consistency_token: token,
+            status_url: status_url.clone(),
+        };
+        Ok((
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, status_url)],
+            Json(body),
+        )
+            .into_response())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Checks the content type, enforces the size limit while reading, parses JSON.
+async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )
+    };
+    let key = value.to_str().map_err(|_| invalid())?.trim();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}

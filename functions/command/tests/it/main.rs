@@ -1,0 +1,301 @@
+//! The command routes over HTTP (`oneshot`), producing to a real embedded bus.
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use salestrack_command::{router, CommandState};
+use salestrack_core::ports::{
+    BackendError, Consumer, Delivery, OutboundRecord, Producer, SystemClock,
+};
+use salestrack_core::testing::order_body;
+use salestrack_core::wire::CommandRecord;
+use salestrack_embedded::EmbeddedBus;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const TOPIC: &str = "sales.commands";
+
+struct App {
+    _dir: tempfile::TempDir,
+    bus: EmbeddedBus,
+    router: axum::Router,
+}
+
+fn spawn_app() -> App {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = EmbeddedBus::open(&dir.path().join("bus.sqlite"), 4).expect("bus");
+    let router = router(CommandState {
+        producer: Arc::new(bus.clone()),
+        clock: Arc::new(SystemClock),
+        topic: TOPIC.into(),
+        max_body_bytes: 4096,
+    });
+    App {
+        _dir: dir,
+        bus,
+        router,
+    }
+}
+
+fn post(uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::post(uri);
+    if let Some(ct) = content_type {
+        builder = builder.header("content-type", ct);
+    }
+    builder.body(body.into()).expect("request")
+}
+
+fn post_json(uri: &str, body: &Value) -> Request<Body> {
+    post(uri, Some("application/json"), body.to_string())
+}
+
+async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+impl App {
+    async fn produced(&self) -> u64 {
+        self.bus.topic_len(TOPIC).await.expect("len")
+    }
+}
+
+#[tokio::test]
+async fn a_valid_order_is_accepted_and_lands_on_the_bus_keyed_by_cart() {
+    let app = spawn_app();
+    let (status, body) = send(&app.router, post_json("/orders", &order_body())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["cart_id"], order_body()["cart_id"]);
+    assert_eq!(body["order_id"], order_body()["order_id"]);
+    assert!(body["consistency_token"]
+        .as_str()
+        .expect("token")
+        .starts_with("ct1."));
+    assert_eq!(
+        body["status_url"],
+        format!("/commands/{}", body["command_id"].as_str().expect("id"))
+    );
+
+    let mut consumer = app.bus.consumer("test", &[TOPIC]);
+    let records = consumer
+        .poll(10, Duration::from_secs(5))
+        .await
+        .expect("poll");
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].key.as_deref(),
+        Some(order_body()["cart_id"].as_str().expect("cart").as_bytes())
+    );
+    let command =
+        CommandRecord::decode(records[0].value.as_deref().expect("value")).expect("decodes");
+    assert_eq!(
+        command.command_id.to_string(),
+        body["command_id"].as_str().expect("id")
+    );
+}
+
+#[tokio::test]
+async fn every_invalid_field_is_listed_and_nothing_is_produced() {
+    let app = spawn_app();
+    let mut bad = order_body();
+    bad["quantity"] = json!(-1);
+    bad["currency"] = json!("XXXX");
+    bad["created_at"] = json!("yesterday");
+    let (status, body) = send(&app.router, post_json("/orders", &bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "validation_failed");
+    let mut fields: Vec<_> = body["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .map(|f| f["field"].as_str().unwrap_or(""))
+        .collect();
+    fields.sort();
+    assert_eq!(fields, vec!["created_at", "currency", "quantity"]);
+    assert_eq!(app.produced().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_a_malformed_json_error() {
+    let app = spawn_app();
+    let (status, body) = send(
+        &app.router,
+        post("/orders", Some("application/json"), "{\"order_id\": "),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "malformed_json");
+    assert_eq!(app.produced().await, 0);
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_content_type_is_415() {
+    let app = spawn_app();
+    for ct in [Some("text/plain"), None] {
+        let (status, body) = send(&app.router, post("/orders", ct, order_body().to_string())).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
+        assert_eq!(body["error"], "unsupported_media_type");
+    }
+    let (status, _) = send(
+        &app.router,
+        post(
+            "/orders",
+            Some("application/json; charset=utf-8"),
+            order_body().to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_nothing_is_produced() {
+    let app = spawn_app();
+    let mut big = order_body();
+    big["product_info"] = json!("x".repeat(5000));
+    let (status, body) = send(&app.router, post_json("/orders", &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "payload_too_large");
+    // Without a Content-Length the limit is enforced while streaming.
+    let stream = chunked(big.to_string());
+    let (status, _) = send(
+        &app.router,
+        post("/orders", Some("application/json"), stream),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(app.produced().await, 0);
+}
+
+/// The body in 512-byte chunks, with no Content-Length.
+fn chunked(text: String) -> Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = text
+        .into_bytes()
+        .chunks(512)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    Body::from_stream(futures::stream::iter(chunks))
+}
+
+#[tokio::test]
+async fn a_retried_post_maps_onto_the_same_command() {
+    let app = spawn_app();
+    let with_key = |key: &str| {
+        Request::post("/orders")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(order_body().to_string()))
+            .expect("request")
+    };
+    let (_, first) = send(&app.router, with_key("retry-1")).await;
+    let (_, second) = send(&app.router, with_key("retry-1")).await;
+    let (_, other) = send(&app.router, with_key("retry-2")).await;
+    assert_eq!(first["command_id"], second["command_id"]);
+    assert_eq!(first["consistency_token"], second["consistency_token"]);
+    assert_ne!(first["command_id"], other["command_id"]);
+    let (_, no_key_1) = send(&app.router, post_json("/orders", &order_body())).await;
+    let (_, no_key_2) = send(&app.router, post_json("/orders", &order_body())).await;
+    assert_eq!(
+        no_key_1["command_id"], no_key_2["command_id"],
+        "the order id is the default key"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_idempotency_key_is_rejected() {
+    let app = spawn_app();
+    let request = Request::post("/orders")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "x".repeat(300))
+        .body(Body::from(order_body().to_string()))
+        .expect("request");
+    let (status, body) = send(&app.router, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_idempotency_key");
+}
+
+#[tokio::test]
+async fn a_cancel_is_accepted_for_a_uuid_path_and_a_cart_id() {
+    let app = spawn_app();
+    let order_id = order_body()["order_id"].as_str().expect("id").to_owned();
+    let uri = format!("/orders/{order_id}/cancel");
+    let (status, body) = send(
+        &app.router,
+        post_json(
+            &uri,
+            &json!({"cart_id": order_body()["cart_id"], "reason": "duplicate"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["order_id"], order_id.as_str());
+
+    let (status, body) = send(
+        &app.router,
+        post_json(
+            "/orders/not-a-uuid/cancel",
+            &json!({"cart_id": order_body()["cart_id"]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_path"))
+    );
+
+    let (status, body) = send(&app.router, post_json(&uri, &json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["fields"][0]["field"], "cart_id");
+}
+
+struct DownBus;
+
+#[async_trait]
+impl Producer for DownBus {
+    async fn send(&self, _: OutboundRecord) -> Result<Delivery, BackendError> {
+        Err(BackendError::new(
+            "test bus",
+            "broker unreachable at 10.0.0.1:9092",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_bus_outage_is_503_without_leaking_details() {
+    let router = router(CommandState {
+        producer: Arc::new(DownBus),
+        clock: Arc::new(SystemClock),
+        topic: TOPIC.into(),
+        max_body_bytes: 4096,
+    });
+    let response = router
+        .oneshot(post_json("/orders", &order_body()))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("unavailable") && !text.contains("10.0.0.1"),
+        "{text}"
+    );
+}

@@ -220,3 +220,47 @@ mod tests {
         assert_eq!(Record::from_kafka(&record), Err(RecordError::MissingValue));
     }
 }
+
+/// Headers a dead-lettered record carries, besides its original ones.
+pub mod dead_letter_headers {
+    pub const ERROR: &str = "salestrack-dlq-error";
+    pub const STAGE: &str = "salestrack-dlq-stage";
+    pub const SOURCE_TOPIC: &str = "salestrack-dlq-source-topic";
+    pub const SOURCE_PARTITION: &str = "salestrack-dlq-source-partition";
+    pub const SOURCE_OFFSET: &str = "salestrack-dlq-source-offset";
+}
+
+/// The dead-letter copy of a poison record: the original key, value and
+/// headers, plus why (`error`), where (`stage`) and where from.
+pub fn dead_letter(
+    r: &KafkaRecord,
+    topic: &str,
+    stage: &str,
+    error: &dyn std::fmt::Display,
+) -> salestrack_core::ports::OutboundRecord {
+    use dead_letter_headers as h;
+    let (key, value) = raw_key_and_value(r);
+    let mut headers = headers(r);
+    headers.extend([
+        (h::ERROR.to_owned(), error.to_string().into_bytes()),
+        (h::STAGE.to_owned(), stage.as_bytes().to_vec()),
+        (
+            h::SOURCE_TOPIC.to_owned(),
+            r.topic.clone().unwrap_or_default().into_bytes(),
+        ),
+        (
+            h::SOURCE_PARTITION.to_owned(),
+            r.partition.to_string().into_bytes(),
+        ),
+        (
+            h::SOURCE_OFFSET.to_owned(),
+            r.offset.to_string().into_bytes(),
+        ),
+    ]);
+    salestrack_core::ports::OutboundRecord {
+        topic: topic.to_owned(),
+        key,
+        value,
+        headers,
+    }
+}

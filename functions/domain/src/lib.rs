@@ -1,1 +1,316 @@
+//! The domain function: the only writer of the event store.
+//!
+//! For each command record of an MSK batch: decode it, load the cart's
+//! stream, decide, append with an expected version, then publish the new
+//! events and the command's outcome. Records of one partition are handled in
+//! order; partitions run concurrently.
+//!
+//! - A rule-breaking command is *rejected*: its outcome, with a reason code,
+//!   goes to the outcomes topic so the client can learn why.
+//! - A poison record (bad base64, bad JSON, unknown type, invalid command) is
+//!   copied to the dead-letter topic with the error and skipped: it never
+//!   blocks its partition.
+//! - A repeated command appends nothing and re-publishes the events it caused,
+//!   which heals a publish lost after a successful append.
+//! - A backend failure fails the whole batch (retryable); redelivery is safe
+//!   because every step above is idempotent.
+//!
+//! Depends on the core's ports only; never on a driver.
 
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use salestrack_core::aggregate::{events_satisfying, Cart, DomainError};
+use salestrack_core::event::RecordedEvent;
+use salestrack_core::ids::CartId;
+use salestrack_core::ports::{
+    AppendError, BackendError, Clock, EventStore, OutboundRecord, Producer,
+};
+use salestrack_core::wire::{
+    self, CommandRecord, DecodeError, Outcome, OutcomeStatus, Reason, SCHEMA_VERSION,
+};
+use salestrack_msk::{self as msk, Record, RecordError};
+use salestrack_platform::Topics;
+use serde::Serialize;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// How often a command is re-decided after losing an append race before the
+/// batch fails (and is redelivered).
+pub const MAX_APPEND_ATTEMPTS: u32 = 5;
+
+/// What the handler needs, built once per process.
+#[derive(Clone)]
+pub struct Deps {
+    pub event_store: Arc<dyn EventStore>,
+    pub producer: Arc<dyn Producer>,
+    pub clock: Arc<dyn Clock>,
+    pub topics: Topics,
+}
+
+/// Counts of what happened to a batch's records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    pub applied: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub dead_lettered: usize,
+}
+
+impl BatchReport {
+    fn add(mut self, other: BatchReport) -> BatchReport {
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.dead_lettered += other.dead_lettered;
+        self
+    }
+
+    pub fn records(&self) -> usize {
+        self.applied + self.duplicates + self.rejected + self.dead_lettered
+    }
+}
+
+/// A failure that fails the batch; all are retryable by redelivery.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("backend failure: {0}")]
+    Backend(#[from] BackendError),
+    #[error("cart {cart_id}: lost {attempts} append races in a row")]
+    Contention { cart_id: CartId, attempts: u32 },
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
+        Diagnostic {
+            error_type: match e {
+                HandlerError::Backend(_) => "Backend",
+                HandlerError::Contention { .. } => "Contention",
+            }
+            .into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Why a record is poison.
+#[derive(Debug, thiserror::Error)]
+enum Poison {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("record key {key:?} does not match the command's cart {cart_id}")]
+    KeyMismatch { key: String, cart_id: CartId },
+}
+
+enum Handled {
+    Applied,
+    Duplicate,
+    Rejected,
+    DeadLettered,
+}
+
+impl From<Handled> for BatchReport {
+    fn from(h: Handled) -> BatchReport {
+        let mut report = BatchReport::default();
+        match h {
+            Handled::Applied => report.applied = 1,
+            Handled::Duplicate => report.duplicates = 1,
+            Handled::Rejected => report.rejected = 1,
+            Handled::DeadLettered => report.dead_lettered = 1,
+        }
+        report
+    }
+}
+
+pub async fn handler(
+    event: LambdaEvent<KafkaEvent>,
+    deps: &Deps,
+) -> Result<BatchReport, HandlerError> {
+    let partitions = msk::partitions(&event.payload).map(|records| handle_partition(records, deps));
+    let mut report = BatchReport::default();
+    for result in futures::future::join_all(partitions).await {
+        report = report.add(result?);
+    }
+    tracing::info!(?report, "command batch handled");
+    Ok(report)
+}
+
+async fn handle_partition(
+    records: &[KafkaRecord],
+    deps: &Deps,
+) -> Result<BatchReport, HandlerError> {
+    let mut report = BatchReport::default();
+    for record in records {
+        report = report.add(handle_record(record, deps).await?.into());
+    }
+    Ok(report)
+}
+
+fn decode(r: &KafkaRecord) -> Result<CommandRecord, Poison> {
+    let record = Record::from_kafka(r)?;
+    let command = CommandRecord::decode(&record.value)?;
+    let cart_id = command.command.cart_id();
+    if let Some(key) = record
+        .key
+        .as_deref()
+        .filter(|k| *k != cart_id.to_string().as_bytes())
+    {
+        return Err(Poison::KeyMismatch {
+            key: String::from_utf8_lossy(key).into_owned(),
+            cart_id,
+        });
+    }
+    Ok(command)
+}
+
+async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<Handled, HandlerError> {
+    let command = match decode(r) {
+        Ok(command) => command,
+        Err(poison) => {
+            tracing::warn!(topic = ?r.topic, partition = r.partition, offset = r.offset, error = %poison, "dead-lettering poison command");
+            deps.producer
+                .send(msk::dead_letter(
+                    r,
+                    &deps.topics.dead_letter,
+                    "domain",
+                    &poison,
+                ))
+                .await?;
+            return Ok(Handled::DeadLettered);
+        }
+    };
+    let span = tracing::info_span!(
+        "command",
+        command_id = %command.command_id,
+        cart_id = %command.command.cart_id(),
+        kind = command.command.kind(),
+    );
+    decide_and_append(&command, deps).instrument(span).await
+}
+
+async fn decide_and_append(record: &CommandRecord, deps: &Deps) -> Result<Handled, HandlerError> {
+    let cart_id = record.command.cart_id();
+    for attempt in 1..=MAX_APPEND_ATTEMPTS {
+        let history = deps.event_store.read_stream(cart_id).await?;
+        let cart = Cart::from_history(&history);
+        let events = match cart.decide(&record.command) {
+            Ok(events) => events,
+            Err(reason) => {
+                tracing::info!(code = reason.code(), %reason, "command rejected");
+                publish(deps, &[], rejected(record, &cart, &reason, deps)).await?;
+                return Ok(Handled::Rejected);
+            }
+        };
+        if events.is_empty() {
+            let earlier: Vec<_> = events_satisfying(&history, &record.command)
+                .cloned()
+                .collect();
+            tracing::info!(republished = earlier.len(), "command already applied");
+            publish(deps, &earlier, applied(record, cart.version(), true, deps)).await?;
+            return Ok(Handled::Duplicate);
+        }
+        let recorded = RecordedEvent::number(
+            cart_id,
+            cart.version(),
+            record.command_id,
+            deps.clock.now(),
+            events,
+        );
+        match deps
+            .event_store
+            .append(cart_id, cart.version(), &recorded)
+            .await
+        {
+            Ok(()) => {
+                let version = cart.version() + recorded.len() as u64;
+                publish(deps, &recorded, applied(record, version, false, deps)).await?;
+                tracing::info!(version, "command applied");
+                return Ok(Handled::Applied);
+            }
+            Err(AppendError::Conflict { expected, actual }) => {
+                tracing::debug!(
+                    attempt,
+                    expected,
+                    actual,
+                    "lost an append race; deciding again"
+                );
+            }
+            Err(AppendError::Backend(e)) => return Err(e.into()),
+        }
+    }
+    Err(HandlerError::Contention {
+        cart_id,
+        attempts: MAX_APPEND_ATTEMPTS,
+    })
+}
+
+fn outcome(record: &CommandRecord, version: u64, deps: &Deps) -> Outcome {
+    Outcome {
+        schema_version: SCHEMA_VERSION,
+        command_id: record.command_id,
+        cart_id: record.command.cart_id(),
+        order_id: record.command.order_id(),
+        command_type: record.command.kind().into(),
+        status: OutcomeStatus::Applied,
+        version,
+        duplicate: false,
+        reason: None,
+        decided_at: deps.clock.now(),
+    }
+}
+
+fn applied(record: &CommandRecord, version: u64, duplicate: bool, deps: &Deps) -> Outcome {
+    Outcome {
+        duplicate,
+        ..outcome(record, version, deps)
+    }
+}
+
+fn rejected(record: &CommandRecord, cart: &Cart, reason: &DomainError, deps: &Deps) -> Outcome {
+    Outcome {
+        status: OutcomeStatus::Rejected,
+        reason: Some(Reason {
+            code: reason.code().into(),
+            message: reason.to_string(),
+        }),
+        ..outcome(record, cart.version(), deps)
+    }
+}
+
+/// Events first, then the outcome: a client that sees `applied` can rely on
+/// the events being on the bus.
+async fn publish(
+    deps: &Deps,
+    events: &[RecordedEvent],
+    outcome: Outcome,
+) -> Result<(), BackendError> {
+    let mut records: Vec<OutboundRecord> = events
+        .iter()
+        .map(|e| OutboundRecord {
+            topic: deps.topics.events.clone(),
+            key: e.cart_id.to_string().into_bytes(),
+            value: wire::encode_event(e),
+            headers: vec![
+                (
+                    "salestrack-event-type".into(),
+                    e.event.kind().as_bytes().to_vec(),
+                ),
+                (
+                    "salestrack-command-id".into(),
+                    e.command_id.to_string().into_bytes(),
+                ),
+            ],
+        })
+        .collect();
+    records.push(OutboundRecord {
+        topic: deps.topics.outcomes.clone(),
+        key: outcome.cart_id.to_string().into_bytes(),
+        value: outcome.encode(),
+        headers: vec![(
+            "salestrack-command-id".into(),
+            outcome.command_id.to_string().into_bytes(),
+        )],
+    });
+    deps.producer.send_all(records).await.map(drop)
+}

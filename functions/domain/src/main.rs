@@ -1,1 +1,25 @@
-fn main() {}
+//! The domain function on AWS Lambda (MSK event source on the commands topic).
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use salestrack_core::ports::SystemClock;
+use salestrack_domain::{handler, Deps};
+use salestrack_platform::{telemetry, Backends, Settings};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let settings = Settings::from_env()?;
+    telemetry::init(settings.log_format);
+    let backends = Backends::connect(&settings)?;
+    let deps = Deps {
+        event_store: backends.event_store,
+        producer: backends.producer,
+        clock: Arc::new(SystemClock),
+        topics: settings.topics(),
+    };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| {
+        handler(event, deps)
+    }))
+    .await
+}

@@ -1,0 +1,409 @@
+//! The domain handler on MSK batches (JSON fixtures and built batches), over
+//! real embedded backends in a temporary directory.
+
+use async_trait::async_trait;
+use aws_lambda_events::event::kafka::KafkaEvent;
+use chrono::Utc;
+use lambda_runtime::{Context, LambdaEvent};
+use salestrack_core::command::{Command, OrderLine, PlaceOrder};
+use salestrack_core::event::{Event, RecordedEvent};
+use salestrack_core::ids::{CartId, CommandId};
+use salestrack_core::ports::{
+    AppendError, BackendError, BusRecord, Consumer, EventStore, SystemClock,
+};
+use salestrack_core::testing::{line, other_line};
+use salestrack_core::wire::{self, CommandRecord, Outcome, OutcomeStatus};
+use salestrack_domain::{handler, BatchReport, Deps, HandlerError};
+use salestrack_embedded::{EmbeddedBus, EmbeddedEventStore};
+use salestrack_platform::Topics;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct World {
+    _dir: tempfile::TempDir,
+    bus: EmbeddedBus,
+    store: EmbeddedEventStore,
+    topics: Topics,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    World {
+        bus: EmbeddedBus::open(&dir.path().join("bus.sqlite"), 4).expect("bus"),
+        store: EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("store"),
+        topics: Topics::default(),
+        _dir: dir,
+    }
+}
+
+impl World {
+    fn deps(&self) -> Deps {
+        self.deps_with(Arc::new(self.store.clone()))
+    }
+
+    fn deps_with(&self, event_store: Arc<dyn EventStore>) -> Deps {
+        Deps {
+            event_store,
+            producer: Arc::new(self.bus.clone()),
+            clock: Arc::new(SystemClock),
+            topics: self.topics.clone(),
+        }
+    }
+
+    async fn run(&self, event: KafkaEvent) -> BatchReport {
+        handler(LambdaEvent::new(event, Context::default()), &self.deps())
+            .await
+            .expect("batch")
+    }
+
+    async fn topic(&self, topic: &str) -> Vec<BusRecord> {
+        let n = self.bus.topic_len(topic).await.expect("len") as usize;
+        let mut consumer = self
+            .bus
+            .consumer(&format!("reader-{}", uuid::Uuid::new_v4()), &[topic]);
+        let mut got = Vec::new();
+        while got.len() < n {
+            got.extend(
+                consumer
+                    .poll(n, Duration::from_secs(5))
+                    .await
+                    .expect("poll"),
+            );
+        }
+        got
+    }
+
+    async fn outcomes(&self) -> Vec<Outcome> {
+        self.topic(&self.topics.outcomes.clone())
+            .await
+            .iter()
+            .map(|r| Outcome::decode(r.value.as_deref().expect("value")).expect("outcome"))
+            .collect()
+    }
+}
+
+fn fixture(name: &str) -> KafkaEvent {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("a KafkaEvent")
+}
+
+/// An MSK batch of place-order commands on one partition.
+fn batch_of(lines: &[OrderLine]) -> KafkaEvent {
+    let records: Vec<BusRecord> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let command = Command::PlaceOrder(PlaceOrder { line: l.clone() });
+            let record = CommandRecord {
+                command_id: command.derive_id(None),
+                accepted_at: Utc::now(),
+                command,
+            };
+            BusRecord {
+                topic: "sales.commands".into(),
+                partition: 0,
+                offset: i as i64,
+                timestamp: Utc::now(),
+                key: Some(l.cart_id.to_string().into_bytes()),
+                value: Some(record.encode()),
+                headers: vec![],
+            }
+        })
+        .collect();
+    salestrack_msk::batch(&records, "arn:test", "test")
+}
+
+fn cart_of_fixture() -> CartId {
+    "6f1c1f2e-3c7d-4a8e-9b3a-2d5e6f7a8b9c"
+        .parse()
+        .expect("cart")
+}
+
+#[tokio::test]
+async fn a_placed_order_is_appended_then_published_with_its_outcome() {
+    let w = world();
+    let report = w.run(fixture("place-order.json")).await;
+    assert_eq!(
+        report,
+        BatchReport {
+            applied: 1,
+            ..BatchReport::default()
+        }
+    );
+
+    let stream = w
+        .store
+        .read_stream(cart_of_fixture())
+        .await
+        .expect("stream");
+    assert_eq!(stream.len(), 1);
+    assert!(
+        matches!(&stream[0].event, Event::OrderPlaced(l) if l.product_name == "Espresso machine")
+    );
+
+    let events = w.topic("sales.events").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].key.as_deref(),
+        Some(cart_of_fixture().to_string().as_bytes())
+    );
+    assert_eq!(
+        wire::decode_event(events[0].value.as_deref().expect("value")).expect("event"),
+        stream[0]
+    );
+
+    let outcomes = w.outcomes().await;
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(
+        (
+            outcomes[0].status,
+            outcomes[0].version,
+            outcomes[0].duplicate
+        ),
+        (OutcomeStatus::Applied, 1, false)
+    );
+    assert_eq!(
+        outcomes[0].command_id.to_string(),
+        "3d5a1c0e-1111-4a5b-8c9d-000000000001"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_appends_nothing_and_republishes_the_same_event() {
+    let w = world();
+    w.run(fixture("place-order.json")).await;
+    let again = w.run(fixture("place-order.json")).await;
+    assert_eq!(
+        again,
+        BatchReport {
+            duplicates: 1,
+            ..BatchReport::default()
+        }
+    );
+    assert_eq!(
+        w.store
+            .read_stream(cart_of_fixture())
+            .await
+            .expect("stream")
+            .len(),
+        1,
+        "stored once"
+    );
+    let events = w.topic("sales.events").await;
+    assert_eq!(
+        events.len(),
+        2,
+        "republished, so a publish lost after the append heals"
+    );
+    assert_eq!(events[0].value, events[1].value, "the very same event");
+    let outcomes = w.outcomes().await;
+    assert!(outcomes[1].duplicate);
+}
+
+#[tokio::test]
+async fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
+    let w = world();
+    let report = w.run(fixture("poison-then-valid.json")).await;
+    assert_eq!(
+        report,
+        BatchReport {
+            applied: 1,
+            dead_lettered: 5,
+            ..BatchReport::default()
+        }
+    );
+
+    let mut dead = w.topic("sales.dead-letter").await;
+    let header = |r: &BusRecord, name: &str| {
+        let value = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&value).into_owned()
+    };
+    // Dead letters keep their original key, so they spread over partitions: order by source offset.
+    dead.sort_by_key(|r| {
+        header(r, "salestrack-dlq-source-offset")
+            .parse::<i64>()
+            .unwrap_or(-1)
+    });
+    let errors: Vec<String> = dead
+        .iter()
+        .map(|r| header(r, "salestrack-dlq-error"))
+        .collect();
+    assert!(errors[0].contains("base64"), "{}", errors[0]);
+    assert!(errors[1].contains("not valid JSON"), "{}", errors[1]);
+    assert!(
+        errors[2].contains("unknown command type \"refund_everything\""),
+        "{}",
+        errors[2]
+    );
+    assert!(errors[3].contains("does not match"), "{}", errors[3]);
+    assert!(errors[4].contains("no value"), "{}", errors[4]);
+    assert_eq!(header(&dead[2], "salestrack-dlq-source-offset"), "102");
+    assert_eq!(header(&dead[2], "salestrack-dlq-stage"), "domain");
+    assert!(
+        dead[2].value.as_deref().expect("value").starts_with(b"{"),
+        "the original value is kept"
+    );
+
+    let stream = w
+        .store
+        .read_stream(cart_of_fixture())
+        .await
+        .expect("stream");
+    assert_eq!(
+        stream.len(),
+        1,
+        "the valid record after the poison ones was applied"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_breaking_command_is_rejected_with_its_reason() {
+    let w = world();
+    let mut dollars = other_line();
+    dollars.currency = "USD".parse().expect("currency");
+    let report = w.run(batch_of(&[line(), dollars])).await;
+    assert_eq!(
+        report,
+        BatchReport {
+            applied: 1,
+            rejected: 1,
+            ..BatchReport::default()
+        }
+    );
+    let outcomes = w.outcomes().await;
+    let rejected = outcomes
+        .iter()
+        .find(|o| o.status == OutcomeStatus::Rejected)
+        .expect("rejection");
+    let reason = rejected.reason.as_ref().expect("reason");
+    assert_eq!(reason.code, "currency_mismatch");
+    assert!(
+        reason.message.contains("EUR") && reason.message.contains("USD"),
+        "{}",
+        reason.message
+    );
+    assert_eq!(
+        w.store
+            .read_stream(line().cart_id)
+            .await
+            .expect("stream")
+            .len(),
+        1
+    );
+}
+
+/// An event store that lets a competing writer win the first append.
+struct RacingStore {
+    inner: EmbeddedEventStore,
+    raced: AtomicBool,
+}
+
+#[async_trait]
+impl EventStore for RacingStore {
+    async fn read_stream(&self, cart_id: CartId) -> Result<Vec<RecordedEvent>, BackendError> {
+        self.inner.read_stream(cart_id).await
+    }
+
+    async fn append(
+        &self,
+        cart_id: CartId,
+        expected: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), AppendError> {
+        if !self.raced.swap(true, Ordering::SeqCst) {
+            let rival = RecordedEvent::number(
+                cart_id,
+                expected,
+                CommandId(uuid::Uuid::new_v4()),
+                Utc::now(),
+                vec![Event::OrderPlaced(other_line())],
+            );
+            self.inner.append(cart_id, expected, &rival).await?;
+        }
+        self.inner.append(cart_id, expected, events).await
+    }
+}
+
+#[tokio::test]
+async fn a_command_that_loses_an_append_race_is_decided_again_on_the_new_stream() {
+    let w = world();
+    let store = Arc::new(RacingStore {
+        inner: w.store.clone(),
+        raced: AtomicBool::new(false),
+    });
+    let deps = w.deps_with(store);
+    let report = handler(
+        LambdaEvent::new(batch_of(&[line()]), Context::default()),
+        &deps,
+    )
+    .await
+    .expect("batch");
+    assert_eq!(report.applied, 1);
+    let stream = w.store.read_stream(line().cart_id).await.expect("stream");
+    assert_eq!(
+        stream.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(
+        stream[1].event.order_id(),
+        line().order_id,
+        "our line landed after the rival's"
+    );
+}
+
+struct DownStore;
+
+#[async_trait]
+impl EventStore for DownStore {
+    async fn read_stream(&self, _: CartId) -> Result<Vec<RecordedEvent>, BackendError> {
+        Err(BackendError::new("test store", "unreachable"))
+    }
+    async fn append(&self, _: CartId, _: u64, _: &[RecordedEvent]) -> Result<(), AppendError> {
+        Err(BackendError::new("test store", "unreachable").into())
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_fails_the_batch_so_it_is_redelivered() {
+    let w = world();
+    let deps = w.deps_with(Arc::new(DownStore));
+    let result = handler(
+        LambdaEvent::new(fixture("place-order.json"), Context::default()),
+        &deps,
+    )
+    .await;
+    assert!(matches!(result, Err(HandlerError::Backend(_))));
+    assert_eq!(
+        w.bus.topic_len("sales.outcomes").await.expect("len"),
+        0,
+        "nothing published"
+    );
+}
+
+#[tokio::test]
+async fn carts_on_different_partitions_are_all_handled() {
+    let w = world();
+    let mut event = batch_of(&[line()]);
+    let mut other_cart = other_line();
+    other_cart.cart_id = CartId(uuid::Uuid::new_v4());
+    let mut second = batch_of(&[other_cart.clone()]);
+    let mut records = second.records.remove("sales.commands-0").expect("records");
+    records[0].partition = 3;
+    event.records.insert("sales.commands-3".into(), records);
+    let report = w.run(event).await;
+    assert_eq!(report.applied, 2);
+    assert_eq!(
+        w.store
+            .read_stream(other_cart.cart_id)
+            .await
+            .expect("stream")
+            .len(),
+        1
+    );
+}

@@ -1,1 +1,246 @@
+//! The projector function: the only writer of the read models.
+//!
+//! Folds events from the events topic into the cart detail, cart summary and
+//! sales-line documents, and command outcomes from the outcomes topic into
+//! command-status documents. Every write is guarded by stream version, so a
+//! redelivered or older event never overwrites newer state or duplicates an
+//! item.
+//!
+//! The cart detail is written last: its version is the checkpoint. A crash
+//! between writes leaves it behind, so redelivery redoes the (idempotent)
+//! writes before it. If an event arrives with a gap after the stored version,
+//! the cart is refolded from the event store (read only) instead of skipping
+//! the missing events. Never calls the domain. Poison records go to the
+//! dead-letter topic and never block the partition.
 
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use salestrack_core::event::RecordedEvent;
+use salestrack_core::ports::{BackendError, EventStore, Producer, ReadDocument, ReadStore};
+use salestrack_core::read_model::{step, CartDetail, Step};
+use salestrack_core::wire::{self, DecodeError, Outcome};
+use salestrack_msk::{self as msk, Record, RecordError};
+use salestrack_platform::Topics;
+use serde::Serialize;
+use std::sync::Arc;
+use tracing::Instrument;
+
+#[derive(Clone)]
+pub struct Deps {
+    pub read_store: Arc<dyn ReadStore>,
+    /// Read only: refolds a cart when events are missing.
+    pub event_store: Arc<dyn EventStore>,
+    /// Dead letters only.
+    pub producer: Arc<dyn Producer>,
+    pub topics: Topics,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    pub projected: usize,
+    /// Events already folded (redelivery, replay).
+    pub skipped: usize,
+    /// Events that found a gap and refolded the cart from the event store.
+    pub refolded: usize,
+    pub outcomes: usize,
+    pub dead_lettered: usize,
+}
+
+impl BatchReport {
+    fn add(mut self, o: BatchReport) -> BatchReport {
+        self.projected += o.projected;
+        self.skipped += o.skipped;
+        self.refolded += o.refolded;
+        self.outcomes += o.outcomes;
+        self.dead_lettered += o.dead_lettered;
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("backend failure: {0}")]
+    Backend(#[from] BackendError),
+    #[error("cart {cart_id}: the event store has no version {version} yet")]
+    StoreBehind {
+        cart_id: salestrack_core::ids::CartId,
+        version: u64,
+    },
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
+        Diagnostic {
+            error_type: match e {
+                HandlerError::Backend(_) => "Backend",
+                HandlerError::StoreBehind { .. } => "StoreBehind",
+            }
+            .into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Poison {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("no projection consumes topic {0:?}")]
+    UnknownTopic(String),
+    #[error("event {version} of cart {cart_id} cancels a line of a cart that has none")]
+    CancelBeforePlace {
+        cart_id: salestrack_core::ids::CartId,
+        version: u64,
+    },
+}
+
+enum Input {
+    Event(RecordedEvent),
+    Outcome(Outcome),
+}
+
+pub async fn handler(
+    event: LambdaEvent<KafkaEvent>,
+    deps: &Deps,
+) -> Result<BatchReport, HandlerError> {
+    let partitions = msk::partitions(&event.payload).map(|records| handle_partition(records, deps));
+    let mut report = BatchReport::default();
+    for result in futures::future::join_all(partitions).await {
+        report = report.add(result?);
+    }
+    tracing::info!(?report, "projection batch handled");
+    Ok(report)
+}
+
+async fn handle_partition(
+    records: &[KafkaRecord],
+    deps: &Deps,
+) -> Result<BatchReport, HandlerError> {
+    let mut report = BatchReport::default();
+    for record in records {
+        report = report.add(handle_record(record, deps).await?);
+    }
+    Ok(report)
+}
+
+fn decode(r: &KafkaRecord, topics: &Topics) -> Result<Input, Poison> {
+    let record = Record::from_kafka(r)?;
+    if record.topic == topics.events {
+        Ok(Input::Event(wire::decode_event(&record.value)?))
+    } else if record.topic == topics.outcomes {
+        Ok(Input::Outcome(Outcome::decode(&record.value)?))
+    } else {
+        Err(Poison::UnknownTopic(record.topic))
+    }
+}
+
+async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<BatchReport, HandlerError> {
+    let result = match decode(r, &deps.topics) {
+        Ok(Input::Event(event)) => {
+            let span = tracing::info_span!("project", cart_id = %event.cart_id, version = event.version, command_id = %event.command_id);
+            project_event(&event, deps).instrument(span).await?
+        }
+        Ok(Input::Outcome(outcome)) => {
+            deps.read_store
+                .upsert(ReadDocument::CommandStatus(outcome))
+                .await?;
+            Ok(BatchReport {
+                outcomes: 1,
+                ..BatchReport::default()
+            })
+        }
+        Err(poison) => Err(poison),
+    };
+    match result {
+        Ok(report) => Ok(report),
+        Err(poison) => {
+            tracing::warn!(topic = ?r.topic, partition = r.partition, offset = r.offset, error = %poison, "dead-lettering poison record");
+            deps.producer
+                .send(msk::dead_letter(
+                    r,
+                    &deps.topics.dead_letter,
+                    "projector",
+                    &poison,
+                ))
+                .await?;
+            Ok(BatchReport {
+                dead_lettered: 1,
+                ..BatchReport::default()
+            })
+        }
+    }
+}
+
+/// Outer error: retry the batch. Inner error: the event is poison.
+async fn project_event(
+    e: &RecordedEvent,
+    deps: &Deps,
+) -> Result<Result<BatchReport, Poison>, HandlerError> {
+    let current = deps.read_store.cart_detail(e.cart_id).await?;
+    let stored_version = current.as_ref().map_or(0, |d| d.version);
+    let (detail, touched, report) = match step(stored_version, e.version) {
+        Step::Skip => {
+            return Ok(Ok(BatchReport {
+                skipped: 1,
+                ..BatchReport::default()
+            }))
+        }
+        Step::Apply => (
+            CartDetail::apply(current, e),
+            vec![e.event.order_id()],
+            BatchReport {
+                projected: 1,
+                ..BatchReport::default()
+            },
+        ),
+        Step::Gap => {
+            tracing::warn!(
+                stored_version,
+                "events missing before this one; refolding the cart from the event store"
+            );
+            let stream = deps.event_store.read_stream(e.cart_id).await?;
+            let detail = CartDetail::fold(stream.iter().take_while(|x| x.version <= e.version));
+            if detail.as_ref().map_or(0, |d| d.version) < e.version {
+                return Err(HandlerError::StoreBehind {
+                    cart_id: e.cart_id,
+                    version: e.version,
+                });
+            }
+            let touched = detail
+                .iter()
+                .flat_map(|d| d.items.iter().map(|i| i.order_id))
+                .collect();
+            (
+                detail,
+                touched,
+                BatchReport {
+                    projected: 1,
+                    refolded: 1,
+                    ..BatchReport::default()
+                },
+            )
+        }
+    };
+    let Some(detail) = detail else {
+        return Ok(Err(Poison::CancelBeforePlace {
+            cart_id: e.cart_id,
+            version: e.version,
+        }));
+    };
+    for order_id in touched {
+        if let Some(line) = detail.sales_line(order_id) {
+            deps.read_store
+                .upsert(ReadDocument::SalesLine(line))
+                .await?;
+        }
+    }
+    deps.read_store
+        .upsert(ReadDocument::CartSummary(detail.summary()))
+        .await?;
+    deps.read_store
+        .upsert(ReadDocument::CartDetail(detail))
+        .await?;
+    Ok(Ok(report))
+}

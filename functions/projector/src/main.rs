@@ -1,1 +1,23 @@
-fn main() {}
+//! The projector function on AWS Lambda (MSK event sources on the events and outcomes topics).
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use salestrack_platform::{telemetry, Backends, Settings};
+use salestrack_projector::{handler, Deps};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let settings = Settings::from_env()?;
+    telemetry::init(settings.log_format);
+    let backends = Backends::connect(&settings)?;
+    let deps = Deps {
+        read_store: backends.read_store,
+        event_store: backends.event_store,
+        producer: backends.producer,
+        topics: settings.topics(),
+    };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| {
+        handler(event, deps)
+    }))
+    .await
+}

@@ -1,0 +1,308 @@
+//! The projector handler on MSK batches over real embedded backends.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use chrono::Utc;
+use lambda_runtime::{Context, LambdaEvent};
+use salestrack_core::event::{Event, RecordedEvent};
+use salestrack_core::ids::{CartId, CommandId};
+use salestrack_core::ports::{BusRecord, EventStore, ReadStore, ReportDimension, SalesReportQuery};
+use salestrack_core::read_model::{CartStatus, LineStatus};
+use salestrack_core::testing::{line, other_line};
+use salestrack_core::wire;
+use salestrack_embedded::{EmbeddedBus, EmbeddedEventStore, EmbeddedReadStore};
+use salestrack_platform::Topics;
+use salestrack_projector::{handler, BatchReport, Deps, HandlerError};
+use std::sync::Arc;
+
+struct World {
+    _dir: tempfile::TempDir,
+    bus: EmbeddedBus,
+    events: EmbeddedEventStore,
+    read: EmbeddedReadStore,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    World {
+        bus: EmbeddedBus::open(&dir.path().join("bus.sqlite"), 4).expect("bus"),
+        events: EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("events"),
+        read: EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("read"),
+        _dir: dir,
+    }
+}
+
+impl World {
+    async fn try_run(&self, event: KafkaEvent) -> Result<BatchReport, HandlerError> {
+        let deps = Deps {
+            read_store: Arc::new(self.read.clone()),
+            event_store: Arc::new(self.events.clone()),
+            producer: Arc::new(self.bus.clone()),
+            topics: Topics::default(),
+        };
+        handler(LambdaEvent::new(event, Context::default()), &deps).await
+    }
+
+    async fn run(&self, event: KafkaEvent) -> BatchReport {
+        self.try_run(event).await.expect("batch")
+    }
+}
+
+fn stream(cart: CartId, events: Vec<Event>) -> Vec<RecordedEvent> {
+    RecordedEvent::number(cart, 0, CommandId(uuid::Uuid::new_v4()), Utc::now(), events)
+}
+
+fn bus_record(topic: &str, offset: i64, value: Vec<u8>) -> BusRecord {
+    BusRecord {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        timestamp: Utc::now(),
+        key: Some(b"k".to_vec()),
+        value: Some(value),
+        headers: vec![],
+    }
+}
+
+/// An MSK batch carrying `events` on the events topic, in order.
+fn batch(events: &[&RecordedEvent]) -> KafkaEvent {
+    let records: Vec<_> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| bus_record("sales.events", i as i64, wire::encode_event(e)))
+        .collect();
+    salestrack_msk::batch(&records, "arn:test", "test")
+}
+
+fn three_events() -> Vec<RecordedEvent> {
+    let l = line();
+    stream(
+        l.cart_id,
+        vec![
+            Event::OrderPlaced(l.clone()),
+            Event::OrderPlaced(other_line()),
+            Event::OrderCancelled {
+                order_id: l.order_id,
+                reason: Some("changed my mind".into()),
+            },
+        ],
+    )
+}
+
+#[tokio::test]
+async fn events_fold_into_cart_detail_summary_and_sales_lines() {
+    let w = world();
+    let events = three_events();
+    let report = w.run(batch(&events.iter().collect::<Vec<_>>())).await;
+    assert_eq!(
+        report,
+        BatchReport {
+            projected: 3,
+            ..BatchReport::default()
+        }
+    );
+
+    let detail = w
+        .read
+        .cart_detail(line().cart_id)
+        .await
+        .expect("get")
+        .expect("detail");
+    assert_eq!(detail.version, 3);
+    assert_eq!(detail.items.len(), 2);
+    assert_eq!(
+        detail.subtotal.to_string(),
+        "50.00",
+        "the cancelled line left the totals"
+    );
+    assert_eq!(detail.status, CartStatus::Open);
+
+    let summary = w
+        .read
+        .cart_summary(line().cart_id)
+        .await
+        .expect("get")
+        .expect("summary");
+    assert_eq!(
+        (summary.products.as_str(), summary.version),
+        ("Coffee grinder", 3)
+    );
+
+    let report = w
+        .read
+        .sales_report(&SalesReportQuery {
+            group_by: ReportDimension::Product,
+            from: None,
+            to: None,
+        })
+        .await
+        .expect("report");
+    assert_eq!(report.len(), 1, "only the active line counts: {report:?}");
+    assert_eq!(
+        (report[0].key.as_str(), report[0].revenue.to_string()),
+        ("Coffee grinder", "50.00".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_batch_changes_nothing_and_duplicates_nothing() {
+    let w = world();
+    let events = three_events();
+    let all: Vec<_> = events.iter().collect();
+    w.run(batch(&all)).await;
+    let before = w.read.cart_detail(line().cart_id).await.expect("get");
+    let replay = w.run(batch(&all)).await;
+    assert_eq!(
+        replay,
+        BatchReport {
+            skipped: 3,
+            ..BatchReport::default()
+        }
+    );
+    assert_eq!(
+        w.read.cart_detail(line().cart_id).await.expect("get"),
+        before
+    );
+}
+
+#[tokio::test]
+async fn an_older_event_never_overwrites_a_newer_version() {
+    let w = world();
+    let events = three_events();
+    w.run(batch(&events.iter().collect::<Vec<_>>())).await;
+    let report = w.run(batch(&[&events[0]])).await;
+    assert_eq!(report.skipped, 1);
+    let detail = w
+        .read
+        .cart_detail(line().cart_id)
+        .await
+        .expect("get")
+        .expect("detail");
+    assert_eq!(detail.version, 3);
+    let cancelled = detail
+        .items
+        .iter()
+        .find(|i| i.order_id == line().order_id)
+        .expect("item");
+    assert_eq!(cancelled.status, LineStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_gap_refolds_the_cart_from_the_event_store() {
+    let w = world();
+    let events = three_events();
+    w.events
+        .append(line().cart_id, 0, &events)
+        .await
+        .expect("append");
+    let report = w.run(batch(&[&events[2]])).await;
+    assert_eq!((report.projected, report.refolded), (1, 1));
+    let detail = w
+        .read
+        .cart_detail(line().cart_id)
+        .await
+        .expect("get")
+        .expect("detail");
+    assert_eq!(
+        (detail.version, detail.items.len()),
+        (3, 2),
+        "the missing events were not skipped"
+    );
+    let report = w
+        .read
+        .sales_report(&SalesReportQuery {
+            group_by: ReportDimension::Product,
+            from: None,
+            to: None,
+        })
+        .await
+        .expect("report");
+    assert_eq!(
+        report.len(),
+        1,
+        "sales lines of the refolded events are written too"
+    );
+}
+
+#[tokio::test]
+async fn a_gap_the_event_store_cannot_fill_fails_the_batch_for_a_retry() {
+    let w = world();
+    let events = three_events();
+    let result = w.try_run(batch(&[&events[2]])).await;
+    assert!(
+        matches!(result, Err(HandlerError::StoreBehind { version: 3, .. })),
+        "{result:?}"
+    );
+    assert!(w
+        .read
+        .cart_detail(line().cart_id)
+        .await
+        .expect("get")
+        .is_none());
+}
+
+#[tokio::test]
+async fn the_fixture_batch_projects_the_cart_and_the_command_status() {
+    let w = world();
+    let path = format!(
+        "{}/tests/fixtures/placed-and-outcome.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let event: KafkaEvent =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("event");
+    let report = w.run(event).await;
+    assert_eq!((report.projected, report.outcomes), (1, 1));
+    let cart: CartId = "6f1c1f2e-3c7d-4a8e-9b3a-2d5e6f7a8b9c".parse().expect("id");
+    let detail = w
+        .read
+        .cart_detail(cart)
+        .await
+        .expect("get")
+        .expect("detail");
+    assert_eq!(detail.subtotal.to_string(), "389.98");
+    let status = w
+        .read
+        .command_status("3d5a1c0e-1111-4a5b-8c9d-000000000001".parse().expect("id"))
+        .await
+        .expect("get")
+        .expect("status");
+    assert_eq!(status.version, 1);
+}
+
+#[tokio::test]
+async fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
+    let w = world();
+    let orphan_cancel = stream(
+        CartId(uuid::Uuid::new_v4()),
+        vec![Event::OrderCancelled {
+            order_id: line().order_id,
+            reason: None,
+        }],
+    );
+    let valid = stream(line().cart_id, vec![Event::OrderPlaced(line())]);
+    let records = vec![
+        bus_record("sales.events", 0, b"not json".to_vec()),
+        bus_record(
+            "sales.events",
+            1,
+            br#"{"schema_version":1,"type":"cart_exploded"}"#.to_vec(),
+        ),
+        bus_record("sales.events", 2, wire::encode_event(&orphan_cancel[0])),
+        bus_record("sales.events", 3, wire::encode_event(&valid[0])),
+    ];
+    let mut event = salestrack_msk::batch(&records, "arn:test", "test");
+    let stray = salestrack_msk::batch(
+        &[bus_record("some.other.topic", 0, b"{}".to_vec())],
+        "arn:test",
+        "test",
+    );
+    event.records.extend(stray.records);
+    let report = w.run(event).await;
+    assert_eq!((report.dead_lettered, report.projected), (4, 1));
+    assert_eq!(w.bus.topic_len("sales.dead-letter").await.expect("len"), 4);
+    assert!(w
+        .read
+        .cart_detail(line().cart_id)
+        .await
+        .expect("get")
+        .is_some());
+}

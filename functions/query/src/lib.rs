@@ -1,1 +1,440 @@
+//! The query function: read-only HTTP over the read models.
+//!
+//! - `GET /carts/{cart_id}`, `GET /carts/{cart_id}/summary`
+//! - `GET /carts?user_id=&from=&to=&q=&limit=&cursor=` (newest first; `q` matches product names)
+//! - `GET /commands/{command_id}`: accepted / applied / rejected with the reason
+//! - `GET /reports/sales?group_by=&from=&to=`
+//!
+//! Any read may carry the consistency token of a `202` (`consistency_token`
+//! parameter or `Consistency-Token` header): the read then waits, bounded,
+//! until the projection has caught up with that command.
+//!
+//! Depends on the `ReadStore` port only; never touches the event store or the bus.
 
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, NaiveDate, Utc};
+use salestrack_core::ids::{CartId, CommandId, OrderId};
+use salestrack_core::ports::{
+    CartSearch, ReadStore, ReportDimension, SalesBucket, SalesReportQuery, SearchCursor,
+};
+use salestrack_core::read_model::{CartDetail, CartSummary};
+use salestrack_core::token::ConsistencyToken;
+use salestrack_core::wire::{Outcome, OutcomeStatus, Reason};
+use salestrack_platform::http::{ApiError, ErrorBody};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Clone)]
+pub struct QueryState {
+    pub read_store: Arc<dyn ReadStore>,
+    /// Upper bound on a read-your-writes wait.
+    pub consistency_wait: Duration,
+}
+
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(get_cart, get_cart_summary, search_carts, get_command, sales_report),
+    components(schemas(
+        CartDetail,
+        CartSummary,
+        CartList,
+        CommandStatus,
+        CommandState,
+        SalesReport,
+        SalesBucket,
+        ReportDimension,
+        Reason,
+        ErrorBody
+    ))
+)]
+pub struct QueryApi;
+
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/carts", get(search_carts))
+        .route("/carts/{cart_id}", get(get_cart))
+        .route("/carts/{cart_id}/summary", get(get_cart_summary))
+        .route("/commands/{command_id}", get(get_command))
+        .route("/reports/sales", get(sales_report))
+        .with_state(state)
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct ConsistencyParams {
+    /// The `consistency_token` of a `202`: wait until the projection reached it.
+    pub consistency_token: Option<String>,
+}
+
+fn token(
+    params: &ConsistencyParams,
+    headers: &HeaderMap,
+) -> Result<Option<ConsistencyToken>, ApiError> {
+    let from_header = headers
+        .get("consistency-token")
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    match params.consistency_token.clone().or(from_header) {
+        None => Ok(None),
+        Some(text) => ConsistencyToken::decode(&text).map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_consistency_token",
+                "the consistency token is malformed",
+            )
+        }),
+    }
+}
+
+fn path_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_path",
+            format!("the {what} in the path must be a UUID"),
+        )
+    })
+}
+
+impl QueryState {
+    /// Waits until the token's command is decided and, if applied, its cart
+    /// projected up to the command's version. Polls with a short, growing delay.
+    async fn reach(&self, token: ConsistencyToken) -> Result<Outcome, ApiError> {
+        let deadline = Instant::now() + self.consistency_wait;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            if let Some(outcome) = self.read_store.command_status(token.command_id).await? {
+                let projected = match outcome.status {
+                    OutcomeStatus::Rejected => true,
+                    OutcomeStatus::Applied => {
+                        let version = self
+                            .read_store
+                            .cart_detail(token.cart_id)
+                            .await?
+                            .map_or(0, |d| d.version);
+                        version >= outcome.version
+                    }
+                };
+                if projected {
+                    return Ok(outcome);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ApiError::ConsistencyTimeout);
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    async fn reach_cart(
+        &self,
+        token: Option<ConsistencyToken>,
+        cart_id: CartId,
+    ) -> Result<(), ApiError> {
+        match token {
+            Some(t) if t.cart_id != cart_id => Err(ApiError::bad_request(
+                "consistency_token_mismatch",
+                "the consistency token belongs to another cart",
+            )),
+            Some(t) => self.reach(t).await.map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The full cart: lines, totals, status and stream version.
+#[utoipa::path(
+    get, path = "/carts/{cart_id}", tag = "queries",
+    params(("cart_id" = String, Path, format = Uuid), ConsistencyParams),
+    responses(
+        (status = 200, body = CartDetail),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, description = "Backend unavailable or consistency wait timed out", body = ErrorBody),
+    )
+)]
+pub async fn get_cart(
+    State(state): State<QueryState>,
+    Path(cart_id): Path<String>,
+    Query(params): Query<ConsistencyParams>,
+    headers: HeaderMap,
+) -> Result<Json<CartDetail>, ApiError> {
+    let cart_id: CartId = path_id(&cart_id, "cart id")?;
+    state.reach_cart(token(&params, &headers)?, cart_id).await?;
+    let detail = state.read_store.cart_detail(cart_id).await?;
+    detail
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}")))
+}
+
+/// The cart summary: product names as one text, totals, addresses.
+#[utoipa::path(
+    get, path = "/carts/{cart_id}/summary", tag = "queries",
+    params(("cart_id" = String, Path, format = Uuid), ConsistencyParams),
+    responses((status = 200, body = CartSummary), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn get_cart_summary(
+    State(state): State<QueryState>,
+    Path(cart_id): Path<String>,
+    Query(params): Query<ConsistencyParams>,
+    headers: HeaderMap,
+) -> Result<Json<CartSummary>, ApiError> {
+    let cart_id: CartId = path_id(&cart_id, "cart id")?;
+    state.reach_cart(token(&params, &headers)?, cart_id).await?;
+    let summary = state.read_store.cart_summary(cart_id).await?;
+    summary
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}")))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct SearchParams {
+    /// Only this user's carts.
+    pub user_id: Option<String>,
+    /// Carts created at or after this RFC 3339 time.
+    pub from: Option<String>,
+    /// Carts created before this RFC 3339 time.
+    pub to: Option<String>,
+    /// Words that must all occur in the product names (case-insensitive).
+    pub q: Option<String>,
+    /// 1..=100, default 20.
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CartList {
+    pub carts: Vec<CartSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn datetime(name: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("`{name}` must be an RFC 3339 date-time"),
+                )
+            })
+    })
+    .transpose()
+}
+
+fn date(name: &'static str, text: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
+    text.map(|t| {
+        NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!("`{name}` must be a date (YYYY-MM-DD)"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn encode_cursor(cursor: &SearchCursor) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
+}
+
+fn decode_cursor(text: &str) -> Result<SearchCursor, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                "`cursor` is not a cursor this API returned",
+            )
+        })
+}
+
+/// Search carts, newest first, a page at a time.
+#[utoipa::path(
+    get, path = "/carts", tag = "queries", params(SearchParams),
+    responses((status = 200, body = CartList), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn search_carts(
+    State(state): State<QueryState>,
+    Query(p): Query<SearchParams>,
+) -> Result<Json<CartList>, ApiError> {
+    let limit = match p.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("`limit` must be an integer in 1..={MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let search = CartSearch {
+        user_id: p.user_id.filter(|u| !u.is_empty()),
+        from: datetime("from", p.from.as_deref())?,
+        to: datetime("to", p.to.as_deref())?,
+        q: p.q.filter(|q| !q.trim().is_empty()),
+        limit,
+        after: p.cursor.as_deref().map(decode_cursor).transpose()?,
+    };
+    let page = state.read_store.search_carts(&search).await?;
+    Ok(Json(CartList {
+        carts: page.carts,
+        next_cursor: page.next.as_ref().map(encode_cursor),
+    }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandState {
+    /// Durably on the bus, not decided yet.
+    Accepted,
+    Applied,
+    Rejected,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CommandStatus {
+    pub command_id: CommandId,
+    pub cart_id: CartId,
+    pub status: CommandState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_type: Option<String>,
+    /// The cart's stream version once decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// True when the command repeated one already applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+impl From<Outcome> for CommandStatus {
+    fn from(o: Outcome) -> Self {
+        CommandStatus {
+            command_id: o.command_id,
+            cart_id: o.cart_id,
+            status: match o.status {
+                OutcomeStatus::Applied => CommandState::Applied,
+                OutcomeStatus::Rejected => CommandState::Rejected,
+            },
+            order_id: Some(o.order_id),
+            command_type: Some(o.command_type),
+            version: Some(o.version),
+            duplicate: Some(o.duplicate),
+            reason: o.reason,
+            decided_at: Some(o.decided_at),
+        }
+    }
+}
+
+/// Where a command stands. Unknown ids are `404`; with the command's
+/// consistency token the call waits for the decision and answers `accepted`
+/// if it is still pending when the wait ends.
+#[utoipa::path(
+    get, path = "/commands/{command_id}", tag = "queries",
+    params(("command_id" = String, Path, format = Uuid), ConsistencyParams),
+    responses((status = 200, body = CommandStatus), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn get_command(
+    State(state): State<QueryState>,
+    Path(command_id): Path<String>,
+    Query(params): Query<ConsistencyParams>,
+    headers: HeaderMap,
+) -> Result<Json<CommandStatus>, ApiError> {
+    let command_id: CommandId = path_id(&command_id, "command id")?;
+    match token(&params, &headers)? {
+        Some(t) if t.command_id != command_id => Err(ApiError::bad_request(
+            "consistency_token_mismatch",
+            "the consistency token belongs to another command",
+        )),
+        Some(t) => match state.reach(t).await {
+            Ok(outcome) => Ok(Json(outcome.into())),
+            Err(ApiError::ConsistencyTimeout) => Ok(Json(CommandStatus {
+                command_id,
+                cart_id: t.cart_id,
+                status: CommandState::Accepted,
+                order_id: None,
+                command_type: None,
+                version: None,
+                duplicate: None,
+                reason: None,
+                decided_at: None,
+            })),
+            Err(e) => Err(e),
+        },
+        None => match state.read_store.command_status(command_id).await? {
+            Some(outcome) => Ok(Json(outcome.into())),
+            None => Err(ApiError::NotFound(format!(
+                "no decision for command {command_id} yet (unknown, or not processed yet: pass its consistency_token to wait)"
+            ))),
+        },
+    }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct ReportParams {
+    /// `day`, `product`, `seller`, `currency` or `payment_method`.
+    pub group_by: Option<String>,
+    /// First day (YYYY-MM-DD), inclusive.
+    pub from: Option<String>,
+    /// Last day (YYYY-MM-DD), inclusive.
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SalesReport {
+    pub group_by: ReportDimension,
+    /// Revenue, tax and units of active lines per bucket and currency.
+    pub buckets: Vec<SalesBucket>,
+}
+
+/// Revenue, tax and units of the active sales lines, by one dimension.
+#[utoipa::path(
+    get, path = "/reports/sales", tag = "queries", params(ReportParams),
+    responses((status = 200, body = SalesReport), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn sales_report(
+    State(state): State<QueryState>,
+    Query(p): Query<ReportParams>,
+) -> Result<Json<SalesReport>, ApiError> {
+    let group_by = match p.group_by.as_deref().unwrap_or("day") {
+        "day" => ReportDimension::Day,
+        "product" => ReportDimension::Product,
+        "seller" => ReportDimension::Seller,
+        "currency" => ReportDimension::Currency,
+        "payment_method" => ReportDimension::PaymentMethod,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("`group_by` must be day, product, seller, currency or payment_method, got {other:?}"),
+            ))
+        }
+    };
+    let query = SalesReportQuery {
+        group_by,
+        from: date("from", p.from.as_deref())?,
+        to: date("to", p.to.as_deref())?,
+    };
+    let buckets = state.read_store.sales_report(&query).await?;
+    Ok(Json(SalesReport { group_by, buckets }))
+}

@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo run`: the local runner on the settings from the environment
+//! (embedded backends in `./data` on 127.0.0.1:8080 by default).
+
+use anyhow::Context;
+use salestrack_local_runner::run;
+use salestrack_platform::{telemetry, Backends, Settings};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    telemetry::init(settings.log_format);
+    let backends = Backends::connect(&settings).context("opening the backends")?;
+    let listener = TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("binding {}", settings.http_addr))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    run(listener, settings, backends, shutdown).await?;
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C starts a graceful shutdown.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,140 @@
+//! The runner's own routes and the assembled application router.
+
+use crate::consumer::LoopHealth;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use salestrack_core::ports::{Clock, ReadStore};
+use salestrack_platform::{Backends, Settings};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+#[derive(Clone)]
+pub struct Loops {
+    pub domain: Arc<LoopHealth>,
+    pub projector: Arc<LoopHealth>,
+}
+
+#[derive(Clone)]
+struct HealthState {
+    read_store: Arc<dyn ReadStore>,
+    loops: Loops,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    pub read_store: &'static str,
+    pub domain_consumer: ConsumerState,
+    pub projector_consumer: ConsumerState,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConsumerState {
+    pub running: bool,
+    /// The current batch keeps failing and is being retried.
+    pub failing: bool,
+    pub batches: u64,
+    pub records: u64,
+}
+
+impl From<&LoopHealth> for ConsumerState {
+    fn from(h: &LoopHealth) -> Self {
+        ConsumerState {
+            running: h.is_running(),
+            failing: h.is_failing(),
+            batches: h.batches(),
+            records: h.records(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "salestrack",
+        description = "Event-sourced sales tracking: commands in, read models out."
+    ),
+    paths(live, ready),
+    components(schemas(Readiness, ConsumerState))
+)]
+struct RunnerApi;
+
+/// The OpenAPI document of everything the runner serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = RunnerApi::openapi();
+    doc.merge(salestrack_command::CommandApi::openapi());
+    doc.merge(salestrack_query::QueryApi::openapi());
+    doc
+}
+
+pub fn app(
+    settings: &Settings,
+    backends: &Backends,
+    clock: Arc<dyn Clock>,
+    loops: Loops,
+) -> Router {
+    let command = salestrack_command::router(salestrack_command::CommandState {
+        producer: Arc::clone(&backends.producer),
+        clock,
+        topic: settings.commands_topic.clone(),
+        max_body_bytes: settings.max_body_bytes,
+    });
+    let query = salestrack_query::router(salestrack_query::QueryState {
+        read_store: Arc::clone(&backends.read_store),
+        consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
+    });
+    let doc = Arc::new(openapi());
+    let own = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(HealthState {
+            read_store: Arc::clone(&backends.read_store),
+            loops,
+        })
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        );
+    own.merge(command)
+        .merge(query)
+        .layer(TraceLayer::new_for_http())
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "Alive")))]
+async fn live() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "live"}))
+}
+
+/// The read store answers and both consumer loops run.
+#[utoipa::path(
+    get, path = "/health/ready", tag = "health",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness))
+)]
+async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
+    let store_ok = state.read_store.ping().await.is_ok();
+    let domain = ConsumerState::from(state.loops.domain.as_ref());
+    let projector = ConsumerState::from(state.loops.projector.as_ref());
+    let ok = store_ok && domain.running && projector.running;
+    let body = Readiness {
+        status: if ok { "ready" } else { "not_ready" },
+        read_store: if store_ok { "ok" } else { "unavailable" },
+        domain_consumer: domain,
+        projector_consumer: projector,
+    };
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
+}

@@ -1,0 +1,103 @@
+//! The local runner: one process that hosts the command and query routes and
+//! the domain and projector consumer loops, against whatever backends the
+//! settings select (embedded SQLite when nothing is configured).
+//!
+//! It calls the very same handlers the Lambda binaries call: HTTP routes are
+//! the functions' axum routers; Kafka-triggered handlers receive MSK-shaped
+//! `KafkaEvent` batches built from real bus records.
+//!
+//! # Layout
+//! - [`run`]: wires everything and serves until the shutdown token fires.
+//! - [`consumer`]: the poll -> handle -> commit loop.
+//! - [`health`]: `/health/live`, `/health/ready` and `/openapi.json`.
+
+pub mod consumer;
+pub mod health;
+
+use consumer::{LoopConfig, LoopHealth};
+use salestrack_core::ports::SystemClock;
+use salestrack_platform::{Backends, Settings};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const DOMAIN_GROUP: &str = "salestrack-domain";
+pub const PROJECTOR_GROUP: &str = "salestrack-projector";
+
+/// Serves on `listener` until `shutdown` is cancelled, then stops accepting,
+/// lets the consumer loops finish their batch in flight and returns.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let topics = settings.topics();
+    let clock = Arc::new(SystemClock);
+    let domain = salestrack_domain::Deps {
+        event_store: Arc::clone(&backends.event_store),
+        producer: Arc::clone(&backends.producer),
+        clock: clock.clone(),
+        topics: topics.clone(),
+    };
+    let projector = salestrack_projector::Deps {
+        read_store: Arc::clone(&backends.read_store),
+        event_store: Arc::clone(&backends.event_store),
+        producer: Arc::clone(&backends.producer),
+        topics: topics.clone(),
+    };
+    let loop_config = |name| LoopConfig {
+        name,
+        batch_size: settings.batch_size,
+        poll_wait: Duration::from_millis(settings.poll_wait_ms),
+        event_source_arn: backends.event_source_arn().into(),
+        bootstrap_servers: backends.bootstrap_servers().into(),
+    };
+
+    let domain_health = Arc::new(LoopHealth::default());
+    let domain_loop = tokio::spawn(consumer::run(
+        loop_config("domain"),
+        backends.consumer(DOMAIN_GROUP, &[&topics.commands]),
+        move |event| {
+            let deps = domain.clone();
+            async move { salestrack_domain::handler(event, &deps).await }
+        },
+        Arc::clone(&domain_health),
+        shutdown.clone(),
+    ));
+    let projector_health = Arc::new(LoopHealth::default());
+    let projector_loop = tokio::spawn(consumer::run(
+        loop_config("projector"),
+        backends.consumer(PROJECTOR_GROUP, &[&topics.events, &topics.outcomes]),
+        move |event| {
+            let deps = projector.clone();
+            async move { salestrack_projector::handler(event, &deps).await }
+        },
+        Arc::clone(&projector_health),
+        shutdown.clone(),
+    ));
+
+    let app = health::app(
+        &settings,
+        &backends,
+        clock,
+        health::Loops {
+            domain: domain_health,
+            projector: projector_health,
+        },
+    );
+    tracing::info!(addr = %listener.local_addr()?, backends = backends.description(), "salestrack local runner listening");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    // If the server failed on its own, the loops must stop too.
+    shutdown.cancel();
+    for (name, handle) in [("domain", domain_loop), ("projector", projector_loop)] {
+        if let Err(e) = handle.await {
+            tracing::error!(consumer = name, error = %e, "consumer loop panicked");
+        }
+    }
+    tracing::info!("salestrack local runner stopped");
+    served
+}

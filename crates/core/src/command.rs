@@ -44,6 +44,9 @@ pub struct CancelOrder {
     pub reason: Option<String>,
 }
 
+// The large variant is the common one: boxing it would add an allocation
+// to nearly every value for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     PlaceOrder(PlaceOrder),

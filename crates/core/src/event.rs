@@ -5,6 +5,9 @@ use crate::command::OrderLine;
 use crate::ids::{CartId, CommandId, EventId, OrderId};
 use chrono::{DateTime, Utc};
 
+// The large variant is the common one: boxing it would add an allocation
+// to nearly every value for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     OrderPlaced(OrderLine),

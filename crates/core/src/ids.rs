@@ -56,7 +56,7 @@ uuid_id!(
 );
 
 /// Namespace for the name-based (v5) ids salestrack derives.
-const NAMESPACE: Uuid = Uuid::from_u128(0x5a1e_57ac_0000_4000_8000_000000000001);
+const NAMESPACE: Uuid = Uuid::from_u128(0x5a1e_57ac_0000_4000_8000_0000_0000_0001);
 
 impl CommandId {
     /// The command id for a client-supplied idempotency key, scoped to the cart.

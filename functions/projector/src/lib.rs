@@ -96,6 +96,8 @@ enum Poison {
     },
 }
 
+// One value per record, never stored: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Event(RecordedEvent),
     Outcome(Outcome),

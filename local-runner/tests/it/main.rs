@@ -1,0 +1,307 @@
+//! The local runner as users run it: a real server on a free loopback port
+//! over embedded backends in a fresh data directory, driven over HTTP.
+
+use reqwest::StatusCode;
+use salestrack_core::ids::{CartId, OrderId};
+use salestrack_core::testing::order_body_for;
+use salestrack_local_runner::run;
+use salestrack_platform::{Backends, Settings};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct TestApp {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+fn settings(data_dir: PathBuf) -> Settings {
+    Settings {
+        data_dir,
+        poll_wait_ms: 50,
+        consistency_wait_ms: 10_000,
+        ..Settings::default()
+    }
+}
+
+async fn spawn_app(data_dir: PathBuf) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        salestrack_platform::telemetry::init(salestrack_platform::config::LogFormat::Text);
+    }
+    let settings = settings(data_dir);
+    let backends = Backends::connect(&settings).expect("backends");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(run(listener, settings, backends, shutdown.clone()));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        shutdown,
+        server,
+    }
+}
+
+impl TestApp {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("get");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.expect("join").expect("clean stop");
+    }
+}
+
+fn new_ids() -> (CartId, OrderId) {
+    (CartId(Uuid::new_v4()), OrderId(Uuid::new_v4()))
+}
+
+#[tokio::test]
+async fn an_order_goes_from_post_to_every_read_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app(dir.path().into()).await;
+    let (cart, order) = new_ids();
+    let (status, accepted) = app
+        .post("/orders", &order_body_for(cart, order, "Espresso machine"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let token = accepted["consistency_token"].as_str().expect("token");
+
+    let (status, detail) = app
+        .get(&format!("/carts/{cart}?consistency_token={token}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["items"][0]["order_id"], order.to_string());
+    assert_eq!(detail["subtotal"], "389.98");
+
+    let (_, summary) = app.get(&format!("/carts/{cart}/summary")).await;
+    assert_eq!(summary["products"], "Espresso machine");
+
+    let (_, found) = app.get("/carts?user_id=user-42&q=espresso").await;
+    assert!(found["carts"]
+        .as_array()
+        .expect("carts")
+        .iter()
+        .any(|c| c["cart_id"] == cart.to_string()));
+
+    let (_, command) = app.get(accepted["status_url"].as_str().expect("url")).await;
+    assert_eq!(command["status"], "applied");
+
+    let (_, report) = app.get("/reports/sales?group_by=product").await;
+    assert_eq!(report["buckets"][0]["revenue"], "389.98");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_post_is_one_sale_not_two() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app(dir.path().into()).await;
+    let (cart, order) = new_ids();
+    let body = order_body_for(cart, order, "Kettle");
+    let (_, first) = app.post("/orders", &body).await;
+    let (_, second) = app.post("/orders", &body).await;
+    let token = second["consistency_token"].as_str().expect("token");
+    let (_, detail) = app
+        .get(&format!("/carts/{cart}?consistency_token={token}"))
+        .await;
+    assert_eq!(first["command_id"], second["command_id"]);
+    assert_eq!(detail["items"].as_array().expect("items").len(), 1);
+    assert_eq!(detail["version"], 1);
+    let (_, report) = app.get("/reports/sales?group_by=product").await;
+    assert_eq!(
+        report["buckets"][0]["units"], 2,
+        "two units of one line, counted once"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_command_tells_the_client_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app(dir.path().into()).await;
+    let (cart, order) = new_ids();
+    app.post("/orders", &order_body_for(cart, order, "Kettle"))
+        .await;
+    let mut dollars = order_body_for(cart, OrderId(Uuid::new_v4()), "Mug");
+    dollars["currency"] = json!("USD");
+    let (status, accepted) = app.post("/orders", &dollars).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "rules are the domain's: the command side only validates fields"
+    );
+    let token = accepted["consistency_token"].as_str().expect("token");
+    let (_, command) = app
+        .get(&format!(
+            "{}?consistency_token={token}",
+            accepted["status_url"].as_str().expect("url")
+        ))
+        .await;
+    assert_eq!(command["status"], "rejected");
+    assert_eq!(command["reason"]["code"], "currency_mismatch");
+    let (_, detail) = app.get(&format!("/carts/{cart}")).await;
+    assert_eq!(
+        detail["items"].as_array().expect("items").len(),
+        1,
+        "nothing of the rejected line was written"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_line_leaves_the_totals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app(dir.path().into()).await;
+    let (cart, order) = new_ids();
+    app.post("/orders", &order_body_for(cart, order, "Kettle"))
+        .await;
+    let (status, accepted) = app
+        .post(
+            &format!("/orders/{order}/cancel"),
+            &json!({"cart_id": cart, "reason": "changed my mind"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let token = accepted["consistency_token"].as_str().expect("token");
+    let (_, detail) = app
+        .get(&format!("/carts/{cart}?consistency_token={token}"))
+        .await;
+    assert_eq!(detail["status"], "cancelled");
+    assert_eq!(detail["subtotal"], "0");
+    assert_eq!(detail["items"][0]["status"], "cancelled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_the_openapi_document_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app(dir.path().into()).await;
+    let (status, _) = app.get("/health/live").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, ready) = app.get("/health/ready").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["domain_consumer"]["running"], true);
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/orders",
+        "/orders/{order_id}/cancel",
+        "/carts",
+        "/carts/{cart_id}",
+        "/carts/{cart_id}/summary",
+        "/commands/{command_id}",
+        "/reports/sales",
+        "/health/ready",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn data_survives_a_restart_and_nothing_is_processed_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cart, order) = new_ids();
+    let app = spawn_app(dir.path().into()).await;
+    let (_, accepted) = app
+        .post("/orders", &order_body_for(cart, order, "Teapot"))
+        .await;
+    let token = accepted["consistency_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    app.get(&format!("/carts/{cart}?consistency_token={token}"))
+        .await;
+    app.stop().await;
+
+    let app = spawn_app(dir.path().into()).await;
+    let (status, detail) = app.get(&format!("/carts/{cart}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["version"], 1);
+    let (_, ready) = app.get("/health/ready").await;
+    assert_eq!(
+        ready["domain_consumer"]["records"], 0,
+        "committed commands are not redelivered after a restart"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_binary_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_salestrack-local-runner"))
+        .env("SALESTRACK_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SALESTRACK_DATA_DIR", dir.path())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/health/live");
+    let mut up = false;
+    for _ in 0..100 {
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "the runner came up");
+    let pid = child.id().expect("pid").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_the_binary_with_a_clear_message() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_salestrack-local-runner"))
+        .env("SALESTRACK_HTTP_ADDR", "nowhere")
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.to_lowercase().contains("http_addr"), "{stderr}");
+}

@@ -120,8 +120,16 @@ where
         .build();
     loop {
         // The handler call itself is never cancelled: a batch in flight finishes.
-        match handler(LambdaEvent::new(batch.clone(), Context::default())).await {
+        let started = std::time::Instant::now();
+        let result = handler(LambdaEvent::new(batch.clone(), Context::default())).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::histogram!("salestrack_consumer_batch_seconds", "consumer" => config.name, "result" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("salestrack_consumer_batches_total", "consumer" => config.name, "result" => outcome).increment(1);
+        match result {
             Ok(_) => {
+                metrics::counter!("salestrack_consumer_records_total", "consumer" => config.name)
+                    .increment(records.len() as u64);
                 health.failing.store(false, Ordering::Relaxed);
                 return true;
             }

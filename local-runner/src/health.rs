@@ -91,7 +91,12 @@ pub fn app(
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
     });
     let doc = Arc::new(openapi());
+    let prometheus = salestrack_platform::telemetry::prometheus();
     let own = Router::new()
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())),
+        )
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .with_state(HealthState {
@@ -104,7 +109,31 @@ pub fn app(
         );
     own.merge(command)
         .merge(query)
+        .layer(axum::middleware::from_fn(http_metrics))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Request count and latency by method, route template and status.
+async fn http_metrics(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::histogram!("salestrack_http_request_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("salestrack_http_requests_total", &labels).increment(1);
+    response
 }
 
 /// The process is up.

@@ -185,7 +185,11 @@ async fn accept(
                 ),
             ],
         };
-        let delivery = state.producer.send(outbound).await?;
+        let kind = record.command.kind();
+        let delivery = state.producer.send(outbound).await.inspect_err(|_| {
+            metrics::counter!("salestrack_commands_failed_total", "kind" => kind).increment(1);
+        })?;
+        metrics::counter!("salestrack_commands_accepted_total", "kind" => kind).increment(1);
         tracing::info!(
             partition = delivery.partition,
             offset = delivery.offset,

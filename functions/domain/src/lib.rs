@@ -110,6 +110,17 @@ enum Handled {
     DeadLettered,
 }
 
+impl Handled {
+    fn label(&self) -> &'static str {
+        match self {
+            Handled::Applied => "applied",
+            Handled::Duplicate => "duplicate",
+            Handled::Rejected => "rejected",
+            Handled::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
 impl From<Handled> for BatchReport {
     fn from(h: Handled) -> BatchReport {
         let mut report = BatchReport::default();
@@ -142,7 +153,10 @@ async fn handle_partition(
 ) -> Result<BatchReport, HandlerError> {
     let mut report = BatchReport::default();
     for record in records {
-        report = report.add(handle_record(record, deps).await?.into());
+        let handled = handle_record(record, deps).await?;
+        metrics::counter!("salestrack_domain_records_total", "result" => handled.label())
+            .increment(1);
+        report = report.add(handled.into());
     }
     Ok(report)
 }

@@ -122,7 +122,20 @@ async fn handle_partition(
 ) -> Result<BatchReport, HandlerError> {
     let mut report = BatchReport::default();
     for record in records {
-        report = report.add(handle_record(record, deps).await?);
+        let handled = handle_record(record, deps).await?;
+        for (result, n) in [
+            ("projected", handled.projected),
+            ("skipped", handled.skipped),
+            ("refolded", handled.refolded),
+            ("outcome", handled.outcomes),
+            ("dead_lettered", handled.dead_lettered),
+        ] {
+            if n > 0 {
+                metrics::counter!("salestrack_projector_records_total", "result" => result)
+                    .increment(n as u64);
+            }
+        }
+        report = report.add(handled);
     }
     Ok(report)
 }

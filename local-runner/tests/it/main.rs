@@ -114,6 +114,23 @@ async fn an_order_goes_from_post_to_every_read_model() {
 
     let (_, report) = app.get("/reports/sales?group_by=product").await;
     assert_eq!(report["buckets"][0]["revenue"], "389.98");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("salestrack_commands_accepted_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("salestrack_consumer_batch_seconds"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
@@ -220,6 +237,19 @@ async fn health_and_the_openapi_document_are_served() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("salestrack_http_requests_total"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 

@@ -243,6 +243,7 @@ async fn decide_and_append(record: &CommandRecord, deps: &Deps) -> Result<Handle
                 return Ok(Handled::Applied);
             }
             Err(AppendError::Conflict { expected, actual }) => {
+                metrics::counter!("salestrack_domain_append_conflicts_total").increment(1);
                 tracing::debug!(
                     attempt,
                     expected,

@@ -12,8 +12,12 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 fn template(name: &str) -> Value {
-    let path = format!("{}/../../infra/opensearch/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("template file")).expect("template JSON")
+    let path = format!(
+        "{}/../../infra/opensearch/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("template file"))
+        .expect("template JSON")
 }
 
 /// Dotted paths of every mapped field.
@@ -35,9 +39,9 @@ fn fields(doc: &Value, prefix: &str, out: &mut BTreeSet<String>) {
         let path = format!("{prefix}{name}");
         match value {
             Value::Object(_) => fields(value, &format!("{path}."), out),
-            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
-                items.iter().for_each(|i| fields(i, &format!("{path}."), out))
-            }
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => items
+                .iter()
+                .for_each(|i| fields(i, &format!("{path}."), out)),
             _ => {
                 out.insert(path);
             }
@@ -52,7 +56,10 @@ fn assert_covers(template_name: &str, doc: Value) {
     mapped(&t["template"]["mappings"]["properties"], "", &mut m);
     let mut f = BTreeSet::new();
     fields(&doc, "", &mut f);
-    assert_eq!(f, m, "{template_name}: document fields (left) vs mapped fields (right)");
+    assert_eq!(
+        f, m,
+        "{template_name}: document fields (left) vs mapped fields (right)"
+    );
 }
 
 fn detail() -> CartDetail {
@@ -68,18 +75,27 @@ fn detail() -> CartDetail {
 
 #[test]
 fn the_cart_detail_template_maps_every_field() {
-    assert_covers("cart-detail.json", serde_json::to_value(detail()).expect("json"));
+    assert_covers(
+        "cart-detail.json",
+        serde_json::to_value(detail()).expect("json"),
+    );
 }
 
 #[test]
 fn the_cart_summary_template_maps_every_field() {
-    assert_covers("cart-summary.json", serde_json::to_value(detail().summary()).expect("json"));
+    assert_covers(
+        "cart-summary.json",
+        serde_json::to_value(detail().summary()).expect("json"),
+    );
 }
 
 #[test]
 fn the_sales_lines_template_maps_every_field() {
     let line = detail().sales_line(line().order_id).expect("line");
-    assert_covers("sales-lines.json", serde_json::to_value(line).expect("json"));
+    assert_covers(
+        "sales-lines.json",
+        serde_json::to_value(line).expect("json"),
+    );
 }
 
 #[test]
@@ -93,8 +109,14 @@ fn the_command_status_template_maps_every_field() {
         status: OutcomeStatus::Rejected,
         version: 1,
         duplicate: false,
-        reason: Some(Reason { code: "cart_full".into(), message: "full".into() }),
+        reason: Some(Reason {
+            code: "cart_full".into(),
+            message: "full".into(),
+        }),
         decided_at: Utc::now(),
     };
-    assert_covers("command-status.json", serde_json::to_value(outcome).expect("json"));
+    assert_covers(
+        "command-status.json",
+        serde_json::to_value(outcome).expect("json"),
+    );
 }

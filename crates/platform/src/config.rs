@@ -102,6 +102,8 @@ impl Default for Topics {
 }
 
 #[cfg(test)]
+// figment::Jail closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

@@ -68,6 +68,31 @@ pub fn partitions(event: &KafkaEvent) -> impl Iterator<Item = &[KafkaRecord]> {
     event.records.values().map(Vec::as_slice)
 }
 
+/// Handles every record of a batch: a partition's records one after the other
+/// in offset order, partitions concurrently. A partition stops at its first
+/// error and the first error is returned, failing the batch; the records
+/// handled before it come again with the redelivered batch, which idempotent
+/// handlers tolerate.
+pub async fn each_record<'a, T, E, F, Fut>(event: &'a KafkaEvent, handle: F) -> Result<Vec<T>, E>
+where
+    F: Fn(&'a KafkaRecord) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let handle = &handle;
+    let partitions = partitions(event).map(|records| async move {
+        let mut handled = Vec::with_capacity(records.len());
+        for record in records {
+            handled.push(handle(record).await?);
+        }
+        Ok::<_, E>(handled)
+    });
+    let mut all = Vec::new();
+    for partition in futures::future::join_all(partitions).await {
+        all.extend(partition?);
+    }
+    Ok(all)
+}
+
 /// Why a record's bytes could not be read. Permanent: the record is poison.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -228,6 +253,22 @@ pub mod dead_letter_headers {
     pub const SOURCE_TOPIC: &str = "salestrack-dlq-source-topic";
     pub const SOURCE_PARTITION: &str = "salestrack-dlq-source-partition";
     pub const SOURCE_OFFSET: &str = "salestrack-dlq-source-offset";
+}
+
+/// Logs a poison record and copies it to the dead-letter `topic`, so its
+/// partition can move on. Fails only if the dead-letter topic cannot be written.
+pub async fn send_dead_letter(
+    producer: &dyn salestrack_core::ports::Producer,
+    topic: &str,
+    r: &KafkaRecord,
+    stage: &str,
+    error: &(dyn std::fmt::Display + Sync),
+) -> Result<(), salestrack_core::ports::BackendError> {
+    tracing::warn!(topic = ?r.topic, partition = r.partition, offset = r.offset, stage, error = %error, "dead-lettering a poison record");
+    producer
+        .send(dead_letter(r, topic, stage, error))
+        .await
+        .map(drop)
 }
 
 /// The dead-letter copy of a poison record: the original key, value and

@@ -138,26 +138,15 @@ pub async fn handler(
     event: LambdaEvent<KafkaEvent>,
     deps: &Deps,
 ) -> Result<BatchReport, HandlerError> {
-    let partitions = msk::partitions(&event.payload).map(|records| handle_partition(records, deps));
-    let mut report = BatchReport::default();
-    for result in futures::future::join_all(partitions).await {
-        report = report.add(result?);
-    }
+    let handled = msk::each_record(&event.payload, |record| handle_record(record, deps)).await?;
+    let report = handled
+        .into_iter()
+        .fold(BatchReport::default(), |report, handled| {
+            metrics::counter!("salestrack_domain_records_total", "result" => handled.label())
+                .increment(1);
+            report.add(handled.into())
+        });
     tracing::info!(?report, "command batch handled");
-    Ok(report)
-}
-
-async fn handle_partition(
-    records: &[KafkaRecord],
-    deps: &Deps,
-) -> Result<BatchReport, HandlerError> {
-    let mut report = BatchReport::default();
-    for record in records {
-        let handled = handle_record(record, deps).await?;
-        metrics::counter!("salestrack_domain_records_total", "result" => handled.label())
-            .increment(1);
-        report = report.add(handled.into());
-    }
     Ok(report)
 }
 
@@ -182,15 +171,14 @@ async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<Handled, HandlerE
     let command = match decode(r) {
         Ok(command) => command,
         Err(poison) => {
-            tracing::warn!(topic = ?r.topic, partition = r.partition, offset = r.offset, error = %poison, "dead-lettering poison command");
-            deps.producer
-                .send(msk::dead_letter(
-                    r,
-                    &deps.topics.dead_letter,
-                    "domain",
-                    &poison,
-                ))
-                .await?;
+            msk::send_dead_letter(
+                deps.producer.as_ref(),
+                &deps.topics.dead_letter,
+                r,
+                "domain",
+                &poison,
+            )
+            .await?;
             return Ok(Handled::DeadLettered);
         }
     };

@@ -107,36 +107,23 @@ pub async fn handler(
     event: LambdaEvent<KafkaEvent>,
     deps: &Deps,
 ) -> Result<BatchReport, HandlerError> {
-    let partitions = msk::partitions(&event.payload).map(|records| handle_partition(records, deps));
-    let mut report = BatchReport::default();
-    for result in futures::future::join_all(partitions).await {
-        report = report.add(result?);
+    let handled = msk::each_record(&event.payload, |record| handle_record(record, deps)).await?;
+    let report = handled
+        .into_iter()
+        .fold(BatchReport::default(), BatchReport::add);
+    for (result, n) in [
+        ("projected", report.projected),
+        ("skipped", report.skipped),
+        ("refolded", report.refolded),
+        ("outcome", report.outcomes),
+        ("dead_lettered", report.dead_lettered),
+    ] {
+        if n > 0 {
+            metrics::counter!("salestrack_projector_records_total", "result" => result)
+                .increment(n as u64);
+        }
     }
     tracing::info!(?report, "projection batch handled");
-    Ok(report)
-}
-
-async fn handle_partition(
-    records: &[KafkaRecord],
-    deps: &Deps,
-) -> Result<BatchReport, HandlerError> {
-    let mut report = BatchReport::default();
-    for record in records {
-        let handled = handle_record(record, deps).await?;
-        for (result, n) in [
-            ("projected", handled.projected),
-            ("skipped", handled.skipped),
-            ("refolded", handled.refolded),
-            ("outcome", handled.outcomes),
-            ("dead_lettered", handled.dead_lettered),
-        ] {
-            if n > 0 {
-                metrics::counter!("salestrack_projector_records_total", "result" => result)
-                    .increment(n as u64);
-            }
-        }
-        report = report.add(handled);
-    }
     Ok(report)
 }
 
@@ -171,15 +158,14 @@ async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<BatchReport, Hand
     match result {
         Ok(report) => Ok(report),
         Err(poison) => {
-            tracing::warn!(topic = ?r.topic, partition = r.partition, offset = r.offset, error = %poison, "dead-lettering poison record");
-            deps.producer
-                .send(msk::dead_letter(
-                    r,
-                    &deps.topics.dead_letter,
-                    "projector",
-                    &poison,
-                ))
-                .await?;
+            msk::send_dead_letter(
+                deps.producer.as_ref(),
+                &deps.topics.dead_letter,
+                r,
+                "projector",
+                &poison,
+            )
+            .await?;
             Ok(BatchReport {
                 dead_lettered: 1,
                 ..BatchReport::default()

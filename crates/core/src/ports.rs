@@ -231,6 +231,3 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
-
-/// How long a consumer waits for records when idle; shared so tests can shorten it.
-pub const DEFAULT_POLL_WAIT: Duration = Duration::from_millis(500);

@@ -48,10 +48,6 @@ impl Db {
         })
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Runs `f` with the connection on the blocking pool.
     pub async fn call<R, F>(&self, f: F) -> Result<R, BackendError>
     where

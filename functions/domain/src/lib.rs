@@ -64,10 +64,6 @@ impl BatchReport {
         self.dead_lettered += other.dead_lettered;
         self
     }
-
-    pub fn records(&self) -> usize {
-        self.applied + self.duplicates + self.rejected + self.dead_lettered
-    }
 }
 
 /// A failure that fails the batch; all are retryable by redelivery.

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use salestrack_core::ports::{Clock, ReadStore};
+use salestrack_platform::http::ApiError;
 use salestrack_platform::{Backends, Settings};
 use serde::Serialize;
 use std::sync::Arc;
@@ -109,6 +110,7 @@ pub fn app(
         );
     own.merge(command)
         .merge(query)
+        .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn(http_metrics))
         .layer(TraceLayer::new_for_http())
 }

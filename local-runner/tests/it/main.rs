@@ -223,6 +223,11 @@ async fn health_and_the_openapi_document_are_served() {
     let (status, ready) = app.get("/health/ready").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["domain_consumer"]["running"], true);
+    let (status, body) = app.get("/no/such/route").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (status, doc) = app.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     for path in [

@@ -1,0 +1,159 @@
+//! Load test of the salestrack HTTP API with goose.
+//!
+//! ```sh
+//! cargo run --release -p salestrack-loadtest                  # in-process runner, embedded backends
+//! cargo run --release -p salestrack-loadtest -- --users 16 --iterations 500
+//! cargo run --release -p salestrack-loadtest -- --host http://127.0.0.1:8080 --run-time 30s
+//! ```
+//!
+//! Each simulated user places order lines (five per cart) and reads each
+//! cart back with the write's consistency token, so the `GET` latency is the
+//! read-your-writes latency through bus, domain and projector. Without
+//! `--host` a runner is started in-process on a free loopback port over a
+//! fresh data directory; afterwards every accepted line is checked to have
+//! reached the sales report (no accepted command lost).
+//!
+//! Bounded in count (`--iterations`, default 250 per user) or time
+//! (`--run-time`), and always by a hard wall-clock cap. Only loopback hosts
+//! are accepted.
+
+mod scenario;
+
+use anyhow::{bail, Context};
+use goose::prelude::*;
+use salestrack_platform::{Backends, Settings};
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Whatever the arguments say, the attack stops after this long.
+const HARD_CAP: Duration = Duration::from_secs(300);
+
+/// The `--host` / `-H` argument, if given.
+fn host_argument() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--host=").map(str::to_owned).or_else(|| {
+            (a == "--host" || a == "-H")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    })
+}
+
+fn ensure_loopback(host: &str) -> anyhow::Result<()> {
+    let authority = host.split("://").nth(1).unwrap_or(host);
+    let name = authority.split('/').next().unwrap_or_default();
+    let name = match name.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => name.rsplit_once(':').map_or(name, |(h, _)| h),
+    };
+    let loopback = name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("refusing to load {host}: only loopback hosts (127.0.0.0/8, ::1, localhost) may be targeted");
+    }
+    Ok(())
+}
+
+struct InProcess {
+    url: String,
+    backends: Backends,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _data: tempfile::TempDir,
+}
+
+async fn start_runner() -> anyhow::Result<InProcess> {
+    let data = tempfile::tempdir().context("temporary data directory")?;
+    let settings = Settings {
+        data_dir: data.path().into(),
+        ..Settings::default()
+    };
+    let backends = Backends::connect(&settings)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(salestrack_local_runner::run(
+        listener,
+        settings,
+        backends.clone(),
+        shutdown.clone(),
+    ));
+    Ok(InProcess {
+        url,
+        backends,
+        shutdown,
+        server,
+        _data: data,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let in_process = match host_argument() {
+        Some(host) => {
+            ensure_loopback(&host)?;
+            None
+        }
+        None => Some(start_runner().await?),
+    };
+    let mut attack = GooseAttack::initialize()?
+        .register_scenario(scenario::orders())
+        .set_default(GooseDefault::Users, 8)?
+        .set_default(GooseDefault::IncreaseRate, "8")?
+        .set_default(GooseDefault::Iterations, 250)?;
+    if let Some(runner) = &in_process {
+        attack = attack.set_default(GooseDefault::Host, runner.url.as_str())?;
+    }
+    let metrics = tokio::time::timeout(HARD_CAP, attack.execute())
+        .await
+        .context("the load test hit its hard time cap")??;
+
+    // Goose keys request metrics by "METHOD name".
+    let placed = metrics
+        .requests
+        .get("POST POST /orders")
+        .map_or(0, |r| r.success_count);
+    let seconds = metrics.duration.max(1);
+    println!(
+        "\nsalestrack: {placed} order lines accepted in {seconds} s = {} lines/s",
+        placed / seconds
+    );
+
+    if let Some(runner) = in_process {
+        let lines = scenario::projected_lines(runner.backends.read_store.as_ref(), placed).await?;
+        println!("salestrack: {lines} of {placed} accepted lines reached the sales report");
+        runner.shutdown.cancel();
+        runner.server.await??;
+        if lines != placed {
+            bail!("the read model holds {lines} lines, but {placed} were accepted");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ensure_loopback;
+
+    #[test]
+    fn only_loopback_hosts_may_be_loaded() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:80/",
+            "127.0.0.2",
+        ] {
+            assert!(ensure_loopback(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://10.0.0.1:8080",
+            "https://example.com",
+            "http://192.168.1.5",
+            "http://[2001:db8::1]:80",
+        ] {
+            assert!(ensure_loopback(refused).is_err(), "{refused}");
+        }
+    }
+}

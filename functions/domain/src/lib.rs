@@ -204,8 +204,14 @@ async fn decide_and_append(record: &CommandRecord, deps: &Deps) -> Result<Handle
             let earlier: Vec<_> = events_satisfying(&history, &record.command)
                 .cloned()
                 .collect();
-            tracing::info!(republished = earlier.len(), "command already applied");
-            publish(deps, &earlier, applied(record, cart.version(), true, deps)).await?;
+            // The version the command's effect reached, not the cart's current one.
+            let version = earlier.last().map_or(cart.version(), |e| e.version);
+            tracing::info!(
+                republished = earlier.len(),
+                version,
+                "command already applied"
+            );
+            publish(deps, &earlier, applied(record, version, true, deps)).await?;
             return Ok(Handled::Duplicate);
         }
         let recorded = RecordedEvent::number(

@@ -202,6 +202,23 @@ async fn a_redelivered_batch_appends_nothing_and_republishes_the_same_event() {
 }
 
 #[tokio::test]
+async fn a_repeated_command_reports_the_version_its_event_reached() {
+    let w = world();
+    w.run(batch_of(&[line(), other_line()])).await;
+    let again = w.run(batch_of(&[line()])).await;
+    assert_eq!(again.duplicates, 1);
+    let outcomes = w.outcomes().await;
+    let repeat = outcomes
+        .iter()
+        .find(|o| o.duplicate)
+        .expect("the repeat's outcome");
+    assert_eq!(
+        repeat.version, 1,
+        "the first line was applied at version 1, though the cart is at 2"
+    );
+}
+
+#[tokio::test]
 async fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
     let w = world();
     let report = w.run(fixture("poison-then-valid.json")).await;

@@ -12,8 +12,8 @@ use salestrack_core::ports::{
 };
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 const SCHEMA: &str = "
@@ -27,6 +27,15 @@ CREATE TABLE IF NOT EXISTS records (
     headers    TEXT    NOT NULL,
     PRIMARY KEY (topic, partition, offset)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_time ON records (ts_millis);
+-- The next offset per partition. Kept apart from `records` so offsets stay
+-- monotonic when retention empties a partition.
+CREATE TABLE IF NOT EXISTS partition_heads (
+    topic       TEXT    NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS committed_offsets (
     grp        TEXT    NOT NULL,
     topic      TEXT    NOT NULL,
@@ -36,12 +45,20 @@ CREATE TABLE IF NOT EXISTS committed_offsets (
 ) WITHOUT ROWID;
 ";
 
+/// Records older than this are deleted, as with Kafka's default `retention.ms`.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How often a producer may spend a `DELETE` on retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// Producer side of the embedded bus; hands out consumers for the same log.
 #[derive(Clone)]
 pub struct EmbeddedBus {
     db: Db,
     partitions: i32,
     appended: Arc<Notify>,
+    retention: Duration,
+    last_prune: Arc<Mutex<Instant>>,
 }
 
 impl EmbeddedBus {
@@ -50,7 +67,53 @@ impl EmbeddedBus {
             db: Db::open("embedded bus", path, Durability::Full, SCHEMA)?,
             partitions: partitions.max(1),
             appended: Arc::new(Notify::new()),
+            retention: DEFAULT_RETENTION,
+            last_prune: Arc::new(Mutex::new(Instant::now())),
         })
+    }
+
+    /// Keeps records for `retention` instead of [`DEFAULT_RETENTION`].
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Deletes every record produced before `cutoff`; returns how many.
+    /// Offsets keep counting up: a consumer behind the cutoff resumes at the
+    /// oldest record left, as a Kafka consumer does after retention.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<usize, BackendError> {
+        let err = self.db.err();
+        let cutoff = cutoff.timestamp_millis();
+        let deleted = self
+            .db
+            .call(move |c| {
+                c.execute("DELETE FROM records WHERE ts_millis < ?1", [cutoff])
+                    .map_err(err)
+            })
+            .await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "embedded bus retention pruned old records");
+        }
+        Ok(deleted)
+    }
+
+    /// Runs retention at most once per [`PRUNE_EVERY`].
+    async fn prune_if_due(&self) -> Result<(), BackendError> {
+        {
+            let mut last = self
+                .last_prune
+                .lock()
+                .map_err(|_| BackendError::new("embedded bus", "poisoned lock"))?;
+            if last.elapsed() < PRUNE_EVERY {
+                return Ok(());
+            }
+            *last = Instant::now();
+        }
+        let retention = chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff = Utc::now()
+            .checked_sub_signed(retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        self.prune(cutoff).await.map(drop)
     }
 
     pub fn partitions(&self) -> i32 {
@@ -110,9 +173,13 @@ impl Producer for EmbeddedBus {
                 let tx = c.transaction().map_err(err)?;
                 let mut deliveries = Vec::with_capacity(placed.len());
                 for (partition, record) in placed {
+                    // A partition without a head (a log written before heads existed) starts after its last record.
                     let offset: i64 = tx
                         .query_row(
-                            "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2",
+                            "INSERT INTO partition_heads (topic, partition, next_offset) \
+                             VALUES (?1, ?2, (SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2) + 1) \
+                             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = next_offset + 1 \
+                             RETURNING next_offset - 1",
                             params![record.topic, partition],
                             |r| r.get(0),
                         )
@@ -130,6 +197,10 @@ impl Producer for EmbeddedBus {
             })
             .await?;
         self.appended.notify_waiters();
+        if let Err(e) = self.prune_if_due().await {
+            // Retention is housekeeping: the records are already durable.
+            tracing::warn!(error = %e, "embedded bus retention failed");
+        }
         Ok(deliveries)
     }
 }

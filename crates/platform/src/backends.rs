@@ -6,6 +6,7 @@ use crate::config::Settings;
 use salestrack_core::ports::{BackendError, Consumer, EventStore, Producer, ReadStore};
 use salestrack_embedded::{Embedded, EmbeddedBus};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The opened backends, as ports.
 #[derive(Clone)]
@@ -20,11 +21,13 @@ pub struct Backends {
 impl Backends {
     pub fn connect(settings: &Settings) -> Result<Backends, BackendError> {
         let embedded = Embedded::open(&settings.data_dir, settings.partitions)?;
+        let retention = Duration::from_secs(settings.bus_retention_hours.saturating_mul(3600));
+        let bus = embedded.bus.with_retention(retention);
         Ok(Backends {
-            producer: Arc::new(embedded.bus.clone()),
+            producer: Arc::new(bus.clone()),
             event_store: Arc::new(embedded.event_store),
             read_store: Arc::new(embedded.read_store),
-            bus: embedded.bus,
+            bus,
             description: format!("embedded (SQLite in {})", settings.data_dir.display()),
         })
     }

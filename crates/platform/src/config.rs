@@ -16,6 +16,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Partitions of each embedded topic.
     pub partitions: i32,
+    /// How long the embedded bus keeps records.
+    pub bus_retention_hours: u64,
     pub commands_topic: String,
     pub events_topic: String,
     pub outcomes_topic: String,
@@ -46,6 +48,7 @@ impl Default for Settings {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             partitions: 8,
+            bus_retention_hours: 7 * 24,
             commands_topic: topics::COMMANDS.into(),
             events_topic: topics::EVENTS.into(),
             outcomes_topic: topics::OUTCOMES.into(),

@@ -143,3 +143,79 @@ mod bus_contract {
         );
     }
 }
+
+mod embedded_bus_retention {
+    use super::*;
+    use chrono::{Duration, Utc};
+    use salestrack_core::ports::{Consumer, OutboundRecord, Producer};
+
+    fn record(value: &str) -> OutboundRecord {
+        OutboundRecord {
+            topic: "t".into(),
+            key: b"k".to_vec(),
+            value: value.as_bytes().to_vec(),
+            headers: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_records_but_offsets_keep_counting() {
+        let (_dir, bus) = bus();
+        for v in ["a", "b", "c"] {
+            bus.send(record(v)).await.expect("send");
+        }
+        let mut consumer = bus.consumer("g", &["t"]);
+        let got = contract::bus::poll_n(&mut consumer, 3).await;
+        consumer.commit(&got).await.expect("commit");
+
+        assert_eq!(
+            bus.prune(Utc::now() + Duration::seconds(1))
+                .await
+                .expect("prune"),
+            3
+        );
+        assert_eq!(bus.topic_len("t").await.expect("len"), 0);
+
+        let delivery = bus.send(record("d")).await.expect("send");
+        assert_eq!(
+            delivery.offset, 3,
+            "an emptied partition does not restart at offset 0"
+        );
+        let next = contract::bus::poll_n(&mut consumer, 1).await;
+        assert_eq!(
+            next[0].value.as_deref(),
+            Some(&b"d"[..]),
+            "the committed consumer sees the new record"
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_records_newer_than_the_cutoff() {
+        let (_dir, bus) = bus();
+        bus.send(record("a")).await.expect("send");
+        assert_eq!(
+            bus.prune(Utc::now() - Duration::hours(1))
+                .await
+                .expect("prune"),
+            0
+        );
+        let mut consumer = bus.consumer("g", &["t"]);
+        assert_eq!(contract::bus::poll_n(&mut consumer, 1).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_behind_the_cutoff_resumes_at_the_oldest_record_left() {
+        let (_dir, bus) = bus();
+        bus.send(record("old")).await.expect("send");
+        bus.prune(Utc::now() + Duration::seconds(1))
+            .await
+            .expect("prune");
+        bus.send(record("new")).await.expect("send");
+        let mut consumer = bus.consumer("never-committed", &["t"]);
+        let got = contract::bus::poll_n(&mut consumer, 1).await;
+        assert_eq!(
+            (got[0].offset, got[0].value.as_deref()),
+            (1, Some(&b"new"[..]))
+        );
+    }
+}

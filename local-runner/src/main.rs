@@ -3,15 +3,12 @@
 
 use anyhow::Context;
 use salestrack_local_runner::run;
-use salestrack_platform::{telemetry, Backends, Settings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
-    let backends = Backends::connect(&settings).context("opening the backends")?;
+    let (settings, backends) = salestrack_platform::start().map_err(anyhow::Error::from_boxed)?;
     let listener = TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;

@@ -17,3 +17,12 @@ pub mod telemetry;
 
 pub use backends::Backends;
 pub use config::{Settings, Topics};
+
+/// What every binary does first: read the settings (failing fast on a bad
+/// one), install telemetry, open the backends.
+pub fn start() -> Result<(Settings, Backends), Box<dyn std::error::Error + Send + Sync>> {
+    let settings = Settings::from_env()?;
+    telemetry::init(settings.log_format);
+    let backends = Backends::connect(&settings)?;
+    Ok((settings, backends))
+}

@@ -12,8 +12,10 @@ use salestrack_core::wire::{Outcome, OutcomeStatus, SCHEMA_VERSION};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Projects `events` of one cart fully into the store, the way the projector does.
-async fn project(
+/// Projects `events` of one cart fully into the store, the way the projector
+/// does: every sales line at the version of its last event, then the summary,
+/// then the detail.
+pub async fn project(
     store: &dyn ReadStore,
     events: &[salestrack_core::event::RecordedEvent],
 ) -> CartDetail {

@@ -2,14 +2,11 @@
 
 use salestrack_command::{router, CommandState};
 use salestrack_core::ports::SystemClock;
-use salestrack_platform::{telemetry, Backends, Settings};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
-    let backends = Backends::connect(&settings)?;
+    let (settings, backends) = salestrack_platform::start()?;
     let state = CommandState {
         producer: backends.producer,
         clock: Arc::new(SystemClock),

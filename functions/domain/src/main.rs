@@ -3,14 +3,11 @@
 use lambda_runtime::{service_fn, LambdaEvent};
 use salestrack_core::ports::SystemClock;
 use salestrack_domain::{handler, Deps};
-use salestrack_platform::{telemetry, Backends, Settings};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
-    let backends = Backends::connect(&settings)?;
+    let (settings, backends) = salestrack_platform::start()?;
     let deps = Deps {
         event_store: backends.event_store,
         producer: backends.producer,

@@ -1,14 +1,11 @@
 //! The projector function on AWS Lambda (MSK event sources on the events and outcomes topics).
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use salestrack_platform::{telemetry, Backends, Settings};
 use salestrack_projector::{handler, Deps};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
-    let backends = Backends::connect(&settings)?;
+    let (settings, backends) = salestrack_platform::start()?;
     let deps = Deps {
         read_store: backends.read_store,
         event_store: backends.event_store,

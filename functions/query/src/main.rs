@@ -1,14 +1,11 @@
 //! The query function on AWS Lambda (function URL / API Gateway).
 
-use salestrack_platform::{telemetry, Backends, Settings};
 use salestrack_query::{router, QueryState};
 use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
-    let backends = Backends::connect(&settings)?;
+    let (settings, backends) = salestrack_platform::start()?;
     let state = QueryState {
         read_store: backends.read_store,
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),

@@ -7,11 +7,11 @@ use http_body_util::BodyExt;
 use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::ports::{ReadDocument, ReadStore};
-use salestrack_core::read_model::CartDetail;
 use salestrack_core::testing::{line, other_line};
 use salestrack_core::token::ConsistencyToken;
 use salestrack_core::wire::{Outcome, OutcomeStatus, Reason, SCHEMA_VERSION};
 use salestrack_embedded::EmbeddedReadStore;
+use salestrack_port_tests::read_store::project;
 use salestrack_query::{router, QueryState};
 use serde_json::Value;
 use std::sync::Arc;
@@ -57,28 +57,6 @@ async fn get(router: &axum::Router, uri: &str) -> (StatusCode, Value) {
     )
 }
 
-/// Projects a cart with the sample lines, as the projector would.
-async fn project(store: &EmbeddedReadStore, events: &[RecordedEvent]) -> CartDetail {
-    let detail = CartDetail::fold(events).expect("cart");
-    for item in &detail.items {
-        store
-            .upsert(ReadDocument::SalesLine(
-                detail.sales_line(item.order_id).expect("line"),
-            ))
-            .await
-            .expect("line");
-    }
-    store
-        .upsert(ReadDocument::CartSummary(detail.summary()))
-        .await
-        .expect("summary");
-    store
-        .upsert(ReadDocument::CartDetail(detail.clone()))
-        .await
-        .expect("detail");
-    detail
-}
-
 fn sample_events(command_id: CommandId) -> Vec<RecordedEvent> {
     RecordedEvent::number(
         line().cart_id,
@@ -110,7 +88,11 @@ fn outcome(command_id: CommandId, status: OutcomeStatus, version: u64) -> Outcom
 #[tokio::test]
 async fn a_projected_cart_reads_back_with_exact_money() {
     let app = spawn_app(Duration::from_millis(50));
-    project(&app.store, &sample_events(CommandId(uuid::Uuid::new_v4()))).await;
+    project(
+        &app.store as &dyn ReadStore,
+        &sample_events(CommandId(uuid::Uuid::new_v4())),
+    )
+    .await;
     let (status, cart) = get(&app.router, &format!("/carts/{}", line().cart_id)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cart["subtotal"], "439.98");
@@ -247,7 +229,7 @@ async fn a_read_with_a_consistency_token_waits_for_the_projection() {
         )))
         .await
         .expect("outcome");
-    project(&app.store, &sample_events(command_id)).await;
+    project(&app.store as &dyn ReadStore, &sample_events(command_id)).await;
     let (status, cart) = read.await.expect("read");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -332,7 +314,7 @@ async fn the_sales_report_groups_active_lines() {
             },
         ],
     );
-    project(&app.store, &events).await;
+    project(&app.store as &dyn ReadStore, &events).await;
     let (status, report) = get(
         &app.router,
         "/reports/sales?group_by=currency&from=2026-11-20&to=2026-11-20",

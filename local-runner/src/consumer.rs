@@ -72,7 +72,10 @@ pub async fn run<H, Fut, R, E>(
             () = shutdown.cancelled() => break,
         };
         let records = match polled {
-            Ok(records) if records.is_empty() => continue,
+            Ok(records) if records.is_empty() => {
+                health.failing.store(false, Ordering::Relaxed);
+                continue;
+            }
             Ok(records) => records,
             Err(e) => {
                 tracing::error!(consumer = config.name, error = %e, "poll failed");
@@ -88,7 +91,9 @@ pub async fn run<H, Fut, R, E>(
         if let Err(e) = consumer.commit(&records).await {
             // Not committed means redelivered later, which the handlers tolerate.
             tracing::error!(consumer = config.name, error = %e, "commit failed; the batch will be redelivered");
-            let _ = consumer.rewind().await;
+            if let Err(e) = consumer.rewind().await {
+                tracing::error!(consumer = config.name, error = %e, "rewind failed");
+            }
         }
         health.batches.fetch_add(1, Ordering::Relaxed);
         health

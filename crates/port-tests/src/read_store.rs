@@ -244,18 +244,21 @@ pub async fn search_pages_with_a_cursor_without_gaps_or_repeats(store: Arc<dyn R
             .await
             .expect("page");
         assert!(page.carts.len() <= 3);
-        seen.extend(page.carts.iter().map(|c| c.cart_id));
+        seen.extend(page.carts.iter().map(|c| (c.created_at, c.cart_id)));
         match page.next {
             Some(next) => after = Some(next),
             None => break,
         }
     }
-    let mut sorted_seen = seen.clone();
-    sorted_seen.sort();
-    sorted_seen.dedup();
-    assert_eq!(sorted_seen.len(), expected.len(), "no repeats");
+    assert_eq!(seen.len(), expected.len(), "no repeats across pages");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "strictly newest first, ties broken by cart id descending"
+    );
+    let mut ids: Vec<_> = seen.iter().map(|(_, id)| *id).collect();
+    ids.sort();
     expected.sort();
-    assert_eq!(sorted_seen, expected, "no gaps");
+    assert_eq!(ids, expected, "no gaps");
 }
 
 pub async fn the_sales_report_sums_exact_money_of_active_lines(store: Arc<dyn ReadStore>) {

@@ -217,56 +217,60 @@ impl ReadStore for EmbeddedReadStore {
     async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError> {
         let mut sql = String::from("SELECT doc FROM cart_summary WHERE 1 = 1");
         let mut values: Vec<SqlValue> = Vec::new();
-        let mut bind = |sql: &mut String, clause: &str, value: SqlValue| {
-            values.push(value);
-            sql.push_str(&clause.replace('?', &format!("?{}", values.len())));
+        // Appends `clause`, numbering each `?` in it after the values bound so far.
+        let mut bind = |sql: &mut String, clause: &str, bound: Vec<SqlValue>| {
+            for (i, part) in clause.split('?').enumerate() {
+                if i > 0 {
+                    sql.push_str(&format!("?{}", values.len() + i));
+                }
+                sql.push_str(part);
+            }
+            values.extend(bound);
         };
         if let Some(user) = &search.user_id {
-            bind(&mut sql, " AND user_id = ?", SqlValue::Text(user.clone()));
+            bind(
+                &mut sql,
+                " AND user_id = ?",
+                vec![SqlValue::Text(user.clone())],
+            );
         }
         if let Some(from) = search.from {
             bind(
                 &mut sql,
                 " AND created_at_micros >= ?",
-                SqlValue::Integer(from.timestamp_micros()),
+                vec![SqlValue::Integer(from.timestamp_micros())],
             );
         }
         if let Some(to) = search.to {
             bind(
                 &mut sql,
                 " AND created_at_micros < ?",
-                SqlValue::Integer(to.timestamp_micros()),
+                vec![SqlValue::Integer(to.timestamp_micros())],
             );
         }
         for word in search.q.iter().flat_map(|q| q.split_whitespace()) {
             bind(
                 &mut sql,
                 " AND products_lower LIKE ? ESCAPE '\\'",
-                SqlValue::Text(like_pattern(word)),
+                vec![SqlValue::Text(like_pattern(word))],
             );
         }
         if let Some(after) = &search.after {
+            // Strictly after the cursor in (created_at desc, cart_id desc) order.
             bind(
                 &mut sql,
-                " AND (created_at_micros < ?",
-                SqlValue::Integer(after.created_at.timestamp_micros()),
-            );
-            bind(
-                &mut sql,
-                " OR (created_at_micros = ?",
-                SqlValue::Integer(after.created_at.timestamp_micros()),
-            );
-            bind(
-                &mut sql,
-                " AND cart_id < ?))",
-                SqlValue::Text(after.cart_id.to_string()),
+                " AND (created_at_micros, cart_id) < (?, ?)",
+                vec![
+                    SqlValue::Integer(after.created_at.timestamp_micros()),
+                    SqlValue::Text(after.cart_id.to_string()),
+                ],
             );
         }
         let limit = search.limit.clamp(1, 1000);
         bind(
             &mut sql,
             " ORDER BY created_at_micros DESC, cart_id DESC LIMIT ?",
-            SqlValue::Integer(i64::from(limit) + 1),
+            vec![SqlValue::Integer(i64::from(limit) + 1)],
         );
         let err = self.db.err();
         let mut carts: Vec<CartSummary> = self

@@ -1,16 +1,24 @@
-//! A consumer loop: poll the bus, hand the records to a handler as one MSK
-//! `KafkaEvent` batch, commit only after the handler succeeded.
+//! A consumer loop that plays Lambda's Kafka event source mapping: poll the
+//! bus, hand the records to a handler as one MSK `KafkaEvent` batch, and
+//! honour the handler's partial-batch answer.
 //!
-//! A failed batch is retried as a whole with exponential backoff (the same
-//! redelivery Lambda's MSK event source performs); handlers are idempotent, so
-//! the records it already handled are safe to see again. On shutdown the loop
-//! stops polling, lets the batch in flight finish and commits it.
+//! - Each partition is committed up to its first failed record (all of it
+//!   when nothing failed), then the consumer rewinds, so the next poll
+//!   redelivers exactly from the failed records. Handlers are idempotent, so
+//!   what they see again is safe.
+//! - A failed record is retried with exponential backoff, at most
+//!   `max_retry_attempts` times; a permanent failure (poison) is not retried.
+//!   Then it is copied to the dead-letter topic with the error and its source
+//!   position, committed, and its partition moves on.
+//! - On shutdown the loop stops polling, lets the batch in flight finish and
+//!   commits what it handled.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use lambda_runtime::{Context, LambdaEvent};
-use salestrack_core::ports::{BusRecord, Consumer};
-use std::fmt::Display;
+use salestrack_core::ports::{BusRecord, Consumer, Producer};
+use salestrack_msk::{BatchResult, RecordFailure};
+use std::collections::HashMap;
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Default)]
 pub struct LoopHealth {
     running: AtomicBool,
-    /// True while the current batch keeps failing.
+    /// True while a record keeps failing for a reason retrying may cure.
     failing: AtomicBool,
     batches: AtomicU64,
     records: AtomicU64,
@@ -49,11 +57,41 @@ pub struct LoopConfig {
     pub name: &'static str,
     pub batch_size: usize,
     pub poll_wait: Duration,
+    pub max_retry_attempts: u32,
     pub event_source_arn: String,
     pub bootstrap_servers: String,
+    pub dead_letter_topic: String,
+    /// Writes dead letters.
+    pub producer: Arc<dyn Producer>,
 }
 
-pub async fn run<H, Fut, R, E>(
+/// A (topic, partition).
+type Partition = (String, i64);
+
+/// How often the record a partition is stuck on has failed.
+#[derive(Default)]
+struct Attempts(HashMap<Partition, (i64, u32)>);
+
+impl Attempts {
+    /// Counts one more failure of this record and returns the total.
+    fn record(&mut self, f: &RecordFailure) -> u32 {
+        let entry = self
+            .0
+            .entry((f.topic.clone(), f.partition))
+            .or_insert((f.offset, 0));
+        if entry.0 != f.offset {
+            *entry = (f.offset, 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
+
+    fn clear(&mut self, partition: &Partition) {
+        self.0.remove(partition);
+    }
+}
+
+pub async fn run<H, Fut, R>(
     config: LoopConfig,
     mut consumer: Box<dyn Consumer>,
     handler: H,
@@ -61,11 +99,12 @@ pub async fn run<H, Fut, R, E>(
     shutdown: CancellationToken,
 ) where
     H: Fn(LambdaEvent<KafkaEvent>) -> Fut,
-    Fut: Future<Output = Result<R, E>>,
-    E: Display,
+    Fut: Future<Output = BatchResult<R>>,
+    R: Debug,
 {
     health.running.store(true, Ordering::Relaxed);
     tracing::info!(consumer = config.name, "consumer loop started");
+    let mut attempts = Attempts::default();
     while !shutdown.is_cancelled() {
         let polled = tokio::select! {
             polled = consumer.poll(config.batch_size, config.poll_wait) => polled,
@@ -73,6 +112,7 @@ pub async fn run<H, Fut, R, E>(
         };
         let records = match polled {
             Ok(records) if records.is_empty() => {
+                // Nothing to redeliver: no record is failing.
                 health.failing.store(false, Ordering::Relaxed);
                 continue;
             }
@@ -84,68 +124,159 @@ pub async fn run<H, Fut, R, E>(
                 continue;
             }
         };
-        if !deliver(&config, &records, &handler, &health, &shutdown).await {
-            // Shut down while the batch kept failing: leave it uncommitted for the next start.
-            break;
+        let batch = salestrack_msk::batch(
+            &records,
+            &config.event_source_arn,
+            &config.bootstrap_servers,
+        );
+        // The handler call itself is never cancelled: a batch in flight finishes.
+        let started = std::time::Instant::now();
+        let result = handler(LambdaEvent::new(batch.clone(), Context::default())).await;
+        let outcome = if result.failures.is_empty() {
+            "ok"
+        } else {
+            "partial"
+        };
+        metrics::histogram!("salestrack_consumer_batch_seconds", "consumer" => config.name, "result" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("salestrack_consumer_batches_total", "consumer" => config.name, "result" => outcome).increment(1);
+
+        let settled = settle(&config, &batch, &result.failures, &mut attempts).await;
+        let done: Vec<BusRecord> = records.into_iter().filter(|r| settled.is_done(r)).collect();
+        for r in &done {
+            let partition = (r.topic.clone(), i64::from(r.partition));
+            if !settled.stop_at.contains_key(&partition) {
+                attempts.clear(&partition);
+            }
         }
-        if let Err(e) = consumer.commit(&records).await {
-            // Not committed means redelivered later, which the handlers tolerate.
-            tracing::error!(consumer = config.name, error = %e, "commit failed; the batch will be redelivered");
-            if let Err(e) = consumer.rewind().await {
-                tracing::error!(consumer = config.name, error = %e, "rewind failed");
+        if !done.is_empty() {
+            metrics::counter!("salestrack_consumer_records_total", "consumer" => config.name)
+                .increment(done.len() as u64);
+            if let Err(e) = consumer.commit(&done).await {
+                // Not committed means redelivered later, which the handlers tolerate.
+                tracing::error!(consumer = config.name, error = %e, "commit failed; the batch will be redelivered");
             }
         }
         health.batches.fetch_add(1, Ordering::Relaxed);
         health
             .records
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        health
+            .failing
+            .store(settled.retry_in.is_some(), Ordering::Relaxed);
+        if result.failures.is_empty() {
+            continue;
+        }
+        // Back to the committed positions: the failed records come first.
+        if let Err(e) = consumer.rewind().await {
+            tracing::error!(consumer = config.name, error = %e, "rewind failed");
+        }
+        if let Some(delay) = settled.retry_in {
+            if !pause(delay, &shutdown).await {
+                break;
+            }
+        }
     }
     health.running.store(false, Ordering::Relaxed);
     tracing::info!(consumer = config.name, "consumer loop stopped");
 }
 
-/// Calls the handler until it succeeds (true) or shutdown interrupts a retry (false).
-async fn deliver<H, Fut, R, E>(
+/// Where each failed partition stands after a batch.
+struct Settled {
+    /// Per failed partition: the first offset not done.
+    stop_at: HashMap<Partition, i64>,
+    /// Set when a record will be retried: how long to wait first.
+    retry_in: Option<Duration>,
+}
+
+impl Settled {
+    fn is_done(&self, r: &BusRecord) -> bool {
+        self.stop_at
+            .get(&(r.topic.clone(), i64::from(r.partition)))
+            .is_none_or(|stop| r.offset < *stop)
+    }
+}
+
+/// Decides, for each failed record, between retrying it and dead-lettering it.
+async fn settle(
     config: &LoopConfig,
-    records: &[BusRecord],
-    handler: &H,
-    health: &LoopHealth,
-    shutdown: &CancellationToken,
-) -> bool
-where
-    H: Fn(LambdaEvent<KafkaEvent>) -> Fut,
-    Fut: Future<Output = Result<R, E>>,
-    E: Display,
-{
-    let batch = salestrack_msk::batch(records, &config.event_source_arn, &config.bootstrap_servers);
-    let mut backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .without_max_times()
-        .build();
-    loop {
-        // The handler call itself is never cancelled: a batch in flight finishes.
-        let started = std::time::Instant::now();
-        let result = handler(LambdaEvent::new(batch.clone(), Context::default())).await;
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        metrics::histogram!("salestrack_consumer_batch_seconds", "consumer" => config.name, "result" => outcome)
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("salestrack_consumer_batches_total", "consumer" => config.name, "result" => outcome).increment(1);
-        match result {
-            Ok(_) => {
-                metrics::counter!("salestrack_consumer_records_total", "consumer" => config.name)
-                    .increment(records.len() as u64);
-                health.failing.store(false, Ordering::Relaxed);
-                return true;
-            }
-            Err(e) => {
-                health.failing.store(true, Ordering::Relaxed);
-                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(consumer = config.name, error = %e, records = records.len(), retry_in = ?delay, "batch failed; retrying");
-                if !pause(delay, shutdown).await {
-                    return false;
-                }
-            }
+    batch: &KafkaEvent,
+    failures: &[RecordFailure],
+    attempts: &mut Attempts,
+) -> Settled {
+    let mut settled = Settled {
+        stop_at: HashMap::new(),
+        retry_in: None,
+    };
+    for failure in failures {
+        let attempt = attempts.record(failure);
+        metrics::counter!("salestrack_consumer_record_failures_total", "consumer" => config.name,
+            "retryable" => if failure.retryable { "true" } else { "false" })
+        .increment(1);
+        let give_up = !failure.retryable || attempt > config.max_retry_attempts;
+        let mut stop = failure.offset;
+        if give_up && dead_letter(config, batch, failure, attempt).await {
+            stop += 1;
+            attempts.clear(&(failure.topic.clone(), failure.partition));
+        } else {
+            let delay = backoff(attempt);
+            settled.retry_in = Some(settled.retry_in.map_or(delay, |d| d.min(delay)));
+            tracing::warn!(consumer = config.name, topic = %failure.topic, partition = failure.partition,
+                offset = failure.offset, attempt, retry_in = ?delay, error = %failure.error, "record failed; retrying");
+        }
+        settled
+            .stop_at
+            .insert((failure.topic.clone(), failure.partition), stop);
+    }
+    settled
+}
+
+/// 100 ms, doubling, at most 10 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(7))
+        .min(Duration::from_secs(10))
+}
+
+/// Copies the failed record to the dead-letter topic; false if that failed
+/// too (the record then stays where it is and is retried).
+async fn dead_letter(
+    config: &LoopConfig,
+    batch: &KafkaEvent,
+    failure: &RecordFailure,
+    attempts: u32,
+) -> bool {
+    let key = format!("{}-{}", failure.topic, failure.partition);
+    let Some(record) = batch
+        .records
+        .get(&key)
+        .and_then(|rs| rs.iter().find(|r| r.offset == failure.offset))
+    else {
+        tracing::error!(
+            consumer = config.name,
+            ?failure,
+            "the handler named a record that is not in the batch"
+        );
+        return false;
+    };
+    let letter = salestrack_msk::dead_letter(
+        record,
+        &config.dead_letter_topic,
+        config.name,
+        &failure.error,
+    );
+    match config.producer.send(letter).await {
+        Ok(_) => {
+            metrics::counter!("salestrack_consumer_dead_lettered_total", "consumer" => config.name)
+                .increment(1);
+            tracing::warn!(consumer = config.name, topic = %failure.topic, partition = failure.partition,
+                offset = failure.offset, attempts, retryable = failure.retryable, error = %failure.error,
+                "record dead-lettered; its partition moves on");
+            true
+        }
+        Err(e) => {
+            tracing::error!(consumer = config.name, error = %e, "could not write the dead letter; retrying the record");
+            false
         }
     }
 }
@@ -155,5 +286,37 @@ async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
         () = shutdown.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(offset: i64) -> RecordFailure {
+        RecordFailure {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            retryable: true,
+            error: "boom".into(),
+        }
+    }
+
+    #[test]
+    fn attempts_count_per_record_and_restart_when_the_partition_moves() {
+        let mut attempts = Attempts::default();
+        assert_eq!(attempts.record(&failure(5)), 1);
+        assert_eq!(attempts.record(&failure(5)), 2);
+        assert_eq!(attempts.record(&failure(6)), 1);
+        attempts.clear(&("t".into(), 0));
+        assert_eq!(attempts.record(&failure(6)), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(30), Duration::from_secs(10));
     }
 }

@@ -44,15 +44,17 @@ pub async fn run(
     let projector = salestrack_projector::Deps {
         read_store: Arc::clone(&backends.read_store),
         event_store: Arc::clone(&backends.event_store),
-        producer: Arc::clone(&backends.producer),
         topics: topics.clone(),
     };
     let loop_config = |name| LoopConfig {
         name,
         batch_size: settings.batch_size,
         poll_wait: Duration::from_millis(settings.poll_wait_ms),
+        max_retry_attempts: settings.max_retry_attempts,
         event_source_arn: backends.event_source_arn().into(),
         bootstrap_servers: backends.bootstrap_servers().into(),
+        dead_letter_topic: topics.dead_letter.clone(),
+        producer: Arc::clone(&backends.producer),
     };
 
     let domain_health = Arc::new(LoopHealth::default());

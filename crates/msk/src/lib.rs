@@ -11,6 +11,7 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use salestrack_core::ports::BusRecord;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// The `eventSource` Lambda puts on MSK batches.
@@ -68,29 +69,123 @@ pub fn partitions(event: &KafkaEvent) -> impl Iterator<Item = &[KafkaRecord]> {
     event.records.values().map(Vec::as_slice)
 }
 
+/// A record-level failure: whether redelivering the record can help.
+///
+/// Poison (undecodable, invalid, contradicting the stream) is permanent;
+/// a backend failure is transient.
+pub trait Failure: std::fmt::Display {
+    fn retryable(&self) -> bool;
+}
+
+/// One record a handler could not handle. Its partition stopped there: the
+/// records after it were not handled and come again with the redelivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFailure {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    pub retryable: bool,
+    pub error: String,
+}
+
+impl RecordFailure {
+    fn new(r: &KafkaRecord, failure: &dyn Failure) -> RecordFailure {
+        RecordFailure {
+            topic: r.topic.clone().unwrap_or_default(),
+            partition: r.partition,
+            offset: r.offset,
+            retryable: failure.retryable(),
+            error: failure.to_string(),
+        }
+    }
+}
+
+/// What a Kafka-triggered handler did with a batch: its own report of the
+/// records it handled, and at most one failure per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchResult<R> {
+    pub report: R,
+    pub failures: Vec<RecordFailure>,
+}
+
+impl<R> BatchResult<R> {
+    /// The partial-batch response Lambda's Kafka event source mapping reads
+    /// when `ReportBatchItemFailures` is on: it checkpoints each partition at
+    /// its failed record and redelivers from there.
+    pub fn response(&self) -> KafkaBatchResponse {
+        KafkaBatchResponse {
+            batch_item_failures: self
+                .failures
+                .iter()
+                .map(|f| KafkaBatchItemFailure {
+                    item_identifier: KafkaItemIdentifier {
+                        partition: format!("{}-{}", f.topic, f.partition),
+                        offset: f.offset,
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `{"batchItemFailures": [{"itemIdentifier": {"partition": "topic-0", "offset": 7}}]}`:
+/// Lambda's partial-batch response for Kafka event sources, where a record
+/// is named by its topic-partition and offset. An empty list is a full success.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaBatchResponse {
+    pub batch_item_failures: Vec<KafkaBatchItemFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaBatchItemFailure {
+    pub item_identifier: KafkaItemIdentifier,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaItemIdentifier {
+    /// "topic-partition", as the batch's `records` keys name it.
+    pub partition: String,
+    pub offset: i64,
+}
+
 /// Handles every record of a batch: a partition's records one after the other
 /// in offset order, partitions concurrently. A partition stops at its first
-/// error and the first error is returned, failing the batch; the records
-/// handled before it come again with the redelivered batch, which idempotent
-/// handlers tolerate.
-pub async fn each_record<'a, T, E, F, Fut>(event: &'a KafkaEvent, handle: F) -> Result<Vec<T>, E>
+/// failure, which is reported; the records after it are left for the
+/// redelivery, so a partition never skips ahead of a record it could not
+/// handle and the other partitions keep their progress.
+pub async fn each_record<'a, T, E, F, Fut>(
+    event: &'a KafkaEvent,
+    handle: F,
+) -> (Vec<T>, Vec<RecordFailure>)
 where
     F: Fn(&'a KafkaRecord) -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
+    E: Failure,
 {
     let handle = &handle;
     let partitions = partitions(event).map(|records| async move {
         let mut handled = Vec::with_capacity(records.len());
         for record in records {
-            handled.push(handle(record).await?);
+            match handle(record).await {
+                Ok(t) => handled.push(t),
+                Err(e) => {
+                    tracing::warn!(topic = ?record.topic, partition = record.partition, offset = record.offset,
+                        retryable = e.retryable(), error = %e, "record failed; its partition stops here");
+                    return (handled, Some(RecordFailure::new(record, &e)));
+                }
+            }
         }
-        Ok::<_, E>(handled)
+        (handled, None)
     });
     let mut all = Vec::new();
-    for partition in futures::future::join_all(partitions).await {
-        all.extend(partition?);
+    let mut failures = Vec::new();
+    for (handled, failure) in futures::future::join_all(partitions).await {
+        all.extend(handled);
+        failures.extend(failure);
     }
-    Ok(all)
+    (all, failures)
 }
 
 /// Why a record's bytes could not be read. Permanent: the record is poison.
@@ -255,24 +350,8 @@ pub mod dead_letter_headers {
     pub const SOURCE_OFFSET: &str = "salestrack-dlq-source-offset";
 }
 
-/// Logs a poison record and copies it to the dead-letter `topic`, so its
-/// partition can move on. Fails only if the dead-letter topic cannot be written.
-pub async fn send_dead_letter(
-    producer: &dyn salestrack_core::ports::Producer,
-    topic: &str,
-    r: &KafkaRecord,
-    stage: &str,
-    error: &(dyn std::fmt::Display + Sync),
-) -> Result<(), salestrack_core::ports::BackendError> {
-    tracing::warn!(topic = ?r.topic, partition = r.partition, offset = r.offset, stage, error = %error, "dead-lettering a poison record");
-    producer
-        .send(dead_letter(r, topic, stage, error))
-        .await
-        .map(drop)
-}
-
-/// The dead-letter copy of a poison record: the original key, value and
-/// headers, plus why (`error`), where (`stage`) and where from.
+/// The dead-letter copy of a record that failed for good: the original key,
+/// value and headers, plus why (`error`), where (`stage`) and where from.
 pub fn dead_letter(
     r: &KafkaRecord,
     topic: &str,

@@ -26,6 +26,10 @@ pub struct Settings {
     pub batch_size: usize,
     /// How long an idle consumer waits for records before polling again.
     pub poll_wait_ms: u64,
+    /// Redeliveries of a record that keeps failing before it is dead-lettered
+    /// (the event source mapping's MaximumRetryAttempts). Poison is
+    /// dead-lettered at once.
+    pub max_retry_attempts: u32,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// How long a read with a consistency token waits for the projection.
@@ -55,6 +59,7 @@ impl Default for Settings {
             dead_letter_topic: topics::DEAD_LETTER.into(),
             batch_size: 100,
             poll_wait_ms: 500,
+            max_retry_attempts: 10,
             max_body_bytes: 64 * 1024,
             consistency_wait_ms: 5_000,
             log_format: LogFormat::Text,

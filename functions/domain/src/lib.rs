@@ -7,18 +7,19 @@
 //!
 //! - A rule-breaking command is *rejected*: its outcome, with a reason code,
 //!   goes to the outcomes topic so the client can learn why.
-//! - A poison record (bad base64, bad JSON, unknown type, invalid command) is
-//!   copied to the dead-letter topic with the error and skipped: it never
-//!   blocks its partition.
 //! - A repeated command appends nothing and re-publishes the events it caused,
 //!   which heals a publish lost after a successful append.
-//! - A backend failure fails the whole batch (retryable); redelivery is safe
-//!   because every step above is idempotent.
+//! - A record that cannot be handled stops its partition and is named in the
+//!   batch's partial failure response, as permanent (poison: bad base64, bad
+//!   JSON, unknown type, invalid command) or retryable (a backend failure,
+//!   endless append races). The event source redelivers from that record and
+//!   dead-letters it once retrying is pointless, so poison never blocks its
+//!   partition. Redelivery is safe because every step above is idempotent.
 //!
 //! Depends on the core's ports only; never on a driver.
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use salestrack_core::aggregate::{events_satisfying, Cart, DomainError};
 use salestrack_core::event::RecordedEvent;
 use salestrack_core::ids::CartId;
@@ -28,14 +29,14 @@ use salestrack_core::ports::{
 use salestrack_core::wire::{
     self, CommandRecord, DecodeError, Outcome, OutcomeStatus, Reason, SCHEMA_VERSION,
 };
-use salestrack_msk::{self as msk, Record, RecordError};
+use salestrack_msk::{self as msk, BatchResult, Record, RecordError};
 use salestrack_platform::Topics;
 use serde::Serialize;
 use std::sync::Arc;
 use tracing::Instrument;
 
 /// How often a command is re-decided after losing an append race before the
-/// batch fails (and is redelivered).
+/// record fails (and is redelivered).
 pub const MAX_APPEND_ATTEMPTS: u32 = 5;
 
 /// What the handler needs, built once per process.
@@ -53,7 +54,6 @@ pub struct BatchReport {
     pub applied: usize,
     pub duplicates: usize,
     pub rejected: usize,
-    pub dead_lettered: usize,
 }
 
 impl BatchReport {
@@ -61,36 +61,30 @@ impl BatchReport {
         self.applied += other.applied;
         self.duplicates += other.duplicates;
         self.rejected += other.rejected;
-        self.dead_lettered += other.dead_lettered;
         self
     }
 }
 
-/// A failure that fails the batch; all are retryable by redelivery.
+/// Why a record could not be handled.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("backend failure: {0}")]
     Backend(#[from] BackendError),
     #[error("cart {cart_id}: lost {attempts} append races in a row")]
     Contention { cart_id: CartId, attempts: u32 },
+    #[error(transparent)]
+    Poison(#[from] Poison),
 }
 
-impl From<HandlerError> for Diagnostic {
-    fn from(e: HandlerError) -> Diagnostic {
-        Diagnostic {
-            error_type: match e {
-                HandlerError::Backend(_) => "Backend",
-                HandlerError::Contention { .. } => "Contention",
-            }
-            .into(),
-            error_message: e.to_string(),
-        }
+impl msk::Failure for HandlerError {
+    fn retryable(&self) -> bool {
+        !matches!(self, HandlerError::Poison(_))
     }
 }
 
-/// Why a record is poison.
+/// Why a record is poison: no redelivery can make it valid.
 #[derive(Debug, thiserror::Error)]
-enum Poison {
+pub enum Poison {
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error(transparent)]
@@ -103,7 +97,6 @@ enum Handled {
     Applied,
     Duplicate,
     Rejected,
-    DeadLettered,
 }
 
 impl Handled {
@@ -112,7 +105,6 @@ impl Handled {
             Handled::Applied => "applied",
             Handled::Duplicate => "duplicate",
             Handled::Rejected => "rejected",
-            Handled::DeadLettered => "dead_lettered",
         }
     }
 }
@@ -124,17 +116,16 @@ impl From<Handled> for BatchReport {
             Handled::Applied => report.applied = 1,
             Handled::Duplicate => report.duplicates = 1,
             Handled::Rejected => report.rejected = 1,
-            Handled::DeadLettered => report.dead_lettered = 1,
         }
         report
     }
 }
 
-pub async fn handler(
-    event: LambdaEvent<KafkaEvent>,
-    deps: &Deps,
-) -> Result<BatchReport, HandlerError> {
-    let handled = msk::each_record(&event.payload, |record| handle_record(record, deps)).await?;
+/// Handles a batch; never fails as a whole. Records that failed are in the
+/// result's `failures` (see [`BatchResult::response`]).
+pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult<BatchReport> {
+    let (handled, failures) =
+        msk::each_record(&event.payload, |record| handle_record(record, deps)).await;
     let report = handled
         .into_iter()
         .fold(BatchReport::default(), |report, handled| {
@@ -142,8 +133,12 @@ pub async fn handler(
                 .increment(1);
             report.add(handled.into())
         });
-    tracing::info!(?report, "command batch handled");
-    Ok(report)
+    if !failures.is_empty() {
+        metrics::counter!("salestrack_domain_records_total", "result" => "failed")
+            .increment(failures.len() as u64);
+    }
+    tracing::info!(?report, failed = failures.len(), "command batch handled");
+    BatchResult { report, failures }
 }
 
 fn decode(r: &KafkaRecord) -> Result<CommandRecord, Poison> {
@@ -164,20 +159,7 @@ fn decode(r: &KafkaRecord) -> Result<CommandRecord, Poison> {
 }
 
 async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<Handled, HandlerError> {
-    let command = match decode(r) {
-        Ok(command) => command,
-        Err(poison) => {
-            msk::send_dead_letter(
-                deps.producer.as_ref(),
-                &deps.topics.dead_letter,
-                r,
-                "domain",
-                &poison,
-            )
-            .await?;
-            return Ok(Handled::DeadLettered);
-        }
-    };
+    let command = decode(r)?;
     let span = tracing::info_span!(
         "command",
         command_id = %command.command_id,

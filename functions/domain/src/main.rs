@@ -15,8 +15,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         topics: settings.topics(),
     };
     let deps = &deps;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| {
-        handler(event, deps)
+    // Failed records go back as a partial-batch response, never as an error:
+    // the event source mapping redelivers from them (ReportBatchItemFailures).
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+        Ok::<_, std::convert::Infallible>(handler(event, deps).await.response())
     }))
     .await
 }

@@ -10,16 +10,18 @@
 //! between writes leaves it behind, so redelivery redoes the (idempotent)
 //! writes before it. If an event arrives with a gap after the stored version,
 //! the cart is refolded from the event store (read only) instead of skipping
-//! the missing events. Never calls the domain. Poison records go to the
-//! dead-letter topic and never block the partition.
+//! the missing events. Never calls the domain. A record that cannot be
+//! projected stops its partition and is named in the partial failure
+//! response, as permanent (poison) or retryable (backend); the event source
+//! dead-letters it once retrying is pointless, so it never blocks the partition.
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use salestrack_core::event::RecordedEvent;
-use salestrack_core::ports::{BackendError, EventStore, Producer, ReadDocument, ReadStore};
+use salestrack_core::ports::{BackendError, EventStore, ReadDocument, ReadStore};
 use salestrack_core::read_model::{step, CartDetail, Step};
 use salestrack_core::wire::{self, DecodeError, Outcome};
-use salestrack_msk::{self as msk, Record, RecordError};
+use salestrack_msk::{self as msk, BatchResult, Record, RecordError};
 use salestrack_platform::Topics;
 use serde::Serialize;
 use std::sync::Arc;
@@ -30,8 +32,6 @@ pub struct Deps {
     pub read_store: Arc<dyn ReadStore>,
     /// Read only: refolds a cart when events are missing.
     pub event_store: Arc<dyn EventStore>,
-    /// Dead letters only.
-    pub producer: Arc<dyn Producer>,
     pub topics: Topics,
 }
 
@@ -43,7 +43,6 @@ pub struct BatchReport {
     /// Events that found a gap and refolded the cart from the event store.
     pub refolded: usize,
     pub outcomes: usize,
-    pub dead_lettered: usize,
 }
 
 impl BatchReport {
@@ -52,11 +51,11 @@ impl BatchReport {
         self.skipped += o.skipped;
         self.refolded += o.refolded;
         self.outcomes += o.outcomes;
-        self.dead_lettered += o.dead_lettered;
         self
     }
 }
 
+/// Why a record could not be projected.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("backend failure: {0}")]
@@ -66,23 +65,19 @@ pub enum HandlerError {
         cart_id: salestrack_core::ids::CartId,
         version: u64,
     },
+    #[error(transparent)]
+    Poison(#[from] Poison),
 }
 
-impl From<HandlerError> for Diagnostic {
-    fn from(e: HandlerError) -> Diagnostic {
-        Diagnostic {
-            error_type: match e {
-                HandlerError::Backend(_) => "Backend",
-                HandlerError::StoreBehind { .. } => "StoreBehind",
-            }
-            .into(),
-            error_message: e.to_string(),
-        }
+impl msk::Failure for HandlerError {
+    fn retryable(&self) -> bool {
+        !matches!(self, HandlerError::Poison(_))
     }
 }
 
+/// Why a record is poison: no redelivery can make it projectable.
 #[derive(Debug, thiserror::Error)]
-enum Poison {
+pub enum Poison {
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error(transparent)]
@@ -103,11 +98,11 @@ enum Input {
     Outcome(Outcome),
 }
 
-pub async fn handler(
-    event: LambdaEvent<KafkaEvent>,
-    deps: &Deps,
-) -> Result<BatchReport, HandlerError> {
-    let handled = msk::each_record(&event.payload, |record| handle_record(record, deps)).await?;
+/// Handles a batch; never fails as a whole. Records that failed are in the
+/// result's `failures` (see [`BatchResult::response`]).
+pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult<BatchReport> {
+    let (handled, failures) =
+        msk::each_record(&event.payload, |record| handle_record(record, deps)).await;
     let report = handled
         .into_iter()
         .fold(BatchReport::default(), BatchReport::add);
@@ -116,15 +111,15 @@ pub async fn handler(
         ("skipped", report.skipped),
         ("refolded", report.refolded),
         ("outcome", report.outcomes),
-        ("dead_lettered", report.dead_lettered),
+        ("failed", failures.len()),
     ] {
         if n > 0 {
             metrics::counter!("salestrack_projector_records_total", "result" => result)
                 .increment(n as u64);
         }
     }
-    tracing::info!(?report, "projection batch handled");
-    Ok(report)
+    tracing::info!(?report, failed = failures.len(), "projection batch handled");
+    BatchResult { report, failures }
 }
 
 fn decode(r: &KafkaRecord, topics: &Topics) -> Result<Input, Poison> {
@@ -139,12 +134,12 @@ fn decode(r: &KafkaRecord, topics: &Topics) -> Result<Input, Poison> {
 }
 
 async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<BatchReport, HandlerError> {
-    let result = match decode(r, &deps.topics) {
-        Ok(Input::Event(event)) => {
+    match decode(r, &deps.topics)? {
+        Input::Event(event) => {
             let span = tracing::info_span!("project", cart_id = %event.cart_id, version = event.version, command_id = %event.command_id);
-            project_event(&event, deps).instrument(span).await?
+            project_event(&event, deps).instrument(span).await
         }
-        Ok(Input::Outcome(outcome)) => {
+        Input::Outcome(outcome) => {
             deps.read_store
                 .upsert(ReadDocument::CommandStatus(outcome))
                 .await?;
@@ -153,40 +148,18 @@ async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<BatchReport, Hand
                 ..BatchReport::default()
             })
         }
-        Err(poison) => Err(poison),
-    };
-    match result {
-        Ok(report) => Ok(report),
-        Err(poison) => {
-            msk::send_dead_letter(
-                deps.producer.as_ref(),
-                &deps.topics.dead_letter,
-                r,
-                "projector",
-                &poison,
-            )
-            .await?;
-            Ok(BatchReport {
-                dead_lettered: 1,
-                ..BatchReport::default()
-            })
-        }
     }
 }
 
-/// Outer error: retry the batch. Inner error: the event is poison.
-async fn project_event(
-    e: &RecordedEvent,
-    deps: &Deps,
-) -> Result<Result<BatchReport, Poison>, HandlerError> {
+async fn project_event(e: &RecordedEvent, deps: &Deps) -> Result<BatchReport, HandlerError> {
     let current = deps.read_store.cart_detail(e.cart_id).await?;
     let stored_version = current.as_ref().map_or(0, |d| d.version);
     let (detail, touched, report) = match step(stored_version, e.version) {
         Step::Skip => {
-            return Ok(Ok(BatchReport {
+            return Ok(BatchReport {
                 skipped: 1,
                 ..BatchReport::default()
-            }))
+            })
         }
         Step::Apply => (
             CartDetail::apply(current, e),
@@ -225,10 +198,11 @@ async fn project_event(
         }
     };
     let Some(detail) = detail else {
-        return Ok(Err(Poison::CancelBeforePlace {
+        return Err(Poison::CancelBeforePlace {
             cart_id: e.cart_id,
             version: e.version,
-        }));
+        }
+        .into());
     };
     for order_id in touched {
         if let Some(line) = detail.sales_line(order_id) {
@@ -243,5 +217,5 @@ async fn project_event(
     deps.read_store
         .upsert(ReadDocument::CartDetail(detail))
         .await?;
-    Ok(Ok(report))
+    Ok(report)
 }

@@ -1,8 +1,11 @@
 //! The local runner as users run it: a real server on a free loopback port
 //! over embedded backends in a fresh data directory, driven over HTTP.
 
+mod event_source;
+
 use reqwest::StatusCode;
 use salestrack_core::ids::{CartId, OrderId};
+use salestrack_core::ports::OutboundRecord;
 use salestrack_core::testing::order_body_for;
 use salestrack_local_runner::run;
 use salestrack_platform::{Backends, Settings};
@@ -19,6 +22,7 @@ struct TestApp {
     client: reqwest::Client,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    backends: Backends,
 }
 
 fn settings(data_dir: PathBuf) -> Settings {
@@ -39,12 +43,13 @@ async fn spawn_app(data_dir: PathBuf) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(run(listener, settings, backends, shutdown.clone()));
+    let server = tokio::spawn(run(listener, settings, backends.clone(), shutdown.clone()));
     TestApp {
         addr,
         client: reqwest::Client::new(),
         shutdown,
         server,
+        backends,
     }
 }
 
@@ -131,6 +136,60 @@ async fn an_order_goes_from_post_to_every_read_model() {
         metrics.contains("salestrack_consumer_batch_seconds"),
         "{metrics}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_poison_record_on_the_commands_topic_is_dead_lettered_and_the_cart_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app(dir.path().into()).await;
+    let (cart, order) = new_ids();
+    // Same key as the cart, so the same partition, right before a valid command.
+    app.backends
+        .producer
+        .send(OutboundRecord {
+            topic: "sales.commands".into(),
+            key: cart.to_string().into_bytes(),
+            value: b"\x00garbage{".to_vec(),
+            headers: vec![],
+        })
+        .await
+        .expect("send garbage");
+    let (status, accepted) = app
+        .post("/orders", &order_body_for(cart, order, "Espresso machine"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let token = accepted["consistency_token"].as_str().expect("token");
+    let (status, detail) = app
+        .get(&format!("/carts/{cart}?consistency_token={token}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["items"][0]["order_id"], order.to_string());
+
+    let mut dlq = app.backends.consumer(
+        &format!("reader-{}", Uuid::new_v4()),
+        &["sales.dead-letter"],
+    );
+    let dead = dlq
+        .poll(10, std::time::Duration::from_secs(5))
+        .await
+        .expect("poll");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let header = |name: &str| {
+        dead[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        header("salestrack-dlq-error").contains("not valid JSON"),
+        "{}",
+        header("salestrack-dlq-error")
+    );
+    assert_eq!(header("salestrack-dlq-stage"), "domain");
+    assert_eq!(dead[0].value.as_deref(), Some(&b"\x00garbage{"[..]));
     app.stop().await;
 }
 

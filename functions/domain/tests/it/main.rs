@@ -13,8 +13,9 @@ use salestrack_core::ports::{
 };
 use salestrack_core::testing::{line, other_line};
 use salestrack_core::wire::{self, CommandRecord, Outcome, OutcomeStatus};
-use salestrack_domain::{handler, BatchReport, Deps, HandlerError};
+use salestrack_domain::{handler, BatchReport, Deps};
 use salestrack_embedded::{EmbeddedBus, EmbeddedEventStore};
+use salestrack_msk::BatchResult;
 use salestrack_platform::Topics;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,10 +52,15 @@ impl World {
         }
     }
 
+    async fn try_run(&self, event: KafkaEvent) -> BatchResult<BatchReport> {
+        handler(LambdaEvent::new(event, Context::default()), &self.deps()).await
+    }
+
+    /// Runs a batch that must be handled in full.
     async fn run(&self, event: KafkaEvent) -> BatchReport {
-        handler(LambdaEvent::new(event, Context::default()), &self.deps())
-            .await
-            .expect("batch")
+        let result = self.try_run(event).await;
+        assert_eq!(result.failures, vec![], "no record may fail");
+        result.report
     }
 
     async fn topic(&self, topic: &str) -> Vec<BusRecord> {
@@ -84,7 +90,7 @@ impl World {
 }
 
 fn fixture(name: &str) -> KafkaEvent {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("a KafkaEvent")
 }
 
@@ -219,38 +225,57 @@ async fn a_repeated_command_reports_the_version_its_event_reached() {
 }
 
 #[tokio::test]
-async fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
+async fn a_poison_record_is_named_in_the_partial_batch_response_and_stops_only_its_partition() {
     let w = world();
-    let report = w.run(fixture("poison-then-valid.json")).await;
+    let result = w.try_run(fixture("batch-with-one-poison.json")).await;
     assert_eq!(
-        report,
-        BatchReport {
-            applied: 1,
-            dead_lettered: 5,
-            ..BatchReport::default()
-        }
+        serde_json::to_value(result.response()).expect("json"),
+        serde_json::json!({"batchItemFailures": [
+            {"itemIdentifier": {"partition": "sales.commands-0", "offset": 201}}
+        ]}),
+        "the response names exactly the poison record"
     );
+    let failure = &result.failures[0];
+    assert!(!failure.retryable, "poison is permanent");
+    assert!(
+        failure
+            .error
+            .contains("unknown command type \"refund_everything\""),
+        "{}",
+        failure.error
+    );
+    assert_eq!(
+        result.report.applied, 2,
+        "the record before the poison and the other partition"
+    );
+    assert_eq!(
+        w.store
+            .read_stream(cart_of_fixture())
+            .await
+            .expect("stream")
+            .len(),
+        1,
+        "the record after the poison waits for the redelivery"
+    );
+}
 
-    let mut dead = w.topic("sales.dead-letter").await;
-    let header = |r: &BusRecord, name: &str| {
-        let value = r
-            .headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        String::from_utf8_lossy(&value).into_owned()
-    };
-    // Dead letters keep their original key, so they spread over partitions: order by source offset.
-    dead.sort_by_key(|r| {
-        header(r, "salestrack-dlq-source-offset")
-            .parse::<i64>()
-            .unwrap_or(-1)
-    });
-    let errors: Vec<String> = dead
-        .iter()
-        .map(|r| header(r, "salestrack-dlq-error"))
-        .collect();
+#[tokio::test]
+async fn every_kind_of_poison_is_a_permanent_failure_with_its_reason() {
+    let w = world();
+    let fixture = fixture("poison-then-valid.json");
+    let mut errors = Vec::new();
+    // As the event source does: the next delivery starts after the dead-lettered record.
+    for record in &fixture.records["sales.commands-0"] {
+        let mut one = fixture.clone();
+        one.records = [("sales.commands-0".to_string(), vec![record.clone()])].into();
+        let result = w.try_run(one).await;
+        for f in &result.failures {
+            assert!(!f.retryable, "{f:?}");
+            assert_eq!(f.offset, record.offset);
+        }
+        errors.extend(result.failures.into_iter().map(|f| f.error));
+    }
+    assert_eq!(errors.len(), 5, "{errors:?}");
     assert!(errors[0].contains("base64"), "{}", errors[0]);
     assert!(errors[1].contains("not valid JSON"), "{}", errors[1]);
     assert!(
@@ -260,22 +285,19 @@ async fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
     );
     assert!(errors[3].contains("does not match"), "{}", errors[3]);
     assert!(errors[4].contains("no value"), "{}", errors[4]);
-    assert_eq!(header(&dead[2], "salestrack-dlq-source-offset"), "102");
-    assert_eq!(header(&dead[2], "salestrack-dlq-stage"), "domain");
-    assert!(
-        dead[2].value.as_deref().expect("value").starts_with(b"{"),
-        "the original value is kept"
-    );
-
-    let stream = w
-        .store
-        .read_stream(cart_of_fixture())
-        .await
-        .expect("stream");
     assert_eq!(
-        stream.len(),
+        w.store
+            .read_stream(cart_of_fixture())
+            .await
+            .expect("stream")
+            .len(),
         1,
         "the valid record after the poison ones was applied"
+    );
+    assert_eq!(
+        w.bus.topic_len("sales.dead-letter").await.expect("len"),
+        0,
+        "dead letters are the event source's job, not the handler's"
     );
 }
 
@@ -355,13 +377,12 @@ async fn a_command_that_loses_an_append_race_is_decided_again_on_the_new_stream(
         raced: AtomicBool::new(false),
     });
     let deps = w.deps_with(store);
-    let report = handler(
+    let result = handler(
         LambdaEvent::new(batch_of(&[line()]), Context::default()),
         &deps,
     )
-    .await
-    .expect("batch");
-    assert_eq!(report.applied, 1);
+    .await;
+    assert_eq!((result.report.applied, result.failures.len()), (1, 0));
     let stream = w.store.read_stream(line().cart_id).await.expect("stream");
     assert_eq!(
         stream.iter().map(|e| e.version).collect::<Vec<_>>(),
@@ -387,7 +408,7 @@ impl EventStore for DownStore {
 }
 
 #[tokio::test]
-async fn a_store_outage_fails_the_batch_so_it_is_redelivered() {
+async fn a_store_outage_fails_the_record_for_a_retry() {
     let w = world();
     let deps = w.deps_with(Arc::new(DownStore));
     let result = handler(
@@ -395,7 +416,11 @@ async fn a_store_outage_fails_the_batch_so_it_is_redelivered() {
         &deps,
     )
     .await;
-    assert!(matches!(result, Err(HandlerError::Backend(_))));
+    assert_eq!(result.failures.len(), 1);
+    let failure = &result.failures[0];
+    assert!(failure.retryable, "an outage is worth retrying");
+    assert_eq!((failure.partition, failure.offset), (0, 41));
+    assert!(failure.error.contains("unreachable"), "{}", failure.error);
     assert_eq!(
         w.bus.topic_len("sales.outcomes").await.expect("len"),
         0,

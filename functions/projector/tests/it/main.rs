@@ -9,14 +9,14 @@ use salestrack_core::ports::{BusRecord, EventStore, ReadStore, ReportDimension, 
 use salestrack_core::read_model::{CartStatus, LineStatus};
 use salestrack_core::testing::{line, other_line};
 use salestrack_core::wire;
-use salestrack_embedded::{EmbeddedBus, EmbeddedEventStore, EmbeddedReadStore};
+use salestrack_embedded::{EmbeddedEventStore, EmbeddedReadStore};
+use salestrack_msk::BatchResult;
 use salestrack_platform::Topics;
-use salestrack_projector::{handler, BatchReport, Deps, HandlerError};
+use salestrack_projector::{handler, BatchReport, Deps};
 use std::sync::Arc;
 
 struct World {
     _dir: tempfile::TempDir,
-    bus: EmbeddedBus,
     events: EmbeddedEventStore,
     read: EmbeddedReadStore,
 }
@@ -24,7 +24,6 @@ struct World {
 fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     World {
-        bus: EmbeddedBus::open(&dir.path().join("bus.sqlite"), 4).expect("bus"),
         events: EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("events"),
         read: EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("read"),
         _dir: dir,
@@ -32,18 +31,20 @@ fn world() -> World {
 }
 
 impl World {
-    async fn try_run(&self, event: KafkaEvent) -> Result<BatchReport, HandlerError> {
+    async fn try_run(&self, event: KafkaEvent) -> BatchResult<BatchReport> {
         let deps = Deps {
             read_store: Arc::new(self.read.clone()),
             event_store: Arc::new(self.events.clone()),
-            producer: Arc::new(self.bus.clone()),
             topics: Topics::default(),
         };
         handler(LambdaEvent::new(event, Context::default()), &deps).await
     }
 
+    /// Runs a batch that must be handled in full.
     async fn run(&self, event: KafkaEvent) -> BatchReport {
-        self.try_run(event).await.expect("batch")
+        let result = self.try_run(event).await;
+        assert_eq!(result.failures, vec![], "no record may fail");
+        result.report
     }
 }
 
@@ -224,12 +225,14 @@ async fn a_gap_refolds_the_cart_from_the_event_store() {
 }
 
 #[tokio::test]
-async fn a_gap_the_event_store_cannot_fill_fails_the_batch_for_a_retry() {
+async fn a_gap_the_event_store_cannot_fill_fails_the_record_for_a_retry() {
     let w = world();
     let events = three_events();
     let result = w.try_run(batch(&[&events[2]])).await;
+    assert_eq!(result.failures.len(), 1, "{result:?}");
+    assert!(result.failures[0].retryable);
     assert!(
-        matches!(result, Err(HandlerError::StoreBehind { version: 3, .. })),
+        result.failures[0].error.contains("has no version 3 yet"),
         "{result:?}"
     );
     assert!(w
@@ -244,7 +247,7 @@ async fn a_gap_the_event_store_cannot_fill_fails_the_batch_for_a_retry() {
 async fn the_fixture_batch_projects_the_cart_and_the_command_status() {
     let w = world();
     let path = format!(
-        "{}/tests/fixtures/placed-and-outcome.json",
+        "{}/fixtures/placed-and-outcome.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let event: KafkaEvent =
@@ -269,7 +272,7 @@ async fn the_fixture_batch_projects_the_cart_and_the_command_status() {
 }
 
 #[tokio::test]
-async fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
+async fn poison_is_a_permanent_failure_that_stops_only_its_partition() {
     let w = world();
     let orphan_cancel = stream(
         CartId(uuid::Uuid::new_v4()),
@@ -279,26 +282,56 @@ async fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
         }],
     );
     let valid = stream(line().cart_id, vec![Event::OrderPlaced(line())]);
-    let records = vec![
-        bus_record("sales.events", 0, b"not json".to_vec()),
-        bus_record(
-            "sales.events",
-            1,
+    let poison = [
+        (b"not json".to_vec(), "not valid JSON"),
+        (
             br#"{"schema_version":1,"type":"cart_exploded"}"#.to_vec(),
+            "missing field `event_id`",
         ),
-        bus_record("sales.events", 2, wire::encode_event(&orphan_cancel[0])),
-        bus_record("sales.events", 3, wire::encode_event(&valid[0])),
+        (
+            wire::encode_event(&orphan_cancel[0]),
+            "cancels a line of a cart that has none",
+        ),
     ];
-    let mut event = salestrack_msk::batch(&records, "arn:test", "test");
+    for (value, reason) in poison {
+        let records = [
+            bus_record("sales.events", 0, value),
+            bus_record("sales.events", 1, wire::encode_event(&valid[0])),
+        ];
+        let result = w
+            .try_run(salestrack_msk::batch(&records, "arn:test", "test"))
+            .await;
+        assert_eq!(result.failures.len(), 1, "{result:?}");
+        let failure = &result.failures[0];
+        assert_eq!((failure.offset, failure.retryable), (0, false));
+        assert!(failure.error.contains(reason), "{}", failure.error);
+        assert_eq!(
+            result.report,
+            BatchReport::default(),
+            "the partition stopped"
+        );
+    }
+
+    // A stray topic stops its own partition, not the others.
+    let mut event = salestrack_msk::batch(
+        &[bus_record("sales.events", 1, wire::encode_event(&valid[0]))],
+        "arn:test",
+        "test",
+    );
     let stray = salestrack_msk::batch(
         &[bus_record("some.other.topic", 0, b"{}".to_vec())],
         "arn:test",
         "test",
     );
     event.records.extend(stray.records);
-    let report = w.run(event).await;
-    assert_eq!((report.dead_lettered, report.projected), (4, 1));
-    assert_eq!(w.bus.topic_len("sales.dead-letter").await.expect("len"), 4);
+    let result = w.try_run(event).await;
+    assert_eq!(result.report.projected, 1);
+    assert_eq!(
+        serde_json::to_value(result.response()).expect("json"),
+        serde_json::json!({"batchItemFailures": [
+            {"itemIdentifier": {"partition": "some.other.topic-0", "offset": 0}}
+        ]})
+    );
     assert!(w
         .read
         .cart_detail(line().cart_id)

@@ -1,0 +1,227 @@
+//! The runner's Kafka event source emulation on its own: a handler's
+//! partial-batch answers decide what is committed, retried and dead-lettered.
+
+use salestrack_core::ports::{BusRecord, Consumer, OutboundRecord, Producer};
+use salestrack_embedded::EmbeddedBus;
+use salestrack_local_runner::consumer::{self, LoopConfig, LoopHealth};
+use salestrack_msk::{BatchResult, RecordFailure};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TOPIC: &str = "in";
+const DLQ: &str = "dlq";
+
+/// What the fake handler does with the record at an offset, per delivery.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Fails, retryably, on the first `n` deliveries.
+    FailTimes(u32),
+    /// Always fails, retryably.
+    AlwaysFail,
+    /// Poison.
+    Permanent,
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    bus: EmbeddedBus,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Harness {
+        bus: EmbeddedBus::open(&dir.path().join("bus.sqlite"), 1).expect("bus"),
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn produce(&self, n: usize) {
+        for i in 0..n {
+            self.bus
+                .send(OutboundRecord {
+                    topic: TOPIC.into(),
+                    key: b"k".to_vec(),
+                    value: format!("record {i}").into_bytes(),
+                    headers: vec![],
+                })
+                .await
+                .expect("send");
+        }
+    }
+
+    /// Runs the loop until `expected` records were handled, returning the
+    /// offsets in the order the handler handled them and how often each
+    /// offset was delivered.
+    async fn run(
+        &self,
+        script: HashMap<i64, Script>,
+        expected: usize,
+    ) -> (Vec<i64>, HashMap<i64, u32>) {
+        let handled = Arc::new(Mutex::new(Vec::new()));
+        let deliveries = Arc::new(Mutex::new(HashMap::<i64, u32>::new()));
+        let shutdown = CancellationToken::new();
+        let config = LoopConfig {
+            name: "test",
+            batch_size: 10,
+            poll_wait: Duration::from_millis(20),
+            max_retry_attempts: 2,
+            event_source_arn: "arn:test".into(),
+            bootstrap_servers: "test".into(),
+            dead_letter_topic: DLQ.into(),
+            producer: Arc::new(self.bus.clone()),
+        };
+        let handler = {
+            let handled = Arc::clone(&handled);
+            let deliveries = Arc::clone(&deliveries);
+            move |event: lambda_runtime::LambdaEvent<
+                aws_lambda_events::event::kafka::KafkaEvent,
+            >| {
+                let handled = Arc::clone(&handled);
+                let deliveries = Arc::clone(&deliveries);
+                let script = script.clone();
+                async move {
+                    let mut failures = Vec::new();
+                    for record in event.payload.records.values().flatten() {
+                        let n = {
+                            let mut d = deliveries.lock().expect("lock");
+                            let n = d.entry(record.offset).or_default();
+                            *n += 1;
+                            *n
+                        };
+                        let fail = match script.get(&record.offset) {
+                            Some(Script::FailTimes(times)) => (n <= *times).then_some(true),
+                            Some(Script::AlwaysFail) => Some(true),
+                            Some(Script::Permanent) => Some(false),
+                            None => None,
+                        };
+                        if let Some(retryable) = fail {
+                            failures.push(RecordFailure {
+                                topic: TOPIC.into(),
+                                partition: record.partition,
+                                offset: record.offset,
+                                retryable,
+                                error: format!("scripted failure of {}", record.offset),
+                            });
+                            break;
+                        }
+                        handled.lock().expect("lock").push(record.offset);
+                    }
+                    BatchResult {
+                        report: (),
+                        failures,
+                    }
+                }
+            }
+        };
+        let health = Arc::new(LoopHealth::default());
+        let task = tokio::spawn(consumer::run(
+            config,
+            Box::new(self.bus.consumer("group", &[TOPIC])),
+            handler,
+            Arc::clone(&health),
+            shutdown.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while handled.lock().expect("lock").len() < expected {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "handled only {:?}",
+                handled.lock().expect("lock")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // One more poll cycle, to see that nothing else arrives.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shutdown.cancel();
+        task.await.expect("loop");
+        let handled = handled.lock().expect("lock").clone();
+        let deliveries = deliveries.lock().expect("lock").clone();
+        (handled, deliveries)
+    }
+
+    async fn dead_letters(&self) -> Vec<BusRecord> {
+        let n = self.bus.topic_len(DLQ).await.expect("len") as usize;
+        let mut consumer = self.bus.consumer("dlq-reader", &[DLQ]);
+        let mut got = Vec::new();
+        while got.len() < n {
+            got.extend(
+                consumer
+                    .poll(n, Duration::from_secs(1))
+                    .await
+                    .expect("poll"),
+            );
+        }
+        got
+    }
+
+    async fn committed_everything(&self) -> bool {
+        let mut consumer = self.bus.consumer("group", &[TOPIC]);
+        consumer
+            .poll(10, Duration::from_millis(50))
+            .await
+            .expect("poll")
+            .is_empty()
+    }
+}
+
+fn header<'a>(r: &'a BusRecord, name: &str) -> &'a str {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| std::str::from_utf8(v).expect("utf8"))
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_and_nothing_is_skipped_or_dead_lettered() {
+    let h = harness();
+    h.produce(4).await;
+    let (handled, deliveries) = h.run(HashMap::from([(1, Script::FailTimes(2))]), 4).await;
+    assert_eq!(handled, vec![0, 1, 2, 3], "in order, each once");
+    assert_eq!(deliveries[&1], 3);
+    assert_eq!(
+        deliveries[&0], 1,
+        "what was handled before the failure is committed"
+    );
+    assert!(h.dead_letters().await.is_empty());
+    assert!(h.committed_everything().await);
+}
+
+#[tokio::test]
+async fn poison_is_dead_lettered_at_once_with_its_reason_and_the_partition_moves_on() {
+    let h = harness();
+    h.produce(3).await;
+    let (handled, deliveries) = h.run(HashMap::from([(1, Script::Permanent)]), 2).await;
+    assert_eq!(handled, vec![0, 2]);
+    assert_eq!(deliveries[&1], 1, "poison is not retried");
+    let dead = h.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].value.as_deref(),
+        Some(&b"record 1"[..]),
+        "the original value"
+    );
+    assert_eq!(
+        header(&dead[0], "salestrack-dlq-error"),
+        "scripted failure of 1"
+    );
+    assert_eq!(header(&dead[0], "salestrack-dlq-stage"), "test");
+    assert_eq!(header(&dead[0], "salestrack-dlq-source-offset"), "1");
+    assert!(h.committed_everything().await);
+}
+
+#[tokio::test]
+async fn a_record_that_keeps_failing_is_dead_lettered_after_the_retry_limit() {
+    let h = harness();
+    h.produce(3).await;
+    let (handled, deliveries) = h.run(HashMap::from([(1, Script::AlwaysFail)]), 2).await;
+    assert_eq!(handled, vec![0, 2]);
+    assert_eq!(deliveries[&1], 3, "the first delivery and 2 retries");
+    let dead = h.dead_letters().await;
+    assert_eq!(dead.len(), 1, "dead-lettered once, after 1 + 2 retries");
+    assert_eq!(header(&dead[0], "salestrack-dlq-source-offset"), "1");
+    assert!(h.committed_everything().await);
+}

@@ -1,0 +1,171 @@
+//! Every deployment file sets only settings the code reads, with values it
+//! accepts: the SAM template's function environments, the compose runner's
+//! environment and the Dockerfile's ENV. `Settings` rejects unknown
+//! `SALESTRACK_*` names, so a typo there would stop the process at start.
+
+use figment::Jail;
+use salestrack_platform::Settings;
+use serde_norway::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn repo_file(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn yaml(path: &str) -> Value {
+    serde_norway::from_str(&repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("not a plain value: {other:?}"),
+    }
+}
+
+/// Every `Environment: {Variables: {...}}` map anywhere in the template.
+fn template_environments(v: &Value, found: &mut Vec<BTreeMap<String, String>>) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, child) in m {
+                if k.as_str() == Some("Environment") {
+                    if let Some(vars) = child.get("Variables").and_then(Value::as_mapping) {
+                        found.push(vars.iter().map(|(k, v)| (scalar(k), scalar(v))).collect());
+                    }
+                }
+                template_environments(child, found);
+            }
+        }
+        Value::Sequence(s) => s.iter().for_each(|c| template_environments(c, found)),
+        Value::Tagged(t) => template_environments(&t.value, found),
+        _ => {}
+    }
+}
+
+fn dockerfile_env() -> BTreeMap<String, String> {
+    let text = repo_file("Dockerfile").replace("\\\n", " ");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("ENV "))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Loads `Settings` with exactly these variables set; the error names the bad one.
+fn load(source: &str, vars: &BTreeMap<String, String>) -> Settings {
+    let mut loaded = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (name, value) in vars.iter().filter(|(k, _)| k.starts_with("SALESTRACK_")) {
+            jail.set_env(name, value);
+        }
+        loaded = Some(Settings::from_env().map_err(|e| format!("{source}: {e}"))?);
+        Ok(())
+    });
+    loaded.expect("loaded")
+}
+
+#[test]
+fn the_sam_template_sets_only_settings_the_functions_read() {
+    let mut envs = Vec::new();
+    template_environments(&yaml("infra/aws/template.yaml"), &mut envs);
+    assert!(
+        !envs.is_empty(),
+        "the template declares function environments"
+    );
+    for env in envs {
+        let settings = load("infra/aws/template.yaml", &env);
+        assert!(
+            settings.data_dir.starts_with("/tmp"),
+            "Lambda can only write under /tmp"
+        );
+    }
+}
+
+#[test]
+fn the_compose_runner_environment_is_what_the_runner_reads() {
+    let compose = yaml("docker-compose.yml");
+    let env = compose["services"]["runner"]["environment"]
+        .as_mapping()
+        .expect("runner environment");
+    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (scalar(k), scalar(v))).collect();
+    let settings = load("docker-compose.yml", &env);
+    assert_eq!(
+        settings.http_addr.ip().to_string(),
+        "0.0.0.0",
+        "reachable from other containers"
+    );
+    let port = compose["services"]["runner"]["ports"][0]
+        .as_str()
+        .expect("port mapping");
+    assert!(
+        port.ends_with(&format!(":{}", settings.http_addr.port())),
+        "{port} maps the port the runner listens on"
+    );
+}
+
+#[test]
+fn the_dockerfile_environment_is_what_the_runner_reads() {
+    let env = dockerfile_env();
+    assert!(env.contains_key("SALESTRACK_HTTP_ADDR"), "{env:?}");
+    load("Dockerfile", &env);
+}
+
+#[test]
+fn an_unknown_variable_is_caught_by_this_check() {
+    let env = BTreeMap::from([("SALESTRACK_KAFKA_BROKER".to_string(), "x:9092".to_string())]);
+    let failed = std::panic::catch_unwind(|| load("test", &env));
+    assert!(failed.is_err(), "a misspelt name must be rejected");
+}
+
+/// (name, type) of each column of `salestrack.events` in the CQL schema.
+fn cql_event_columns() -> Vec<(String, String)> {
+    let cql = repo_file("infra/cassandra/schema.cql");
+    let body = cql
+        .split_once("CREATE TABLE IF NOT EXISTS salestrack.events (")
+        .expect("events table")
+        .1;
+    body.lines()
+        .map(|l| l.split("--").next().unwrap_or("").trim())
+        .take_while(|l| !l.starts_with("PRIMARY KEY"))
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut parts = l.trim_end_matches(',').split_whitespace();
+            let name = parts.next().expect("name").to_owned();
+            (name, parts.next().expect("type").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_keyspaces_table_in_the_template_matches_the_cql_schema() {
+    let template = yaml("infra/aws/template.yaml");
+    let table = &template["Resources"]["EventsTable"]["Properties"];
+    let column = |c: &Value| (scalar(&c["ColumnName"]), scalar(&c["ColumnType"]));
+    let mut declared: Vec<(String, String)> = Vec::new();
+    for c in table["PartitionKeyColumns"]
+        .as_sequence()
+        .expect("partition key")
+    {
+        declared.push(column(c));
+    }
+    for c in table["ClusteringKeyColumns"]
+        .as_sequence()
+        .expect("clustering")
+    {
+        declared.push(column(&c["Column"]));
+    }
+    for c in table["RegularColumns"].as_sequence().expect("columns") {
+        declared.push(column(c));
+    }
+    let mut expected = cql_event_columns();
+    assert!(expected.len() >= 8, "{expected:?}");
+    declared.sort();
+    expected.sort();
+    assert_eq!(declared, expected);
+}

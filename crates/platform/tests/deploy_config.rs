@@ -57,6 +57,8 @@ fn dockerfile_env() -> BTreeMap<String, String> {
 }
 
 /// Loads `Settings` with exactly these variables set; the error names the bad one.
+// figment's Jail fixes the closure's error type.
+#[allow(clippy::result_large_err)]
 fn load(source: &str, vars: &BTreeMap<String, String>) -> Settings {
     let mut loaded = None;
     Jail::expect_with(|jail| {

@@ -1,0 +1,1 @@
+//! Nothing but tests: see `tests/cargo_lambda_watch.rs`.

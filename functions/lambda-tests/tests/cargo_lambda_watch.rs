@@ -1,0 +1,194 @@
+//! Each Lambda binary under `cargo lambda watch` (the Lambda runtime API
+//! emulator), invoked with the committed fixtures in its `fixtures/` folder:
+//! the function URL requests of command and query, and real MSK batches for
+//! domain and projector.
+//!
+//! All four share one embedded data directory, so the query function reads
+//! what the projector wrote. Needs `cargo lambda` on PATH: `.ci/run`
+//! installs it and sets `SALESTRACK_REQUIRE_CARGO_LAMBDA=1`, which turns a
+//! missing tool into a failure; elsewhere the test says why it skips.
+
+use serde_json::{json, Value};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn functions_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("functions/")
+        .to_path_buf()
+}
+
+fn cargo_lambda_available() -> bool {
+    Command::new("cargo")
+        .args(["lambda", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// `cargo lambda watch` for one function, in its own process group so the
+/// whole tree (watch, cargo run, the function) goes on drop.
+struct Watch {
+    child: Child,
+    port: u16,
+    function: &'static str,
+    log: PathBuf,
+}
+
+impl Watch {
+    fn start(function: &'static str, data_dir: &Path, logs: &Path) -> Watch {
+        use std::os::unix::process::CommandExt;
+        let port = free_port();
+        let log = logs.join(format!("{function}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new("cargo")
+            .current_dir(functions_dir().join(function))
+            .args([
+                "lambda",
+                "watch",
+                "--ignore-changes",
+                "-A",
+                "127.0.0.1",
+                "-P",
+            ])
+            .arg(port.to_string())
+            .arg("--env-var")
+            .arg(format!("SALESTRACK_DATA_DIR={}", data_dir.display()))
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("cargo lambda watch");
+        let watch = Watch {
+            child,
+            port,
+            function,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                watch.failure("never listened")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        watch
+    }
+
+    fn failure(&self, what: &str) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!(
+            "salestrack-{}: {what}\n--- cargo lambda watch log ---\n{log}",
+            self.function
+        )
+    }
+
+    /// `cargo lambda invoke --data-file` with one of the function's fixtures.
+    fn invoke(&self, fixture: &str) -> Value {
+        let file = functions_dir()
+            .join(self.function)
+            .join("fixtures")
+            .join(fixture);
+        let output = Command::new("cargo")
+            .args(["lambda", "invoke", "--invoke-address", "127.0.0.1"])
+            .arg("--invoke-port")
+            .arg(self.port.to_string())
+            .arg("--data-file")
+            .arg(&file)
+            .arg(format!("salestrack-{}", self.function))
+            .output()
+            .expect("cargo lambda invoke");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{}",
+            self.failure(&format!(
+                "invoke {fixture} failed: {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        );
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{}", self.failure(&format!("{e}: {stdout}"))))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A function URL response's status and JSON body.
+fn http(response: &Value) -> (u64, Value) {
+    let status = response["statusCode"].as_u64().expect("statusCode");
+    let body = response["body"].as_str().expect("body");
+    (status, serde_json::from_str(body).expect("JSON body"))
+}
+
+#[test]
+fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
+    if !cargo_lambda_available() {
+        assert!(
+            std::env::var_os("SALESTRACK_REQUIRE_CARGO_LAMBDA").is_none(),
+            "SALESTRACK_REQUIRE_CARGO_LAMBDA is set but `cargo lambda` is not installed"
+        );
+        eprintln!("skipped: `cargo lambda` is not installed (pip install cargo-lambda)");
+        return;
+    }
+    let data = tempfile::tempdir().expect("data dir");
+    let logs = tempfile::tempdir().expect("log dir");
+
+    let command = Watch::start("command", data.path(), logs.path());
+    let (status, accepted) = http(&command.invoke("post-order.json"));
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(
+        accepted["cart_id"], "6f1c1f2e-3c7d-4a8e-9b3a-2d5e6f7a8b9c",
+        "{accepted}"
+    );
+    let (status, refused) = http(&command.invoke("post-order-wrong-content-type.json"));
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    drop(command);
+
+    let domain = Watch::start("domain", data.path(), logs.path());
+    assert_eq!(
+        domain.invoke("batch-with-one-poison.json"),
+        json!({"batchItemFailures": [
+            {"itemIdentifier": {"partition": "sales.commands-0", "offset": 201}}
+        ]}),
+        "the response names exactly the poison record"
+    );
+    drop(domain);
+
+    let projector = Watch::start("projector", data.path(), logs.path());
+    assert_eq!(
+        projector.invoke("placed-and-outcome.json"),
+        json!({"batchItemFailures": []})
+    );
+    drop(projector);
+
+    let query = Watch::start("query", data.path(), logs.path());
+    let (status, command_status) = http(&query.invoke("get-command-status.json"));
+    assert_eq!(status, 200, "{command_status}");
+    assert_eq!(command_status["status"], "applied", "{command_status}");
+    let (status, summary) = http(&query.invoke("get-cart-summary.json"));
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["subtotal"], "389.98", "{summary}");
+}

@@ -70,7 +70,7 @@ async fn start_runner() -> anyhow::Result<InProcess> {
         data_dir: data.path().into(),
         ..Settings::default()
     };
-    let backends = Backends::connect(&settings)?;
+    let backends = Backends::connect(&settings).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();

@@ -23,6 +23,7 @@ pub struct Loops {
 
 #[derive(Clone)]
 struct HealthState {
+    backends: Backends,
     read_store: Arc<dyn ReadStore>,
     loops: Loops,
 }
@@ -31,6 +32,7 @@ struct HealthState {
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: &'static str,
+    pub bus: &'static str,
     pub read_store: &'static str,
     pub domain_consumer: ConsumerState,
     pub projector_consumer: ConsumerState,
@@ -101,6 +103,7 @@ pub fn app(
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .with_state(HealthState {
+            backends: backends.clone(),
             read_store: Arc::clone(&backends.read_store),
             loops,
         })
@@ -144,18 +147,20 @@ async fn live() -> impl IntoResponse {
     Json(serde_json::json!({"status": "live"}))
 }
 
-/// The read store answers and both consumer loops run.
+/// The bus and the read store answer and both consumer loops run.
 #[utoipa::path(
     get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness))
 )]
 async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
-    let store_ok = state.read_store.ping().await.is_ok();
+    let (bus, store) = tokio::join!(state.backends.ping_bus(), state.read_store.ping());
+    let (bus_ok, store_ok) = (bus.is_ok(), store.is_ok());
     let domain = ConsumerState::from(state.loops.domain.as_ref());
     let projector = ConsumerState::from(state.loops.projector.as_ref());
-    let ok = store_ok && domain.running && projector.running;
+    let ok = bus_ok && store_ok && domain.running && projector.running;
     let body = Readiness {
         status: if ok { "ready" } else { "not_ready" },
+        bus: if bus_ok { "ok" } else { "unavailable" },
         read_store: if store_ok { "ok" } else { "unavailable" },
         domain_consumer: domain,
         projector_consumer: projector,

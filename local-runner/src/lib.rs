@@ -60,7 +60,9 @@ pub async fn run(
     let domain_health = Arc::new(LoopHealth::default());
     let domain_loop = tokio::spawn(consumer::run(
         loop_config("domain"),
-        backends.consumer(DOMAIN_GROUP, &[&topics.commands]),
+        backends
+            .consumer(DOMAIN_GROUP, &[&topics.commands])
+            .map_err(std::io::Error::other)?,
         move |event| {
             let deps = domain.clone();
             async move { salestrack_domain::handler(event, &deps).await }
@@ -71,7 +73,9 @@ pub async fn run(
     let projector_health = Arc::new(LoopHealth::default());
     let projector_loop = tokio::spawn(consumer::run(
         loop_config("projector"),
-        backends.consumer(PROJECTOR_GROUP, &[&topics.events, &topics.outcomes]),
+        backends
+            .consumer(PROJECTOR_GROUP, &[&topics.events, &topics.outcomes])
+            .map_err(std::io::Error::other)?,
         move |event| {
             let deps = projector.clone();
             async move { salestrack_projector::handler(event, &deps).await }

@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (settings, backends) = salestrack_platform::start().map_err(anyhow::Error::from_boxed)?;
+    let (settings, backends) = salestrack_platform::start()
+        .await
+        .map_err(anyhow::Error::from_boxed)?;
     let listener = TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;

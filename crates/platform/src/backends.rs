@@ -1,12 +1,20 @@
-//! Chooses and opens the backends behind the ports from the settings. Today
-//! only the embedded SQLite backends exist; distributed engines plug in here
-//! without touching any handler.
+//! Chooses and opens the backends behind the ports from the settings. The bus
+//! is Kafka when `SALESTRACK_KAFKA_BROKERS` is set and the embedded SQLite
+//! log otherwise; the event and read stores are embedded for now. Handlers
+//! never see which.
 
 use crate::config::Settings;
 use salestrack_core::ports::{BackendError, Consumer, EventStore, Producer, ReadStore};
 use salestrack_embedded::{Embedded, EmbeddedBus};
+use salestrack_kafka::{KafkaBus, KafkaConfig};
 use std::sync::Arc;
 use std::time::Duration;
+
+#[derive(Clone)]
+enum Bus {
+    Embedded(EmbeddedBus),
+    Kafka(KafkaBus),
+}
 
 /// The opened backends, as ports.
 #[derive(Clone)]
@@ -14,27 +22,95 @@ pub struct Backends {
     pub producer: Arc<dyn Producer>,
     pub event_store: Arc<dyn EventStore>,
     pub read_store: Arc<dyn ReadStore>,
-    bus: EmbeddedBus,
+    bus: Bus,
     description: String,
 }
 
+fn kafka_config(settings: &Settings) -> KafkaConfig {
+    KafkaConfig {
+        security_protocol: settings.kafka_security_protocol.clone(),
+        sasl_mechanism: settings.kafka_sasl_mechanism.clone(),
+        sasl_username: settings.kafka_sasl_username.clone(),
+        sasl_password: settings
+            .kafka_sasl_password
+            .as_ref()
+            .map(|s| s.expose().to_owned()),
+        ssl_ca_location: settings.kafka_ssl_ca_location.clone(),
+        fetch_wait: Duration::from_millis(settings.kafka_fetch_wait_ms),
+        batch_window: Duration::from_millis(settings.kafka_batch_window_ms),
+        ..KafkaConfig::new(&settings.kafka_brokers)
+    }
+}
+
 impl Backends {
-    pub fn connect(settings: &Settings) -> Result<Backends, BackendError> {
+    /// Opens every backend; with Kafka, also creates missing topics unless
+    /// `SALESTRACK_KAFKA_CREATE_TOPICS=false`.
+    pub async fn connect(settings: &Settings) -> Result<Backends, BackendError> {
         let embedded = Embedded::open(&settings.data_dir, settings.partitions)?;
-        let retention = Duration::from_secs(settings.bus_retention_hours.saturating_mul(3600));
-        let bus = embedded.bus.with_retention(retention);
+        let stores = format!("embedded SQLite in {}", settings.data_dir.display());
+        let (bus, producer, description): (Bus, Arc<dyn Producer>, String) =
+            if settings.kafka_brokers.trim().is_empty() {
+                let retention =
+                    Duration::from_secs(settings.bus_retention_hours.saturating_mul(3600));
+                let bus = embedded.bus.with_retention(retention);
+                (
+                    Bus::Embedded(bus.clone()),
+                    Arc::new(bus),
+                    format!("bus, event store and read store: {stores}"),
+                )
+            } else {
+                let kafka = KafkaBus::connect(kafka_config(settings))?;
+                if settings.kafka_create_topics {
+                    let topics = settings.topics();
+                    kafka
+                        .ensure_topics(
+                            &[
+                                &topics.commands,
+                                &topics.events,
+                                &topics.outcomes,
+                                &topics.dead_letter,
+                            ],
+                            settings.partitions,
+                            settings.kafka_replication_factor,
+                        )
+                        .await?;
+                }
+                (
+                    Bus::Kafka(kafka.clone()),
+                    Arc::new(kafka),
+                    format!(
+                        "bus: Kafka at {}; event store and read store: {stores}",
+                        settings.kafka_brokers
+                    ),
+                )
+            };
         Ok(Backends {
-            producer: Arc::new(bus.clone()),
+            producer,
             event_store: Arc::new(embedded.event_store),
             read_store: Arc::new(embedded.read_store),
             bus,
-            description: format!("embedded (SQLite in {})", settings.data_dir.display()),
+            description,
         })
     }
 
     /// A consumer-group member over `topics`.
-    pub fn consumer(&self, group: &str, topics: &[&str]) -> Box<dyn Consumer> {
-        Box::new(self.bus.consumer(group, topics))
+    pub fn consumer(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<Box<dyn Consumer>, BackendError> {
+        Ok(match &self.bus {
+            Bus::Embedded(bus) => Box::new(bus.consumer(group, topics)),
+            Bus::Kafka(bus) => Box::new(bus.consumer(group, topics)?),
+        })
+    }
+
+    /// Whether the bus answers (for readiness).
+    pub async fn ping_bus(&self) -> Result<(), BackendError> {
+        match &self.bus {
+            Bus::Embedded(bus) => bus.topic_len("").await.map(drop),
+            Bus::Kafka(bus) => bus.ping().await,
+        }
     }
 
     /// What the runner is connected to, for the start-up log and readiness.
@@ -44,10 +120,16 @@ impl Backends {
 
     /// The ARN-like source name put on runner-built MSK batches.
     pub fn event_source_arn(&self) -> &'static str {
-        "arn:aws:kafka:local:000000000000:cluster/salestrack-embedded"
+        match self.bus {
+            Bus::Embedded(_) => "arn:aws:kafka:local:000000000000:cluster/salestrack-embedded",
+            Bus::Kafka(_) => "arn:aws:kafka:local:000000000000:cluster/salestrack-kafka",
+        }
     }
 
-    pub fn bootstrap_servers(&self) -> &'static str {
-        "embedded"
+    pub fn bootstrap_servers(&self) -> &str {
+        match &self.bus {
+            Bus::Embedded(_) => "embedded",
+            Bus::Kafka(bus) => bus.brokers(),
+        }
     }
 }

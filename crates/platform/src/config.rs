@@ -14,7 +14,7 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Directory of the embedded backends' files (`SALESTRACK_DATA_DIR`).
     pub data_dir: PathBuf,
-    /// Partitions of each embedded topic.
+    /// Partitions of each topic (embedded, and Kafka topics the runner creates).
     pub partitions: i32,
     /// How long the embedded bus keeps records.
     pub bus_retention_hours: u64,
@@ -36,6 +36,23 @@ pub struct Settings {
     pub consistency_wait_ms: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Kafka bootstrap servers (`host:port,...`); empty keeps the embedded bus.
+    pub kafka_brokers: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub kafka_security_protocol: String,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub kafka_sasl_mechanism: Option<String>,
+    pub kafka_sasl_username: Option<String>,
+    pub kafka_sasl_password: Option<Secret>,
+    /// CA bundle (PEM) for TLS to the brokers.
+    pub kafka_ssl_ca_location: Option<String>,
+    /// Create missing topics at start (brokers may not auto-create them).
+    pub kafka_create_topics: bool,
+    pub kafka_replication_factor: i32,
+    /// Longest a broker holds a fetch waiting for data.
+    pub kafka_fetch_wait_ms: u64,
+    /// After a batch's first record, how long to keep filling it.
+    pub kafka_batch_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +80,34 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             consistency_wait_ms: 5_000,
             log_format: LogFormat::Text,
+            kafka_brokers: String::new(),
+            kafka_security_protocol: "plaintext".into(),
+            kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_ssl_ca_location: None,
+            kafka_create_topics: true,
+            kafka_replication_factor: 1,
+            kafka_fetch_wait_ms: 10,
+            kafka_batch_window_ms: 100,
         }
+    }
+}
+
+/// A setting never printed: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 

@@ -22,11 +22,11 @@ pub use config::{Settings, Topics};
 /// one), install telemetry, open the backends.
 /// Logs how long that took: on Lambda it is the cold start's own share of
 /// the init phase.
-pub fn start() -> Result<(Settings, Backends), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn start() -> Result<(Settings, Backends), Box<dyn std::error::Error + Send + Sync>> {
     let started = std::time::Instant::now();
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
-    let backends = Backends::connect(&settings)?;
+    let backends = Backends::connect(&settings).await?;
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1e3,
         backends = backends.description(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let (settings, backends) = salestrack_platform::start()?;
+    let (settings, backends) = salestrack_platform::start().await?;
     let state = CommandState {
         producer: backends.producer,
         clock: Arc::new(SystemClock),

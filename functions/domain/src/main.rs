@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let (settings, backends) = salestrack_platform::start()?;
+    let (settings, backends) = salestrack_platform::start().await?;
     let deps = Deps {
         event_store: backends.event_store,
         producer: backends.producer,

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Generous: the function is already built (see `build`), but CI machines are shared.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(180);
+
 fn functions_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -49,6 +52,7 @@ struct Watch {
 impl Watch {
     fn start(function: &'static str, data_dir: &Path, logs: &Path) -> Watch {
         use std::os::unix::process::CommandExt;
+        build(function);
         let port = free_port();
         let log = logs.join(format!("{function}.log"));
         let out = std::fs::File::create(&log).expect("log file");
@@ -102,15 +106,30 @@ impl Watch {
             .join(self.function)
             .join("fixtures")
             .join(fixture);
-        let output = Command::new("cargo")
+        let mut child = Command::new("cargo")
             .args(["lambda", "invoke", "--invoke-address", "127.0.0.1"])
             .arg("--invoke-port")
             .arg(self.port.to_string())
             .arg("--data-file")
             .arg(&file)
             .arg(format!("salestrack-{}", self.function))
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("cargo lambda invoke");
+        // Bounded: a hung emulator fails the test with its log instead of blocking CI.
+        let deadline = Instant::now() + INVOKE_TIMEOUT;
+        while child.try_wait().expect("invoke status").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "{}",
+                    self.failure(&format!("invoke {fixture} took over {INVOKE_TIMEOUT:?}"))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().expect("invoke output");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
@@ -131,6 +150,19 @@ impl Drop for Watch {
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
         let _ = self.child.wait();
     }
+}
+
+/// Builds the function the way the emulator's `cargo run` will (from its
+/// directory, so with the same features), so invoking it does not wait for
+/// a compile and a build failure shows as one.
+fn build(function: &str) {
+    let status = Command::new("cargo")
+        .current_dir(functions_dir().join(function))
+        .args(["build", "--quiet", "--bin"])
+        .arg(format!("salestrack-{function}"))
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "salestrack-{function} does not build");
 }
 
 /// A function URL response's status and JSON body.

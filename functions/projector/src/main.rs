@@ -5,7 +5,7 @@ use salestrack_projector::{handler, Deps};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let (settings, backends) = salestrack_platform::start()?;
+    let (settings, backends) = salestrack_platform::start().await?;
     let deps = Deps {
         read_store: backends.read_store,
         event_store: backends.event_store,

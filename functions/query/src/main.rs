@@ -5,7 +5,7 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let (settings, backends) = salestrack_platform::start()?;
+    let (settings, backends) = salestrack_platform::start().await?;
     let state = QueryState {
         read_store: backends.read_store,
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),

@@ -39,7 +39,7 @@ async fn spawn_app(data_dir: PathBuf) -> TestApp {
         salestrack_platform::telemetry::init(salestrack_platform::config::LogFormat::Text);
     }
     let settings = settings(data_dir);
-    let backends = Backends::connect(&settings).expect("backends");
+    let backends = Backends::connect(&settings).await.expect("backends");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
@@ -166,10 +166,13 @@ async fn a_poison_record_on_the_commands_topic_is_dead_lettered_and_the_cart_goe
     assert_eq!(status, StatusCode::OK, "{detail}");
     assert_eq!(detail["items"][0]["order_id"], order.to_string());
 
-    let mut dlq = app.backends.consumer(
-        &format!("reader-{}", Uuid::new_v4()),
-        &["sales.dead-letter"],
-    );
+    let mut dlq = app
+        .backends
+        .consumer(
+            &format!("reader-{}", Uuid::new_v4()),
+            &["sales.dead-letter"],
+        )
+        .expect("consumer");
     let dead = dlq
         .poll(10, std::time::Duration::from_secs(5))
         .await

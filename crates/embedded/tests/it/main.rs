@@ -88,12 +88,10 @@ mod bus_contract {
     #[tokio::test]
     async fn a_new_group_member_resumes_after_the_last_commit() {
         let (_dir, bus) = bus();
-        let mut first = bus.consumer("g", &["t"]);
-        let mut second = bus.consumer("g", &["t"]);
         contract::bus::a_new_group_member_resumes_after_the_last_commit(
             &bus,
-            &mut first,
-            &mut second,
+            Box::new(bus.consumer("g", &["t"])),
+            || Box::new(bus.consumer("g", &["t"])),
             "t",
         )
         .await;

@@ -1,0 +1,401 @@
+//! The bus ports on Apache Kafka, through `rdkafka` (librdkafka).
+//!
+//! - [`KafkaBus`] is the [`Producer`]: idempotent, `acks=all`, keyed by cart
+//!   id, so a `send` that returns has been acknowledged by every in-sync
+//!   replica and retries never duplicate or reorder a partition's records.
+//! - [`KafkaConsumer`] is a group member (`subscribe`, never `assign`) with
+//!   auto-commit off: offsets move only through [`Consumer::commit`], and
+//!   [`Consumer::rewind`] seeks back to the group's committed offsets.
+//! - [`KafkaBus::ensure_topics`] creates missing topics, since brokers may not
+//!   auto-create them.
+//!
+//! Rebalances only happen inside `poll` (librdkafka serves them from the
+//! consumer queue), and the runner commits each batch before it polls again,
+//! so a revoked partition never has handled-but-uncommitted records and two
+//! members never work on one partition at once, as long as a batch takes
+//! less than `max.poll.interval.ms`.
+
+pub mod test_broker;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use salestrack_core::ports::{
+    BackendError, BusRecord, Consumer, Delivery, OutboundRecord, Producer,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BACKEND: &str = "kafka";
+
+fn backend_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError::new(BACKEND, e)
+}
+
+/// How to reach the cluster and how consumers batch. Built from the
+/// `SALESTRACK_KAFKA_*` settings.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port,host:port`.
+    pub brokers: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: String,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a SASL protocol).
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<String>,
+    /// PEM file of the CA that signed the brokers' certificates.
+    pub ssl_ca_location: Option<String>,
+    /// Most time the broker holds a fetch open waiting for data.
+    pub fetch_wait: Duration,
+    /// After the first record of a poll, how long to keep filling the batch
+    /// (the event source mapping's batching window).
+    pub batch_window: Duration,
+    /// How long a produce may take before it fails (retries included).
+    pub delivery_timeout: Duration,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            fetch_wait: Duration::from_millis(10),
+            batch_window: Duration::from_millis(100),
+            delivery_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("security.protocol", &self.security_protocol)
+            .set("client.id", "salestrack");
+        let optional = [
+            ("sasl.mechanism", &self.sasl_mechanism),
+            ("sasl.username", &self.sasl_username),
+            ("sasl.password", &self.sasl_password),
+            ("ssl.ca.location", &self.ssl_ca_location),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                c.set(key, value);
+            }
+        }
+        c
+    }
+}
+
+/// The cluster connection: the producer, a factory of group consumers and
+/// topic administration.
+#[derive(Clone)]
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl KafkaBus {
+    /// Builds the producer; no request goes out until the first send.
+    pub fn connect(config: KafkaConfig) -> Result<KafkaBus, BackendError> {
+        let producer = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("linger.ms", "2")
+            .set("compression.type", "lz4")
+            .set(
+                "delivery.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(backend_error)?;
+        Ok(KafkaBus { config, producer })
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.config.brokers
+    }
+
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    pub async fn ensure_topics(
+        &self,
+        topics: &[&str],
+        partitions: i32,
+        replication: i32,
+    ) -> Result<(), BackendError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.config.client().create().map_err(backend_error)?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(&new, &options)
+            .await
+            .map_err(backend_error)?;
+        for result in results {
+            match result {
+                Ok(topic) => tracing::info!(topic, partitions, replication, "topic created"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(backend_error(format!("creating topic {topic}: {code}")))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A member of consumer group `group`, subscribed to `topics`.
+    pub fn consumer(&self, group: &str, topics: &[&str]) -> Result<KafkaConsumer, BackendError> {
+        let consumer: StreamConsumer<GroupContext> = self
+            .config
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait.as_millis().to_string(),
+            )
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .create_with_context(GroupContext {
+                group: group.to_owned(),
+            })
+            .map_err(backend_error)?;
+        consumer.subscribe(topics).map_err(backend_error)?;
+        Ok(KafkaConsumer {
+            inner: Arc::new(consumer),
+            batch_window: self.config.batch_window,
+            touched: BTreeSet::new(),
+        })
+    }
+
+    /// Reaches a broker and reads the cluster metadata (for readiness).
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(drop)
+                .map_err(backend_error)
+        })
+        .await
+        .map_err(backend_error)?
+    }
+}
+
+#[async_trait]
+impl Producer for KafkaBus {
+    async fn send(&self, record: OutboundRecord) -> Result<Delivery, BackendError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (name, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        let future = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.value)
+            .headers(headers);
+        match self
+            .producer
+            .send(future, self.config.delivery_timeout)
+            .await
+        {
+            Ok(delivery) => Ok(Delivery {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Err((e, _)) => {
+                metrics::counter!("salestrack_kafka_produce_errors_total").increment(1);
+                Err(backend_error(format!("producing to {}: {e}", record.topic)))
+            }
+        }
+    }
+
+    /// All in flight at once; the idempotent producer keeps each partition's
+    /// order, so the records of one key land in the order given.
+    async fn send_all(&self, records: Vec<OutboundRecord>) -> Result<Vec<Delivery>, BackendError> {
+        futures::future::join_all(records.into_iter().map(|r| self.send(r)))
+            .await
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Logs the group's rebalances.
+struct GroupContext {
+    group: String,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(group = %self.group, partitions = ?partition_names(tpl), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(group = %self.group, partitions = ?partition_names(tpl), "partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance error")
+            }
+        }
+    }
+}
+
+fn partition_names(tpl: &TopicPartitionList) -> Vec<String> {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}-{}", e.topic(), e.partition()))
+        .collect()
+}
+
+/// A consumer-group member; see the crate docs for its guarantees.
+pub struct KafkaConsumer {
+    inner: Arc<StreamConsumer<GroupContext>>,
+    batch_window: Duration,
+    /// Partitions polled since the last rewind, which may need seeking back.
+    touched: BTreeSet<(String, i32)>,
+}
+
+fn timestamp(m: &BorrowedMessage<'_>) -> DateTime<Utc> {
+    m.timestamp()
+        .to_millis()
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        .unwrap_or_else(Utc::now)
+}
+
+fn to_bus_record(m: &BorrowedMessage<'_>) -> BusRecord {
+    BusRecord {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: timestamp(m),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+impl KafkaConsumer {
+    /// The next record, or `None` when `wait` passes first.
+    async fn next(&self, wait: Duration) -> Result<Option<BusRecord>, BackendError> {
+        match tokio::time::timeout(wait, self.inner.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Ok(m)) => Ok(Some(to_bus_record(&m))),
+            Ok(Err(e)) => Err(backend_error(e)),
+        }
+    }
+
+    /// Runs a blocking librdkafka call off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StreamConsumer<GroupContext>) -> Result<T, KafkaError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(backend_error)?
+            .map_err(backend_error)
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BackendError> {
+        let Some(first) = self.next(wait).await? else {
+            return Ok(Vec::new());
+        };
+        let mut records = vec![first];
+        let window_ends = Instant::now() + self.batch_window;
+        while records.len() < max {
+            let left = window_ends.saturating_duration_since(Instant::now());
+            match self.next(left).await? {
+                Some(r) => records.push(r),
+                None => break,
+            }
+        }
+        for r in &records {
+            self.touched.insert((r.topic.clone(), r.partition));
+        }
+        Ok(records)
+    }
+
+    async fn commit(&mut self, records: &[BusRecord]) -> Result<(), BackendError> {
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for r in records {
+            let entry = next.entry((r.topic.clone(), r.partition)).or_insert(0);
+            *entry = (*entry).max(r.offset + 1);
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(backend_error)?;
+        }
+        self.blocking(move |c| c.commit(&tpl, CommitMode::Sync))
+            .await
+    }
+
+    /// Seeks every partition polled since the last rewind back to the group's
+    /// committed offset (the beginning if none). Partitions no longer
+    /// assigned are skipped: their new owner starts from the commit anyway.
+    async fn rewind(&mut self) -> Result<(), BackendError> {
+        let touched = std::mem::take(&mut self.touched);
+        if touched.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |c| {
+            let assigned = c.assignment()?;
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in &touched {
+                if assigned.find_partition(topic, *partition).is_some() {
+                    tpl.add_partition(topic, *partition);
+                }
+            }
+            if tpl.count() == 0 {
+                return Ok(());
+            }
+            let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+            for e in committed.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                c.seek(e.topic(), e.partition(), offset, Duration::from_secs(10))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}

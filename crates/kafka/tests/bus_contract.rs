@@ -1,0 +1,102 @@
+//! The bus contract on real Kafka-protocol brokers (noida-db and tansu),
+//! each test on its own broker process and its own topic.
+
+use salestrack_kafka::test_broker::{BrokerKind, TestBroker};
+use salestrack_kafka::{KafkaBus, KafkaConfig};
+use salestrack_port_tests as contract;
+
+struct Setup {
+    bus: KafkaBus,
+    topic: String,
+    group: String,
+    _broker: TestBroker,
+}
+
+async fn setup(kind: BrokerKind) -> Option<Setup> {
+    let broker = TestBroker::start(kind)?;
+    let bus = KafkaBus::connect(KafkaConfig::new(&broker.brokers)).expect("connect");
+    let topic = format!("contract-{}", uuid::Uuid::new_v4());
+    bus.ensure_topics(&[&topic], 3, 1)
+        .await
+        .expect("create topic");
+    Some(Setup {
+        bus,
+        topic,
+        group: format!("group-{}", uuid::Uuid::new_v4()),
+        _broker: broker,
+    })
+}
+
+impl Setup {
+    fn consumer(&self) -> Box<dyn salestrack_core::ports::Consumer> {
+        Box::new(
+            self.bus
+                .consumer(&self.group, &[&self.topic])
+                .expect("consumer"),
+        )
+    }
+}
+
+macro_rules! on_broker {
+    ($kind:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn records_of_one_key_arrive_in_order() {
+            let Some(s) = setup($kind).await else { return };
+            contract::bus::records_of_one_key_arrive_in_order(
+                &s.bus,
+                s.consumer().as_mut(),
+                &s.topic,
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn uncommitted_records_are_redelivered() {
+            let Some(s) = setup($kind).await else { return };
+            contract::bus::uncommitted_records_are_redelivered(
+                &s.bus,
+                s.consumer().as_mut(),
+                &s.topic,
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_new_group_member_resumes_after_the_last_commit() {
+            let Some(s) = setup($kind).await else { return };
+            contract::bus::a_new_group_member_resumes_after_the_last_commit(
+                &s.bus,
+                s.consumer(),
+                || s.consumer(),
+                &s.topic,
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn an_idle_poll_returns_empty() {
+            let Some(s) = setup($kind).await else { return };
+            contract::bus::an_idle_poll_returns_empty(s.consumer().as_mut()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn topic_bootstrap_is_idempotent() {
+            let Some(s) = setup($kind).await else { return };
+            s.bus
+                .ensure_topics(&[&s.topic], 3, 1)
+                .await
+                .expect("a second bootstrap changes nothing");
+            s.bus.ping().await.expect("ping");
+        }
+    };
+}
+
+mod noida {
+    use super::*;
+    on_broker!(BrokerKind::Noida);
+}
+
+mod tansu {
+    use super::*;
+    on_broker!(BrokerKind::Tansu);
+}

@@ -61,6 +61,13 @@ pub struct KafkaConfig {
     pub batch_window: Duration,
     /// How long a produce may take before it fails (retries included).
     pub delivery_timeout: Duration,
+    /// How long the group waits for a silent member (a crashed runner)
+    /// before giving its partitions to the others.
+    pub session_timeout: Duration,
+    /// Static group membership (KIP-345): a stable name per runner
+    /// instance, so a restarted instance takes its partitions back at once
+    /// instead of waiting for its old session to expire.
+    pub group_instance_id: Option<String>,
 }
 
 impl KafkaConfig {
@@ -75,6 +82,8 @@ impl KafkaConfig {
             fetch_wait: Duration::from_millis(10),
             batch_window: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(10),
+            group_instance_id: None,
         }
     }
 
@@ -161,9 +170,11 @@ impl KafkaBus {
 
     /// A member of consumer group `group`, subscribed to `topics`.
     pub fn consumer(&self, group: &str, topics: &[&str]) -> Result<KafkaConsumer, BackendError> {
-        let consumer: StreamConsumer<GroupContext> = self
-            .config
-            .client()
+        let mut client = self.config.client();
+        if let Some(instance) = &self.config.group_instance_id {
+            client.set("group.instance.id", format!("{group}-{instance}"));
+        }
+        let consumer: StreamConsumer<GroupContext> = client
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -173,7 +184,15 @@ impl KafkaBus {
                 "fetch.wait.max.ms",
                 self.config.fetch_wait.as_millis().to_string(),
             )
-            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("partition.assignment.strategy", "roundrobin")
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.config.session_timeout.as_millis() / 3).to_string(),
+            )
             .create_with_context(GroupContext {
                 group: group.to_owned(),
             })

@@ -53,6 +53,11 @@ pub struct Settings {
     pub kafka_fetch_wait_ms: u64,
     /// After a batch's first record, how long to keep filling it.
     pub kafka_batch_window_ms: u64,
+    /// Stable name of this runner instance in its consumer groups (static
+    /// membership): a restart takes its partitions back without waiting.
+    pub kafka_group_instance_id: Option<String>,
+    /// How long a silent group member keeps its partitions.
+    pub kafka_session_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +95,8 @@ impl Default for Settings {
             kafka_replication_factor: 1,
             kafka_fetch_wait_ms: 10,
             kafka_batch_window_ms: 100,
+            kafka_group_instance_id: None,
+            kafka_session_timeout_ms: 10_000,
         }
     }
 }

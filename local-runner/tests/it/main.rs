@@ -1,29 +1,19 @@
 //! The local runner as users run it: a real server on a free loopback port
 //! over embedded backends in a fresh data directory, driven over HTTP.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod event_source;
 
+use common::{spawn_with, TestApp};
 use reqwest::StatusCode;
 use salestrack_core::ids::{CartId, OrderId};
 use salestrack_core::ports::OutboundRecord;
 use salestrack_core::testing::order_body_for;
-use salestrack_local_runner::run;
 use salestrack_platform::{Backends, Settings};
-use serde_json::{json, Value};
-use std::net::SocketAddr;
+use serde_json::json;
 use std::path::PathBuf;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-struct TestApp {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
-    backends: Backends,
-}
 
 fn settings(data_dir: PathBuf) -> Settings {
     Settings {
@@ -35,51 +25,9 @@ fn settings(data_dir: PathBuf) -> Settings {
 }
 
 async fn spawn_app(data_dir: PathBuf) -> TestApp {
-    if std::env::var_os("TEST_LOG").is_some() {
-        salestrack_platform::telemetry::init(salestrack_platform::config::LogFormat::Text);
-    }
     let settings = settings(data_dir);
     let backends = Backends::connect(&settings).await.expect("backends");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(run(listener, settings, backends.clone(), shutdown.clone()));
-    TestApp {
-        addr,
-        client: reqwest::Client::new(),
-        shutdown,
-        server,
-        backends,
-    }
-}
-
-impl TestApp {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("post");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.client.get(self.url(path)).send().await.expect("get");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.server.await.expect("join").expect("clean stop");
-    }
+    spawn_with(settings, backends).await
 }
 
 fn new_ids() -> (CartId, OrderId) {

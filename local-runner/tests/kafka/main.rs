@@ -1,0 +1,434 @@
+//! The runner with its bus on real Kafka-protocol brokers (noida-db and
+//! tansu, each test on its own broker process): the pipeline under
+//! concurrent duplicate-laden load with two runner instances in one consumer
+//! group, a SIGKILL mid-load, poison on the commands topic, and a command
+//! produced by `kcat`, a Kafka client no one here wrote.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::{spawn_with, Http};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use salestrack_core::ids::{CartId, OrderId};
+use salestrack_core::ports::{BusRecord, EventStore, OutboundRecord};
+use salestrack_core::testing::order_body_for;
+use salestrack_embedded::EmbeddedEventStore;
+use salestrack_kafka::test_broker::{BrokerKind, TestBroker};
+use salestrack_platform::{Backends, Settings};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn settings(broker: &TestBroker, data_dir: &Path) -> Settings {
+    Settings {
+        data_dir: data_dir.into(),
+        partitions: 4,
+        poll_wait_ms: 50,
+        consistency_wait_ms: 10_000,
+        kafka_brokers: broker.brokers.clone(),
+        kafka_batch_window_ms: 20,
+        ..Settings::default()
+    }
+}
+
+/// Waits until every cart in `expected` shows exactly its expected orders.
+async fn wait_for_carts(app: &Http, expected: &BTreeMap<CartId, BTreeSet<OrderId>>) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for (cart, orders) in expected {
+        loop {
+            let (status, detail) = app.get(&format!("/carts/{cart}")).await;
+            let seen = if status == StatusCode::OK {
+                detail["items"].as_array().map_or(0, Vec::len)
+            } else {
+                0
+            };
+            if seen >= orders.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cart {cart}: {seen} of {} orders visible",
+                orders.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Every cart's detail, summary and event stream hold each expected order
+/// exactly once, with totals the test computes itself.
+async fn check_carts(
+    app: &Http,
+    events: &EmbeddedEventStore,
+    expected: &BTreeMap<CartId, BTreeSet<OrderId>>,
+) {
+    let line_subtotal: Decimal = "389.98".parse().expect("decimal");
+    for (cart, orders) in expected {
+        let (_, detail) = app.get(&format!("/carts/{cart}")).await;
+        let items: Vec<OrderId> = detail["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| {
+                i["order_id"]
+                    .as_str()
+                    .expect("id")
+                    .parse()
+                    .expect("order id")
+            })
+            .collect();
+        let unique: BTreeSet<OrderId> = items.iter().copied().collect();
+        assert_eq!(unique.len(), items.len(), "cart {cart}: a duplicated line");
+        assert_eq!(&unique, orders, "cart {cart}: the accepted orders");
+        let total = line_subtotal * Decimal::from(orders.len());
+        assert_eq!(detail["subtotal"], total.to_string(), "cart {cart}");
+
+        let (_, summary) = app.get(&format!("/carts/{cart}/summary")).await;
+        assert_eq!(summary["item_count"], orders.len(), "cart {cart}");
+        assert_eq!(summary["subtotal"], total.to_string(), "cart {cart}");
+
+        let stream = events.read_stream(*cart).await.expect("stream");
+        let stored: Vec<OrderId> = stream.iter().map(|e| e.event.order_id()).collect();
+        assert_eq!(
+            stored.len(),
+            orders.len(),
+            "cart {cart}: events stored once each"
+        );
+        assert_eq!(
+            stored.into_iter().collect::<BTreeSet<_>>(),
+            *orders,
+            "cart {cart}"
+        );
+    }
+}
+
+fn event_store(data_dir: &Path) -> EmbeddedEventStore {
+    EmbeddedEventStore::open(&data_dir.join("events.sqlite")).expect("event store")
+}
+
+/// 2,000 orders over 100 carts from 32 concurrent clients, each sent twice,
+/// served by two runner instances in one consumer group.
+async fn two_instances_under_duplicate_load(kind: BrokerKind) {
+    let Some(broker) = TestBroker::start(kind) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(&broker, dir.path());
+    let backends = Backends::connect(&settings).await.expect("backends");
+    let first = spawn_with(settings.clone(), backends.clone()).await;
+    let second = spawn_with(settings, backends).await;
+
+    let carts: Vec<CartId> = (0..100).map(|_| CartId(Uuid::new_v4())).collect();
+    let orders: Vec<(CartId, OrderId)> = (0..2_000)
+        .map(|i| (carts[i % carts.len()], OrderId(Uuid::new_v4())))
+        .collect();
+    let sends = orders.iter().flat_map(|o| [*o, *o]).enumerate();
+    let results: Vec<StatusCode> = futures::stream::iter(sends)
+        .map(|(i, (cart, order))| {
+            // Alternate instances: both take writes, both consume.
+            let app = if i % 2 == 0 { &first } else { &second };
+            async move {
+                app.post(
+                    "/orders",
+                    &order_body_for(cart, order, &format!("p-{order}")),
+                )
+                .await
+                .0
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(
+        results.iter().all(|s| *s == StatusCode::ACCEPTED),
+        "every POST was accepted"
+    );
+
+    let mut expected: BTreeMap<CartId, BTreeSet<OrderId>> = BTreeMap::new();
+    for (cart, order) in &orders {
+        expected.entry(*cart).or_default().insert(*order);
+    }
+    wait_for_carts(&first, &expected).await;
+    check_carts(&first, &event_store(dir.path()), &expected).await;
+
+    let (_, ready) = first.get("/health/ready").await;
+    assert_eq!(ready["bus"], "ok", "{ready}");
+    let (_, other) = second.get("/health/ready").await;
+    let handled = |r: &Value, loop_: &str| r[loop_]["records"].as_u64().unwrap_or(0);
+    assert!(
+        handled(&ready, "domain_consumer") > 0 && handled(&other, "domain_consumer") > 0,
+        "both group members handled commands: {ready} / {other}"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(kind: BrokerKind) {
+    let Some(broker) = TestBroker::start(kind) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(&broker, dir.path());
+    let backends = Backends::connect(&settings).await.expect("backends");
+    let app = spawn_with(settings, backends).await;
+    let cart = CartId(Uuid::new_v4());
+    // Straight onto the topic, keyed like the cart: same partition, just before a valid command.
+    app.backends
+        .producer
+        .send(OutboundRecord {
+            topic: "sales.commands".into(),
+            key: cart.to_string().into_bytes(),
+            value: b"\x00garbage{".to_vec(),
+            headers: vec![],
+        })
+        .await
+        .expect("produce garbage");
+    let order = OrderId(Uuid::new_v4());
+    let (status, _) = app
+        .post("/orders", &order_body_for(cart, order, "After the poison"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let expected = BTreeMap::from([(cart, BTreeSet::from([order]))]);
+    wait_for_carts(&app, &expected).await;
+
+    let mut dlq = app
+        .backends
+        .consumer(
+            &format!("reader-{}", Uuid::new_v4()),
+            &["sales.dead-letter"],
+        )
+        .expect("consumer");
+    let mut dead: Vec<BusRecord> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead.is_empty() && Instant::now() < deadline {
+        dead = dlq.poll(10, Duration::from_secs(1)).await.expect("poll");
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let header = |name: &str| {
+        dead[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        header("salestrack-dlq-error").contains("not valid JSON"),
+        "{}",
+        header("salestrack-dlq-error")
+    );
+    assert_eq!(header("salestrack-dlq-stage"), "domain");
+    assert_eq!(dead[0].value.as_deref(), Some(&b"\x00garbage{"[..]));
+    app.stop().await;
+}
+
+/// The runner binary on Kafka, on `port`.
+fn runner_process(broker: &TestBroker, data_dir: &Path, port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_salestrack-local-runner"))
+        .env("SALESTRACK_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SALESTRACK_DATA_DIR", data_dir)
+        .env("SALESTRACK_KAFKA_BROKERS", &broker.brokers)
+        .env("SALESTRACK_PARTITIONS", "4")
+        .env("SALESTRACK_POLL_WAIT_MS", "50")
+        .env("SALESTRACK_KAFKA_BATCH_WINDOW_MS", "20")
+        .env("SALESTRACK_KAFKA_GROUP_INSTANCE_ID", "runner-a")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUNNER_LOG").unwrap_or("warn".into()),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the runner")
+}
+
+async fn wait_until_up(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the runner never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGKILL during load, restart: every order that got a 202 is stored and
+/// projected exactly once.
+async fn a_sigkill_mid_load_loses_no_accepted_order(kind: BrokerKind) {
+    let Some(broker) = TestBroker::start(kind) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut runner = runner_process(&broker, dir.path(), port);
+    wait_until_up(&client, &base).await;
+
+    let carts: Vec<CartId> = (0..20).map(|_| CartId(Uuid::new_v4())).collect();
+    let load = {
+        let (client, base, carts) = (client.clone(), base.clone(), carts.clone());
+        tokio::spawn(async move {
+            let attempts = (0..100_000).map(|i| (carts[i % carts.len()], OrderId(Uuid::new_v4())));
+            futures::stream::iter(attempts)
+                .map(|(cart, order)| {
+                    let (client, base) = (client.clone(), base.clone());
+                    async move {
+                        let sent = client
+                            .post(format!("{base}/orders"))
+                            .json(&order_body_for(cart, order, "Crash test"))
+                            .send()
+                            .await;
+                        (
+                            cart,
+                            order,
+                            sent.is_ok_and(|r| r.status() == StatusCode::ACCEPTED),
+                        )
+                    }
+                })
+                .buffer_unordered(8)
+                // Stops at the first refused connection: the runner is gone.
+                .take_while(|(_, _, ok)| std::future::ready(*ok))
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    runner.kill().await.expect("SIGKILL");
+    let accepted = load.await.expect("load");
+    assert!(
+        accepted.len() > 20,
+        "load ran before the kill: {}",
+        accepted.len()
+    );
+
+    let _restarted = runner_process(&broker, dir.path(), port);
+    wait_until_up(&client, &base).await;
+    let mut expected: BTreeMap<CartId, BTreeSet<OrderId>> = BTreeMap::new();
+    for (cart, order, _) in &accepted {
+        expected.entry(*cart).or_default().insert(*order);
+    }
+    let app_view = Http::new(&base);
+    wait_for_carts(&app_view, &expected).await;
+    // Orders in flight at the kill got no answer; they may or may not have
+    // landed, but never twice. The accepted ones must all be there once.
+    let events = event_store(dir.path());
+    for (cart, orders) in &expected {
+        let stream = events.read_stream(*cart).await.expect("stream");
+        let stored: Vec<OrderId> = stream.iter().map(|e| e.event.order_id()).collect();
+        let unique: BTreeSet<OrderId> = stored.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            stored.len(),
+            "cart {cart}: an order stored twice"
+        );
+        assert!(
+            unique.is_superset(orders),
+            "cart {cart}: an accepted order is missing"
+        );
+        let (_, detail) = app_view.get(&format!("/carts/{cart}")).await;
+        let items = detail["items"].as_array().expect("items").len();
+        assert_eq!(items, stored.len(), "cart {cart}: read model = event store");
+    }
+}
+
+/// kcat (Debian's Kafka CLI) produces a command; the cart shows up.
+async fn a_command_from_kcat_reaches_the_query_api(kind: BrokerKind) {
+    if std::process::Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("SALESTRACK_REQUIRE_BROKERS").is_none(),
+            "SALESTRACK_REQUIRE_BROKERS is set but kcat is not installed"
+        );
+        eprintln!("skipped: kcat is not installed (apt-get install kcat)");
+        return;
+    }
+    let Some(broker) = TestBroker::start(kind) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(&broker, dir.path());
+    let backends = Backends::connect(&settings).await.expect("backends");
+    let app = spawn_with(settings, backends).await;
+    let (cart, order) = (CartId(Uuid::new_v4()), OrderId(Uuid::new_v4()));
+    let envelope = serde_json::json!({
+        "schema_version": 1,
+        "type": "place_order",
+        "command_id": Uuid::new_v4(),
+        "accepted_at": "2026-11-22T10:00:00Z",
+        "data": order_body_for(cart, order, "Sent by kcat"),
+    });
+    let mut kcat = std::process::Command::new("kcat")
+        .args([
+            "-P",
+            "-b",
+            &broker.brokers,
+            "-t",
+            "sales.commands",
+            "-K",
+            "|",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    {
+        use std::io::Write;
+        let stdin = kcat.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{cart}|{envelope}").expect("write");
+    }
+    assert!(
+        kcat.wait().expect("kcat").success(),
+        "kcat produced the record"
+    );
+    let expected = BTreeMap::from([(cart, BTreeSet::from([order]))]);
+    wait_for_carts(&app, &expected).await;
+    let (_, detail) = app.get(&format!("/carts/{cart}")).await;
+    assert_eq!(detail["items"][0]["product_name"], "Sent by kcat");
+    app.stop().await;
+}
+
+macro_rules! on_broker {
+    ($kind:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn two_runner_instances_in_one_group_apply_each_order_once() {
+            two_instances_under_duplicate_load($kind).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_poison_record_is_dead_lettered_and_its_partition_goes_on() {
+            a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on($kind).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_sigkill_during_load_loses_no_accepted_order() {
+            a_sigkill_mid_load_loses_no_accepted_order($kind).await;
+        }
+    };
+}
+
+mod noida {
+    use super::*;
+    on_broker!(BrokerKind::Noida);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_produced_by_kcat_is_applied() {
+        a_command_from_kcat_reaches_the_query_api(BrokerKind::Noida).await;
+    }
+}
+
+mod tansu {
+    use super::*;
+    on_broker!(BrokerKind::Tansu);
+}

@@ -11,6 +11,7 @@
 //! - [`aggregate`]: the cart's `decide` / `evolve`.
 //! - [`read_model`]: cart detail, cart summary and sales lines as folds.
 //! - [`wire`]: versioned JSON envelopes for commands, events and outcomes.
+//! - [`headers`]: Kafka header names and the W3C trace context.
 //! - [`token`]: the read-your-writes consistency token.
 //! - [`ports`]: `Producer`, `Consumer`, `EventStore`, `ReadStore`, `Clock`.
 //! - [`testing`]: sample values for tests of every crate.
@@ -18,6 +19,7 @@
 pub mod aggregate;
 pub mod command;
 pub mod event;
+pub mod headers;
 pub mod ids;
 pub mod money;
 pub mod ports;

@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use salestrack_core::command::{CancelOrder, Command, PlaceOrder};
+use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::ports::{Clock, OutboundRecord, Producer};
 use salestrack_core::token::ConsistencyToken;
-use salestrack_core::wire::CommandRecord;
+use salestrack_core::wire::{CommandRecord, SCHEMA_VERSION};
 use salestrack_platform::http::{ApiError, ErrorBody};
 use serde::Serialize;
 use std::sync::Arc;
@@ -122,7 +123,7 @@ pub async fn place_order(
     let json = read_json(&headers, body, state.max_body_bytes).await?;
     let key = idempotency_key(&headers)?;
     let command = Command::PlaceOrder(PlaceOrder::parse(&json)?);
-    accept(&state, command, key.as_deref()).await
+    accept(&state, command, key.as_deref(), trace_of(&headers)).await
 }
 
 /// Cancel one order line of a cart.
@@ -151,18 +152,32 @@ pub async fn cancel_order(
     let json = read_json(&headers, body, state.max_body_bytes).await?;
     let key = idempotency_key(&headers)?;
     let command = Command::CancelOrder(CancelOrder::parse(order_id, &json)?);
-    accept(&state, command, key.as_deref()).await
+    accept(&state, command, key.as_deref(), trace_of(&headers)).await
+}
+
+/// The caller's W3C trace context, if its `traceparent` header is valid.
+fn trace_of(headers: &HeaderMap) -> Option<TraceParent> {
+    headers
+        .get(h::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
 }
 
 async fn accept(
     state: &CommandState,
     command: Command,
     key: Option<&str>,
+    caller_trace: Option<TraceParent>,
 ) -> Result<Response, ApiError> {
     let command_id = command.derive_id(key);
     let (cart_id, order_id) = (command.cart_id(), command.order_id());
-    let span =
-        tracing::info_span!("accept", %command_id, %cart_id, %order_id, kind = command.kind());
+    // Continue the caller's trace, or start one named after the command.
+    let trace = caller_trace.map_or_else(
+        || TraceParent::for_command(command_id),
+        |t| t.command_in(command_id),
+    );
+    let span = tracing::info_span!("accept", %command_id, %cart_id, %order_id, kind = command.kind(),
+        trace_id = %trace.trace_id_hex());
     async {
         let record = CommandRecord {
             command_id,
@@ -174,15 +189,17 @@ async fn accept(
             key: cart_id.to_string().into_bytes(),
             value: record.encode(),
             headers: vec![
-                ("content-type".into(), b"application/json".to_vec()),
+                (h::CONTENT_TYPE.into(), b"application/json".to_vec()),
                 (
-                    "salestrack-command-id".into(),
-                    command_id.to_string().into_bytes(),
-                ),
-                (
-                    "salestrack-command-type".into(),
+                    h::MESSAGE_TYPE.into(),
                     record.command.kind().as_bytes().to_vec(),
                 ),
+                (
+                    h::SCHEMA_VERSION.into(),
+                    SCHEMA_VERSION.to_string().into_bytes(),
+                ),
+                (h::COMMAND_ID.into(), command_id.to_string().into_bytes()),
+                trace.header(),
             ],
         };
         let kind = record.command.kind();

@@ -22,6 +22,7 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use lambda_runtime::LambdaEvent;
 use salestrack_core::aggregate::{events_satisfying, Cart, DomainError};
 use salestrack_core::event::RecordedEvent;
+use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::CartId;
 use salestrack_core::ports::{
     AppendError, BackendError, Clock, EventStore, OutboundRecord, Producer,
@@ -141,9 +142,12 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
     BatchResult { report, failures }
 }
 
-fn decode(r: &KafkaRecord) -> Result<CommandRecord, Poison> {
+fn decode(r: &KafkaRecord) -> Result<(CommandRecord, TraceParent), Poison> {
     let record = Record::from_kafka(r)?;
     let command = CommandRecord::decode(&record.value)?;
+    // Records from producers that send no trace context start one here.
+    let trace = TraceParent::from_headers(&record.headers)
+        .unwrap_or_else(|| TraceParent::for_command(command.command_id));
     let cart_id = command.command.cart_id();
     if let Some(key) = record
         .key
@@ -155,21 +159,28 @@ fn decode(r: &KafkaRecord) -> Result<CommandRecord, Poison> {
             cart_id,
         });
     }
-    Ok(command)
+    Ok((command, trace))
 }
 
 async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<Handled, HandlerError> {
-    let command = decode(r)?;
+    let (command, trace) = decode(r)?;
     let span = tracing::info_span!(
         "command",
         command_id = %command.command_id,
         cart_id = %command.command.cart_id(),
         kind = command.command.kind(),
+        trace_id = %trace.trace_id_hex(),
     );
-    decide_and_append(&command, deps).instrument(span).await
+    decide_and_append(&command, trace, deps)
+        .instrument(span)
+        .await
 }
 
-async fn decide_and_append(record: &CommandRecord, deps: &Deps) -> Result<Handled, HandlerError> {
+async fn decide_and_append(
+    record: &CommandRecord,
+    trace: TraceParent,
+    deps: &Deps,
+) -> Result<Handled, HandlerError> {
     let cart_id = record.command.cart_id();
     for attempt in 1..=MAX_APPEND_ATTEMPTS {
         let history = deps.event_store.read_stream(cart_id).await?;
@@ -178,7 +189,7 @@ async fn decide_and_append(record: &CommandRecord, deps: &Deps) -> Result<Handle
             Ok(events) => events,
             Err(reason) => {
                 tracing::info!(code = reason.code(), %reason, "command rejected");
-                publish(deps, &[], rejected(record, &cart, &reason, deps)).await?;
+                publish(deps, trace, &[], rejected(record, &cart, &reason, deps)).await?;
                 return Ok(Handled::Rejected);
             }
         };
@@ -193,7 +204,7 @@ async fn decide_and_append(record: &CommandRecord, deps: &Deps) -> Result<Handle
                 version,
                 "command already applied"
             );
-            publish(deps, &earlier, applied(record, version, true, deps)).await?;
+            publish(deps, trace, &earlier, applied(record, version, true, deps)).await?;
             return Ok(Handled::Duplicate);
         }
         let recorded = RecordedEvent::number(
@@ -210,7 +221,13 @@ async fn decide_and_append(record: &CommandRecord, deps: &Deps) -> Result<Handle
         {
             Ok(()) => {
                 let version = cart.version() + recorded.len() as u64;
-                publish(deps, &recorded, applied(record, version, false, deps)).await?;
+                publish(
+                    deps,
+                    trace,
+                    &recorded,
+                    applied(record, version, false, deps),
+                )
+                .await?;
                 tracing::info!(version, "command applied");
                 return Ok(Handled::Applied);
             }
@@ -266,12 +283,14 @@ fn rejected(record: &CommandRecord, cart: &Cart, reason: &DomainError, deps: &De
 }
 
 /// Events first, then the outcome: a client that sees `applied` can rely on
-/// the events being on the bus.
+/// the events being on the bus. Each carries the command's trace.
 async fn publish(
     deps: &Deps,
+    trace: TraceParent,
     events: &[RecordedEvent],
     outcome: Outcome,
 ) -> Result<(), BackendError> {
+    let schema = SCHEMA_VERSION.to_string().into_bytes();
     let mut records: Vec<OutboundRecord> = events
         .iter()
         .map(|e| OutboundRecord {
@@ -279,14 +298,11 @@ async fn publish(
             key: e.cart_id.to_string().into_bytes(),
             value: wire::encode_event(e),
             headers: vec![
-                (
-                    "salestrack-event-type".into(),
-                    e.event.kind().as_bytes().to_vec(),
-                ),
-                (
-                    "salestrack-command-id".into(),
-                    e.command_id.to_string().into_bytes(),
-                ),
+                (h::MESSAGE_TYPE.into(), e.event.kind().as_bytes().to_vec()),
+                (h::SCHEMA_VERSION.into(), schema.clone()),
+                (h::EVENT_ID.into(), e.event_id.to_string().into_bytes()),
+                (h::COMMAND_ID.into(), e.command_id.to_string().into_bytes()),
+                trace.event_in(e.event_id).header(),
             ],
         })
         .collect();
@@ -294,10 +310,15 @@ async fn publish(
         topic: deps.topics.outcomes.clone(),
         key: outcome.cart_id.to_string().into_bytes(),
         value: outcome.encode(),
-        headers: vec![(
-            "salestrack-command-id".into(),
-            outcome.command_id.to_string().into_bytes(),
-        )],
+        headers: vec![
+            (h::MESSAGE_TYPE.into(), b"outcome".to_vec()),
+            (h::SCHEMA_VERSION.into(), schema),
+            (
+                h::COMMAND_ID.into(),
+                outcome.command_id.to_string().into_bytes(),
+            ),
+            trace.header(),
+        ],
     });
     deps.producer.send_all(records).await.map(drop)
 }

@@ -18,6 +18,7 @@
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use lambda_runtime::LambdaEvent;
 use salestrack_core::event::RecordedEvent;
+use salestrack_core::headers::TraceParent;
 use salestrack_core::ports::{BackendError, EventStore, ReadDocument, ReadStore};
 use salestrack_core::read_model::{step, CartDetail, Step};
 use salestrack_core::wire::{self, DecodeError, Outcome};
@@ -122,8 +123,13 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
     BatchResult { report, failures }
 }
 
-fn decode(r: &KafkaRecord, topics: &Topics) -> Result<Input, Poison> {
+fn decode(r: &KafkaRecord, topics: &Topics) -> Result<(Input, Option<TraceParent>), Poison> {
     let record = Record::from_kafka(r)?;
+    let trace = TraceParent::from_headers(&record.headers);
+    decode_value(record, topics).map(|input| (input, trace))
+}
+
+fn decode_value(record: Record, topics: &Topics) -> Result<Input, Poison> {
     if record.topic == topics.events {
         Ok(Input::Event(wire::decode_event(&record.value)?))
     } else if record.topic == topics.outcomes {
@@ -134,9 +140,12 @@ fn decode(r: &KafkaRecord, topics: &Topics) -> Result<Input, Poison> {
 }
 
 async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<BatchReport, HandlerError> {
-    match decode(r, &deps.topics)? {
+    let (input, trace) = decode(r, &deps.topics)?;
+    let trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default();
+    match input {
         Input::Event(event) => {
-            let span = tracing::info_span!("project", cart_id = %event.cart_id, version = event.version, command_id = %event.command_id);
+            let span = tracing::info_span!("project", cart_id = %event.cart_id, version = event.version,
+                command_id = %event.command_id, %trace_id);
             project_event(&event, deps).instrument(span).await
         }
         Input::Outcome(outcome) => {

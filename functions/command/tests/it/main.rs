@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use salestrack_command::{router, CommandState};
+use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ports::{
     BackendError, Consumer, Delivery, OutboundRecord, Producer, SystemClock,
 };
@@ -105,6 +106,51 @@ async fn a_valid_order_is_accepted_and_lands_on_the_bus_keyed_by_cart() {
         command.command_id.to_string(),
         body["command_id"].as_str().expect("id")
     );
+}
+
+#[tokio::test]
+async fn the_record_carries_its_type_schema_ids_and_the_callers_trace() {
+    let app = spawn_app();
+    let mut request = post_json("/orders", &order_body());
+    request.headers_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .expect("header"),
+    );
+    let (status, body) = send(&app.router, request).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let record = app
+        .bus
+        .consumer("test", &[TOPIC])
+        .poll(1, Duration::from_secs(5))
+        .await
+        .expect("poll")
+        .remove(0);
+    let header = |name: &str| {
+        String::from_utf8(h::find(&record.headers, name).expect(name).to_vec()).expect("utf8")
+    };
+    assert_eq!(header(h::MESSAGE_TYPE), "place_order");
+    assert_eq!(header(h::SCHEMA_VERSION), "1");
+    assert_eq!(
+        header(h::COMMAND_ID),
+        body["command_id"].as_str().expect("id")
+    );
+    let trace = TraceParent::parse(&header(h::TRACEPARENT)).expect("traceparent");
+    assert_eq!(
+        trace.trace_id_hex(),
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the caller's trace continues"
+    );
+    assert_ne!(
+        hex_span(&trace),
+        "00f067aa0ba902b7",
+        "with the command's own span"
+    );
+}
+
+fn hex_span(t: &TraceParent) -> String {
+    t.span_id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use salestrack_core::command::{Command, OrderLine, PlaceOrder};
 use salestrack_core::event::{Event, RecordedEvent};
+use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::ports::{
     AppendError, BackendError, BusRecord, Consumer, EventStore, SystemClock,
@@ -298,6 +299,33 @@ async fn every_kind_of_poison_is_a_permanent_failure_with_its_reason() {
         w.bus.topic_len("sales.dead-letter").await.expect("len"),
         0,
         "dead letters are the event source's job, not the handler's"
+    );
+}
+
+#[tokio::test]
+async fn events_and_the_outcome_carry_the_commands_trace_and_their_ids() {
+    let w = world();
+    w.run(fixture("place-order.json")).await;
+    let command_trace = "3d5a1c0e11114a5b8c9d000000000001";
+    let events = w.topic("sales.events").await;
+    let outcomes = w.topic("sales.outcomes").await;
+    for record in events.iter().chain(&outcomes) {
+        let trace = TraceParent::from_headers(&record.headers).expect("traceparent");
+        assert_eq!(
+            trace.trace_id_hex(),
+            command_trace,
+            "a fixture without trace context gets the command id as trace id"
+        );
+        assert_eq!(h::find(&record.headers, h::SCHEMA_VERSION), Some(&b"1"[..]));
+    }
+    let event = wire::decode_event(events[0].value.as_deref().expect("value")).expect("event");
+    assert_eq!(
+        h::find(&events[0].headers, h::EVENT_ID),
+        Some(event.event_id.to_string().as_bytes())
+    );
+    assert_eq!(
+        h::find(&events[0].headers, h::MESSAGE_TYPE),
+        Some(&b"order_placed"[..])
     );
 }
 

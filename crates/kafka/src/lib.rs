@@ -195,6 +195,7 @@ impl KafkaBus {
             )
             .create_with_context(GroupContext {
                 group: group.to_owned(),
+                revoked: std::sync::Mutex::new(Vec::new()),
             })
             .map_err(backend_error)?;
         consumer.subscribe(topics).map_err(backend_error)?;
@@ -260,9 +261,12 @@ impl Producer for KafkaBus {
     }
 }
 
-/// Logs the group's rebalances.
+/// Logs the group's rebalances and remembers revoked partitions, so a poll
+/// that saw a rebalance drops what it fetched from them: their new owner
+/// starts from the group's commit, and no record is handled twice at once.
 struct GroupContext {
     group: String,
+    revoked: std::sync::Mutex<Vec<(String, i32)>>,
 }
 
 impl ClientContext for GroupContext {}
@@ -272,6 +276,13 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(group = %self.group, partitions = ?partition_names(tpl), "partitions revoked");
+                if let Ok(mut revoked) = self.revoked.lock() {
+                    revoked.extend(
+                        tpl.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition())),
+                    );
+                }
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(group = %self.group, partitions = ?partition_names(tpl), "partitions assigned");
@@ -334,6 +345,24 @@ impl KafkaConsumer {
         }
     }
 
+    /// Up to `max` records: waits `wait` for the first, then fills the batch
+    /// for at most the batching window.
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BackendError> {
+        let Some(first) = self.next(wait).await? else {
+            return Ok(Vec::new());
+        };
+        let mut records = vec![first];
+        let window_ends = Instant::now() + self.batch_window;
+        while records.len() < max {
+            let left = window_ends.saturating_duration_since(Instant::now());
+            match self.next(left).await? {
+                Some(r) => records.push(r),
+                None => break,
+            }
+        }
+        Ok(records)
+    }
+
     /// Runs a blocking librdkafka call off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -350,18 +379,25 @@ impl KafkaConsumer {
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BackendError> {
-        let Some(first) = self.next(wait).await? else {
-            return Ok(Vec::new());
+        let records = self.fetch(max, wait).await?;
+        // Rebalances run inside `recv`, so only during a poll, never while a
+        // batch is handled: drop what came from partitions revoked meanwhile.
+        let revoked = std::mem::take(
+            &mut *self
+                .inner
+                .context()
+                .revoked
+                .lock()
+                .map_err(|_| backend_error("poisoned rebalance state"))?,
+        );
+        let records: Vec<BusRecord> = if revoked.is_empty() {
+            records
+        } else {
+            records
+                .into_iter()
+                .filter(|r| !revoked.contains(&(r.topic.clone(), r.partition)))
+                .collect()
         };
-        let mut records = vec![first];
-        let window_ends = Instant::now() + self.batch_window;
-        while records.len() < max {
-            let left = window_ends.saturating_duration_since(Instant::now());
-            match self.next(left).await? {
-                Some(r) => records.push(r),
-                None => break,
-            }
-        }
         for r in &records {
             self.touched.insert((r.topic.clone(), r.partition));
         }

@@ -6,6 +6,7 @@
 use crate::config::Settings;
 use salestrack_core::ports::{BackendError, Consumer, EventStore, Producer, ReadStore};
 use salestrack_embedded::{Embedded, EmbeddedBus};
+#[cfg(feature = "kafka")]
 use salestrack_kafka::{KafkaBus, KafkaConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 #[derive(Clone)]
 enum Bus {
     Embedded(EmbeddedBus),
+    #[cfg(feature = "kafka")]
     Kafka(KafkaBus),
 }
 
@@ -26,6 +28,7 @@ pub struct Backends {
     description: String,
 }
 
+#[cfg(feature = "kafka")]
 fn kafka_config(settings: &Settings) -> KafkaConfig {
     KafkaConfig {
         security_protocol: settings.kafka_security_protocol.clone(),
@@ -42,6 +45,49 @@ fn kafka_config(settings: &Settings) -> KafkaConfig {
         group_instance_id: settings.kafka_group_instance_id.clone(),
         ..KafkaConfig::new(&settings.kafka_brokers)
     }
+}
+
+/// The Kafka bus, with its topics created when configured to.
+#[cfg(feature = "kafka")]
+async fn connect_kafka(
+    settings: &Settings,
+    stores: &str,
+) -> Result<(Bus, Arc<dyn Producer>, String), BackendError> {
+    let kafka = KafkaBus::connect(kafka_config(settings))?;
+    if settings.kafka_create_topics {
+        let topics = settings.topics();
+        kafka
+            .ensure_topics(
+                &[
+                    &topics.commands,
+                    &topics.events,
+                    &topics.outcomes,
+                    &topics.dead_letter,
+                ],
+                settings.partitions,
+                settings.kafka_replication_factor,
+            )
+            .await?;
+    }
+    Ok((
+        Bus::Kafka(kafka.clone()),
+        Arc::new(kafka),
+        format!(
+            "bus: Kafka at {}; event store and read store: {stores}",
+            settings.kafka_brokers
+        ),
+    ))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn connect_kafka(
+    _: &Settings,
+    _: &str,
+) -> Result<(Bus, Arc<dyn Producer>, String), BackendError> {
+    Err(BackendError::new(
+        "kafka",
+        "SALESTRACK_KAFKA_BROKERS is set, but this binary was built without the `kafka` feature",
+    ))
 }
 
 impl Backends {
@@ -61,30 +107,7 @@ impl Backends {
                     format!("bus, event store and read store: {stores}"),
                 )
             } else {
-                let kafka = KafkaBus::connect(kafka_config(settings))?;
-                if settings.kafka_create_topics {
-                    let topics = settings.topics();
-                    kafka
-                        .ensure_topics(
-                            &[
-                                &topics.commands,
-                                &topics.events,
-                                &topics.outcomes,
-                                &topics.dead_letter,
-                            ],
-                            settings.partitions,
-                            settings.kafka_replication_factor,
-                        )
-                        .await?;
-                }
-                (
-                    Bus::Kafka(kafka.clone()),
-                    Arc::new(kafka),
-                    format!(
-                        "bus: Kafka at {}; event store and read store: {stores}",
-                        settings.kafka_brokers
-                    ),
-                )
+                connect_kafka(settings, &stores).await?
             };
         Ok(Backends {
             producer,
@@ -103,6 +126,7 @@ impl Backends {
     ) -> Result<Box<dyn Consumer>, BackendError> {
         Ok(match &self.bus {
             Bus::Embedded(bus) => Box::new(bus.consumer(group, topics)),
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => Box::new(bus.consumer(group, topics)?),
         })
     }
@@ -111,6 +135,7 @@ impl Backends {
     pub async fn ping_bus(&self) -> Result<(), BackendError> {
         match &self.bus {
             Bus::Embedded(bus) => bus.topic_len("").await.map(drop),
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => bus.ping().await,
         }
     }
@@ -124,6 +149,7 @@ impl Backends {
     pub fn event_source_arn(&self) -> &'static str {
         match self.bus {
             Bus::Embedded(_) => "arn:aws:kafka:local:000000000000:cluster/salestrack-embedded",
+            #[cfg(feature = "kafka")]
             Bus::Kafka(_) => "arn:aws:kafka:local:000000000000:cluster/salestrack-kafka",
         }
     }
@@ -131,6 +157,7 @@ impl Backends {
     pub fn bootstrap_servers(&self) -> &str {
         match &self.bus {
             Bus::Embedded(_) => "embedded",
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => bus.brokers(),
         }
     }

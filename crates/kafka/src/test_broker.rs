@@ -6,7 +6,7 @@
 //!   runs for real.
 //!
 //! A broker whose binary is not on `PATH` is skipped with a printed reason,
-//! unless `SALESTRACK_REQUIRE_BROKERS=1` (set by `.ci/run`) makes that a
+//! unless `REQUIRE_BROKERS=1` (set by `.ci/run`) makes that a
 //! failure.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -60,8 +60,8 @@ impl TestBroker {
         let program = kind.program();
         if !installed(program) {
             assert!(
-                std::env::var_os("SALESTRACK_REQUIRE_BROKERS").is_none(),
-                "SALESTRACK_REQUIRE_BROKERS is set but `{program}` is not on PATH"
+                std::env::var_os("REQUIRE_BROKERS").is_none(),
+                "REQUIRE_BROKERS is set but `{program}` is not on PATH"
             );
             eprintln!("skipped on {kind:?}: `{program}` is not on PATH (see .ci/run)");
             return None;

@@ -5,7 +5,7 @@
 //!
 //! All four share one embedded data directory, so the query function reads
 //! what the projector wrote. Needs `cargo lambda` on PATH: `.ci/run`
-//! installs it and sets `SALESTRACK_REQUIRE_CARGO_LAMBDA=1`, which turns a
+//! installs it and sets `REQUIRE_CARGO_LAMBDA=1`, which turns a
 //! missing tool into a failure; elsewhere the test says why it skips.
 
 use serde_json::{json, Value};
@@ -176,8 +176,8 @@ fn http(response: &Value) -> (u64, Value) {
 fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
     if !cargo_lambda_available() {
         assert!(
-            std::env::var_os("SALESTRACK_REQUIRE_CARGO_LAMBDA").is_none(),
-            "SALESTRACK_REQUIRE_CARGO_LAMBDA is set but `cargo lambda` is not installed"
+            std::env::var_os("REQUIRE_CARGO_LAMBDA").is_none(),
+            "REQUIRE_CARGO_LAMBDA is set but `cargo lambda` is not installed"
         );
         eprintln!("skipped: `cargo lambda` is not installed (pip install cargo-lambda)");
         return;

@@ -349,8 +349,8 @@ async fn a_command_from_kcat_reaches_the_query_api(kind: BrokerKind) {
         .is_err()
     {
         assert!(
-            std::env::var_os("SALESTRACK_REQUIRE_BROKERS").is_none(),
-            "SALESTRACK_REQUIRE_BROKERS is set but kcat is not installed"
+            std::env::var_os("REQUIRE_BROKERS").is_none(),
+            "REQUIRE_BROKERS is set but kcat is not installed"
         );
         eprintln!("skipped: kcat is not installed (apt-get install kcat)");
         return;

@@ -140,6 +140,8 @@ pub async fn run<H, Fut, R>(
         metrics::histogram!("salestrack_consumer_batch_seconds", "consumer" => config.name, "result" => outcome)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("salestrack_consumer_batches_total", "consumer" => config.name, "result" => outcome).increment(1);
+        metrics::histogram!("salestrack_consumer_batch_records", "consumer" => config.name)
+            .record(records.len() as f64);
 
         let settled = settle(&config, &batch, &result.failures, &mut attempts).await;
         let done: Vec<BusRecord> = records.into_iter().filter(|r| settled.is_done(r)).collect();

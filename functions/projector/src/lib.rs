@@ -226,5 +226,9 @@ async fn project_event(e: &RecordedEvent, deps: &Deps) -> Result<BatchReport, Ha
     deps.read_store
         .upsert(ReadDocument::CartDetail(detail))
         .await?;
+    // Event recorded by the domain -> visible in the read models.
+    let lag = chrono::Utc::now() - e.recorded_at;
+    metrics::histogram!("salestrack_projection_lag_seconds")
+        .record(lag.num_milliseconds().max(0) as f64 / 1e3);
     Ok(report)
 }

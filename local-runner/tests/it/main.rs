@@ -80,10 +80,13 @@ async fn an_order_goes_from_post_to_every_read_model() {
         metrics.contains("salestrack_commands_accepted_total"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("salestrack_consumer_batch_seconds"),
-        "{metrics}"
-    );
+    for name in [
+        "salestrack_consumer_batch_seconds",
+        "salestrack_consumer_batch_records",
+        "salestrack_projection_lag_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
     app.stop().await;
 }
 

@@ -2,7 +2,7 @@
 
 use goose::prelude::*;
 use salestrack_core::ids::{CartId, OrderId};
-use salestrack_core::ports::{ReadStore, ReportDimension, SalesReportQuery};
+use salestrack_core::ports::{ReadStore, SalesReportQuery};
 use salestrack_core::testing::order_body_for;
 use serde_json::Value;
 use std::time::Duration;
@@ -87,14 +87,15 @@ async fn read_own_write(user: &mut GooseUser) -> TransactionResult {
 /// Waits (bounded) until the sales report counts `expected` lines; returns what it counts.
 pub async fn projected_lines(read_store: &dyn ReadStore, expected: usize) -> anyhow::Result<usize> {
     let query = SalesReportQuery {
-        group_by: ReportDimension::Currency,
+        interval: None,
+        group_by: None,
         from: None,
         to: None,
     };
     let mut lines = 0;
     for _ in 0..600 {
         let report = read_store.sales_report(&query).await?;
-        lines = report.iter().map(|b| b.lines as usize).sum();
+        lines = report.iter().map(|b| b.orders as usize).sum();
         if lines >= expected {
             break;
         }

@@ -94,7 +94,7 @@ pub struct FieldError {
     /// The JSON field name (or `$` for the body as a whole).
     pub field: String,
     /// A stable code: `missing`, `wrong_type`, `invalid_uuid`, `too_short`, `too_long`,
-    /// `must_be_positive`, `must_not_be_negative`, `invalid_decimal`, `out_of_range`,
+    /// `must_be_positive`, `must_not_be_negative`, `invalid_decimal`, `too_precise`, `out_of_range`,
     /// `invalid_currency`, `invalid_datetime`, `inconsistent`, `unknown_field`, `not_an_object`.
     pub code: String,
     pub message: String,
@@ -450,6 +450,17 @@ impl<'a> Fields<'a> {
         let parsed =
             Decimal::from_str_exact(&literal).or_else(|_| Decimal::from_scientific(&literal));
         match parsed {
+            Ok(d) if d.normalize().scale() > crate::money::MAX_SCALE => {
+                self.push(
+                    name,
+                    "too_precise",
+                    format!(
+                        "`{name}` may have at most {} decimal places, got {literal}",
+                        crate::money::MAX_SCALE
+                    ),
+                );
+                None
+            }
             Ok(d) => match Money::non_negative(d) {
                 Some(m) => Some(m),
                 None => {
@@ -544,12 +555,23 @@ mod tests {
     #[test]
     fn money_given_as_a_json_number_keeps_every_digit() {
         let mut body = valid_body();
-        body["amount"] = serde_json::from_str("0.1000000000000000000001").expect("json");
+        // Not representable as an f64: a float on the way would change it.
+        body["amount"] = serde_json::from_str("12345678901234.5671").expect("json");
         body["quantity"] = json!(1);
         body["discounts"] = json!(0);
-        body["subtotal"] = json!("0.1000000000000000000001");
+        body["subtotal"] = json!("12345678901234.5671");
         let order = PlaceOrder::parse(&body).expect("valid");
-        assert_eq!(order.line.amount.to_string(), "0.1000000000000000000001");
+        assert_eq!(order.line.amount.to_string(), "12345678901234.5671");
+    }
+
+    #[test]
+    fn money_finer_than_four_decimal_places_is_refused() {
+        let mut body = valid_body();
+        body["tax_amount"] = json!("0.00001");
+        let errors = PlaceOrder::parse(&body).expect_err("too precise").0;
+        assert!(errors
+            .iter()
+            .any(|f| f.field == "tax_amount" && f.code == "too_precise"));
     }
 
     #[test]

@@ -9,17 +9,20 @@ use crate::ids::{CartId, CommandId};
 use crate::read_model::{CartDetail, CartSummary, SalesLine};
 use crate::wire::Outcome;
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// An infrastructure failure of a backend: worth retrying, not the client's fault.
+/// A failure of a backend, not the client's fault. Usually infrastructure and
+/// worth retrying; `permanent` when the backend refused the data itself (a
+/// document its mapping rejects), which no redelivery can fix.
 #[derive(Debug, thiserror::Error)]
 #[error("{backend}: {message}")]
 pub struct BackendError {
     pub backend: &'static str,
     pub message: String,
+    pub permanent: bool,
 }
 
 impl BackendError {
@@ -27,6 +30,15 @@ impl BackendError {
         BackendError {
             backend,
             message: error.to_string(),
+            permanent: false,
+        }
+    }
+
+    /// The backend refused the data: retrying the same write cannot succeed.
+    pub fn refused(backend: &'static str, error: impl std::fmt::Display) -> Self {
+        BackendError {
+            permanent: true,
+            ..BackendError::new(backend, error)
         }
     }
 }
@@ -101,10 +113,27 @@ pub enum AppendError {
     Backend(#[from] BackendError),
 }
 
+/// A stream and the version it has reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamHead {
+    pub cart_id: CartId,
+    pub version: u64,
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// The cart's events in version order (empty for a new cart).
     async fn read_stream(&self, cart_id: CartId) -> Result<Vec<RecordedEvent>, BackendError>;
+
+    /// Up to `limit` streams with their current version, in an order fixed by
+    /// the store, starting after `after` (from the start when `None`). Used to
+    /// replay the whole store; streams appended to meanwhile may show their
+    /// old or new version.
+    async fn list_streams(
+        &self,
+        after: Option<CartId>,
+        limit: u32,
+    ) -> Result<Vec<StreamHead>, BackendError>;
 
     /// Appends `events` (numbered `expected_version + 1 ..`) only if the stream is
     /// exactly at `expected_version`. All or nothing.
@@ -149,6 +178,8 @@ pub enum Upsert {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CartSearch {
     pub user_id: Option<String>,
+    /// ISO 4217 code, upper case.
+    pub currency: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub q: Option<String>,
@@ -170,41 +201,106 @@ pub struct CartPage {
     pub next: Option<SearchCursor>,
 }
 
+/// The time buckets of a sales report (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportInterval {
+    Hour,
+    Day,
+    Month,
+}
+
+impl ReportInterval {
+    /// The start of the bucket `at` falls in.
+    pub fn bucket_start(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let day = at.date_naive();
+        let start = match self {
+            ReportInterval::Hour => day.and_hms_opt(at.hour(), 0, 0),
+            ReportInterval::Day => day.and_hms_opt(0, 0, 0),
+            ReportInterval::Month => day.with_day(1).and_then(|d| d.and_hms_opt(0, 0, 0)),
+        };
+        start.map_or(at, |s| s.and_utc())
+    }
+}
+
+/// What a sales report groups by besides time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportDimension {
-    Day,
     Product,
     Seller,
     Currency,
     PaymentMethod,
 }
 
+impl ReportDimension {
+    /// The line's value of this dimension.
+    pub fn of(self, line: &SalesLine) -> &str {
+        match self {
+            ReportDimension::Product => &line.product_name,
+            ReportDimension::Seller => &line.seller_info,
+            ReportDimension::Currency => &line.currency,
+            ReportDimension::PaymentMethod => &line.payment_method,
+        }
+    }
+}
+
+/// Totals of active sales lines created in `[from, to)`, per time bucket
+/// (`interval`), per dimension value (`group_by`) and always per currency.
+/// Without interval and dimension: one total per currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SalesReportQuery {
-    pub group_by: ReportDimension,
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
+    pub interval: Option<ReportInterval>,
+    pub group_by: Option<ReportDimension>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
 }
 
 /// Totals of the active sales lines of one bucket, per currency (amounts in
-/// different currencies are never added together).
+/// different currencies are never added together). Stores return buckets
+/// ordered by period, key, currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SalesBucket {
-    pub key: String,
+    /// Start of the time bucket, when the report has an interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<DateTime<Utc>>,
+    /// The dimension's value, when the report groups by one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub currency: String,
+    /// Sum of the lines' subtotals.
     #[schema(value_type = String)]
     pub revenue: Decimal,
     #[schema(value_type = String)]
     pub tax: Decimal,
     pub units: u64,
-    pub lines: u64,
+    /// Order lines counted.
+    pub orders: u64,
+}
+
+impl SalesBucket {
+    /// Sort key shared by every store.
+    pub fn order_key(&self) -> (Option<DateTime<Utc>>, Option<&str>, &str) {
+        (self.period, self.key.as_deref(), &self.currency)
+    }
 }
 
 #[async_trait]
 pub trait ReadStore: Send + Sync {
     /// Stores the document only if its version is newer than the stored one.
     async fn upsert(&self, doc: ReadDocument) -> Result<Upsert, BackendError>;
+
+    /// Several upserts in one round trip where the store can. Each document is
+    /// version-guarded on its own; on error some may have been written (they
+    /// are idempotent, so the caller retries them all).
+    async fn upsert_all(&self, docs: Vec<ReadDocument>) -> Result<Vec<Upsert>, BackendError> {
+        let mut results = Vec::with_capacity(docs.len());
+        for doc in docs {
+            results.push(self.upsert(doc).await?);
+        }
+        Ok(results)
+    }
+
     async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError>;
     async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError>;
     async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError>;

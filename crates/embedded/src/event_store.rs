@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rusqlite::params;
 use salestrack_core::event::RecordedEvent;
 use salestrack_core::ids::CartId;
-use salestrack_core::ports::{AppendError, BackendError, EventStore};
+use salestrack_core::ports::{AppendError, BackendError, EventStore, StreamHead};
 use salestrack_core::wire;
 use std::path::Path;
 
@@ -78,6 +78,41 @@ impl EventStore for EmbeddedEventStore {
                     let bytes = row.map_err(err)?;
                     wire::decode_event(&bytes).map_err(|e| {
                         BackendError::new(NAME, format!("corrupt event in cart {cart_id}: {e}"))
+                    })
+                })
+                .collect()
+            })
+            .await
+    }
+
+    async fn list_streams(
+        &self,
+        after: Option<CartId>,
+        limit: u32,
+    ) -> Result<Vec<StreamHead>, BackendError> {
+        let err = self.db.err();
+        // The primary key's order: one index walk, no sort.
+        let after = after.map(|c| c.to_string()).unwrap_or_default();
+        self.db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT cart_id, MAX(version) FROM events WHERE cart_id > ?1 \
+                         GROUP BY cart_id ORDER BY cart_id LIMIT ?2",
+                    )
+                    .map_err(err)?;
+                let rows = stmt
+                    .query_map(params![after, limit], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .map_err(err)?;
+                rows.map(|row| {
+                    let (cart, version) = row.map_err(err)?;
+                    Ok(StreamHead {
+                        cart_id: cart.parse().map_err(|e| {
+                            BackendError::new(NAME, format!("cart id {cart:?}: {e}"))
+                        })?,
+                        version: version.unsigned_abs(),
                     })
                 })
                 .collect()

@@ -8,16 +8,16 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 use rust_decimal::Decimal;
 use salestrack_core::ids::{CartId, CommandId};
+use salestrack_core::money::display_sum;
 use salestrack_core::ports::{
-    BackendError, CartPage, CartSearch, ReadDocument, ReadStore, ReportDimension, SalesBucket,
-    SalesReportQuery, SearchCursor, Upsert,
+    BackendError, CartPage, CartSearch, ReadDocument, ReadStore, SalesBucket, SalesReportQuery,
+    SearchCursor, Upsert,
 };
-use salestrack_core::read_model::{CartDetail, CartSummary, LineStatus};
+use salestrack_core::read_model::{CartDetail, CartSummary, LineStatus, SalesLine};
 use salestrack_core::wire::Outcome;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cart_detail (
@@ -160,16 +160,6 @@ fn like_pattern(word: &str) -> String {
     escaped
 }
 
-fn dimension_column(d: ReportDimension) -> &'static str {
-    match d {
-        ReportDimension::Day => "day",
-        ReportDimension::Product => "product_name",
-        ReportDimension::Seller => "seller_info",
-        ReportDimension::Currency => "currency",
-        ReportDimension::PaymentMethod => "payment_method",
-    }
-}
-
 #[async_trait]
 impl ReadStore for EmbeddedReadStore {
     async fn upsert(&self, doc: ReadDocument) -> Result<Upsert, BackendError> {
@@ -232,6 +222,13 @@ impl ReadStore for EmbeddedReadStore {
                 &mut sql,
                 " AND user_id = ?",
                 vec![SqlValue::Text(user.clone())],
+            );
+        }
+        if let Some(currency) = &search.currency {
+            bind(
+                &mut sql,
+                " AND json_extract(doc, '$.currency') = ?",
+                vec![SqlValue::Text(currency.clone())],
             );
         }
         if let Some(from) = search.from {
@@ -300,47 +297,60 @@ impl ReadStore for EmbeddedReadStore {
         &self,
         query: &SalesReportQuery,
     ) -> Result<Vec<SalesBucket>, BackendError> {
-        let column = dimension_column(query.group_by);
-        let sql = format!(
-            "SELECT {column}, currency, subtotal, tax_amount, quantity FROM sales_lines \
-             WHERE status = 'active' AND (?1 IS NULL OR day >= ?1) AND (?2 IS NULL OR day <= ?2)"
-        );
-        let from = query.from.map(|d| d.to_string());
-        let to = query.to.map(|d| d.to_string());
+        // `day` is indexed: it narrows the scan, the exact bounds apply below.
+        let from_day = query.from.map(|t| t.date_naive().to_string());
+        let to_day = query.to.map(|t| t.date_naive().to_string());
         let err = self.db.err();
-        // Decimal sums happen here, not in SQLite (which would add floats).
-        self.db
+        let docs: Vec<String> = self
+            .db
             .call(move |c| {
-                let mut stmt = c.prepare(&sql).map_err(err)?;
-                let mut rows = stmt.query(params![from, to]).map_err(err)?;
-                let mut buckets: BTreeMap<(String, String), SalesBucket> = BTreeMap::new();
-                while let Some(row) = rows.next().map_err(err)? {
-                    let key: String = row.get(0).map_err(err)?;
-                    let currency: String = row.get(1).map_err(err)?;
-                    let money = |i: usize| -> Result<Decimal, BackendError> {
-                        let s: String = row.get(i).map_err(err)?;
-                        Decimal::from_str(&s).map_err(|e| BackendError::new(NAME, e))
-                    };
-                    let (revenue, tax) = (money(2)?, money(3)?);
-                    let units: i64 = row.get(4).map_err(err)?;
-                    let bucket = buckets
-                        .entry((key.clone(), currency.clone()))
-                        .or_insert_with(|| SalesBucket {
-                            key,
-                            currency,
-                            revenue: Decimal::ZERO,
-                            tax: Decimal::ZERO,
-                            units: 0,
-                            lines: 0,
-                        });
-                    bucket.revenue += revenue;
-                    bucket.tax += tax;
-                    bucket.units += units.unsigned_abs();
-                    bucket.lines += 1;
-                }
-                Ok(buckets.into_values().collect())
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT doc FROM sales_lines WHERE status = 'active' \
+                         AND (?1 IS NULL OR day >= ?1) AND (?2 IS NULL OR day <= ?2)",
+                    )
+                    .map_err(err)?;
+                let rows = stmt
+                    .query_map(params![from_day, to_day], |r| r.get::<_, String>(0))
+                    .map_err(err)?;
+                rows.map(|r| r.map_err(err)).collect()
             })
-            .await
+            .await?;
+        // Decimal sums happen here, not in SQLite (which would add floats).
+        let mut buckets = BTreeMap::new();
+        for doc in docs {
+            let line: SalesLine = decode(&doc)?;
+            let in_range = query.from.is_none_or(|from| line.created_at >= from)
+                && query.to.is_none_or(|to| line.created_at < to);
+            if !in_range {
+                continue;
+            }
+            let period = query.interval.map(|i| i.bucket_start(line.created_at));
+            let key = query.group_by.map(|d| d.of(&line).to_owned());
+            let bucket = buckets
+                .entry((period, key.clone(), line.currency.clone()))
+                .or_insert_with(|| SalesBucket {
+                    period,
+                    key,
+                    currency: line.currency.clone(),
+                    revenue: Decimal::ZERO,
+                    tax: Decimal::ZERO,
+                    units: 0,
+                    orders: 0,
+                });
+            bucket.revenue += line.subtotal;
+            bucket.tax += line.tax_amount;
+            bucket.units += u64::from(line.quantity);
+            bucket.orders += 1;
+        }
+        Ok(buckets
+            .into_values()
+            .map(|mut b| {
+                b.revenue = display_sum(b.revenue);
+                b.tax = display_sum(b.tax);
+                b
+            })
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), BackendError> {

@@ -40,9 +40,6 @@ pub enum ApiError {
     /// 415.
     #[error("the content type must be application/json")]
     UnsupportedMediaType,
-    /// 503 with `Retry-After`: a read with a consistency token timed out.
-    #[error("the read model has not caught up with the write yet; retry shortly")]
-    ConsistencyTimeout,
     /// 503: a backend failed; retryable.
     #[error("a backend is unavailable")]
     Unavailable(#[from] BackendError),
@@ -57,9 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::ConsistencyTimeout | ApiError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -71,7 +66,6 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::ConsistencyTimeout => "consistency_timeout",
             ApiError::Unavailable(_) => "unavailable",
         }
     }

@@ -117,3 +117,39 @@ pub async fn misnumbered_events_are_refused(store: Arc<dyn EventStore>) {
     assert!(store.append(cart, 0, &events).await.is_err());
     assert!(store.read_stream(cart).await.expect("read").is_empty());
 }
+
+pub async fn listing_streams_pages_through_every_stream_once(store: Arc<dyn EventStore>) {
+    let mut mine = Vec::new();
+    for events in 1..=5_u64 {
+        let cart = new_cart();
+        let lines = (0..events)
+            .map(|i| Event::OrderPlaced(line_of(cart, "u", "a", i as u32)))
+            .collect();
+        store
+            .append(cart, 0, &recorded(cart, 0, lines))
+            .await
+            .expect("append");
+        mine.push(salestrack_core::ports::StreamHead {
+            cart_id: cart,
+            version: events,
+        });
+    }
+    // Other checks may share the store: page through all of it, keep ours.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_streams(after, 2).await.expect("page");
+        assert!(page.len() <= 2, "a page never exceeds its limit");
+        let Some(last) = page.last() else { break };
+        after = Some(last.cart_id);
+        seen.extend(page);
+    }
+    let mut ids: Vec<_> = seen.iter().map(|h| h.cart_id).collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no stream listed twice");
+    let mut found: Vec<_> = seen.into_iter().filter(|h| mine.contains(h)).collect();
+    found.sort_by_key(|h| h.version);
+    assert_eq!(found, mine, "every stream, at its current version");
+}

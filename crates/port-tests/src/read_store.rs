@@ -1,11 +1,14 @@
 //! The `ReadStore` contract.
 
 use crate::{at, line_of, new_cart, recorded};
-use chrono::NaiveDate;
+use chrono::{DateTime, TimeZone, Utc};
+use rust_decimal::Decimal;
+use salestrack_core::command::OrderLine;
 use salestrack_core::event::Event;
-use salestrack_core::ids::CommandId;
+use salestrack_core::ids::{CartId, CommandId};
+use salestrack_core::money::Money;
 use salestrack_core::ports::{
-    CartSearch, ReadDocument, ReadStore, ReportDimension, SalesReportQuery, Upsert,
+    CartSearch, ReadDocument, ReadStore, ReportDimension, ReportInterval, SalesReportQuery, Upsert,
 };
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::wire::{Outcome, OutcomeStatus, SCHEMA_VERSION};
@@ -130,22 +133,21 @@ pub async fn command_status_keeps_the_first_decision_at_a_version(store: Arc<dyn
     );
 }
 
-pub async fn search_filters_by_user_time_and_product_words(store: Arc<dyn ReadStore>) {
+pub async fn search_filters_by_user_time_currency_and_product_words(store: Arc<dyn ReadStore>) {
     let user = format!("user-{}", Uuid::new_v4());
     let mut carts = Vec::new();
-    for (minute, product) in [
-        (1, "Blue Teapot"),
-        (2, "Red kettle"),
-        (3, "blue KETTLE 50%_off"),
+    for (minute, product, currency) in [
+        (1, "Blue Teapot", "EUR"),
+        (2, "Red kettle", "EUR"),
+        (3, "blue KETTLE 50%_off", "EUR"),
+        (4, "Green teapot", "USD"),
     ] {
         let cart = new_cart();
+        let mut line = line_of(cart, &user, product, minute);
+        line.currency = currency.parse().expect("currency");
         project(
             store.as_ref(),
-            &recorded(
-                cart,
-                0,
-                vec![Event::OrderPlaced(line_of(cart, &user, product, minute))],
-            ),
+            &recorded(cart, 0, vec![Event::OrderPlaced(line)]),
         )
         .await;
         carts.push(cart);
@@ -161,7 +163,21 @@ pub async fn search_filters_by_user_time_and_product_words(store: Arc<dyn ReadSt
     };
 
     let all = ids(store.search_carts(&search(None)).await.expect("all"));
-    assert_eq!(all, vec![carts[2], carts[1], carts[0]], "newest first");
+    assert_eq!(
+        all,
+        vec![carts[3], carts[2], carts[1], carts[0]],
+        "newest first"
+    );
+
+    let dollars = CartSearch {
+        currency: Some("USD".into()),
+        ..search(None)
+    };
+    assert_eq!(
+        ids(store.search_carts(&dollars).await.expect("usd")),
+        vec![carts[3]],
+        "currency filter"
+    );
 
     let kettles = ids(store
         .search_carts(&search(Some("kettle")))
@@ -261,23 +277,34 @@ pub async fn search_pages_with_a_cursor_without_gaps_or_repeats(store: Arc<dyn R
     assert_eq!(ids, expected, "no gaps");
 }
 
+/// A line of `cart` sold by `seller` at `at`, `quantity` units of `amount`.
+fn sale(cart: CartId, seller: &str, at: DateTime<Utc>, quantity: u32, amount: &str) -> OrderLine {
+    let money = |s: &str| Money::non_negative(s.parse().expect("decimal")).expect("money");
+    let mut l = line_of(cart, "u", "Teapot", 0);
+    l.created_at = at;
+    l.seller_info = seller.into();
+    l.quantity = quantity;
+    l.amount = money(amount);
+    l.discounts = Money::ZERO;
+    l.subtotal = money(&(l.amount.value() * Decimal::from(quantity)).to_string());
+    l.tax_amount = money("0.02");
+    l
+}
+
+fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .single()
+        .expect("time")
+}
+
 pub async fn the_sales_report_sums_exact_money_of_active_lines(store: Arc<dyn ReadStore>) {
+    // A seller of our own, so other checks' lines never count here.
     let seller = format!("seller-{}", Uuid::new_v4());
     let cart = new_cart();
-    let mut a = line_of(cart, "u", "Teapot", 1);
-    let mut b = line_of(cart, "u", "Teapot", 2);
-    let mut c = line_of(cart, "u", "Teapot", 3);
-    for l in [&mut a, &mut b, &mut c] {
-        l.seller_info = seller.clone();
-        l.quantity = 1;
-        l.amount = salestrack_core::money::Money::non_negative("0.10".parse().expect("decimal"))
-            .expect("money");
-        l.discounts = salestrack_core::money::Money::ZERO;
-        l.subtotal = l.amount;
-        l.tax_amount =
-            salestrack_core::money::Money::non_negative("0.02".parse().expect("decimal"))
-                .expect("money");
-    }
+    let a = sale(cart, &seller, utc(2026, 10, 31, 23, 59), 1, "0.10");
+    let b = sale(cart, &seller, utc(2026, 11, 1, 0, 0), 3, "0.10");
+    let c = sale(cart, &seller, utc(2026, 11, 1, 0, 30), 1, "0.10");
+    let d = sale(cart, &seller, utc(2026, 11, 1, 1, 0), 2, "1000000.0001");
     let cancelled = c.order_id;
     let events = recorded(
         cart,
@@ -286,6 +313,7 @@ pub async fn the_sales_report_sums_exact_money_of_active_lines(store: Arc<dyn Re
             Event::OrderPlaced(a),
             Event::OrderPlaced(b),
             Event::OrderPlaced(c),
+            Event::OrderPlaced(d),
             Event::OrderCancelled {
                 order_id: cancelled,
                 reason: None,
@@ -293,42 +321,157 @@ pub async fn the_sales_report_sums_exact_money_of_active_lines(store: Arc<dyn Re
         ],
     );
     project(store.as_ref(), &events).await;
-    let report = store
+    let report = |interval, from, to| {
+        let store = store.clone();
+        let seller = seller.clone();
+        async move {
+            let buckets = store
+                .sales_report(&SalesReportQuery {
+                    interval,
+                    group_by: Some(ReportDimension::Seller),
+                    from,
+                    to,
+                })
+                .await
+                .expect("report");
+            buckets
+                .into_iter()
+                .filter(|b| b.key.as_deref() == Some(seller.as_str()))
+                .map(|b| {
+                    (
+                        b.period,
+                        b.revenue.to_string(),
+                        b.tax.to_string(),
+                        b.units,
+                        b.orders,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        report(None, None, None).await,
+        vec![(None, "2000000.4002".into(), "0.06".into(), 6, 3)],
+        "exact sums of the active lines, the cancelled one left out"
+    );
+    assert_eq!(
+        report(Some(ReportInterval::Hour), None, None).await,
+        vec![
+            (
+                Some(utc(2026, 10, 31, 23, 0)),
+                "0.10".into(),
+                "0.02".into(),
+                1,
+                1
+            ),
+            (
+                Some(utc(2026, 11, 1, 0, 0)),
+                "0.30".into(),
+                "0.02".into(),
+                3,
+                1
+            ),
+            (
+                Some(utc(2026, 11, 1, 1, 0)),
+                "2000000.0002".into(),
+                "0.02".into(),
+                2,
+                1
+            ),
+        ],
+        "hours in order"
+    );
+    assert_eq!(
+        report(Some(ReportInterval::Month), None, None).await,
+        vec![
+            (
+                Some(utc(2026, 10, 1, 0, 0)),
+                "0.10".into(),
+                "0.02".into(),
+                1,
+                1
+            ),
+            (
+                Some(utc(2026, 11, 1, 0, 0)),
+                "2000000.3002".into(),
+                "0.04".into(),
+                5,
+                2
+            ),
+        ],
+        "months"
+    );
+    assert_eq!(
+        report(
+            Some(ReportInterval::Day),
+            Some(utc(2026, 11, 1, 0, 0)),
+            Some(utc(2026, 11, 1, 1, 0))
+        )
+        .await,
+        vec![(
+            Some(utc(2026, 11, 1, 0, 0)),
+            "0.30".into(),
+            "0.02".into(),
+            3,
+            1
+        )],
+        "from inclusive, to exclusive"
+    );
+}
+
+pub async fn a_report_without_interval_or_dimension_totals_each_currency(
+    store: Arc<dyn ReadStore>,
+) {
+    let seller = format!("seller-{}", Uuid::new_v4());
+    let cart = new_cart();
+    let mut yen = sale(new_cart(), &seller, utc(2031, 1, 1, 0, 0), 2, "500");
+    yen.currency = "JPY".parse().expect("currency");
+    let events = recorded(
+        cart,
+        0,
+        vec![Event::OrderPlaced(sale(
+            cart,
+            &seller,
+            utc(2031, 1, 1, 0, 0),
+            1,
+            "9.99",
+        ))],
+    );
+    project(store.as_ref(), &events).await;
+    let yen_cart = yen.cart_id;
+    project(
+        store.as_ref(),
+        &recorded(yen_cart, 0, vec![Event::OrderPlaced(yen)]),
+    )
+    .await;
+    // A year no other check writes to.
+    let buckets = store
         .sales_report(&SalesReportQuery {
-            group_by: ReportDimension::Seller,
-            from: None,
-            to: None,
+            interval: None,
+            group_by: None,
+            from: Some(utc(2031, 1, 1, 0, 0)),
+            to: Some(utc(2031, 1, 2, 0, 0)),
         })
         .await
         .expect("report");
-    let mine: Vec<_> = report.into_iter().filter(|b| b.key == seller).collect();
-    assert_eq!(mine.len(), 1);
+    let got: Vec<_> = buckets
+        .iter()
+        .map(|b| {
+            (
+                b.period,
+                b.key.clone(),
+                b.currency.as_str(),
+                b.revenue.to_string(),
+                b.orders,
+            )
+        })
+        .collect();
     assert_eq!(
-        mine[0].revenue.to_string(),
-        "0.20",
-        "0.10 + 0.10 exactly, the cancelled line left out"
+        got,
+        vec![
+            (None, None, "EUR", "9.99".to_string(), 1),
+            (None, None, "JPY", "1000.00".to_string(), 1),
+        ],
+        "never adds two currencies together"
     );
-    assert_eq!(mine[0].tax.to_string(), "0.04");
-    assert_eq!((mine[0].units, mine[0].lines), (2, 2));
-
-    let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
-    let by_day = store
-        .sales_report(&SalesReportQuery {
-            group_by: ReportDimension::Day,
-            from: Some(day),
-            to: Some(day),
-        })
-        .await
-        .expect("by day");
-    assert!(by_day.iter().any(|b| b.key == "2026-11-20"));
-    let next_day = day.succ_opt().expect("date");
-    let none = store
-        .sales_report(&SalesReportQuery {
-            group_by: ReportDimension::Day,
-            from: Some(next_day),
-            to: None,
-        })
-        .await
-        .expect("empty");
-    assert!(none.is_empty());
 }

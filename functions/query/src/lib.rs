@@ -1,26 +1,31 @@
 //! The query function: read-only HTTP over the read models.
 //!
 //! - `GET /carts/{cart_id}`, `GET /carts/{cart_id}/summary`
-//! - `GET /carts?user_id=&from=&to=&q=&limit=&cursor=` (newest first; `q` matches product names)
+//! - `GET /carts?user_id=&currency=&from=&to=&q=&limit=&cursor=` (newest first; `q` matches product names)
 //! - `GET /commands/{command_id}`: accepted / applied / rejected with the reason
-//! - `GET /reports/sales?group_by=&from=&to=`
+//! - `GET /reports/sales?interval=&group_by=&from=&to=`
 //!
 //! Any read may carry the consistency token of a `202` (`consistency_token`
 //! parameter or `Consistency-Token` header): the read then waits, bounded,
-//! until the projection has caught up with that command.
+//! until the projection has caught up with that command. If the wait runs
+//! out it answers with what the read models hold and says so in the
+//! `Consistency: stale` header (`fresh` otherwise).
 //!
 //! Depends on the `ReadStore` port only; never touches the event store or the bus.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
+use salestrack_core::money::Currency;
 use salestrack_core::ports::{
-    CartSearch, ReadStore, ReportDimension, SalesBucket, SalesReportQuery, SearchCursor,
+    CartSearch, ReadStore, ReportDimension, ReportInterval, SalesBucket, SalesReportQuery,
+    SearchCursor,
 };
 use salestrack_core::read_model::{CartDetail, CartSummary};
 use salestrack_core::token::ConsistencyToken;
@@ -53,6 +58,7 @@ pub const MAX_LIMIT: u32 = 100;
         SalesReport,
         SalesBucket,
         ReportDimension,
+        ReportInterval,
         Reason,
         ErrorBody
     ))
@@ -102,10 +108,40 @@ fn path_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> 
     })
 }
 
+/// Whether an answer reflects the write a consistency token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// No token, or the projection reached it.
+    Fresh,
+    /// The wait ran out first: the answer may predate the write.
+    Stale,
+}
+
+impl Freshness {
+    fn header(self) -> [(&'static str, &'static str); 1] {
+        match self {
+            Freshness::Fresh => [(CONSISTENCY_HEADER, "fresh")],
+            Freshness::Stale => [(CONSISTENCY_HEADER, "stale")],
+        }
+    }
+}
+
+/// Response header saying whether a read reached its consistency token.
+pub const CONSISTENCY_HEADER: &str = "consistency";
+
+/// A read's answer with its [`Freshness`] in the `Consistency` header.
+fn answer<T: Serialize>(freshness: Freshness, result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(body) => (freshness.header(), Json(body)).into_response(),
+        Err(e) => (freshness.header(), e).into_response(),
+    }
+}
+
 impl QueryState {
     /// Waits until the token's command is decided and, if applied, its cart
-    /// projected up to the command's version. Polls with a short, growing delay.
-    async fn reach(&self, token: ConsistencyToken) -> Result<Outcome, ApiError> {
+    /// projected up to the command's version; `None` when the wait ran out.
+    /// Polls with a short, growing delay.
+    async fn reach(&self, token: ConsistencyToken) -> Result<Option<Outcome>, ApiError> {
         let deadline = Instant::now() + self.consistency_wait;
         let mut delay = Duration::from_millis(5);
         loop {
@@ -122,30 +158,35 @@ impl QueryState {
                     }
                 };
                 if projected {
-                    return Ok(outcome);
+                    return Ok(Some(outcome));
                 }
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(ApiError::ConsistencyTimeout);
+                metrics::counter!("salestrack_query_stale_reads_total").increment(1);
+                return Ok(None);
             }
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(Duration::from_millis(100));
         }
     }
 
-    async fn reach_cart(
+    /// Waits for the token, if any; its cart must be `cart_id` when given.
+    async fn freshness(
         &self,
         token: Option<ConsistencyToken>,
-        cart_id: CartId,
-    ) -> Result<(), ApiError> {
+        cart_id: Option<CartId>,
+    ) -> Result<Freshness, ApiError> {
         match token {
-            Some(t) if t.cart_id != cart_id => Err(ApiError::bad_request(
+            Some(t) if cart_id.is_some_and(|c| c != t.cart_id) => Err(ApiError::bad_request(
                 "consistency_token_mismatch",
                 "the consistency token belongs to another cart",
             )),
-            Some(t) => self.reach(t).await.map(drop),
-            None => Ok(()),
+            Some(t) => Ok(match self.reach(t).await? {
+                Some(_) => Freshness::Fresh,
+                None => Freshness::Stale,
+            }),
+            None => Ok(Freshness::Fresh),
         }
     }
 }
@@ -157,7 +198,7 @@ impl QueryState {
     responses(
         (status = 200, body = CartDetail),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 503, description = "Backend unavailable or consistency wait timed out", body = ErrorBody),
+        (status = 503, description = "Backend unavailable", body = ErrorBody),
     )
 )]
 pub async fn get_cart(
@@ -165,13 +206,16 @@ pub async fn get_cart(
     Path(cart_id): Path<String>,
     Query(params): Query<ConsistencyParams>,
     headers: HeaderMap,
-) -> Result<Json<CartDetail>, ApiError> {
+) -> Result<Response, ApiError> {
     let cart_id: CartId = path_id(&cart_id, "cart id")?;
-    state.reach_cart(token(&params, &headers)?, cart_id).await?;
+    let fresh = state
+        .freshness(token(&params, &headers)?, Some(cart_id))
+        .await?;
     let detail = state.read_store.cart_detail(cart_id).await?;
-    detail
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}")))
+    Ok(answer(
+        fresh,
+        detail.ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}"))),
+    ))
 }
 
 /// The cart summary: product names as one text, totals, addresses.
@@ -185,19 +229,24 @@ pub async fn get_cart_summary(
     Path(cart_id): Path<String>,
     Query(params): Query<ConsistencyParams>,
     headers: HeaderMap,
-) -> Result<Json<CartSummary>, ApiError> {
+) -> Result<Response, ApiError> {
     let cart_id: CartId = path_id(&cart_id, "cart id")?;
-    state.reach_cart(token(&params, &headers)?, cart_id).await?;
+    let fresh = state
+        .freshness(token(&params, &headers)?, Some(cart_id))
+        .await?;
     let summary = state.read_store.cart_summary(cart_id).await?;
-    summary
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}")))
+    Ok(answer(
+        fresh,
+        summary.ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}"))),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct SearchParams {
     /// Only this user's carts.
     pub user_id: Option<String>,
+    /// Only carts in this ISO 4217 currency.
+    pub currency: Option<String>,
     /// Carts created at or after this RFC 3339 time.
     pub from: Option<String>,
     /// Carts created before this RFC 3339 time.
@@ -208,6 +257,8 @@ pub struct SearchParams {
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// The `consistency_token` of a `202`: wait until the projection reached it.
+    pub consistency_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -269,7 +320,8 @@ fn decode_cursor(text: &str) -> Result<SearchCursor, ApiError> {
 pub async fn search_carts(
     State(state): State<QueryState>,
     Query(p): Query<SearchParams>,
-) -> Result<Json<CartList>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let limit = match p.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(text) => text
@@ -283,19 +335,39 @@ pub async fn search_carts(
                 )
             })?,
     };
+    let currency = p
+        .currency
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.to_uppercase()
+                .parse::<Currency>()
+                .map(|c| c.as_str().to_owned())
+                .map_err(|e| ApiError::bad_request("invalid_parameter", format!("`currency`: {e}")))
+        })
+        .transpose()?;
+    let consistency = ConsistencyParams {
+        consistency_token: p.consistency_token,
+    };
     let search = CartSearch {
         user_id: p.user_id.filter(|u| !u.is_empty()),
+        currency,
         from: datetime("from", p.from.as_deref())?,
         to: datetime("to", p.to.as_deref())?,
         q: p.q.filter(|q| !q.trim().is_empty()),
         limit,
         after: p.cursor.as_deref().map(decode_cursor).transpose()?,
     };
+    let fresh = state
+        .freshness(token(&consistency, &headers)?, None)
+        .await?;
     let page = state.read_store.search_carts(&search).await?;
-    Ok(Json(CartList {
-        carts: page.carts,
-        next_cursor: page.next.as_ref().map(encode_cursor),
-    }))
+    Ok(answer(
+        fresh,
+        Ok(CartList {
+            carts: page.carts,
+            next_cursor: page.next.as_ref().map(encode_cursor),
+        }),
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -367,9 +439,9 @@ pub async fn get_command(
             "consistency_token_mismatch",
             "the consistency token belongs to another command",
         )),
-        Some(t) => match state.reach(t).await {
-            Ok(outcome) => Ok(Json(outcome.into())),
-            Err(ApiError::ConsistencyTimeout) => Ok(Json(CommandStatus {
+        Some(t) => match state.reach(t).await? {
+            Some(outcome) => Ok(Json(outcome.into())),
+            None => Ok(Json(CommandStatus {
                 command_id,
                 cart_id: t.cart_id,
                 status: CommandState::Accepted,
@@ -380,7 +452,6 @@ pub async fn get_command(
                 reason: None,
                 decided_at: None,
             })),
-            Err(e) => Err(e),
         },
         None => match state.read_store.command_status(command_id).await? {
             Some(outcome) => Ok(Json(outcome.into())),
@@ -393,22 +464,85 @@ pub async fn get_command(
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct ReportParams {
-    /// `day`, `product`, `seller`, `currency` or `payment_method`.
+    /// Time buckets: `hour`, `day` or `month` (UTC). None: one bucket for the range.
+    pub interval: Option<String>,
+    /// `product`, `seller`, `currency` or `payment_method`. Buckets are always per currency too.
     pub group_by: Option<String>,
-    /// First day (YYYY-MM-DD), inclusive.
+    /// Start, inclusive: a date (`YYYY-MM-DD`, its midnight UTC) or an RFC 3339 time.
     pub from: Option<String>,
-    /// Last day (YYYY-MM-DD), inclusive.
+    /// End: a date is inclusive (the whole day), an RFC 3339 time exclusive.
     pub to: Option<String>,
+    /// The `consistency_token` of a `202`: wait until the projection reached it.
+    pub consistency_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SalesReport {
-    pub group_by: ReportDimension,
-    /// Revenue, tax and units of active lines per bucket and currency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<ReportInterval>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<ReportDimension>,
+    /// The range covered, `[from, to)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<DateTime<Utc>>,
+    /// Units, revenue (subtotal), tax and order lines of active lines per
+    /// bucket, ordered by period, key and currency.
     pub buckets: Vec<SalesBucket>,
 }
 
-/// Revenue, tax and units of the active sales lines, by one dimension.
+fn choice<T: Copy>(
+    name: &'static str,
+    text: Option<&str>,
+    options: &[(&str, T)],
+) -> Result<Option<T>, ApiError> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    options
+        .iter()
+        .find(|(n, _)| *n == text)
+        .map(|(_, v)| Some(*v))
+        .ok_or_else(|| {
+            let names: Vec<_> = options.iter().map(|(n, _)| *n).collect();
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!("`{name}` must be one of {}, got {text:?}", names.join(", ")),
+            )
+        })
+}
+
+/// A report bound: a date means its midnight (UTC), or the next one for an
+/// inclusive end; an RFC 3339 time is taken as is.
+fn bound(
+    name: &'static str,
+    text: Option<&str>,
+    inclusive_end: bool,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(Some(day)) = date(name, Some(text)) {
+        let day = if inclusive_end {
+            day.succ_opt()
+        } else {
+            Some(day)
+        };
+        return Ok(day
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc()));
+    }
+    datetime(name, Some(text)).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("`{name}` must be a date (YYYY-MM-DD) or an RFC 3339 date-time"),
+        )
+    })
+}
+
+/// Units, revenue, tax and order count of the active sales lines, by time
+/// bucket and dimension, per currency.
 #[utoipa::path(
     get, path = "/reports/sales", tag = "queries", params(ReportParams),
     responses((status = 200, body = SalesReport), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
@@ -416,25 +550,58 @@ pub struct SalesReport {
 pub async fn sales_report(
     State(state): State<QueryState>,
     Query(p): Query<ReportParams>,
-) -> Result<Json<SalesReport>, ApiError> {
-    let group_by = match p.group_by.as_deref().unwrap_or("day") {
-        "day" => ReportDimension::Day,
-        "product" => ReportDimension::Product,
-        "seller" => ReportDimension::Seller,
-        "currency" => ReportDimension::Currency,
-        "payment_method" => ReportDimension::PaymentMethod,
-        other => {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let interval = choice(
+        "interval",
+        p.interval.as_deref(),
+        &[
+            ("hour", ReportInterval::Hour),
+            ("day", ReportInterval::Day),
+            ("month", ReportInterval::Month),
+        ],
+    )?;
+    let group_by = choice(
+        "group_by",
+        p.group_by.as_deref(),
+        &[
+            ("product", ReportDimension::Product),
+            ("seller", ReportDimension::Seller),
+            ("currency", ReportDimension::Currency),
+            ("payment_method", ReportDimension::PaymentMethod),
+        ],
+    )?;
+    let from = bound("from", p.from.as_deref(), false)?;
+    let to = bound("to", p.to.as_deref(), true)?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
             return Err(ApiError::bad_request(
                 "invalid_parameter",
-                format!("`group_by` must be day, product, seller, currency or payment_method, got {other:?}"),
-            ))
+                "`from` must be before `to`",
+            ));
         }
+    }
+    let consistency = ConsistencyParams {
+        consistency_token: p.consistency_token,
     };
+    let fresh = state
+        .freshness(token(&consistency, &headers)?, None)
+        .await?;
     let query = SalesReportQuery {
+        interval,
         group_by,
-        from: date("from", p.from.as_deref())?,
-        to: date("to", p.to.as_deref())?,
+        from,
+        to,
     };
     let buckets = state.read_store.sales_report(&query).await?;
-    Ok(Json(SalesReport { group_by, buckets }))
+    Ok(answer(
+        fresh,
+        Ok(SalesReport {
+            interval,
+            group_by,
+            from,
+            to,
+            buckets,
+        }),
+    ))
 }

@@ -53,6 +53,7 @@ mod event_store_contract {
         concurrent_writers_cannot_both_win,
         streams_are_isolated_by_cart,
         misnumbered_events_are_refused,
+        listing_streams_pages_through_every_stream_once,
     );
 }
 
@@ -62,9 +63,10 @@ mod read_store_contract {
         an_upsert_keeps_only_the_newest_version,
         documents_read_back_as_written,
         command_status_keeps_the_first_decision_at_a_version,
-        search_filters_by_user_time_and_product_words,
+        search_filters_by_user_time_currency_and_product_words,
         search_pages_with_a_cursor_without_gaps_or_repeats,
         the_sales_report_sums_exact_money_of_active_lines,
+        a_report_without_interval_or_dimension_totals_each_currency,
     );
 }
 

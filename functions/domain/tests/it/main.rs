@@ -10,7 +10,7 @@ use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::ports::{
-    AppendError, BackendError, BusRecord, Consumer, EventStore, SystemClock,
+    AppendError, BackendError, BusRecord, Consumer, EventStore, StreamHead, SystemClock,
 };
 use salestrack_core::testing::{line, other_line};
 use salestrack_core::wire::{self, CommandRecord, Outcome, OutcomeStatus};
@@ -377,6 +377,14 @@ impl EventStore for RacingStore {
         self.inner.read_stream(cart_id).await
     }
 
+    async fn list_streams(
+        &self,
+        after: Option<CartId>,
+        limit: u32,
+    ) -> Result<Vec<StreamHead>, BackendError> {
+        self.inner.list_streams(after, limit).await
+    }
+
     async fn append(
         &self,
         cart_id: CartId,
@@ -428,6 +436,13 @@ struct DownStore;
 #[async_trait]
 impl EventStore for DownStore {
     async fn read_stream(&self, _: CartId) -> Result<Vec<RecordedEvent>, BackendError> {
+        Err(BackendError::new("test store", "unreachable"))
+    }
+    async fn list_streams(
+        &self,
+        _: Option<CartId>,
+        _: u32,
+    ) -> Result<Vec<StreamHead>, BackendError> {
         Err(BackendError::new("test store", "unreachable"))
     }
     async fn append(&self, _: CartId, _: u64, _: &[RecordedEvent]) -> Result<(), AppendError> {

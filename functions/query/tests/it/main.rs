@@ -39,12 +39,21 @@ fn spawn_app(wait: Duration) -> App {
 }
 
 async fn get(router: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    let (status, _, body) = get_with_headers(router, uri).await;
+    (status, body)
+}
+
+async fn get_with_headers(
+    router: &axum::Router,
+    uri: &str,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let response = router
         .clone()
         .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
         .await
         .expect("response");
     let status = response.status();
+    let headers = response.headers().clone();
     let bytes = response
         .into_body()
         .collect()
@@ -53,6 +62,7 @@ async fn get(router: &axum::Router, uri: &str) -> (StatusCode, Value) {
         .to_bytes();
     (
         status,
+        headers,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
@@ -239,7 +249,7 @@ async fn a_read_with_a_consistency_token_waits_for_the_projection() {
 }
 
 #[tokio::test]
-async fn a_consistency_wait_is_bounded() {
+async fn a_consistency_wait_that_runs_out_answers_the_current_state_marked_stale() {
     let app = spawn_app(Duration::from_millis(30));
     let command_id = CommandId(uuid::Uuid::new_v4());
     let token = ConsistencyToken {
@@ -247,14 +257,41 @@ async fn a_consistency_wait_is_bounded() {
         cart_id: line().cart_id,
     }
     .encode();
-    let (status, body) = get(
-        &app.router,
-        &format!("/carts/{}?consistency_token={token}", line().cart_id),
+    let cart_uri = format!("/carts/{}?consistency_token={token}", line().cart_id);
+    let (status, headers, _) = get_with_headers(&app.router, &cart_uri).await;
+    assert_eq!(
+        (status, headers.get("consistency").map(|v| v.as_bytes())),
+        (StatusCode::NOT_FOUND, Some(&b"stale"[..])),
+        "nothing projected yet, and the answer says it may be behind"
+    );
+    // The cart exists at version 2, the token's command is not decided yet.
+    project(
+        &app.store as &dyn ReadStore,
+        &sample_events(CommandId(uuid::Uuid::new_v4())),
     )
     .await;
+    for uri in [
+        cart_uri.clone(),
+        format!(
+            "/carts/{}/summary?consistency_token={token}",
+            line().cart_id
+        ),
+        format!("/carts?consistency_token={token}"),
+        format!("/reports/sales?consistency_token={token}"),
+    ] {
+        let (status, headers, _) = get_with_headers(&app.router, &uri).await;
+        assert_eq!(
+            (status, headers.get("consistency").map(|v| v.as_bytes())),
+            (StatusCode::OK, Some(&b"stale"[..])),
+            "{uri}"
+        );
+    }
+    let (status, headers, _) =
+        get_with_headers(&app.router, &format!("/carts/{}", line().cart_id)).await;
     assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("consistency_timeout"))
+        (status, headers.get("consistency").map(|v| v.as_bytes())),
+        (StatusCode::OK, Some(&b"fresh"[..])),
+        "without a token there is nothing to wait for"
     );
     let (status, body) = get(
         &app.router,
@@ -330,4 +367,52 @@ async fn the_sales_report_groups_active_lines() {
         .as_str()
         .expect("message")
         .contains("group_by"));
+}
+
+#[tokio::test]
+async fn a_report_by_day_and_product_names_its_buckets_and_range() {
+    let app = spawn_app(Duration::from_millis(30));
+    project(
+        &app.store as &dyn ReadStore,
+        &sample_events(CommandId(uuid::Uuid::new_v4())),
+    )
+    .await;
+    let (status, report) = get(
+        &app.router,
+        "/reports/sales?interval=day&group_by=product&from=2026-11-20&to=2026-11-20",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["interval"], "day");
+    assert_eq!(report["from"], "2026-11-20T00:00:00Z");
+    assert_eq!(
+        report["to"], "2026-11-21T00:00:00Z",
+        "a date `to` is inclusive"
+    );
+    let buckets = report["buckets"].as_array().expect("buckets");
+    assert_eq!(buckets.len(), 2, "{report}");
+    assert!(buckets
+        .iter()
+        .all(|b| b["period"] == "2026-11-20T00:00:00Z" && b["orders"] == 1));
+    for (uri, word) in [
+        ("/reports/sales?interval=week", "interval"),
+        ("/reports/sales?from=yesterday", "from"),
+        ("/reports/sales?from=2026-11-21&to=2026-11-20", "before"),
+    ] {
+        let (status, body) = get(&app.router, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(
+            body["message"].as_str().expect("message").contains(word),
+            "{uri}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_search_by_an_unknown_currency_is_refused() {
+    let app = spawn_app(Duration::from_millis(30));
+    let (status, body) = get(&app.router, "/carts?currency=EURO").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = get(&app.router, "/carts?currency=eur").await;
+    assert_eq!(status, StatusCode::OK, "codes are case-insensitive");
 }

@@ -1,0 +1,1 @@
+//! Projection rebuild (filled in below).

@@ -1,0 +1,727 @@
+//! [`EsReadStore`]: the `ReadStore` port on Elasticsearch / OpenSearch.
+
+use crate::config::EsConfig;
+use crate::documents::Stored;
+use crate::indices::{Layout, Model, ALL_MODELS};
+use crate::NAME;
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::{Method, StatusCode, Url};
+use elasticsearch::Elasticsearch;
+use salestrack_core::ids::{CartId, CommandId};
+use salestrack_core::money::{display_sum, from_minor_units};
+use salestrack_core::ports::{
+    BackendError, CartPage, CartSearch, ReadDocument, ReadStore, ReportDimension, SalesBucket,
+    SalesReportQuery, SearchCursor, Upsert,
+};
+use salestrack_core::read_model::{CartDetail, CartSummary};
+use salestrack_core::wire::Outcome;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Most buckets one report level may have; a report that would need more
+/// fails with a clear error instead of silently dropping buckets.
+const MAX_TERMS: u32 = 10_000;
+/// Sums of integers in doubles are exact below this.
+const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+/// The read store on an Elasticsearch-API cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct EsReadStore {
+    client: Elasticsearch,
+    layout: Layout,
+    config: EsConfig,
+}
+
+/// An answer: status and JSON body (`Null` when empty or not JSON).
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    fn ok(self, what: &str) -> Result<Value, BackendError> {
+        if self.status.is_success() {
+            Ok(self.body)
+        } else {
+            Err(failure(self.status, what, &self.body))
+        }
+    }
+}
+
+/// A failed call as a [`BackendError`]: a 4xx other than 408/429 means the
+/// request itself is wrong, which no retry fixes.
+fn failure(status: StatusCode, what: &str, body: &Value) -> BackendError {
+    let reason = error_reason(body);
+    let message = format!("{what}: HTTP {status}: {reason}");
+    if status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
+    {
+        BackendError::refused(NAME, message)
+    } else {
+        BackendError::new(NAME, message)
+    }
+}
+
+fn error_reason(body: &Value) -> String {
+    let error = &body["error"];
+    match (error["type"].as_str(), error["reason"].as_str()) {
+        (Some(t), Some(r)) => format!("{t}: {r}"),
+        _ if error.is_string() => error.as_str().unwrap_or_default().to_owned(),
+        _ => body.to_string().chars().take(300).collect(),
+    }
+}
+
+fn transient(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
+impl EsReadStore {
+    /// Builds the client (no request yet). See [`EsReadStore::connect`].
+    pub fn new(config: EsConfig) -> Result<EsReadStore, BackendError> {
+        let url = Url::parse(&config.url)
+            .map_err(|e| BackendError::new(NAME, format!("invalid URL {:?}: {e}", config.url)))?;
+        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(config.timeout)
+            .disable_proxy();
+        if let Some(key) = &config.api_key {
+            transport = transport.auth(Credentials::EncodedApiKey(key.clone()));
+        } else if let Some(user) = &config.username {
+            transport = transport.auth(Credentials::Basic(
+                user.clone(),
+                config.password.clone().unwrap_or_default(),
+            ));
+        }
+        if let Some(path) = &config.ca_location {
+            let pem = std::fs::read(path)
+                .map_err(|e| BackendError::new(NAME, format!("CA bundle {path}: {e}")))?;
+            let ca = Certificate::from_pem(&pem)
+                .map_err(|e| BackendError::new(NAME, format!("CA bundle {path}: {e}")))?;
+            transport = transport.cert_validation(CertificateValidation::Full(ca));
+        }
+        let transport = transport
+            .build()
+            .map_err(|e| BackendError::new(NAME, format!("client: {e}")))?;
+        Ok(EsReadStore {
+            client: Elasticsearch::new(transport),
+            layout: Layout {
+                prefix: config.index_prefix.clone(),
+            },
+            config,
+        })
+    }
+
+    /// Builds the client and makes sure the templates, indices and aliases
+    /// exist (idempotent; safe when several processes start at once).
+    pub async fn connect(config: EsConfig) -> Result<EsReadStore, BackendError> {
+        let store = EsReadStore::new(config)?;
+        store.ensure_indices().await?;
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &EsConfig {
+        &self.config
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// One request. Transport errors become retryable backend errors.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<String>,
+        content_type: &'static str,
+    ) -> Result<Reply, BackendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        let response = self
+            .client
+            .send(method, path, headers, Some(query), body, None)
+            .await
+            .map_err(|e| BackendError::new(NAME, format!("{method:?} {path}: {e}")))?;
+        let status = response.status_code();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| BackendError::new(NAME, format!("{method:?} {path}: {e}")))?;
+        Ok(Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        })
+    }
+
+    pub(crate) async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply, BackendError> {
+        self.call(
+            method,
+            path,
+            query,
+            body.map(Value::to_string),
+            "application/json",
+        )
+        .await
+    }
+
+    /// Puts every template and creates each model's first index with its
+    /// alias unless the alias already points somewhere.
+    pub async fn ensure_indices(&self) -> Result<(), BackendError> {
+        for model in ALL_MODELS {
+            let template = self
+                .layout
+                .template(model, self.config.shards, self.config.replicas)
+                .map_err(|e| {
+                    BackendError::refused(NAME, format!("template {}: {e}", model.name()))
+                })?;
+            self.json(
+                Method::Put,
+                &format!("/_index_template/{}", self.layout.alias(model)),
+                &[],
+                Some(&template),
+            )
+            .await?
+            .ok("putting an index template")?;
+            if self.alias_target(model).await?.is_none() {
+                self.create_index(
+                    &self.layout.index(model, 1),
+                    Some(&self.layout.alias(model)),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `index` (its template applies), with `alias` if given. An index
+    /// that already exists is fine: another process was first.
+    pub(crate) async fn create_index(
+        &self,
+        index: &str,
+        alias: Option<&str>,
+    ) -> Result<(), BackendError> {
+        let body = match alias {
+            Some(alias) => json!({ "aliases": { alias: {} } }),
+            None => json!({}),
+        };
+        let reply = self
+            .json(Method::Put, &format!("/{index}"), &[], Some(&body))
+            .await?;
+        let exists = reply.body["error"]["type"] == "resource_already_exists_exception";
+        if reply.status.is_success() || exists {
+            Ok(())
+        } else {
+            Err(failure(reply.status, "creating an index", &reply.body))
+        }
+    }
+
+    /// The index `model`'s alias points to, if any.
+    pub async fn alias_target(&self, model: Model) -> Result<Option<String>, BackendError> {
+        let reply = self
+            .json(
+                Method::Get,
+                &format!("/_alias/{}", self.layout.alias(model)),
+                &[],
+                None,
+            )
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = reply.ok("reading an alias")?;
+        Ok(body
+            .as_object()
+            .and_then(|indices| indices.keys().next().cloned()))
+    }
+
+    /// Writes `docs` with one `_bulk` per attempt into the model's alias or,
+    /// when `generation` is given, into that generation's index. Items that
+    /// failed transiently are retried with backoff; a version conflict is
+    /// `Stale`; an item the engine refuses fails the call as permanent.
+    pub(crate) async fn bulk(
+        &self,
+        docs: &[Stored],
+        generation: Option<u32>,
+    ) -> Result<Vec<Upsert>, BackendError> {
+        let mut results: Vec<Option<Upsert>> = vec![None; docs.len()];
+        let mut pending: Vec<usize> = (0..docs.len()).collect();
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(self.config.max_attempts.saturating_sub(1))
+            .with_jitter()
+            .build();
+        loop {
+            let last_error = match self.bulk_once(docs, &pending, generation).await {
+                Ok(items) => {
+                    let mut retry = Vec::new();
+                    let mut last = None;
+                    for (i, item) in pending.iter().zip(items) {
+                        match item {
+                            Item::Done(upsert) => results[*i] = Some(upsert),
+                            Item::Transient(reason) => {
+                                retry.push(*i);
+                                last = Some(BackendError::new(NAME, reason));
+                            }
+                            Item::Refused(reason) => {
+                                metrics::counter!("salestrack_es_bulk_items_total", "result" => "refused")
+                                    .increment(1);
+                                return Err(BackendError::refused(NAME, reason));
+                            }
+                        }
+                    }
+                    pending = retry;
+                    last
+                }
+                Err(e) if e.permanent => return Err(e),
+                Err(e) => Some(e),
+            };
+            let Some(error) = last_error else {
+                return Ok(results
+                    .into_iter()
+                    .map(|r| r.unwrap_or(Upsert::Stale))
+                    .collect());
+            };
+            match delays.next() {
+                Some(delay) => {
+                    metrics::counter!("salestrack_es_bulk_retries_total").increment(1);
+                    tracing::warn!(%error, pending = pending.len(), ?delay, "bulk items failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(error),
+            }
+        }
+    }
+
+    async fn bulk_once(
+        &self,
+        docs: &[Stored],
+        pending: &[usize],
+        generation: Option<u32>,
+    ) -> Result<Vec<Item>, BackendError> {
+        let mut body = String::new();
+        for &i in pending {
+            let doc = &docs[i];
+            let index = match generation {
+                Some(g) => self.layout.index(doc.model, g),
+                None => self.layout.alias(doc.model),
+            };
+            let action = json!({ "index": {
+                "_index": index, "_id": doc.id,
+                "version": doc.version, "version_type": "external",
+            }});
+            body.push_str(&action.to_string());
+            body.push('\n');
+            body.push_str(&doc.source.to_string());
+            body.push('\n');
+        }
+        let refresh = self.config.refresh.query_value();
+        let reply = self
+            .call(
+                Method::Post,
+                "/_bulk",
+                &[("refresh", refresh)],
+                Some(body),
+                "application/x-ndjson",
+            )
+            .await?;
+        let body = reply.ok("bulk")?;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() != pending.len() {
+            return Err(BackendError::new(
+                NAME,
+                format!(
+                    "bulk answered {} items for {} documents",
+                    items.len(),
+                    pending.len()
+                ),
+            ));
+        }
+        Ok(items
+            .iter()
+            .map(|item| Item::from_json(&item["index"]))
+            .collect())
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        model: Model,
+        id: &str,
+    ) -> Result<Option<T>, BackendError> {
+        let reply = self
+            .json(
+                Method::Get,
+                &format!("/{}/_doc/{id}", self.layout.alias(model)),
+                &[],
+                None,
+            )
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = reply.ok("get")?;
+        if body["found"] == false {
+            return Ok(None);
+        }
+        serde_json::from_value(body["_source"].clone())
+            .map(Some)
+            .map_err(|e| BackendError::new(NAME, format!("corrupt {} {id}: {e}", model.name())))
+    }
+
+    pub(crate) async fn search(&self, index: &str, query: &Value) -> Result<Value, BackendError> {
+        self.json(Method::Post, &format!("/{index}/_search"), &[], Some(query))
+            .await?
+            .ok("search")
+    }
+}
+
+/// What happened to one bulk item.
+enum Item {
+    Done(Upsert),
+    Transient(String),
+    Refused(String),
+}
+
+impl Item {
+    fn from_json(item: &Value) -> Item {
+        let status = item["status"].as_u64().unwrap_or(0) as u16;
+        let reason = || {
+            format!(
+                "{} {}: HTTP {status}: {}",
+                item["_index"],
+                item["_id"],
+                error_reason(item)
+            )
+        };
+        match status {
+            200..=299 => {
+                metrics::counter!("salestrack_es_bulk_items_total", "result" => "written")
+                    .increment(1);
+                Item::Done(Upsert::Written)
+            }
+            // External versioning refused an older or equal version: the
+            // store already holds this state or a newer one.
+            409 => {
+                metrics::counter!("salestrack_es_bulk_items_total", "result" => "stale")
+                    .increment(1);
+                Item::Done(Upsert::Stale)
+            }
+            s if transient(s) || s == 0 => Item::Transient(reason()),
+            _ => Item::Refused(reason()),
+        }
+    }
+}
+
+/// `search_after` values of a summary in the `(created_at desc, cart_id desc)` order.
+fn sort_values(created_at: DateTime<Utc>, cart_id: CartId) -> Value {
+    json!([created_at.timestamp_millis(), cart_id.to_string()])
+}
+
+fn dimension_field(d: ReportDimension) -> &'static str {
+    match d {
+        ReportDimension::Product => "product_name",
+        ReportDimension::Seller => "seller_info",
+        ReportDimension::Currency => "currency",
+        ReportDimension::PaymentMethod => "payment_method",
+    }
+}
+
+/// A grouping level of the report aggregation, outermost first.
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Period,
+    Key,
+    Currency,
+}
+
+fn report_aggregation(query: &SalesReportQuery) -> (Vec<Level>, Value) {
+    let mut levels = Vec::new();
+    if query.interval.is_some() {
+        levels.push(Level::Period);
+    }
+    if query.group_by.is_some() {
+        levels.push(Level::Key);
+    }
+    levels.push(Level::Currency);
+    let mut aggs = json!({
+        "revenue": { "sum": { "field": "subtotal_minor" } },
+        "tax": { "sum": { "field": "tax_minor" } },
+        "units": { "sum": { "field": "quantity" } },
+    });
+    for level in levels.iter().rev() {
+        let grouping = match level {
+            Level::Period => {
+                let interval = match query.interval {
+                    Some(salestrack_core::ports::ReportInterval::Hour) => "hour",
+                    Some(salestrack_core::ports::ReportInterval::Month) => "month",
+                    _ => "day",
+                };
+                json!({ "date_histogram": {
+                    "field": "created_at", "calendar_interval": interval,
+                    "time_zone": "UTC", "min_doc_count": 1,
+                }})
+            }
+            Level::Key => json!({ "terms": {
+                "field": dimension_field(query.group_by.unwrap_or(ReportDimension::Product)),
+                "size": MAX_TERMS,
+            }}),
+            Level::Currency => json!({ "terms": { "field": "currency", "size": 500 } }),
+        };
+        let mut with_children = grouping;
+        with_children["aggs"] = aggs;
+        aggs = json!({ "group": with_children });
+    }
+    (levels, aggs)
+}
+
+fn exact_sum(value: &Value, what: &str) -> Result<i64, BackendError> {
+    let sum = value["value"].as_f64().unwrap_or(0.0);
+    if sum.abs() >= EXACT_LIMIT {
+        return Err(BackendError::new(
+            NAME,
+            format!("the {what} of a report bucket is beyond exact range; narrow the report"),
+        ));
+    }
+    Ok(sum.round() as i64)
+}
+
+/// Walks the nested buckets into flat [`SalesBucket`]s.
+fn collect_buckets(
+    group: &Value,
+    levels: &[Level],
+    period: Option<DateTime<Utc>>,
+    key: Option<String>,
+    out: &mut Vec<SalesBucket>,
+) -> Result<(), BackendError> {
+    let Some((level, rest)) = levels.split_first() else {
+        return Ok(());
+    };
+    if group["sum_other_doc_count"].as_u64().unwrap_or(0) > 0 {
+        return Err(BackendError::new(
+            NAME,
+            format!("a report level has more than {MAX_TERMS} values; narrow the report"),
+        ));
+    }
+    for bucket in group["buckets"].as_array().into_iter().flatten() {
+        if bucket["doc_count"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        let label = || -> String {
+            bucket["key"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| bucket["key"].to_string())
+        };
+        match level {
+            Level::Period => {
+                let start = bucket["key"]
+                    .as_i64()
+                    .and_then(DateTime::from_timestamp_millis);
+                collect_buckets(&bucket["group"], rest, start, key.clone(), out)?;
+            }
+            Level::Key => {
+                collect_buckets(&bucket["group"], rest, period, Some(label()), out)?;
+            }
+            Level::Currency => out.push(SalesBucket {
+                period,
+                key: key.clone(),
+                currency: label(),
+                revenue: display_sum(from_minor_units(exact_sum(&bucket["revenue"], "revenue")?)),
+                tax: display_sum(from_minor_units(exact_sum(&bucket["tax"], "tax")?)),
+                units: exact_sum(&bucket["units"], "units")?.unsigned_abs(),
+                orders: bucket["doc_count"].as_u64().unwrap_or(0),
+            }),
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ReadStore for EsReadStore {
+    async fn upsert(&self, doc: ReadDocument) -> Result<Upsert, BackendError> {
+        let stored = Stored::from_document(&doc)?;
+        let results = self.bulk(&[stored], None).await?;
+        Ok(results.into_iter().next().unwrap_or(Upsert::Stale))
+    }
+
+    async fn upsert_all(&self, docs: Vec<ReadDocument>) -> Result<Vec<Upsert>, BackendError> {
+        let stored = docs
+            .iter()
+            .map(Stored::from_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.bulk(&stored, None).await
+    }
+
+    async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError> {
+        self.get(Model::CartDetail, &cart_id.to_string()).await
+    }
+
+    async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError> {
+        self.get(Model::CartSummary, &cart_id.to_string()).await
+    }
+
+    async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError> {
+        self.get(Model::CommandStatus, &command_id.to_string())
+            .await
+    }
+
+    async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError> {
+        let mut filter = Vec::new();
+        let mut must = Vec::new();
+        if let Some(user) = &search.user_id {
+            filter.push(json!({ "term": { "user_id": user } }));
+        }
+        if let Some(currency) = &search.currency {
+            filter.push(json!({ "term": { "currency": currency } }));
+        }
+        if search.from.is_some() || search.to.is_some() {
+            let mut range = serde_json::Map::new();
+            if let Some(from) = search.from {
+                range.insert("gte".into(), json!(from.timestamp_millis()));
+            }
+            if let Some(to) = search.to {
+                range.insert("lt".into(), json!(to.timestamp_millis()));
+            }
+            range.insert("format".into(), json!("epoch_millis"));
+            filter.push(json!({ "range": { "created_at": range } }));
+        }
+        if let Some(q) = search.q.as_deref().filter(|q| !q.trim().is_empty()) {
+            must.push(json!({ "match": { "products": { "query": q, "operator": "and" } } }));
+        }
+        let limit = search.limit.clamp(1, 1000);
+        let mut body = json!({
+            "size": limit + 1,
+            "query": { "bool": { "filter": filter, "must": must } },
+            "sort": [ { "created_at": "desc" }, { "cart_id": "desc" } ],
+            "track_total_hits": false,
+        });
+        if let Some(after) = &search.after {
+            body["search_after"] = sort_values(after.created_at, after.cart_id);
+        }
+        let answer = self
+            .search(&self.layout.alias(Model::CartSummary), &body)
+            .await?;
+        let mut carts = answer["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|hit| {
+                serde_json::from_value::<CartSummary>(hit["_source"].clone())
+                    .map_err(|e| BackendError::new(NAME, format!("corrupt cart summary: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = carts.len() > limit as usize;
+        carts.truncate(limit as usize);
+        let next = more
+            .then(|| {
+                carts.last().map(|c| SearchCursor {
+                    created_at: c.created_at,
+                    cart_id: c.cart_id,
+                })
+            })
+            .flatten();
+        Ok(CartPage { carts, next })
+    }
+
+    async fn sales_report(
+        &self,
+        query: &SalesReportQuery,
+    ) -> Result<Vec<SalesBucket>, BackendError> {
+        let mut range = serde_json::Map::new();
+        if let Some(from) = query.from {
+            range.insert("gte".into(), json!(from.timestamp_millis()));
+        }
+        if let Some(to) = query.to {
+            range.insert("lt".into(), json!(to.timestamp_millis()));
+        }
+        range.insert("format".into(), json!("epoch_millis"));
+        let (levels, aggs) = report_aggregation(query);
+        let body = json!({
+            "size": 0,
+            "track_total_hits": false,
+            "query": { "bool": { "filter": [
+                { "term": { "status": "active" } },
+                { "range": { "created_at": range } },
+            ]}},
+            "aggs": aggs,
+        });
+        let answer = self
+            .search(&self.layout.alias(Model::SalesLines), &body)
+            .await?;
+        let mut buckets = Vec::new();
+        collect_buckets(
+            &answer["aggregations"]["group"],
+            &levels,
+            None,
+            None,
+            &mut buckets,
+        )?;
+        buckets.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        Ok(buckets)
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.json(Method::Get, "/", &[], None)
+            .await?
+            .ok("ping")
+            .map(drop)
+    }
+}
+
+/// Decimal sums are exact: minor units through integer doubles.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    #[test]
+    fn a_sum_beyond_exact_range_is_an_error_not_a_rounded_figure() {
+        assert!(exact_sum(&json!({ "value": 9.1e15 }), "revenue").is_err());
+        assert_eq!(
+            exact_sum(&json!({ "value": 20000000004002.0 }), "revenue").ok(),
+            Some(20_000_000_004_002)
+        );
+    }
+
+    #[test]
+    fn nested_buckets_flatten_with_their_period_and_key() {
+        let query = SalesReportQuery {
+            interval: Some(salestrack_core::ports::ReportInterval::Day),
+            group_by: Some(ReportDimension::Seller),
+            from: None,
+            to: None,
+        };
+        let (levels, _) = report_aggregation(&query);
+        let answer = json!({ "buckets": [ { "key": 1795132800000_i64, "doc_count": 2, "group": {
+            "sum_other_doc_count": 0,
+            "buckets": [ { "key": "acme", "doc_count": 2, "group": { "buckets": [
+                { "key": "EUR", "doc_count": 2,
+                  "revenue": { "value": 2000.0 }, "tax": { "value": 400.0 }, "units": { "value": 3.0 } }
+            ]}}]
+        }}]});
+        let mut out = Vec::new();
+        collect_buckets(&answer, &levels, None, None, &mut out).expect("buckets");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.as_deref(), Some("acme"));
+        assert_eq!(out[0].revenue, Decimal::new(20, 2));
+        assert_eq!((out[0].units, out[0].orders), (3, 2));
+        assert_eq!(
+            out[0].period.map(|p| p.to_rfc3339()),
+            Some("2026-11-20T00:00:00+00:00".to_string())
+        );
+    }
+}

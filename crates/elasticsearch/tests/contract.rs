@@ -1,0 +1,56 @@
+//! The read-store contract on real Elasticsearch-API servers: noida-db
+//! (Elasticsearch 8.15) and osmem-server (OpenSearch 3). Every check gets a
+//! fresh index prefix on a server shared by the checks of that kind.
+
+use salestrack_core::ports::ReadStore;
+use salestrack_elasticsearch::test_server::{ServerKind, TestSearchServer};
+use salestrack_port_tests as contract;
+use std::sync::{Arc, OnceLock};
+
+/// One server per kind for the whole test binary (None: not installed).
+fn server(kind: ServerKind) -> Option<&'static TestSearchServer> {
+    static NOIDA: OnceLock<Option<TestSearchServer>> = OnceLock::new();
+    static OSMEM: OnceLock<Option<TestSearchServer>> = OnceLock::new();
+    let cell = match kind {
+        ServerKind::Noida => &NOIDA,
+        ServerKind::Osmem => &OSMEM,
+    };
+    cell.get_or_init(|| TestSearchServer::start(kind)).as_ref()
+}
+
+macro_rules! read_store_contract {
+    ($($check:ident),* $(,)?) => {
+        mod noida {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(server) = server(ServerKind::Noida) else { return };
+                    let store: Arc<dyn ReadStore> = Arc::new(server.store().await);
+                    contract::read_store::$check(store).await;
+                }
+            )*
+        }
+        mod osmem {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(server) = server(ServerKind::Osmem) else { return };
+                    let store: Arc<dyn ReadStore> = Arc::new(server.store().await);
+                    contract::read_store::$check(store).await;
+                }
+            )*
+        }
+    };
+}
+
+read_store_contract!(
+    an_upsert_keeps_only_the_newest_version,
+    documents_read_back_as_written,
+    command_status_keeps_the_first_decision_at_a_version,
+    search_filters_by_user_time_currency_and_product_words,
+    search_pages_with_a_cursor_without_gaps_or_repeats,
+    the_sales_report_sums_exact_money_of_active_lines,
+    a_report_without_interval_or_dimension_totals_each_currency,
+);

@@ -10,6 +10,7 @@
 //! - [`run`]: wires everything and serves until the shutdown token fires.
 //! - [`consumer`]: the poll -> handle -> commit loop.
 //! - [`health`]: `/health/live`, `/health/ready` and `/openapi.json`.
+//! - [`rebuild_read_models`]: the `salestrack-rebuild` command.
 
 pub mod consumer;
 pub mod health;
@@ -21,6 +22,36 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// Rebuilds the Elasticsearch read models from the event store the settings
+/// name (see `salestrack_elasticsearch::rebuild`), printing progress to
+/// stderr about once a second.
+pub async fn rebuild_read_models() -> anyhow::Result<salestrack_elasticsearch::rebuild::Rebuilt> {
+    let settings = Settings::from_env()?;
+    salestrack_platform::telemetry::init(settings.log_format);
+    anyhow::ensure!(
+        !settings.elasticsearch_url.trim().is_empty(),
+        "the rebuild swaps Elasticsearch aliases: set SALESTRACK_ELASTICSEARCH_URL"
+    );
+    let backends = Backends::connect(&settings).await?;
+    let es = salestrack_elasticsearch::EsReadStore::connect(
+        salestrack_platform::backends::es_config(&settings),
+    )
+    .await?;
+    let mut printed: Option<std::time::Instant> = None;
+    let rebuilt = salestrack_elasticsearch::rebuild::rebuild(
+        &es,
+        backends.event_store.as_ref(),
+        |progress| {
+            if printed.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                eprintln!("rebuild: {progress}");
+                printed = Some(std::time::Instant::now());
+            }
+        },
+    )
+    .await?;
+    Ok(rebuilt)
+}
 
 pub const DOMAIN_GROUP: &str = "salestrack-domain";
 pub const PROJECTOR_GROUP: &str = "salestrack-projector";

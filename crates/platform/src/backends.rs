@@ -1,10 +1,12 @@
 //! Chooses and opens the backends behind the ports from the settings. The bus
 //! is Kafka when `SALESTRACK_KAFKA_BROKERS` is set and the embedded SQLite
-//! log otherwise; the event and read stores are embedded for now. Handlers
-//! never see which.
+//! log otherwise; the read store is Elasticsearch when
+//! `SALESTRACK_ELASTICSEARCH_URL` is set and embedded otherwise; the event
+//! store is embedded for now. Handlers never see which.
 
-use crate::config::Settings;
+use crate::config::{EsRefresh, Settings};
 use salestrack_core::ports::{BackendError, Consumer, EventStore, Producer, ReadStore};
+use salestrack_elasticsearch::{EsConfig, EsReadStore, RefreshPolicy};
 use salestrack_embedded::{Embedded, EmbeddedBus};
 #[cfg(feature = "kafka")]
 use salestrack_kafka::{KafkaBus, KafkaConfig};
@@ -72,10 +74,7 @@ async fn connect_kafka(
     Ok((
         Bus::Kafka(kafka.clone()),
         Arc::new(kafka),
-        format!(
-            "bus: Kafka at {}; event store and read store: {stores}",
-            settings.kafka_brokers
-        ),
+        format!("bus: Kafka at {}; {stores}", settings.kafka_brokers),
     ))
 }
 
@@ -90,12 +89,57 @@ async fn connect_kafka(
     ))
 }
 
+/// The Elasticsearch settings, for the runner and the rebuild command.
+pub fn es_config(settings: &Settings) -> EsConfig {
+    EsConfig {
+        username: settings.elasticsearch_username.clone(),
+        password: settings
+            .elasticsearch_password
+            .as_ref()
+            .map(|s| s.expose().to_owned()),
+        api_key: settings
+            .elasticsearch_api_key
+            .as_ref()
+            .map(|s| s.expose().to_owned()),
+        ca_location: settings.elasticsearch_ca_location.clone(),
+        refresh: match settings.elasticsearch_refresh {
+            EsRefresh::False => RefreshPolicy::None,
+            EsRefresh::WaitFor => RefreshPolicy::WaitFor,
+        },
+        timeout: Duration::from_millis(settings.elasticsearch_timeout_ms),
+        max_attempts: settings.elasticsearch_max_attempts.max(1),
+        shards: settings.elasticsearch_shards,
+        replicas: settings.elasticsearch_replicas,
+        ..EsConfig::new(
+            &settings.elasticsearch_url,
+            &settings.elasticsearch_index_prefix,
+        )
+    }
+}
+
 impl Backends {
     /// Opens every backend; with Kafka, also creates missing topics unless
     /// `SALESTRACK_KAFKA_CREATE_TOPICS=false`.
     pub async fn connect(settings: &Settings) -> Result<Backends, BackendError> {
         let embedded = Embedded::open(&settings.data_dir, settings.partitions)?;
-        let stores = format!("embedded SQLite in {}", settings.data_dir.display());
+        let (read_store, read_description): (Arc<dyn ReadStore>, String) =
+            if settings.elasticsearch_url.trim().is_empty() {
+                (
+                    Arc::new(embedded.read_store),
+                    format!("embedded SQLite in {}", settings.data_dir.display()),
+                )
+            } else {
+                let config = es_config(settings);
+                let description = format!(
+                    "Elasticsearch at {} (indices {}-*)",
+                    config.url, config.index_prefix
+                );
+                (Arc::new(EsReadStore::connect(config).await?), description)
+            };
+        let stores = format!(
+            "event store: embedded SQLite in {}; read store: {read_description}",
+            settings.data_dir.display()
+        );
         let (bus, producer, description): (Bus, Arc<dyn Producer>, String) =
             if settings.kafka_brokers.trim().is_empty() {
                 let retention =
@@ -104,7 +148,7 @@ impl Backends {
                 (
                     Bus::Embedded(bus.clone()),
                     Arc::new(bus),
-                    format!("bus, event store and read store: {stores}"),
+                    format!("bus: embedded; {stores}"),
                 )
             } else {
                 connect_kafka(settings, &stores).await?
@@ -112,7 +156,7 @@ impl Backends {
         Ok(Backends {
             producer,
             event_store: Arc::new(embedded.event_store),
-            read_store: Arc::new(embedded.read_store),
+            read_store,
             bus,
             description,
         })

@@ -58,6 +58,27 @@ pub struct Settings {
     pub kafka_group_instance_id: Option<String>,
     /// How long a silent group member keeps its partitions.
     pub kafka_session_timeout_ms: u64,
+    pub elasticsearch_url: String,
+    pub elasticsearch_username: Option<String>,
+    pub elasticsearch_password: Option<Secret>,
+    pub elasticsearch_api_key: Option<Secret>,
+    pub elasticsearch_ca_location: Option<String>,
+    pub elasticsearch_index_prefix: String,
+    pub elasticsearch_refresh: EsRefresh,
+    pub elasticsearch_timeout_ms: u64,
+    pub elasticsearch_max_attempts: usize,
+    pub elasticsearch_shards: Option<u32>,
+    pub elasticsearch_replicas: Option<u32>,
+}
+
+/// `SALESTRACK_ELASTICSEARCH_REFRESH`: when bulk writes become searchable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EsRefresh {
+    /// The index's refresh interval decides (cheapest).
+    False,
+    /// Each bulk waits until its writes are searchable.
+    WaitFor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +118,17 @@ impl Default for Settings {
             kafka_batch_window_ms: 100,
             kafka_group_instance_id: None,
             kafka_session_timeout_ms: 10_000,
+            elasticsearch_url: String::new(),
+            elasticsearch_username: None,
+            elasticsearch_password: None,
+            elasticsearch_api_key: None,
+            elasticsearch_ca_location: None,
+            elasticsearch_index_prefix: "salestrack".into(),
+            elasticsearch_refresh: EsRefresh::False,
+            elasticsearch_timeout_ms: 10_000,
+            elasticsearch_max_attempts: 5,
+            elasticsearch_shards: None,
+            elasticsearch_replicas: None,
         }
     }
 }

@@ -71,8 +71,14 @@ pub enum HandlerError {
 }
 
 impl msk::Failure for HandlerError {
+    /// Poison, and documents the read store refuses (a mapping conflict),
+    /// go to the dead-letter topic at once; outages are retried.
     fn retryable(&self) -> bool {
-        !matches!(self, HandlerError::Poison(_))
+        match self {
+            HandlerError::Poison(_) => false,
+            HandlerError::Backend(e) => !e.permanent,
+            HandlerError::StoreBehind { .. } => true,
+        }
     }
 }
 
@@ -213,16 +219,15 @@ async fn project_event(e: &RecordedEvent, deps: &Deps) -> Result<BatchReport, Ha
         }
         .into());
     };
-    for order_id in touched {
-        if let Some(line) = detail.sales_line(order_id) {
-            deps.read_store
-                .upsert(ReadDocument::SalesLine(line))
-                .await?;
-        }
-    }
-    deps.read_store
-        .upsert(ReadDocument::CartSummary(detail.summary()))
-        .await?;
+    // One round trip for the lines and the summary; the detail, the
+    // checkpoint, only once they all stuck.
+    let mut docs: Vec<ReadDocument> = touched
+        .into_iter()
+        .filter_map(|order_id| detail.sales_line(order_id))
+        .map(ReadDocument::SalesLine)
+        .collect();
+    docs.push(ReadDocument::CartSummary(detail.summary()));
+    deps.read_store.upsert_all(docs).await?;
     deps.read_store
         .upsert(ReadDocument::CartDetail(detail))
         .await?;

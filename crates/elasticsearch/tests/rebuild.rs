@@ -1,0 +1,103 @@
+//! The projection rebuild on real servers: an interrupted rebuild resumes
+//! where it stopped and ends with every stream folded exactly once.
+
+use salestrack_core::event::Event;
+use salestrack_core::ports::{EventStore, ReadStore, ReportDimension, SalesReportQuery};
+use salestrack_core::read_model::CartDetail;
+use salestrack_elasticsearch::rebuild::{rebuild, Phase};
+use salestrack_elasticsearch::test_server::{ServerKind, TestSearchServer};
+use salestrack_elasticsearch::Model;
+use salestrack_embedded::EmbeddedEventStore;
+use salestrack_port_tests::{line_of, new_cart, recorded};
+
+async fn an_interrupted_rebuild_resumes_and_completes(kind: ServerKind) {
+    let Some(server) = TestSearchServer::start(kind) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("open");
+    // More streams than one page, so the interruption falls mid-replay.
+    let mut carts = Vec::new();
+    for i in 0..450_u32 {
+        let cart = new_cart();
+        let mut stream = vec![Event::OrderPlaced(line_of(cart, "u", "Teapot", i % 60))];
+        if i % 3 == 0 {
+            stream.push(Event::OrderPlaced(line_of(cart, "u", "Kettle", i % 60)));
+        }
+        let stream = recorded(cart, 0, stream);
+        events.append(cart, 0, &stream).await.expect("append");
+        carts.push((cart, stream));
+    }
+    let store = server.store().await;
+
+    // Stop after the first saved page, as a killed process would.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let first = {
+        let (store, events) = (store.clone(), events.clone());
+        tokio::spawn(async move {
+            rebuild(&store, &events, |p| {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(p.clone());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            })
+            .await
+        })
+    };
+    let seen = rx.await.expect("a first page");
+    first.abort();
+    let _ = first.await;
+    assert_eq!((seen.phase, seen.generation), (Phase::Replay, 2));
+    assert!(seen.streams_done < 450, "interrupted mid-replay: {seen}");
+
+    let mut last = None;
+    let rebuilt = rebuild(&store, &events, |p| last = Some(p.clone()))
+        .await
+        .expect("resumed rebuild");
+    assert_eq!(
+        rebuilt.generation, 2,
+        "{kind:?}: the resumed run kept its generation"
+    );
+    let last = last.expect("progress");
+    assert!(
+        last.events < 600,
+        "{kind:?}: the resumed run did not start over: {last}"
+    );
+    assert_eq!(
+        store.alias_target(Model::SalesLines).await.expect("alias"),
+        Some(format!("{}-sales-lines-v2", store.config().index_prefix))
+    );
+    for (cart, stream) in carts.iter().step_by(37) {
+        assert_eq!(
+            store.cart_detail(*cart).await.expect("detail"),
+            CartDetail::fold(stream),
+            "{kind:?}"
+        );
+    }
+    let report = store
+        .sales_report(&SalesReportQuery {
+            interval: None,
+            group_by: Some(ReportDimension::Product),
+            from: None,
+            to: None,
+        })
+        .await
+        .expect("report");
+    let orders: Vec<_> = report.iter().map(|b| (b.key.clone(), b.orders)).collect();
+    assert_eq!(
+        orders,
+        vec![(Some("Kettle".into()), 150), (Some("Teapot".into()), 450)],
+        "{kind:?}: every line once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rebuild_resumes_and_completes_on_noida() {
+    an_interrupted_rebuild_resumes_and_completes(ServerKind::Noida).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rebuild_resumes_and_completes_on_osmem() {
+    an_interrupted_rebuild_resumes_and_completes(ServerKind::Osmem).await;
+}

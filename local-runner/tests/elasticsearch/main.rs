@@ -1,0 +1,319 @@
+//! The runner with its read side on real Elasticsearch-API servers
+//! (noida-db as Elasticsearch 8, osmem-server as OpenSearch 3), each test on
+//! its own index prefix: report figures checked against totals computed
+//! here from the orders posted, and a projection rebuild under write load.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::{spawn_with, TestApp};
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use salestrack_core::ids::{CartId, OrderId};
+use salestrack_core::testing::order_body_for;
+use salestrack_elasticsearch::rebuild::rebuild;
+use salestrack_elasticsearch::test_server::{unique_prefix, ServerKind, TestSearchServer};
+use salestrack_elasticsearch::{EsReadStore, Model};
+use salestrack_platform::config::EsRefresh;
+use salestrack_platform::{backends::es_config, Backends, Settings};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use uuid::Uuid;
+
+fn settings(server: &TestSearchServer, data_dir: &Path) -> Settings {
+    Settings {
+        data_dir: data_dir.into(),
+        poll_wait_ms: 20,
+        consistency_wait_ms: 20_000,
+        elasticsearch_url: server.url.clone(),
+        elasticsearch_index_prefix: unique_prefix(),
+        elasticsearch_refresh: EsRefresh::WaitFor,
+        elasticsearch_shards: Some(1),
+        elasticsearch_replicas: Some(0),
+        ..Settings::default()
+    }
+}
+
+async fn spawn(server: &TestSearchServer, data_dir: &Path) -> (TestApp, Settings) {
+    let settings = settings(server, data_dir);
+    let backends = Backends::connect(&settings).await.expect("backends");
+    (spawn_with(settings.clone(), backends).await, settings)
+}
+
+/// One posted line as the test keeps it: what the report must count.
+#[derive(Debug, Clone)]
+struct Posted {
+    cart: CartId,
+    order: OrderId,
+    product: &'static str,
+    seller: &'static str,
+    quantity: u32,
+    subtotal: Decimal,
+    tax: Decimal,
+    cancelled: bool,
+}
+
+const PRODUCTS: [&str; 3] = ["Espresso machine", "Coffee grinder", "Milk jug"];
+const SELLERS: [&str; 2] = ["Acme", "Globex"];
+
+/// The `i`-th line: varied product, seller, quantity and prices with up to
+/// four decimal places.
+fn line(i: usize, cart: CartId) -> (Posted, Value) {
+    let order = OrderId(Uuid::new_v4());
+    let product = PRODUCTS[i % PRODUCTS.len()];
+    let seller = SELLERS[i % SELLERS.len()];
+    let quantity = (i % 4) as u32 + 1;
+    let amount = Decimal::new(1999 + (i as i64 * 137) % 5000, 2) + Decimal::new(i as i64 % 7, 4);
+    let discounts = Decimal::new((i as i64 % 3) * 50, 2);
+    let subtotal = amount * Decimal::from(quantity) - discounts;
+    let tax = Decimal::new(i as i64 * 31 % 900, 2);
+    let mut body = order_body_for(cart, order, product);
+    body["seller_info"] = json!(seller);
+    body["quantity"] = json!(quantity);
+    body["amount"] = json!(amount.to_string());
+    body["discounts"] = json!(discounts.to_string());
+    body["subtotal"] = json!(subtotal.to_string());
+    body["tax_amount"] = json!(tax.to_string());
+    let posted = Posted {
+        cart,
+        order,
+        product,
+        seller,
+        quantity,
+        subtotal,
+        tax,
+        cancelled: false,
+    };
+    (posted, body)
+}
+
+/// Posts `n` lines over `carts` carts (each posted twice: a client retry),
+/// cancels every fifth; returns the lines and the last consistency token
+/// of each cart.
+async fn post_lines(app: &TestApp, n: usize, carts: usize) -> (Vec<Posted>, Vec<(CartId, String)>) {
+    let cart_ids: Vec<CartId> = (0..carts).map(|_| CartId(Uuid::new_v4())).collect();
+    let mut lines = Vec::new();
+    let mut tokens = BTreeMap::new();
+    for i in 0..n {
+        let cart = cart_ids[i % carts];
+        let (mut posted, body) = line(i, cart);
+        for _ in 0..2 {
+            let (status, accepted) = app.post("/orders", &body).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+            tokens.insert(
+                cart,
+                accepted["consistency_token"]
+                    .as_str()
+                    .expect("token")
+                    .to_owned(),
+            );
+        }
+        if i % 5 == 4 {
+            let (status, accepted) = app
+                .post(
+                    &format!("/orders/{}/cancel", posted.order),
+                    &json!({ "cart_id": cart.to_string() }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+            tokens.insert(
+                cart,
+                accepted["consistency_token"]
+                    .as_str()
+                    .expect("token")
+                    .to_owned(),
+            );
+            posted.cancelled = true;
+        }
+        lines.push(posted);
+    }
+    (lines, tokens.into_iter().collect())
+}
+
+/// Reads every cart with its last token: the projection has everything.
+async fn wait_for(app: &TestApp, tokens: &[(CartId, String)]) {
+    for (cart, token) in tokens {
+        let response = app
+            .client
+            .get(app.url(&format!("/carts/{cart}?consistency_token={token}")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            response.headers().get("consistency").map(|v| v.as_bytes()),
+            Some(&b"fresh"[..]),
+            "cart {cart} projected within the wait"
+        );
+    }
+}
+
+/// (key, units, revenue, tax, orders) of the active lines, by `key`.
+fn expected_by(
+    lines: &[Posted],
+    key: impl Fn(&Posted) -> String,
+) -> Vec<(String, u64, Decimal, Decimal, u64)> {
+    let mut totals: BTreeMap<String, (u64, Decimal, Decimal, u64)> = BTreeMap::new();
+    for l in lines.iter().filter(|l| !l.cancelled) {
+        let t = totals.entry(key(l)).or_default();
+        t.0 += u64::from(l.quantity);
+        t.1 += l.subtotal;
+        t.2 += l.tax;
+        t.3 += 1;
+    }
+    totals
+        .into_iter()
+        .map(|(k, (u, r, t, o))| (k, u, r, t, o))
+        .collect()
+}
+
+fn reported(report: &Value, key: &str) -> Vec<(String, u64, Decimal, Decimal, u64)> {
+    report["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| {
+            let money = |f: &str| {
+                b[f].as_str()
+                    .expect("money")
+                    .parse::<Decimal>()
+                    .expect("decimal")
+            };
+            (
+                b[key].as_str().expect("key").to_owned(),
+                b["units"].as_u64().expect("units"),
+                money("revenue"),
+                money("tax"),
+                b["orders"].as_u64().expect("orders"),
+            )
+        })
+        .collect()
+}
+
+async fn report_figures_equal_the_totals_of_the_posted_orders(kind: ServerKind) {
+    let Some(server) = TestSearchServer::start(kind) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, _) = spawn(&server, dir.path()).await;
+    let (lines, tokens) = post_lines(&app, 40, 8).await;
+    wait_for(&app, &tokens).await;
+
+    let (status, by_product) = app.get("/reports/sales?group_by=product").await;
+    assert_eq!(status, StatusCode::OK, "{by_product}");
+    assert_eq!(
+        reported(&by_product, "key"),
+        expected_by(&lines, |l| l.product.to_owned()),
+        "{kind:?}: by product"
+    );
+    let (_, by_seller) = app
+        .get("/reports/sales?group_by=seller&interval=month")
+        .await;
+    assert_eq!(
+        reported(&by_seller, "key"),
+        expected_by(&lines, |l| l.seller.to_owned()),
+        "{kind:?}: by seller and month (all lines are in one month)"
+    );
+    let (_, by_day) = app
+        .get("/reports/sales?interval=day&from=2026-11-20&to=2026-11-20")
+        .await;
+    assert_eq!(
+        reported(&by_day, "currency"),
+        expected_by(&lines, |_| "EUR".to_owned()),
+        "{kind:?}: one day, one currency"
+    );
+    let (_, carts) = app
+        .get("/carts?user_id=user-42&currency=EUR&q=espresso&limit=100")
+        .await;
+    let espresso_carts = lines
+        .iter()
+        .filter(|l| l.product == "Espresso machine" && !l.cancelled)
+        .map(|l| l.cart)
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(
+        carts["carts"].as_array().expect("carts").len(),
+        espresso_carts.len(),
+        "{kind:?}: product search over active lines"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_figures_equal_the_totals_of_the_posted_orders_on_noida() {
+    report_figures_equal_the_totals_of_the_posted_orders(ServerKind::Noida).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_figures_equal_the_totals_of_the_posted_orders_on_osmem() {
+    report_figures_equal_the_totals_of_the_posted_orders(ServerKind::Osmem).await;
+}
+
+async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(kind: ServerKind) {
+    let Some(server) = TestSearchServer::start(kind) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, settings) = spawn(&server, dir.path()).await;
+    // History before the rebuild starts.
+    let (mut lines, mut tokens) = post_lines(&app, 60, 20).await;
+    wait_for(&app, &tokens).await;
+
+    let es = EsReadStore::new(es_config(&settings)).expect("client");
+    let events = app.backends.event_store.clone();
+    let writes = async {
+        // Writes all along the rebuild: new carts and more lines for old ones.
+        let (more, more_tokens) = post_lines(&app, 60, 10).await;
+        (more, more_tokens)
+    };
+    let mut reports = Vec::new();
+    let (rebuilt, (more, more_tokens)) = tokio::join!(
+        rebuild(&es, events.as_ref(), |p| reports.push(p.clone())),
+        writes
+    );
+    let rebuilt = rebuilt.expect("rebuild");
+    lines.extend(more);
+    tokens.extend(more_tokens);
+    wait_for(&app, &tokens).await;
+
+    assert_eq!(rebuilt.generation, 2);
+    assert_eq!(
+        es.alias_target(Model::CartDetail).await.expect("alias"),
+        Some(format!(
+            "{}-cart-detail-v2",
+            settings.elasticsearch_index_prefix
+        )),
+        "{kind:?}: readers see the rebuilt index"
+    );
+    let last = reports.last().expect("progress was reported");
+    assert!(last.percent() > 0.0 && last.events > 0, "{last}");
+
+    let (_, report) = app.get("/reports/sales?group_by=product").await;
+    assert_eq!(
+        reported(&report, "key"),
+        expected_by(&lines, |l| l.product.to_owned()),
+        "{kind:?}: after the rebuild every active line counts once"
+    );
+    let mut per_cart: BTreeMap<CartId, usize> = BTreeMap::new();
+    for l in &lines {
+        *per_cart.entry(l.cart).or_default() += 1;
+    }
+    for (cart, n) in per_cart {
+        let (_, detail) = app.get(&format!("/carts/{cart}")).await;
+        assert_eq!(
+            detail["items"].as_array().map(Vec::len),
+            Some(n),
+            "{kind:?}: cart {cart} has each line once"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing_on_noida() {
+    a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(ServerKind::Noida).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing_on_osmem() {
+    a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(ServerKind::Osmem).await;
+}

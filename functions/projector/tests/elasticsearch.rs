@@ -52,7 +52,9 @@ async fn documents(store: &dyn ReadStore, cart: CartId) -> String {
 }
 
 async fn replayed_and_reordered_batches_leave_identical_documents(kind: ServerKind) {
-    let Some(server) = TestSearchServer::start(kind) else { return };
+    let Some(server) = TestSearchServer::start(kind) else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let events = EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("events");
     let cart = line().cart_id;
@@ -84,11 +86,8 @@ async fn replayed_and_reordered_batches_leave_identical_documents(kind: ServerKi
         let stream = stream.clone();
         async move {
             let records: Vec<&RecordedEvent> = order.iter().map(|&i| &stream[i]).collect();
-            let result = handler(
-                LambdaEvent::new(batch(&records), Context::default()),
-                &deps,
-            )
-            .await;
+            let result =
+                handler(LambdaEvent::new(batch(&records), Context::default()), &deps).await;
             assert_eq!(result.failures, vec![], "{kind:?}: no record may fail");
         }
     };

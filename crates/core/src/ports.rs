@@ -201,6 +201,24 @@ pub struct CartPage {
     pub next: Option<SearchCursor>,
 }
 
+impl CartPage {
+    /// A page from up to `limit + 1` results: the extra one only says that
+    /// another page follows, starting after the last one kept.
+    pub fn from_overfetch(mut carts: Vec<CartSummary>, limit: u32) -> CartPage {
+        let more = carts.len() > limit as usize;
+        carts.truncate(limit as usize);
+        let next = more
+            .then(|| {
+                carts.last().map(|c| SearchCursor {
+                    created_at: c.created_at,
+                    cart_id: c.cart_id,
+                })
+            })
+            .flatten();
+        CartPage { carts, next }
+    }
+}
+
 /// The time buckets of a sales report (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

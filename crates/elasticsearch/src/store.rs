@@ -17,7 +17,7 @@ use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::{display_sum, from_minor_units};
 use salestrack_core::ports::{
     BackendError, CartPage, CartSearch, ReadDocument, ReadStore, ReportDimension, SalesBucket,
-    SalesReportQuery, SearchCursor, Upsert,
+    SalesReportQuery, Upsert,
 };
 use salestrack_core::read_model::{CartDetail, CartSummary};
 use salestrack_core::wire::Outcome;
@@ -615,7 +615,7 @@ impl ReadStore for EsReadStore {
         let answer = self
             .search(&self.layout.alias(Model::CartSummary), &body)
             .await?;
-        let mut carts = answer["hits"]["hits"]
+        let carts = answer["hits"]["hits"]
             .as_array()
             .into_iter()
             .flatten()
@@ -624,17 +624,7 @@ impl ReadStore for EsReadStore {
                     .map_err(|e| BackendError::new(NAME, format!("corrupt cart summary: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let more = carts.len() > limit as usize;
-        carts.truncate(limit as usize);
-        let next = more
-            .then(|| {
-                carts.last().map(|c| SearchCursor {
-                    created_at: c.created_at,
-                    cart_id: c.cart_id,
-                })
-            })
-            .flatten();
-        Ok(CartPage { carts, next })
+        Ok(CartPage::from_overfetch(carts, limit))
     }
 
     async fn sales_report(

@@ -9,11 +9,8 @@
 //! unless `REQUIRE_SEARCH_SERVERS=1` (set by `.ci/run`) makes that a failure.
 
 use crate::{EsConfig, EsReadStore, RefreshPolicy};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use salestrack_port_tests::servers::ServerProcess;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {
@@ -37,21 +34,7 @@ pub struct TestSearchServer {
     pub kind: ServerKind,
     /// `http://127.0.0.1:port`.
     pub url: String,
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
-
-fn installed(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    process: ServerProcess,
 }
 
 /// A prefix no other store of this process or of a parallel test uses.
@@ -68,60 +51,33 @@ impl TestSearchServer {
     /// Starts a server of `kind`, or returns `None` (having said why) when
     /// it is not installed and not required.
     pub fn start(kind: ServerKind) -> Option<TestSearchServer> {
-        let program = kind.program();
-        if !installed(program) {
-            assert!(
-                std::env::var_os("REQUIRE_SEARCH_SERVERS").is_none(),
-                "REQUIRE_SEARCH_SERVERS is set but `{program}` is not on PATH"
-            );
-            eprintln!("skipped on {kind:?}: `{program}` is not on PATH (see .ci/run)");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let port = free_port();
-        let log = dir.path().join("server.log");
-        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
-        let mut command = Command::new(program);
-        match kind {
-            ServerKind::Noida => {
-                command
-                    .args(["start", "--only", "elasticsearch", "--elasticsearch-port"])
-                    .arg(port.to_string())
-                    .arg("--data-dir")
-                    .arg(dir.path().join("data"));
-            }
-            ServerKind::Osmem => {
-                command
-                    .arg("-addr")
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("-parent-pid")
-                    .arg(std::process::id().to_string());
-            }
-        }
-        // osmem-server exits when its stdin closes: keep a pipe open.
-        let child = command
-            .stdin(Stdio::piped())
-            .stdout(out.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
-        let server = TestSearchServer {
+        let process = ServerProcess::start(
+            kind.program(),
+            "REQUIRE_SEARCH_SERVERS",
+            |port, data| match kind {
+                ServerKind::Noida => vec![
+                    "start".into(),
+                    "--only".into(),
+                    "elasticsearch".into(),
+                    "--elasticsearch-port".into(),
+                    port.to_string(),
+                    "--data-dir".into(),
+                    data.display().to_string(),
+                ],
+                // In memory; exits with this process.
+                ServerKind::Osmem => vec![
+                    "-addr".into(),
+                    format!("127.0.0.1:{port}"),
+                    "-parent-pid".into(),
+                    std::process::id().to_string(),
+                ],
+            },
+        )?;
+        Some(TestSearchServer {
             kind,
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{program} did not listen on {port}:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(server)
+            url: format!("http://127.0.0.1:{}", process.port),
+            process,
+        })
     }
 
     /// Settings for a store of its own on this server: a fresh prefix, one
@@ -144,13 +100,6 @@ impl TestSearchServer {
 
     /// What the server printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for TestSearchServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }

@@ -11,7 +11,7 @@ use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::display_sum;
 use salestrack_core::ports::{
     BackendError, CartPage, CartSearch, ReadDocument, ReadStore, SalesBucket, SalesReportQuery,
-    SearchCursor, Upsert,
+    Upsert,
 };
 use salestrack_core::read_model::{CartDetail, CartSummary, LineStatus, SalesLine};
 use salestrack_core::wire::Outcome;
@@ -270,7 +270,7 @@ impl ReadStore for EmbeddedReadStore {
             vec![SqlValue::Integer(i64::from(limit) + 1)],
         );
         let err = self.db.err();
-        let mut carts: Vec<CartSummary> = self
+        let carts: Vec<CartSummary> = self
             .db
             .call(move |c| {
                 let mut stmt = c.prepare(&sql).map_err(err)?;
@@ -280,17 +280,7 @@ impl ReadStore for EmbeddedReadStore {
                 rows.map(|row| decode(&row.map_err(err)?)).collect()
             })
             .await?;
-        let more = carts.len() > limit as usize;
-        carts.truncate(limit as usize);
-        let next = more
-            .then(|| {
-                carts.last().map(|c| SearchCursor {
-                    created_at: c.created_at,
-                    cart_id: c.cart_id,
-                })
-            })
-            .flatten();
-        Ok(CartPage { carts, next })
+        Ok(CartPage::from_overfetch(carts, limit))
     }
 
     async fn sales_report(

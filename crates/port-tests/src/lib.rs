@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod event_store;
 pub mod read_store;
+pub mod servers;
 
 use chrono::{DateTime, TimeZone, Utc};
 use salestrack_core::command::OrderLine;

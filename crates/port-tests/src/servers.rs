@@ -1,0 +1,94 @@
+//! Real servers for adapter tests: a program started on a free loopback
+//! port with its own data directory and log, killed on drop. A program that
+//! is not on `PATH` is skipped with a printed reason, unless the variable
+//! named by the caller (set by `.ci/run`) makes that a failure.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// A running server process.
+pub struct ServerProcess {
+    pub port: u16,
+    child: Child,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts `program` with the arguments `args` gives for (port, data
+    /// directory) and waits until it listens; `None` (having said why) when
+    /// it is not installed and `require_var` is unset.
+    pub fn start(
+        program: &str,
+        require_var: &str,
+        args: impl FnOnce(u16, &Path) -> Vec<String>,
+    ) -> Option<ServerProcess> {
+        if !installed(program) {
+            assert!(
+                std::env::var_os(require_var).is_none(),
+                "{require_var} is set but `{program}` is not on PATH"
+            );
+            eprintln!("skipped: `{program}` is not on PATH (see .ci/run)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let port = free_port();
+        let log = dir.path().join("server.log");
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
+        // A piped stdin that stays open: some servers exit when it closes.
+        let child = Command::new(program)
+            .args(args(port, &dir.path().join("data")))
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        let server = ServerProcess {
+            port,
+            child,
+            log,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{program} did not listen on {port}:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(server)
+    }
+
+    /// What the server printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The server's own directory (its data lives in `data/` below it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -33,6 +33,9 @@ pub struct LoopHealth {
     failing: AtomicBool,
     batches: AtomicU64,
     records: AtomicU64,
+    /// Age of the newest record of the last batch when it was handled, in
+    /// ms; 0 once a poll finds nothing left.
+    record_age_ms: AtomicU64,
 }
 
 impl LoopHealth {
@@ -50,6 +53,41 @@ impl LoopHealth {
 
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
+    }
+
+    /// How far behind the bus this loop is, by time: for the projector, the
+    /// projection lag (event produced -> projected).
+    pub fn record_age(&self) -> Duration {
+        Duration::from_millis(self.record_age_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Publishes each partition's consumer lag as a gauge, at most once a
+/// second (a Kafka lag query asks the brokers).
+struct LagGauges {
+    consumer: &'static str,
+    last: Option<std::time::Instant>,
+}
+
+impl LagGauges {
+    async fn update(&mut self, consumer: &mut dyn Consumer) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        match consumer.lag().await {
+            Ok(lags) => {
+                for l in lags {
+                    metrics::gauge!("salestrack_consumer_lag_records", "consumer" => self.consumer,
+                        "topic" => l.topic, "partition" => l.partition.to_string())
+                    .set(l.lag as f64);
+                }
+            }
+            Err(e) => tracing::warn!(consumer = self.consumer, error = %e, "lag query failed"),
+        }
     }
 }
 
@@ -105,15 +143,21 @@ pub async fn run<H, Fut, R>(
     health.running.store(true, Ordering::Relaxed);
     tracing::info!(consumer = config.name, "consumer loop started");
     let mut attempts = Attempts::default();
+    let mut lag = LagGauges {
+        consumer: config.name,
+        last: None,
+    };
     while !shutdown.is_cancelled() {
+        lag.update(consumer.as_mut()).await;
         let polled = tokio::select! {
             polled = consumer.poll(config.batch_size, config.poll_wait) => polled,
             () = shutdown.cancelled() => break,
         };
         let records = match polled {
             Ok(records) if records.is_empty() => {
-                // Nothing to redeliver: no record is failing.
+                // Nothing to redeliver: no record is failing, none is waiting.
                 health.failing.store(false, Ordering::Relaxed);
+                health.record_age_ms.store(0, Ordering::Relaxed);
                 continue;
             }
             Ok(records) => records,
@@ -129,6 +173,15 @@ pub async fn run<H, Fut, R>(
             &config.event_source_arn,
             &config.bootstrap_servers,
         );
+        let newest = records
+            .iter()
+            .map(|r| r.timestamp)
+            .max()
+            .unwrap_or_default();
+        let age = (chrono::Utc::now() - newest).num_milliseconds().max(0);
+        health
+            .record_age_ms
+            .store(age.unsigned_abs(), Ordering::Relaxed);
         // The handler call itself is never cancelled: a batch in flight finishes.
         let started = std::time::Instant::now();
         let result = handler(LambdaEvent::new(batch.clone(), Context::default())).await;

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use salestrack_core::ports::{Clock, ReadStore};
+use salestrack_core::ports::Clock;
 use salestrack_platform::http::ApiError;
 use salestrack_platform::{Backends, Settings};
 use serde::Serialize;
@@ -24,18 +24,60 @@ pub struct Loops {
 #[derive(Clone)]
 struct HealthState {
     backends: Backends,
-    read_store: Arc<dyn ReadStore>,
     loops: Loops,
+    max_projection_lag: Duration,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ready` or `not_ready`.
+    /// `ready`; `degraded` (serving, but the projection lags more than the
+    /// threshold); `not_ready` (a dependency or a consumer loop is down).
     pub status: &'static str,
-    pub bus: &'static str,
-    pub read_store: &'static str,
+    pub bus: Check,
+    pub event_store: Check,
+    pub read_store: Check,
+    /// Event produced -> projected, as of the projector's last batch (0
+    /// when it has nothing left to do).
+    pub projection_lag_ms: u64,
+    pub projection_lag_threshold_ms: u64,
     pub domain_consumer: ConsumerState,
     pub projector_consumer: ConsumerState,
+}
+
+/// One dependency's answer to a ping.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Check {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Check {
+    async fn run<F>(ping: F) -> Check
+    where
+        F: std::future::Future<Output = Result<(), salestrack_core::ports::BackendError>>,
+    {
+        let started = std::time::Instant::now();
+        // A dependency that hangs is as unavailable as one that refuses.
+        let result = tokio::time::timeout(Duration::from_secs(2), ping).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer within 2 s".to_owned()),
+        };
+        Check {
+            status: if error.is_none() { "ok" } else { "unavailable" },
+            latency_ms,
+            error,
+        }
+    }
+
+    fn ok(&self) -> bool {
+        self.error.is_none()
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -65,7 +107,7 @@ impl From<&LoopHealth> for ConsumerState {
         description = "Event-sourced sales tracking: commands in, read models out."
     ),
     paths(live, ready),
-    components(schemas(Readiness, ConsumerState))
+    components(schemas(Readiness, Check, ConsumerState))
 )]
 struct RunnerApi;
 
@@ -104,8 +146,8 @@ pub fn app(
         .route("/health/ready", get(ready))
         .with_state(HealthState {
             backends: backends.clone(),
-            read_store: Arc::clone(&backends.read_store),
             loops,
+            max_projection_lag: Duration::from_millis(settings.ready_max_projection_lag_ms),
         })
         .route(
             "/openapi.json",
@@ -147,30 +189,43 @@ async fn live() -> impl IntoResponse {
     Json(serde_json::json!({"status": "live"}))
 }
 
-/// The bus and the read store answer and both consumer loops run.
+/// Each dependency answers (with its latency or error), both consumer loops
+/// run, and the projection is within its lag threshold (`degraded` if not).
 #[utoipa::path(
     get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness))
 )]
 async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
-    let (bus, store) = tokio::join!(state.backends.ping_bus(), state.read_store.ping());
-    let (bus_ok, store_ok) = (bus.is_ok(), store.is_ok());
+    let b = &state.backends;
+    let (bus, event_store, read_store) = tokio::join!(
+        Check::run(b.ping_bus()),
+        Check::run(b.event_store.ping()),
+        Check::run(b.read_store.ping()),
+    );
     let domain = ConsumerState::from(state.loops.domain.as_ref());
     let projector = ConsumerState::from(state.loops.projector.as_ref());
-    let ok = bus_ok && store_ok && domain.running && projector.running;
+    let lag = state.loops.projector.record_age();
+    let up = bus.ok() && event_store.ok() && read_store.ok() && domain.running && projector.running;
+    let status = match (up, lag > state.max_projection_lag) {
+        (false, _) => "not_ready",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
     let body = Readiness {
-        status: if ok { "ready" } else { "not_ready" },
-        bus: if bus_ok { "ok" } else { "unavailable" },
-        read_store: if store_ok { "ok" } else { "unavailable" },
+        status,
+        bus,
+        event_store,
+        read_store,
+        projection_lag_ms: u64::try_from(lag.as_millis()).unwrap_or(u64::MAX),
+        projection_lag_threshold_ms: u64::try_from(state.max_projection_lag.as_millis())
+            .unwrap_or(u64::MAX),
         domain_consumer: domain,
         projector_consumer: projector,
     };
-    (
-        if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        Json(body),
-    )
+    let code = if up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }

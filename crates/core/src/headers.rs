@@ -16,6 +16,26 @@ pub const SCHEMA_VERSION: &str = "salestrack-schema-version";
 pub const COMMAND_ID: &str = "salestrack-command-id";
 pub const EVENT_ID: &str = "salestrack-event-id";
 pub const TRACEPARENT: &str = "traceparent";
+/// When the command function accepted the command the record stems from
+/// (RFC 3339), for the command-to-visible latency.
+pub const ACCEPTED_AT: &str = "salestrack-accepted-at";
+
+/// The [`ACCEPTED_AT`] header for `at`.
+pub fn accepted_at(at: chrono::DateTime<chrono::Utc>) -> (String, Vec<u8>) {
+    (
+        ACCEPTED_AT.into(),
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into_bytes(),
+    )
+}
+
+/// The time in an [`ACCEPTED_AT`] header, if present and well-formed.
+pub fn find_accepted_at(headers: &[(String, Vec<u8>)]) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = std::str::from_utf8(find(headers, ACCEPTED_AT)?).ok()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
 
 /// The value of header `name`, if present.
 pub fn find<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {

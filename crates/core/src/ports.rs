@@ -100,6 +100,18 @@ pub trait Consumer: Send {
     async fn commit(&mut self, records: &[BusRecord]) -> Result<(), BackendError>;
     /// Forgets uncommitted progress: the next poll starts at the committed offsets.
     async fn rewind(&mut self) -> Result<(), BackendError>;
+
+    /// How many records of each partition this member holds are not yet
+    /// delivered to it (the end of the partition minus its position).
+    async fn lag(&mut self) -> Result<Vec<PartitionLag>, BackendError>;
+}
+
+/// One partition's consumer lag, in records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub lag: i64,
 }
 
 // ------------------------------------------------------------------ event store
@@ -134,6 +146,11 @@ pub trait EventStore: Send + Sync {
         after: Option<CartId>,
         limit: u32,
     ) -> Result<Vec<StreamHead>, BackendError>;
+
+    /// Cheap reachability check for readiness probes.
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.list_streams(None, 1).await.map(drop)
+    }
 
     /// Appends `events` (numbered `expected_version + 1 ..`) only if the stream is
     /// exactly at `expected_version`. All or nothing.

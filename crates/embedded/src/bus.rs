@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use salestrack_core::ports::{
-    BackendError, BusRecord, Consumer, Delivery, OutboundRecord, Producer,
+    BackendError, BusRecord, Consumer, Delivery, OutboundRecord, PartitionLag, Producer,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -290,6 +290,52 @@ impl EmbeddedConsumer {
 
 #[async_trait]
 impl Consumer for EmbeddedConsumer {
+    async fn lag(&mut self) -> Result<Vec<PartitionLag>, BackendError> {
+        let group = self.group.clone();
+        let topics = self.topics.clone();
+        let positions = self.positions.clone();
+        let err = self.bus.db.err();
+        self.bus
+            .db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT h.partition, h.next_offset, COALESCE(o.next_offset, 0) \
+                         FROM partition_heads h LEFT JOIN committed_offsets o \
+                         ON o.grp = ?1 AND o.topic = h.topic AND o.partition = h.partition \
+                         WHERE h.topic = ?2",
+                    )
+                    .map_err(err)?;
+                let mut lags = Vec::new();
+                for topic in &topics {
+                    let rows = stmt
+                        .query_map(params![group, topic], |r| {
+                            Ok((
+                                r.get::<_, i32>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, i64>(2)?,
+                            ))
+                        })
+                        .map_err(err)?;
+                    for row in rows {
+                        let (partition, head, committed) = row.map_err(err)?;
+                        // Delivered but uncommitted records are not lag.
+                        let position = positions
+                            .get(&(topic.clone(), partition))
+                            .copied()
+                            .unwrap_or(committed);
+                        lags.push(PartitionLag {
+                            topic: topic.clone(),
+                            partition,
+                            lag: (head - position).max(0),
+                        });
+                    }
+                }
+                Ok(lags)
+            })
+            .await
+    }
+
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BackendError> {
         let appended = Arc::clone(&self.bus.appended);
         let notified = appended.notified();

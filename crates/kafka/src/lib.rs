@@ -28,7 +28,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use salestrack_core::ports::{
-    BackendError, BusRecord, Consumer, Delivery, OutboundRecord, Producer,
+    BackendError, BusRecord, Consumer, Delivery, OutboundRecord, PartitionLag, Producer,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -420,6 +420,36 @@ impl Consumer for KafkaConsumer {
         }
         self.blocking(move |c| c.commit(&tpl, CommitMode::Sync))
             .await
+    }
+
+    /// Per assigned partition: the high watermark minus this member's
+    /// position (or its committed offset before the first fetch).
+    async fn lag(&mut self) -> Result<Vec<PartitionLag>, BackendError> {
+        self.blocking(|c| {
+            let assigned = c.assignment()?;
+            let positions = c.position()?;
+            let committed = c.committed_offsets(assigned.clone(), Duration::from_secs(5))?;
+            let mut lags = Vec::new();
+            for e in assigned.elements() {
+                let (_, high) =
+                    c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))?;
+                let offset_of = |list: &TopicPartitionList| match list
+                    .find_partition(e.topic(), e.partition())
+                    .map(|p| p.offset())
+                {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                let position = offset_of(&positions).or(offset_of(&committed)).unwrap_or(0);
+                lags.push(PartitionLag {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                    lag: (high - position).max(0),
+                });
+            }
+            Ok(lags)
+        })
+        .await
     }
 
     /// Seeks every partition polled since the last rewind back to the group's

@@ -74,6 +74,17 @@ macro_rules! on_broker {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn lag_counts_records_not_yet_delivered() {
+            let Some(s) = setup($kind).await else { return };
+            contract::bus::lag_counts_records_not_yet_delivered(
+                &s.bus,
+                s.consumer().as_mut(),
+                &s.topic,
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn an_idle_poll_returns_empty() {
             let Some(s) = setup($kind).await else { return };
             contract::bus::an_idle_poll_returns_empty(s.consumer().as_mut()).await;

@@ -34,6 +34,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How long a read with a consistency token waits for the projection.
     pub consistency_wait_ms: u64,
+    /// `/health/ready` says `degraded` when the projection lags more.
+    pub ready_max_projection_lag_ms: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// Kafka bootstrap servers (`host:port,...`); empty keeps the embedded bus.
@@ -105,6 +107,7 @@ impl Default for Settings {
             max_retry_attempts: 10,
             max_body_bytes: 64 * 1024,
             consistency_wait_ms: 5_000,
+            ready_max_projection_lag_ms: 30_000,
             log_format: LogFormat::Text,
             kafka_brokers: String::new(),
             kafka_security_protocol: "plaintext".into(),

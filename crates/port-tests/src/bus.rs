@@ -123,3 +123,39 @@ pub async fn an_idle_poll_returns_empty(consumer: &mut dyn Consumer) {
         .expect("poll");
     assert!(got.is_empty());
 }
+
+/// Lag counts the records of a partition not yet delivered to the member.
+pub async fn lag_counts_records_not_yet_delivered(
+    producer: &dyn Producer,
+    consumer: &mut dyn Consumer,
+    topic: &str,
+) {
+    // One key, so one partition.
+    for i in 0..3 {
+        producer
+            .send(record(topic, "cart-lag", &format!("{i}")))
+            .await
+            .expect("send");
+    }
+    let got = poll_n(consumer, 3).await;
+    consumer.commit(&got).await.expect("commit");
+    let partition = got[0].partition;
+    let lag_of = |lags: Vec<salestrack_core::ports::PartitionLag>| {
+        lags.iter()
+            .filter(|l| l.topic == topic && l.partition == partition)
+            .map(|l| l.lag)
+            .sum::<i64>()
+    };
+    assert_eq!(lag_of(consumer.lag().await.expect("lag")), 0, "caught up");
+    for i in 3..5 {
+        producer
+            .send(record(topic, "cart-lag", &format!("{i}")))
+            .await
+            .expect("send");
+    }
+    assert_eq!(
+        lag_of(consumer.lag().await.expect("lag")),
+        2,
+        "two records behind"
+    );
+}

@@ -189,7 +189,14 @@ async fn decide_and_append(
             Ok(events) => events,
             Err(reason) => {
                 tracing::info!(code = reason.code(), %reason, "command rejected");
-                publish(deps, trace, &[], rejected(record, &cart, &reason, deps)).await?;
+                publish(
+                    deps,
+                    record,
+                    trace,
+                    &[],
+                    rejected(record, &cart, &reason, deps),
+                )
+                .await?;
                 return Ok(Handled::Rejected);
             }
         };
@@ -204,7 +211,14 @@ async fn decide_and_append(
                 version,
                 "command already applied"
             );
-            publish(deps, trace, &earlier, applied(record, version, true, deps)).await?;
+            publish(
+                deps,
+                record,
+                trace,
+                &earlier,
+                applied(record, version, true, deps),
+            )
+            .await?;
             return Ok(Handled::Duplicate);
         }
         let recorded = RecordedEvent::number(
@@ -223,6 +237,7 @@ async fn decide_and_append(
                 let version = cart.version() + recorded.len() as u64;
                 publish(
                     deps,
+                    record,
                     trace,
                     &recorded,
                     applied(record, version, false, deps),
@@ -283,9 +298,11 @@ fn rejected(record: &CommandRecord, cart: &Cart, reason: &DomainError, deps: &De
 }
 
 /// Events first, then the outcome: a client that sees `applied` can rely on
-/// the events being on the bus. Each carries the command's trace.
+/// the events being on the bus. Each carries the command's trace and the
+/// time it was accepted.
 async fn publish(
     deps: &Deps,
+    record: &CommandRecord,
     trace: TraceParent,
     events: &[RecordedEvent],
     outcome: Outcome,
@@ -303,6 +320,7 @@ async fn publish(
                 (h::EVENT_ID.into(), e.event_id.to_string().into_bytes()),
                 (h::COMMAND_ID.into(), e.command_id.to_string().into_bytes()),
                 trace.event_in(e.event_id).header(),
+                h::accepted_at(record.accepted_at),
             ],
         })
         .collect();
@@ -318,6 +336,7 @@ async fn publish(
                 outcome.command_id.to_string().into_bytes(),
             ),
             trace.header(),
+            h::accepted_at(record.accepted_at),
         ],
     });
     deps.producer.send_all(records).await.map(drop)

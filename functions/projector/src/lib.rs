@@ -129,10 +129,22 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
     BatchResult { report, failures }
 }
 
-fn decode(r: &KafkaRecord, topics: &Topics) -> Result<(Input, Option<TraceParent>), Poison> {
+/// A decoded record with what its headers say about its command.
+struct Decoded {
+    input: Input,
+    trace: Option<TraceParent>,
+    accepted_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn decode(r: &KafkaRecord, topics: &Topics) -> Result<Decoded, Poison> {
     let record = Record::from_kafka(r)?;
     let trace = TraceParent::from_headers(&record.headers);
-    decode_value(record, topics).map(|input| (input, trace))
+    let accepted_at = salestrack_core::headers::find_accepted_at(&record.headers);
+    decode_value(record, topics).map(|input| Decoded {
+        input,
+        trace,
+        accepted_at,
+    })
 }
 
 fn decode_value(record: Record, topics: &Topics) -> Result<Input, Poison> {
@@ -146,13 +158,24 @@ fn decode_value(record: Record, topics: &Topics) -> Result<Input, Poison> {
 }
 
 async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<BatchReport, HandlerError> {
-    let (input, trace) = decode(r, &deps.topics)?;
+    let Decoded {
+        input,
+        trace,
+        accepted_at,
+    } = decode(r, &deps.topics)?;
     let trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default();
     match input {
         Input::Event(event) => {
             let span = tracing::info_span!("project", cart_id = %event.cart_id, version = event.version,
                 command_id = %event.command_id, %trace_id);
-            project_event(&event, deps).instrument(span).await
+            let report = project_event(&event, deps).instrument(span).await?;
+            if let (Some(accepted), true) = (accepted_at, report.projected > 0) {
+                // POST /orders answered 202 -> the event is in the read models.
+                let latency = chrono::Utc::now() - accepted;
+                metrics::histogram!("salestrack_command_to_visible_seconds")
+                    .record(latency.num_milliseconds().max(0) as f64 / 1e3);
+            }
+            Ok(report)
         }
         Input::Outcome(outcome) => {
             deps.read_store

@@ -81,6 +81,13 @@ mod bus_contract {
     }
 
     #[tokio::test]
+    async fn lag_counts_records_not_yet_delivered() {
+        let (_dir, bus) = bus();
+        let mut consumer = bus.consumer("g", &["t"]);
+        contract::bus::lag_counts_records_not_yet_delivered(&bus, &mut consumer, "t").await;
+    }
+
+    #[tokio::test]
     async fn uncommitted_records_are_redelivered() {
         let (_dir, bus) = bus();
         let mut consumer = bus.consumer("g", &["t"]);

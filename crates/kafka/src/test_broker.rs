@@ -40,6 +40,16 @@ impl TestBroker {
     /// Starts a broker of `kind`, or returns `None` (having said why) when
     /// it is not installed and not required.
     pub fn start(kind: BrokerKind) -> Option<TestBroker> {
+        Self::start_with(kind, false)
+    }
+
+    /// Like [`TestBroker::start`], with tansu on SQLite storage instead of
+    /// memory, so that a restart keeps the topics (noida-db always does).
+    pub fn start_durable(kind: BrokerKind) -> Option<TestBroker> {
+        Self::start_with(kind, true)
+    }
+
+    fn start_with(kind: BrokerKind, durable: bool) -> Option<TestBroker> {
         let process =
             ServerProcess::start(kind.program(), "REQUIRE_BROKERS", |port, data| match kind {
                 BrokerKind::Noida => vec![
@@ -60,7 +70,13 @@ impl TestBroker {
                         "--advertised-listener-url".into(),
                         url,
                         "--storage-engine".into(),
-                        "memory://tansu/".into(),
+                        if durable {
+                            let _ = std::fs::create_dir_all(data);
+                            // tansu drops the first slash of the path.
+                            format!("sqlite:///{}/tansu.db", data.display())
+                        } else {
+                            "memory://tansu/".into()
+                        },
                     ]
                 }
             })?;
@@ -74,5 +90,16 @@ impl TestBroker {
     /// What the broker printed so far.
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// Kills the broker; its data stays for [`TestBroker::restart`].
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the broker again on the same port over the same data (noida-db
+    /// keeps its topics; tansu's memory storage does not).
+    pub fn restart(&mut self) {
+        self.process.restart();
     }
 }

@@ -35,9 +35,76 @@ pub fn prometheus() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            describe();
             handle
         })
         .clone()
+}
+
+/// What each metric means, and the counters of rare events at zero, so a
+/// dashboard or an alert sees `0`, not "no data", until the first one.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        "salestrack_http_request_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method, route and status"
+    );
+    describe_counter!(
+        "salestrack_http_requests_total",
+        "HTTP requests by method, route and status"
+    );
+    describe_histogram!(
+        "salestrack_consumer_batch_seconds",
+        Unit::Seconds,
+        "handler time per batch, by consumer (function)"
+    );
+    describe_histogram!(
+        "salestrack_consumer_batch_records",
+        Unit::Count,
+        "records per batch, by consumer"
+    );
+    describe_gauge!(
+        "salestrack_consumer_lag_records",
+        Unit::Count,
+        "records not yet delivered, per consumer, topic and partition"
+    );
+    describe_counter!(
+        "salestrack_consumer_record_failures_total",
+        "records a handler failed, by consumer and kind"
+    );
+    describe_counter!(
+        "salestrack_consumer_dead_lettered_total",
+        "records moved to the dead-letter topic, by consumer"
+    );
+    describe_counter!(
+        "salestrack_domain_append_conflicts_total",
+        "appends that lost a conditional-write race and were decided again"
+    );
+    describe_histogram!(
+        "salestrack_projection_lag_seconds",
+        Unit::Seconds,
+        "event recorded by the domain -> visible in the read models"
+    );
+    describe_histogram!(
+        "salestrack_command_to_visible_seconds",
+        Unit::Seconds,
+        "command accepted (202) -> its event visible in the read models"
+    );
+    describe_counter!(
+        "salestrack_query_stale_reads_total",
+        "reads whose consistency wait ran out"
+    );
+    describe_counter!(
+        "salestrack_es_bulk_retries_total",
+        "Elasticsearch bulk attempts retried for transient item failures"
+    );
+    for consumer in ["domain", "projector"] {
+        metrics::counter!("salestrack_consumer_dead_lettered_total", "consumer" => consumer)
+            .increment(0);
+    }
+    metrics::counter!("salestrack_domain_append_conflicts_total").increment(0);
+    metrics::counter!("salestrack_query_stale_reads_total").increment(0);
 }
 
 #[cfg(test)]

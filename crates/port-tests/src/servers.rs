@@ -4,6 +4,7 @@
 //! named by the caller (set by `.ci/run`) makes that a failure.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,9 +24,30 @@ fn installed(program: &str) -> bool {
 /// A running server process.
 pub struct ServerProcess {
     pub port: u16,
+    program: String,
+    args: Vec<String>,
     child: Child,
     log: PathBuf,
     dir: tempfile::TempDir,
+}
+
+fn spawn(program: &str, args: &[String], log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("log: {e}"));
+    // A piped stdin that stays open: some servers exit when it closes. A
+    // process group of its own: launchers (noida-db's Python script) run the
+    // real server as a child, which must die with it.
+    Command::new(program)
+        .args(args)
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(out.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"))
 }
 
 impl ServerProcess {
@@ -48,31 +70,56 @@ impl ServerProcess {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let port = free_port();
         let log = dir.path().join("server.log");
-        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
-        // A piped stdin that stays open: some servers exit when it closes.
-        let child = Command::new(program)
-            .args(args(port, &dir.path().join("data")))
-            .stdin(Stdio::piped())
-            .stdout(out.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        let args = args(port, &dir.path().join("data"));
+        let child = spawn(program, &args, &log);
         let server = ServerProcess {
             port,
+            program: program.to_owned(),
+            args,
             child,
             log,
             dir,
         };
+        server.wait_until_listening();
+        Some(server)
+    }
+
+    fn wait_until_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "{program} did not listen on {port}:\n{}",
-                server.log()
+                "{} did not listen on {}:\n{}",
+                self.program,
+                self.port,
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(server)
+    }
+
+    /// Kills the server and every process it started (SIGKILL to its
+    /// process group); its data directory stays.
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Until the port is free, a restart could not bind it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again, on the same port over the same data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.program, &self.args, &self.log);
+        self.wait_until_listening();
     }
 
     /// What the server printed so far.
@@ -88,7 +135,6 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

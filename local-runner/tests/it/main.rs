@@ -353,3 +353,164 @@ async fn a_bad_setting_stops_the_binary_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.to_lowercase().contains("http_addr"), "{stderr}");
 }
+
+/// The Prometheus text of `/metrics` as (name{labels}, value) samples.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of every sample whose series starts with `prefix` and has all `labels`.
+fn total(samples: &[(String, f64)], prefix: &str, labels: &[&str]) -> Option<f64> {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|(n, _)| {
+            (n == prefix || n.starts_with(&format!("{prefix}{{")))
+                && labels.iter().all(|l| n.contains(l))
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
+#[tokio::test]
+async fn after_a_small_load_every_operational_metric_is_exposed_with_sane_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app(dir.path().into()).await;
+    let cart = CartId(Uuid::new_v4());
+    app.backends
+        .producer
+        .send(OutboundRecord {
+            topic: "sales.commands".into(),
+            key: cart.to_string().into_bytes(),
+            value: b"poison".to_vec(),
+            headers: vec![],
+        })
+        .await
+        .expect("poison");
+    let mut last_token = String::new();
+    for i in 0..20 {
+        let (status, accepted) = app
+            .post(
+                "/orders",
+                &order_body_for(cart, OrderId(Uuid::new_v4()), &format!("Item {i}")),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        last_token = accepted["consistency_token"]
+            .as_str()
+            .expect("token")
+            .into();
+    }
+    let (status, _) = app.post("/orders", &json!({ "quantity": 0 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, detail) = app
+        .get(&format!("/carts/{cart}?consistency_token={last_token}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+
+    // Lag gauges refresh once a second: scrape until both loops published.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let published = ["domain", "projector"].iter().all(|c| {
+            text.contains(&format!(
+                "salestrack_consumer_lag_records{{consumer=\"{c}\""
+            ))
+        });
+        if published || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let s = samples(&text);
+    let get = |prefix: &str, labels: &[&str]| {
+        total(&s, prefix, labels).unwrap_or_else(|| panic!("{prefix} {labels:?} missing:\n{text}"))
+    };
+    // Per route: count, latency, status.
+    assert!(
+        get(
+            "salestrack_http_requests_total",
+            &["route=\"/orders\"", "status=\"202\""]
+        ) >= 20.0
+    );
+    assert!(
+        get(
+            "salestrack_http_requests_total",
+            &["route=\"/orders\"", "status=\"400\""]
+        ) >= 1.0
+    );
+    let http_count = get(
+        "salestrack_http_request_seconds_count",
+        &["route=\"/orders\""],
+    );
+    let http_sum = get(
+        "salestrack_http_request_seconds_sum",
+        &["route=\"/orders\""],
+    );
+    assert!(
+        http_count >= 21.0 && http_sum / http_count < 1.0,
+        "mean POST under a second"
+    );
+    // Batch size and handler latency per function.
+    for consumer in ["domain", "projector"] {
+        let label = format!("consumer=\"{consumer}\"");
+        let batches = get("salestrack_consumer_batch_records_count", &[&label]);
+        let records = get("salestrack_consumer_batch_records_sum", &[&label]);
+        assert!(
+            batches >= 1.0 && records >= 20.0 && records / batches <= 100.0,
+            "{consumer}"
+        );
+        assert!(get("salestrack_consumer_batch_seconds_count", &[&label]) >= 1.0);
+        // Lag per partition: present, never negative.
+        assert!(get("salestrack_consumer_lag_records", &[&label]) >= 0.0);
+        assert!(
+            s.iter()
+                .filter(|(n, _)| n.starts_with("salestrack_consumer_lag_records{")
+                    && n.contains(&label))
+                .all(|(n, v)| n.contains("partition=\"") && *v >= 0.0)
+        );
+    }
+    // Conflicts (none here, but exposed), dead letters (the poison record).
+    assert_eq!(get("salestrack_domain_append_conflicts_total", &[]), 0.0);
+    assert!(
+        get(
+            "salestrack_consumer_dead_lettered_total",
+            &["consumer=\"domain\""]
+        ) >= 1.0
+    );
+    assert!(
+        get(
+            "salestrack_consumer_record_failures_total",
+            &["retryable=\"false\""]
+        ) >= 1.0
+    );
+    // Projection lag and command-to-visible latency: observed, and sane.
+    for histogram in [
+        "salestrack_projection_lag_seconds",
+        "salestrack_command_to_visible_seconds",
+    ] {
+        let count = get(&format!("{histogram}_count"), &[]);
+        let sum = get(&format!("{histogram}_sum"), &[]);
+        assert!(count >= 20.0, "{histogram}: {count}");
+        assert!(
+            sum >= 0.0 && sum / count < 10.0,
+            "{histogram}: mean {}",
+            sum / count
+        );
+    }
+    app.stop().await;
+}

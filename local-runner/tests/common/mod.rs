@@ -1,5 +1,7 @@
 //! Shared by the runner's test binaries: a runner served in-process on a
 //! free loopback port, driven over HTTP.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
 
 use reqwest::StatusCode;
 use salestrack_local_runner::run;

@@ -2,6 +2,7 @@
 //! accepts: the SAM template's function environments, the compose runner's
 //! environment and the Dockerfile's ENV. `Settings` rejects unknown
 //! `SALESTRACK_*` names, so a typo there would stop the process at start.
+//! The Grafana dashboard charts only metrics the code records.
 
 use figment::Jail;
 use salestrack_platform::Settings;
@@ -170,4 +171,55 @@ fn the_keyspaces_table_in_the_template_matches_the_cql_schema() {
     declared.sort();
     expected.sort();
     assert_eq!(declared, expected);
+}
+
+/// Every Rust source of the workspace, as one text.
+fn rust_sources() -> String {
+    fn walk(dir: &std::path::Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() && name != "target" && name != ".git" {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn the_grafana_dashboard_charts_only_metrics_the_code_records() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("infra/grafana/dashboards/salestrack.json"))
+            .expect("dashboard JSON");
+    let sources = rust_sources();
+    let mut charted = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if let Some(name) = word.strip_prefix("salestrack_") {
+                    let base = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name);
+                    charted.insert(format!("salestrack_{base}"));
+                }
+            }
+        }
+    }
+    assert!(charted.len() >= 10, "{charted:?}");
+    for metric in &charted {
+        assert!(
+            sources.contains(&format!("\"{metric}\"")),
+            "the dashboard charts {metric}, which no code records"
+        );
+    }
 }

@@ -6,12 +6,13 @@
 //! cargo run --release -p salestrack-loadtest -- --host http://127.0.0.1:8080 --run-time 30s
 //! ```
 //!
-//! Each simulated user places order lines (five per cart) and reads each
-//! cart back with the write's consistency token, so the `GET` latency is the
-//! read-your-writes latency through bus, domain and projector. Without
-//! `--host` a runner is started in-process on a free loopback port over a
-//! fresh data directory; afterwards every accepted line is checked to have
-//! reached the sales report (no accepted command lost).
+//! Three scenarios (see `scenario`): write-heavy placement, mixed reads and
+//! writes, and read-your-writes; `--scenarios writeheavy` (or any list)
+//! picks, all run weighted by default. `--report-file run.html
+//! --report-file run.json` writes goose's reports. Without `--host` a runner
+//! is started in-process on a free loopback port over a fresh data
+//! directory; afterwards every accepted line is checked to have reached the
+//! sales report (no accepted command lost).
 //!
 //! Bounded in count (`--iterations`, default 250 per user) or time
 //! (`--run-time`), and always by a hard wall-clock cap. Only loopback hosts
@@ -99,7 +100,9 @@ async fn main() -> anyhow::Result<()> {
         None => Some(start_runner().await?),
     };
     let mut attack = GooseAttack::initialize()?
-        .register_scenario(scenario::orders())
+        .register_scenario(scenario::write_heavy())
+        .register_scenario(scenario::mixed_read_write())
+        .register_scenario(scenario::read_your_writes())
         .set_default(GooseDefault::Users, 8)?
         .set_default(GooseDefault::IncreaseRate, "8")?
         .set_default(GooseDefault::Iterations, 250)?;
@@ -113,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     // Goose keys request metrics by "METHOD name".
     let placed = metrics
         .requests
-        .get("POST POST /orders")
+        .get(&format!("POST {}", scenario::PLACE))
         .map_or(0, |r| r.success_count);
     let seconds = metrics.duration.max(1);
     println!(

@@ -18,12 +18,10 @@
 //! (`--run-time`), and always by a hard wall-clock cap. Only loopback hosts
 //! are accepted.
 
-mod scenario;
-
 use anyhow::{bail, Context};
 use goose::prelude::*;
+use salestrack_loadtest::{ensure_loopback, scenario};
 use salestrack_platform::{Backends, Settings};
-use std::net::IpAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,20 +39,6 @@ fn host_argument() -> Option<String> {
                 .flatten()
         })
     })
-}
-
-fn ensure_loopback(host: &str) -> anyhow::Result<()> {
-    let authority = host.split("://").nth(1).unwrap_or(host);
-    let name = authority.split('/').next().unwrap_or_default();
-    let name = match name.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => name.rsplit_once(':').map_or(name, |(h, _)| h),
-    };
-    let loopback = name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        bail!("refusing to load {host}: only loopback hosts (127.0.0.0/8, ::1, localhost) may be targeted");
-    }
-    Ok(())
 }
 
 struct InProcess {
@@ -134,29 +118,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ensure_loopback;
-
-    #[test]
-    fn only_loopback_hosts_may_be_loaded() {
-        for ok in [
-            "http://127.0.0.1:8080",
-            "http://localhost:1",
-            "http://[::1]:80/",
-            "127.0.0.2",
-        ] {
-            assert!(ensure_loopback(ok).is_ok(), "{ok}");
-        }
-        for refused in [
-            "http://10.0.0.1:8080",
-            "https://example.com",
-            "http://192.168.1.5",
-            "http://[2001:db8::1]:80",
-        ] {
-            assert!(ensure_loopback(refused).is_err(), "{refused}");
-        }
-    }
 }

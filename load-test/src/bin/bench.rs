@@ -172,7 +172,7 @@ async fn load(host: &str, o: &Options, throttle: Option<usize>) -> anyhow::Resul
         .set_default(GooseDefault::Quiet, 1)?
         .set_default(GooseDefault::NoPrintMetrics, true)?
         .set_default(GooseDefault::NoErrorSummary, true)?
-        .set_default(GooseDefault::NoTelnet, true)?
+        .set_default(GooseDefault::NoTelnet, true)?;
     if let Some(rate) = throttle {
         attack = attack.set_default(GooseDefault::ThrottleRequests, rate.max(1))?;
     }

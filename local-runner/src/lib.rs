@@ -136,5 +136,7 @@ pub async fn run(
         }
     }
     tracing::info!("salestrack local runner stopped");
+    // The exporter's thread may block on the collector: not on a runtime worker.
+    let _ = tokio::task::spawn_blocking(salestrack_platform::telemetry::flush).await;
     served
 }

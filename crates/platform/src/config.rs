@@ -38,6 +38,8 @@ pub struct Settings {
     pub ready_max_projection_lag_ms: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// OTLP/HTTP collector (`http://host:4318`) to export spans to; unset: none.
+    pub otlp_endpoint: Option<String>,
     /// Kafka bootstrap servers (`host:port,...`); empty keeps the embedded bus.
     pub kafka_brokers: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
@@ -109,6 +111,7 @@ impl Default for Settings {
             consistency_wait_ms: 5_000,
             ready_max_projection_lag_ms: 30_000,
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             kafka_brokers: String::new(),
             kafka_security_protocol: "plaintext".into(),
             kafka_sasl_mechanism: None,

@@ -25,7 +25,15 @@ pub use config::{Settings, Topics};
 pub async fn start() -> Result<(Settings, Backends), Box<dyn std::error::Error + Send + Sync>> {
     let started = std::time::Instant::now();
     let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
+    let service = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "salestrack".into());
+    telemetry::init_with(
+        settings.log_format,
+        settings.otlp_endpoint.as_deref(),
+        &service,
+    );
     let backends = Backends::connect(&settings).await?;
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1e3,

@@ -1,18 +1,95 @@
-//! Tracing set-up: `RUST_LOG` filters (default `info`), text or JSON lines.
+//! Telemetry: `tracing` to stdout (`RUST_LOG` filters, default `info`; text
+//! or JSON lines), optionally spans exported over OTLP/HTTP when
+//! `SALESTRACK_OTLP_ENDPOINT` is set, and the Prometheus recorder.
 
 use crate::config::LogFormat;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use salestrack_core::headers::TraceParent;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls are no-ops (tests call it freely).
 pub fn init(format: LogFormat) {
+    init_with(format, None, "salestrack");
+}
+
+/// The exporting tracer provider, when OTLP export is on.
+static PROVIDER: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
+
+/// Like [`init`], and exports spans to the OTLP/HTTP collector at
+/// `otlp_endpoint` (`http://host:4318`) as `service`, if given.
+pub fn init_with(format: LogFormat, otlp_endpoint: Option<&str>, service: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
+    let otel = otlp_endpoint.and_then(|endpoint| match otlp_provider(endpoint, service) {
+        Ok(provider) => {
+            let tracer = provider.tracer("salestrack");
+            let _ = PROVIDER.set(provider);
+            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        }
+        Err(e) => {
+            eprintln!("OTLP export to {endpoint} is off: {e}");
+            None
+        }
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _already_set = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
+            .try_init(),
     };
+}
+
+fn otlp_provider(
+    endpoint: &str,
+    service: &str,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .with_headers(std::collections::HashMap::new())
+        .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
+        .build())
+}
+
+/// Exports the spans still buffered (at shutdown; tests).
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        if let Err(e) = provider.force_flush() {
+            tracing::warn!(error = %e, "flushing the OTLP exporter failed");
+        }
+    }
+}
+
+/// Makes `span` a child of the W3C trace context `trace` (from an HTTP or
+/// Kafka `traceparent`), so exported spans of one order share its trace.
+pub fn continue_trace(span: &tracing::Span, trace: &TraceParent) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let context = SpanContext::new(
+        TraceId::from_bytes(trace.trace_id),
+        SpanId::from_bytes(trace.span_id),
+        if trace.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        },
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
 }
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};

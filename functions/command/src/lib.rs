@@ -178,6 +178,7 @@ async fn accept(
     );
     let span = tracing::info_span!("accept", %command_id, %cart_id, %order_id, kind = command.kind(),
         trace_id = %trace.trace_id_hex());
+    salestrack_platform::telemetry::continue_trace(&span, &trace);
     async {
         let record = CommandRecord {
             command_id,

@@ -171,6 +171,7 @@ async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<Handled, HandlerE
         kind = command.command.kind(),
         trace_id = %trace.trace_id_hex(),
     );
+    salestrack_platform::telemetry::continue_trace(&span, &trace);
     decide_and_append(&command, trace, deps)
         .instrument(span)
         .await

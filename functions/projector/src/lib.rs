@@ -168,6 +168,9 @@ async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<BatchReport, Hand
         Input::Event(event) => {
             let span = tracing::info_span!("project", cart_id = %event.cart_id, version = event.version,
                 command_id = %event.command_id, %trace_id);
+            if let Some(trace) = &trace {
+                salestrack_platform::telemetry::continue_trace(&span, trace);
+            }
             let report = project_event(&event, deps).instrument(span).await?;
             if let (Some(accepted), true) = (accepted_at, report.projected > 0) {
                 // POST /orders answered 202 -> the event is in the read models.

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use salestrack_core::ports::Clock;
+use salestrack_platform::health::{Check, Dependency};
 use salestrack_platform::http::ApiError;
 use salestrack_platform::{Backends, Settings};
 use serde::Serialize;
@@ -42,42 +43,6 @@ pub struct Readiness {
     pub projection_lag_threshold_ms: u64,
     pub domain_consumer: ConsumerState,
     pub projector_consumer: ConsumerState,
-}
-
-/// One dependency's answer to a ping.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Check {
-    /// `ok` or `unavailable`.
-    pub status: &'static str,
-    pub latency_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Check {
-    async fn run<F>(ping: F) -> Check
-    where
-        F: std::future::Future<Output = Result<(), salestrack_core::ports::BackendError>>,
-    {
-        let started = std::time::Instant::now();
-        // A dependency that hangs is as unavailable as one that refuses.
-        let result = tokio::time::timeout(Duration::from_secs(2), ping).await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        let error = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("no answer within 2 s".to_owned()),
-        };
-        Check {
-            status: if error.is_none() { "ok" } else { "unavailable" },
-            latency_ms,
-            error,
-        }
-    }
-
-    fn ok(&self) -> bool {
-        self.error.is_none()
-    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -198,9 +163,9 @@ async fn live() -> impl IntoResponse {
 async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
     let b = &state.backends;
     let (bus, event_store, read_store) = tokio::join!(
-        Check::run(b.ping_bus()),
-        Check::run(b.event_store.ping()),
-        Check::run(b.read_store.ping()),
+        Dependency::Bus.check(b),
+        Dependency::EventStore.check(b),
+        Dependency::ReadStore.check(b),
     );
     let domain = ConsumerState::from(state.loops.domain.as_ref());
     let projector = ConsumerState::from(state.loops.projector.as_ref());

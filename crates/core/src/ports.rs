@@ -101,8 +101,9 @@ pub trait Consumer: Send {
     /// Forgets uncommitted progress: the next poll starts at the committed offsets.
     async fn rewind(&mut self) -> Result<(), BackendError>;
 
-    /// How many records of each partition this member holds are not yet
-    /// delivered to it (the end of the partition minus its position).
+    /// How many records of each partition this member holds the group has
+    /// not committed yet (end of the partition minus committed offset, as
+    /// Kafka tools report it). May trail by a second or so.
     async fn lag(&mut self) -> Result<Vec<PartitionLag>, BackendError>;
 }
 

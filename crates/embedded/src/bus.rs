@@ -293,14 +293,13 @@ impl Consumer for EmbeddedConsumer {
     async fn lag(&mut self) -> Result<Vec<PartitionLag>, BackendError> {
         let group = self.group.clone();
         let topics = self.topics.clone();
-        let positions = self.positions.clone();
         let err = self.bus.db.err();
         self.bus
             .db
             .call(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT h.partition, h.next_offset, COALESCE(o.next_offset, 0) \
+                        "SELECT h.partition, h.next_offset - COALESCE(o.next_offset, 0) \
                          FROM partition_heads h LEFT JOIN committed_offsets o \
                          ON o.grp = ?1 AND o.topic = h.topic AND o.partition = h.partition \
                          WHERE h.topic = ?2",
@@ -310,24 +309,15 @@ impl Consumer for EmbeddedConsumer {
                 for topic in &topics {
                     let rows = stmt
                         .query_map(params![group, topic], |r| {
-                            Ok((
-                                r.get::<_, i32>(0)?,
-                                r.get::<_, i64>(1)?,
-                                r.get::<_, i64>(2)?,
-                            ))
+                            Ok((r.get::<_, i32>(0)?, r.get::<_, i64>(1)?))
                         })
                         .map_err(err)?;
                     for row in rows {
-                        let (partition, head, committed) = row.map_err(err)?;
-                        // Delivered but uncommitted records are not lag.
-                        let position = positions
-                            .get(&(topic.clone(), partition))
-                            .copied()
-                            .unwrap_or(committed);
+                        let (partition, lag) = row.map_err(err)?;
                         lags.push(PartitionLag {
                             topic: topic.clone(),
                             partition,
-                            lag: (head - position).max(0),
+                            lag: lag.max(0),
                         });
                     }
                 }

@@ -193,9 +193,11 @@ impl KafkaBus {
                 "heartbeat.interval.ms",
                 (self.config.session_timeout.as_millis() / 3).to_string(),
             )
+            .set("statistics.interval.ms", "1000")
             .create_with_context(GroupContext {
                 group: group.to_owned(),
                 revoked: std::sync::Mutex::new(Vec::new()),
+                lags: std::sync::Mutex::new(Vec::new()),
             })
             .map_err(backend_error)?;
         consumer.subscribe(topics).map_err(backend_error)?;
@@ -267,9 +269,34 @@ impl Producer for KafkaBus {
 struct GroupContext {
     group: String,
     revoked: std::sync::Mutex<Vec<(String, i32)>>,
+    /// Per assigned partition, from librdkafka's last statistics.
+    lags: std::sync::Mutex<Vec<PartitionLag>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka reports each fetched partition's lag (high watermark
+    /// minus committed offset) from its own fetch state: no broker call.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lags = statistics
+            .topics
+            .into_iter()
+            .flat_map(|(topic, t)| {
+                t.partitions.into_values().filter_map(move |p| {
+                    (p.partition >= 0 && p.consumer_lag >= 0 && p.fetch_state == "active").then(
+                        || PartitionLag {
+                            topic: topic.clone(),
+                            partition: p.partition,
+                            lag: p.consumer_lag,
+                        },
+                    )
+                })
+            })
+            .collect();
+        if let Ok(mut current) = self.lags.lock() {
+            *current = lags;
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -422,34 +449,15 @@ impl Consumer for KafkaConsumer {
             .await
     }
 
-    /// Per assigned partition: the high watermark minus this member's
-    /// position (or its committed offset before the first fetch).
+    /// As of librdkafka's last statistics (every second): partitions this
+    /// member fetches, high watermark minus committed offset.
     async fn lag(&mut self) -> Result<Vec<PartitionLag>, BackendError> {
-        self.blocking(|c| {
-            let assigned = c.assignment()?;
-            let positions = c.position()?;
-            let committed = c.committed_offsets(assigned.clone(), Duration::from_secs(5))?;
-            let mut lags = Vec::new();
-            for e in assigned.elements() {
-                let (_, high) =
-                    c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))?;
-                let offset_of = |list: &TopicPartitionList| match list
-                    .find_partition(e.topic(), e.partition())
-                    .map(|p| p.offset())
-                {
-                    Some(Offset::Offset(o)) => Some(o),
-                    _ => None,
-                };
-                let position = offset_of(&positions).or(offset_of(&committed)).unwrap_or(0);
-                lags.push(PartitionLag {
-                    topic: e.topic().to_owned(),
-                    partition: e.partition(),
-                    lag: (high - position).max(0),
-                });
-            }
-            Ok(lags)
-        })
-        .await
+        self.inner
+            .context()
+            .lags
+            .lock()
+            .map(|l| l.clone())
+            .map_err(|_| backend_error("poisoned lag state"))
     }
 
     /// Seeks every partition polled since the last rewind back to the group's

@@ -74,9 +74,9 @@ macro_rules! on_broker {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn lag_counts_records_not_yet_delivered() {
+        async fn lag_counts_records_not_yet_committed() {
             let Some(s) = setup($kind).await else { return };
-            contract::bus::lag_counts_records_not_yet_delivered(
+            contract::bus::lag_counts_records_not_yet_committed(
                 &s.bus,
                 s.consumer().as_mut(),
                 &s.topic,

@@ -8,10 +8,12 @@
 //! - [`config`]: `Settings` (all `SALESTRACK_*` variables) and `Topics`.
 //! - [`telemetry`]: tracing subscriber set-up.
 //! - [`backends`]: opens the backends and hands them out as ports.
+//! - [`health`]: dependency checks and the functions' own health routes.
 //! - [`http`]: `ApiError`, the one `IntoResponse` for failures.
 
 pub mod backends;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod telemetry;
 

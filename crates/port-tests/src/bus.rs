@@ -124,8 +124,10 @@ pub async fn an_idle_poll_returns_empty(consumer: &mut dyn Consumer) {
     assert!(got.is_empty());
 }
 
-/// Lag counts the records of a partition not yet delivered to the member.
-pub async fn lag_counts_records_not_yet_delivered(
+/// Lag counts the records of a partition the group has not committed yet
+/// (delivered or not), reported within seconds (Kafka's comes from client
+/// statistics, served while the member polls).
+pub async fn lag_counts_records_not_yet_committed(
     producer: &dyn Producer,
     consumer: &mut dyn Consumer,
     topic: &str,
@@ -140,13 +142,12 @@ pub async fn lag_counts_records_not_yet_delivered(
     let got = poll_n(consumer, 3).await;
     consumer.commit(&got).await.expect("commit");
     let partition = got[0].partition;
-    let lag_of = |lags: Vec<salestrack_core::ports::PartitionLag>| {
-        lags.iter()
-            .filter(|l| l.topic == topic && l.partition == partition)
-            .map(|l| l.lag)
-            .sum::<i64>()
-    };
-    assert_eq!(lag_of(consumer.lag().await.expect("lag")), 0, "caught up");
+    let mut delivered = Vec::new();
+    assert_eq!(
+        lag_settles_at(consumer, topic, partition, 0, &mut delivered).await,
+        0,
+        "caught up"
+    );
     for i in 3..5 {
         producer
             .send(record(topic, "cart-lag", &format!("{i}")))
@@ -154,8 +155,53 @@ pub async fn lag_counts_records_not_yet_delivered(
             .expect("send");
     }
     assert_eq!(
-        lag_of(consumer.lag().await.expect("lag")),
+        lag_settles_at(consumer, topic, partition, 2, &mut delivered).await,
         2,
         "two records behind"
     );
+    let missing = 2 - delivered.len();
+    delivered.extend(poll_n(consumer, missing).await);
+    assert_eq!(
+        lag_settles_at(consumer, topic, partition, 2, &mut delivered).await,
+        2,
+        "delivered is not yet handled"
+    );
+    consumer.commit(&delivered).await.expect("commit");
+    assert_eq!(
+        lag_settles_at(consumer, topic, partition, 0, &mut delivered).await,
+        0,
+        "committed"
+    );
+}
+
+/// The partition's lag once it reads `want`, or what it reads after 15 s.
+/// Polls meanwhile (which serves a Kafka client's statistics) and keeps
+/// what that delivers in `delivered`.
+async fn lag_settles_at(
+    consumer: &mut dyn Consumer,
+    topic: &str,
+    partition: i32,
+    want: i64,
+    delivered: &mut Vec<BusRecord>,
+) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let lag = consumer
+            .lag()
+            .await
+            .expect("lag")
+            .iter()
+            .filter(|l| l.topic == topic && l.partition == partition)
+            .map(|l| l.lag)
+            .sum::<i64>();
+        if lag == want || std::time::Instant::now() > deadline {
+            return lag;
+        }
+        delivered.extend(
+            consumer
+                .poll(10, Duration::from_millis(100))
+                .await
+                .expect("poll"),
+        );
+    }
 }

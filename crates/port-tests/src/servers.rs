@@ -101,8 +101,13 @@ impl ServerProcess {
     /// Kills the server and every process it started (SIGKILL to its
     /// process group); its data directory stays.
     pub fn kill(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            // Already reaped: its pid may belong to someone else by now.
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -2,16 +2,18 @@
 
 use salestrack_command::{router, CommandState};
 use salestrack_core::ports::SystemClock;
+use salestrack_platform::health::{self, Dependency};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let (settings, backends) = salestrack_platform::start().await?;
+    let health = health::router(backends.clone(), &[Dependency::Bus]);
     let state = CommandState {
         producer: backends.producer,
         clock: Arc::new(SystemClock),
         topic: settings.commands_topic,
         max_body_bytes: settings.max_body_bytes,
     };
-    lambda_http::run(router(state)).await
+    lambda_http::run(router(state).merge(health)).await
 }

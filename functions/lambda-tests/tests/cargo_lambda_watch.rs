@@ -197,6 +197,12 @@ fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
         (status, refused["error"].as_str()),
         (415, Some("unsupported_media_type"))
     );
+    let (status, ready) = http(&command.invoke("get-health-ready.json"));
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(
+        ready["bus"]["status"], "ok",
+        "the command function checks its bus: {ready}"
+    );
     drop(command);
 
     let domain = Watch::start("domain", data.path(), logs.path());
@@ -223,4 +229,10 @@ fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
     let (status, summary) = http(&query.invoke("get-cart-summary.json"));
     assert_eq!(status, 200, "{summary}");
     assert_eq!(summary["subtotal"], "389.98", "{summary}");
+    let (status, ready) = http(&query.invoke("get-health-ready.json"));
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(
+        ready["read_store"]["status"], "ok",
+        "the query function checks its read store: {ready}"
+    );
 }

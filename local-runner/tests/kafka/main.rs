@@ -398,58 +398,6 @@ async fn a_command_from_kcat_reaches_the_query_api(kind: BrokerKind) {
     app.stop().await;
 }
 
-/// Polls `/health/ready` until `wanted(status code, body)` (bounded).
-async fn ready_until(app: &Http, what: &str, wanted: impl Fn(StatusCode, &Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, body) = app.get("/health/ready").await;
-        if wanted(status, &body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "never {what}: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The broker goes away and comes back: readiness follows, and the
-/// pipeline works again afterwards.
-async fn readiness_follows_the_bus_down_and_up(kind: BrokerKind) {
-    let Some(mut broker) = TestBroker::start_durable(kind) else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let settings = settings(&broker, dir.path());
-    let backends = Backends::connect(&settings).await.expect("backends");
-    let app = spawn_with(settings, backends).await;
-    let ok =
-        |status: StatusCode, body: &Value| status == StatusCode::OK && body["status"] == "ready";
-    ready_until(&app, "ready", ok).await;
-
-    broker.kill();
-    let down = ready_until(&app, "not ready without the broker", |status, _| {
-        status == StatusCode::SERVICE_UNAVAILABLE
-    })
-    .await;
-    assert_eq!(down["status"], "not_ready", "{down}");
-    assert_eq!(down["bus"]["status"], "unavailable", "{down}");
-    assert!(
-        down["bus"]["error"].is_string(),
-        "the error is named: {down}"
-    );
-    assert_eq!(down["event_store"]["status"], "ok", "{down}");
-
-    broker.restart();
-    let up = ready_until(&app, "ready again", ok).await;
-    assert!(up["bus"]["latency_ms"].as_f64().is_some(), "{up}");
-    let (cart, order) = (CartId(Uuid::new_v4()), OrderId(Uuid::new_v4()));
-    let (status, accepted) = app
-        .post("/orders", &order_body_for(cart, order, "After the outage"))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    wait_for_carts(&app, &BTreeMap::from([(cart, BTreeSet::from([order]))])).await;
-    app.stop().await;
-}
-
 macro_rules! on_broker {
     ($kind:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -482,9 +430,4 @@ mod noida {
 mod tansu {
     use super::*;
     on_broker!(BrokerKind::Tansu);
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn readiness_turns_not_ready_when_the_broker_stops_and_ready_when_it_returns() {
-        readiness_follows_the_bus_down_and_up(BrokerKind::Tansu).await;
-    }
 }

@@ -81,10 +81,10 @@ mod bus_contract {
     }
 
     #[tokio::test]
-    async fn lag_counts_records_not_yet_delivered() {
+    async fn lag_counts_records_not_yet_committed() {
         let (_dir, bus) = bus();
         let mut consumer = bus.consumer("g", &["t"]);
-        contract::bus::lag_counts_records_not_yet_delivered(&bus, &mut consumer, "t").await;
+        contract::bus::lag_counts_records_not_yet_committed(&bus, &mut consumer, "t").await;
     }
 
     #[tokio::test]

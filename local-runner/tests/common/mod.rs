@@ -86,3 +86,43 @@ impl Http {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 }
+
+/// A runner over embedded backends in `dir`, polling briskly.
+pub async fn spawn_embedded(dir: &std::path::Path) -> TestApp {
+    let settings = Settings {
+        data_dir: dir.into(),
+        poll_wait_ms: 20,
+        consistency_wait_ms: 10_000,
+        ..Settings::default()
+    };
+    let backends = Backends::connect(&settings).await.expect("backends");
+    spawn_with(settings, backends).await
+}
+
+/// Posts an order of a new cart under the W3C trace `trace_id` and waits
+/// until it is visible; returns the cart id and the `202` body.
+pub async fn place_traced_order(
+    app: &Http,
+    trace_id: &str,
+) -> (salestrack_core::ids::CartId, Value) {
+    use salestrack_core::ids::{CartId, OrderId};
+    let (cart, order) = (CartId(uuid::Uuid::new_v4()), OrderId(uuid::Uuid::new_v4()));
+    let response = app
+        .client
+        .post(app.url("/orders"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&salestrack_core::testing::order_body_for(
+            cart, order, "Traced",
+        ))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.expect("json");
+    let token = accepted["consistency_token"].as_str().expect("token");
+    let (status, _) = app
+        .get(&format!("/carts/{cart}?consistency_token={token}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    (cart, accepted)
+}

@@ -8,15 +8,11 @@ mod common;
 
 use axum::body::Bytes;
 use axum::routing::post;
-use common::spawn_with;
+use common::{place_traced_order, spawn_embedded};
 use reqwest::StatusCode;
-use salestrack_core::ids::{CartId, OrderId};
-use salestrack_core::testing::order_body_for;
 use salestrack_platform::config::LogFormat;
-use salestrack_platform::{telemetry, Backends, Settings};
-use serde_json::Value;
+use salestrack_platform::telemetry;
 use std::sync::{Arc, Mutex};
-use uuid::Uuid;
 
 /// Bodies the collector stand-in received on `/v1/traces`.
 type Received = Arc<Mutex<Vec<Vec<u8>>>>;
@@ -49,32 +45,9 @@ async fn an_orders_spans_are_exported_over_otlp_under_the_callers_trace_id() {
     let (endpoint, received) = collector().await;
     telemetry::init_with(LogFormat::Text, Some(&endpoint), "salestrack-test");
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings {
-        data_dir: dir.path().into(),
-        poll_wait_ms: 20,
-        consistency_wait_ms: 10_000,
-        ..Settings::default()
-    };
-    let backends = Backends::connect(&settings).await.expect("backends");
-    let app = spawn_with(settings, backends).await;
-
+    let app = spawn_embedded(dir.path()).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
-    let (cart, order) = (CartId(Uuid::new_v4()), OrderId(Uuid::new_v4()));
-    let response = app
-        .client
-        .post(app.url("/orders"))
-        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
-        .json(&order_body_for(cart, order, "Exported"))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let accepted: Value = response.json().await.expect("json");
-    let token = accepted["consistency_token"].as_str().expect("token");
-    let (status, _) = app
-        .get(&format!("/carts/{cart}?consistency_token={token}"))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    place_traced_order(&app, trace_id).await;
     app.stop().await;
     tokio::task::spawn_blocking(telemetry::flush)
         .await

@@ -7,12 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::spawn_with;
-use reqwest::StatusCode;
-use salestrack_core::ids::{CartId, OrderId};
-use salestrack_core::testing::order_body_for;
-use salestrack_platform::{Backends, Settings};
-use serde_json::Value;
+use common::{place_traced_order, spawn_embedded};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tracing::field::{Field, Visit};
@@ -20,7 +15,6 @@ use tracing::span::{Attributes, Id};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
-use uuid::Uuid;
 
 /// (span name, fields) of every span opened in the process.
 type Spans = Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>;
@@ -55,32 +49,9 @@ async fn one_orders_trace_id_runs_from_the_post_to_the_projector_span() {
         .with(Recorder(spans.clone()))
         .init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings {
-        data_dir: dir.path().into(),
-        poll_wait_ms: 20,
-        consistency_wait_ms: 10_000,
-        ..Settings::default()
-    };
-    let backends = Backends::connect(&settings).await.expect("backends");
-    let app = spawn_with(settings, backends).await;
-
+    let app = spawn_embedded(dir.path()).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let (cart, order) = (CartId(Uuid::new_v4()), OrderId(Uuid::new_v4()));
-    let response = app
-        .client
-        .post(app.url("/orders"))
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .json(&order_body_for(cart, order, "Traced"))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let accepted: Value = response.json().await.expect("json");
-    let token = accepted["consistency_token"].as_str().expect("token");
-    let (status, _) = app
-        .get(&format!("/carts/{cart}?consistency_token={token}"))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let (cart, accepted) = place_traced_order(&app, trace_id).await;
     app.stop().await;
 
     let spans = spans.lock().expect("spans").clone();

@@ -193,7 +193,7 @@ impl KafkaBus {
                 "heartbeat.interval.ms",
                 (self.config.session_timeout.as_millis() / 3).to_string(),
             )
-            .set("statistics.interval.ms", "1000")
+            .set("statistics.interval.ms", "0")
             .create_with_context(GroupContext {
                 group: group.to_owned(),
                 revoked: std::sync::Mutex::new(Vec::new()),
@@ -417,14 +417,24 @@ impl Consumer for KafkaConsumer {
                 .lock()
                 .map_err(|_| backend_error("poisoned rebalance state"))?,
         );
-        let records: Vec<BusRecord> = if revoked.is_empty() {
-            records
-        } else {
-            records
-                .into_iter()
-                .filter(|r| !revoked.contains(&(r.topic.clone(), r.partition)))
-                .collect()
-        };
+        let (records, dropped): (Vec<BusRecord>, Vec<BusRecord>) = records
+            .into_iter()
+            .partition(|r| !revoked.contains(&(r.topic.clone(), r.partition)));
+        if !dropped.is_empty() {
+            // A partition revoked and assigned again within one poll may have
+            // delivered fresh records after its reassignment too: the
+            // position is past them. Back to the committed offset, so that
+            // nothing dropped here is skipped.
+            let dropped: BTreeSet<(String, i32)> = dropped
+                .iter()
+                .map(|r| (r.topic.clone(), r.partition))
+                .collect();
+            tracing::info!(partitions = ?dropped, "dropped records of revoked partitions; seeking back to the committed offsets");
+            let kept = std::mem::replace(&mut self.touched, dropped);
+            let rewound = self.rewind().await;
+            self.touched = kept;
+            rewound?;
+        }
         for r in &records {
             self.touched.insert((r.topic.clone(), r.partition));
         }

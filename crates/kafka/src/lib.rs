@@ -193,7 +193,7 @@ impl KafkaBus {
                 "heartbeat.interval.ms",
                 (self.config.session_timeout.as_millis() / 3).to_string(),
             )
-            .set("statistics.interval.ms", "0")
+            .set("statistics.interval.ms", "1000")
             .create_with_context(GroupContext {
                 group: group.to_owned(),
                 revoked: std::sync::Mutex::new(Vec::new()),

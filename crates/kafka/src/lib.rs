@@ -382,9 +382,16 @@ impl KafkaConsumer {
         let window_ends = Instant::now() + self.batch_window;
         while records.len() < max {
             let left = window_ends.saturating_duration_since(Instant::now());
-            match self.next(left).await? {
-                Some(r) => records.push(r),
-                None => break,
+            match self.next(left).await {
+                Ok(Some(r)) => records.push(r),
+                Ok(None) => break,
+                // The position is already past what arrived: dropping it
+                // here would skip it. Hand it over; a lasting error shows
+                // again on the next poll.
+                Err(e) => {
+                    tracing::warn!(error = %e, received = records.len(), "consumer error mid-batch; handing over what arrived");
+                    break;
+                }
             }
         }
         Ok(records)

@@ -321,14 +321,9 @@ async fn versions_held(
             &[],
             Some(&json!({ "ids": ids })),
         )
-        .await?;
-    if !answer.status.is_success() {
-        return Err(BackendError::new(
-            NAME,
-            format!("_mget on {index}: HTTP {}", answer.status),
-        ));
-    }
-    Ok(answer.body["docs"]
+        .await?
+        .ok("reading the new generation's cart versions")?;
+    Ok(answer["docs"]
         .as_array()
         .into_iter()
         .flatten()
@@ -359,20 +354,15 @@ async fn swap_aliases(store: &EsReadStore, generation: u32) -> Result<Vec<String
         actions.push(json!({ "add": { "index": target, "alias": alias } }));
     }
     if !actions.is_empty() {
-        let reply = store
+        store
             .json(
                 Method::Post,
                 "/_aliases",
                 &[],
                 Some(&json!({ "actions": actions })),
             )
-            .await?;
-        if !reply.status.is_success() {
-            return Err(BackendError::new(
-                NAME,
-                format!("moving the aliases: HTTP {}: {}", reply.status, reply.body),
-            ));
-        }
+            .await?
+            .ok("moving the aliases")?;
     }
     tracing::info!(
         generation,
@@ -390,13 +380,8 @@ async fn load_state(store: &EsReadStore) -> Result<Option<State>, BackendError> 
     if reply.status == StatusCode::NOT_FOUND || reply.body["found"] == false {
         return Ok(None);
     }
-    if !reply.status.is_success() {
-        return Err(BackendError::new(
-            NAME,
-            format!("reading the rebuild state: HTTP {}", reply.status),
-        ));
-    }
-    serde_json::from_value(reply.body["_source"].clone())
+    let body = reply.ok("reading the rebuild state")?;
+    serde_json::from_value(body["_source"].clone())
         .map(Some)
         .map_err(|e| BackendError::new(NAME, format!("corrupt rebuild state: {e}")))
 }
@@ -404,25 +389,16 @@ async fn load_state(store: &EsReadStore) -> Result<Option<State>, BackendError> 
 async fn save_state(store: &EsReadStore, state: &State) -> Result<(), BackendError> {
     let index = store.layout().rebuild_state_index();
     let body = serde_json::to_value(state).map_err(|e| BackendError::new(NAME, e))?;
-    let reply = store
+    store
         .json(
             Method::Put,
             &format!("/{index}/_doc/{STATE_ID}"),
             &[("refresh", "true")],
             Some(&body),
         )
-        .await?;
-    if reply.status.is_success() {
-        Ok(())
-    } else {
-        Err(BackendError::new(
-            NAME,
-            format!(
-                "saving the rebuild state: HTTP {}: {}",
-                reply.status, reply.body
-            ),
-        ))
-    }
+        .await?
+        .ok("saving the rebuild state")
+        .map(drop)
 }
 
 async fn delete_state(store: &EsReadStore) -> Result<(), BackendError> {
@@ -435,14 +411,10 @@ async fn delete_state(store: &EsReadStore) -> Result<(), BackendError> {
             None,
         )
         .await?;
-    if reply.status.is_success() || reply.status == StatusCode::NOT_FOUND {
-        Ok(())
-    } else {
-        Err(BackendError::new(
-            NAME,
-            format!("clearing the rebuild state: HTTP {}", reply.status),
-        ))
+    if reply.status == StatusCode::NOT_FOUND {
+        return Ok(());
     }
+    reply.ok("clearing the rebuild state").map(drop)
 }
 
 #[cfg(test)]

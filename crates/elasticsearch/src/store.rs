@@ -46,7 +46,7 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn ok(self, what: &str) -> Result<Value, BackendError> {
+    pub(crate) fn ok(self, what: &str) -> Result<Value, BackendError> {
         if self.status.is_success() {
             Ok(self.body)
         } else {
@@ -426,6 +426,19 @@ impl Item {
     }
 }
 
+/// `[from, to)` on `created_at`, either end open when `None`.
+fn created_at_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Value {
+    let mut range = serde_json::Map::new();
+    if let Some(from) = from {
+        range.insert("gte".into(), json!(from.timestamp_millis()));
+    }
+    if let Some(to) = to {
+        range.insert("lt".into(), json!(to.timestamp_millis()));
+    }
+    range.insert("format".into(), json!("epoch_millis"));
+    json!({ "range": { "created_at": range } })
+}
+
 /// `search_after` values of a summary in the `(created_at desc, cart_id desc)` order.
 fn sort_values(created_at: DateTime<Utc>, cart_id: CartId) -> Value {
     json!([created_at.timestamp_millis(), cart_id.to_string()])
@@ -589,15 +602,7 @@ impl ReadStore for EsReadStore {
             filter.push(json!({ "term": { "currency": currency } }));
         }
         if search.from.is_some() || search.to.is_some() {
-            let mut range = serde_json::Map::new();
-            if let Some(from) = search.from {
-                range.insert("gte".into(), json!(from.timestamp_millis()));
-            }
-            if let Some(to) = search.to {
-                range.insert("lt".into(), json!(to.timestamp_millis()));
-            }
-            range.insert("format".into(), json!("epoch_millis"));
-            filter.push(json!({ "range": { "created_at": range } }));
+            filter.push(created_at_range(search.from, search.to));
         }
         if let Some(q) = search.q.as_deref().filter(|q| !q.trim().is_empty()) {
             must.push(json!({ "match": { "products": { "query": q, "operator": "and" } } }));
@@ -631,21 +636,13 @@ impl ReadStore for EsReadStore {
         &self,
         query: &SalesReportQuery,
     ) -> Result<Vec<SalesBucket>, BackendError> {
-        let mut range = serde_json::Map::new();
-        if let Some(from) = query.from {
-            range.insert("gte".into(), json!(from.timestamp_millis()));
-        }
-        if let Some(to) = query.to {
-            range.insert("lt".into(), json!(to.timestamp_millis()));
-        }
-        range.insert("format".into(), json!("epoch_millis"));
         let (levels, aggs) = report_aggregation(query);
         let body = json!({
             "size": 0,
             "track_total_hits": false,
             "query": { "bool": { "filter": [
                 { "term": { "status": "active" } },
-                { "range": { "created_at": range } },
+                created_at_range(query.from, query.to),
             ]}},
             "aggs": aggs,
         });

@@ -80,6 +80,18 @@ impl Http {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The body of `GET path` as text (`/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self.client.get(self.url(path)).send().await.expect("get");
         let status = response.status();
@@ -125,4 +137,18 @@ pub async fn place_traced_order(
         .await;
     assert_eq!(status, StatusCode::OK);
     (cart, accepted)
+}
+
+/// Runner settings on the Kafka brokers `brokers`, over embedded stores in
+/// `data_dir`, with short waits for tests.
+pub fn kafka_settings(brokers: &str, data_dir: &std::path::Path) -> Settings {
+    Settings {
+        data_dir: data_dir.into(),
+        partitions: 4,
+        poll_wait_ms: 50,
+        consistency_wait_ms: 10_000,
+        kafka_brokers: brokers.to_owned(),
+        kafka_batch_window_ms: 20,
+        ..Settings::default()
+    }
 }

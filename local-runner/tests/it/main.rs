@@ -67,15 +67,7 @@ async fn an_order_goes_from_post_to_every_read_model() {
 
     let (_, report) = app.get("/reports/sales?group_by=product").await;
     assert_eq!(report["buckets"][0]["revenue"], "389.98");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.text("/metrics").await;
     assert!(
         metrics.contains("salestrack_commands_accepted_total"),
         "{metrics}"
@@ -255,15 +247,7 @@ async fn health_and_the_openapi_document_are_served() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.text("/metrics").await;
     assert!(
         metrics.contains("salestrack_http_requests_total"),
         "{metrics}"
@@ -417,15 +401,7 @@ async fn after_a_small_load_every_operational_metric_is_exposed_with_sane_values
     // Lag gauges refresh once a second: scrape until both loops published.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let text = loop {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = app.text("/metrics").await;
         let published = ["domain", "projector"].iter().all(|c| {
             text.contains(&format!(
                 "salestrack_consumer_lag_records{{consumer=\"{c}\""

@@ -24,15 +24,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 fn settings(broker: &TestBroker, data_dir: &Path) -> Settings {
-    Settings {
-        data_dir: data_dir.into(),
-        partitions: 4,
-        poll_wait_ms: 50,
-        consistency_wait_ms: 10_000,
-        kafka_brokers: broker.brokers.clone(),
-        kafka_batch_window_ms: 20,
-        ..Settings::default()
-    }
+    common::kafka_settings(&broker.brokers, data_dir)
 }
 
 /// Waits until every cart in `expected` shows exactly its expected orders.

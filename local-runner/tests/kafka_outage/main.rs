@@ -13,19 +13,12 @@ use salestrack_core::testing::order_body_for;
 use salestrack_kafka::test_broker::{BrokerKind, TestBroker};
 use salestrack_platform::{Backends, Settings};
 use serde_json::Value;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-fn settings(broker: &TestBroker, data_dir: &std::path::Path) -> Settings {
-    Settings {
-        data_dir: data_dir.into(),
-        partitions: 4,
-        poll_wait_ms: 50,
-        consistency_wait_ms: 10_000,
-        kafka_brokers: broker.brokers.clone(),
-        kafka_batch_window_ms: 20,
-        ..Settings::default()
-    }
+fn settings(broker: &TestBroker, data_dir: &Path) -> Settings {
+    common::kafka_settings(&broker.brokers, data_dir)
 }
 
 /// Polls `/health/ready` until `wanted(status code, body)` (bounded).

@@ -68,6 +68,7 @@ pub async fn run(
     let clock = Arc::new(SystemClock);
     let domain = salestrack_domain::Deps {
         event_store: Arc::clone(&backends.event_store),
+        snapshot_every: settings.snapshot_every,
         producer: Arc::clone(&backends.producer),
         clock: clock.clone(),
         topics: topics.clone(),

@@ -70,3 +70,20 @@ impl RecordedEvent {
             .collect()
     }
 }
+
+/// Why `events` cannot be appended after version `expected` of `cart_id`:
+/// they must belong to the cart and be numbered `expected + 1, + 2, ...`.
+/// A store refuses such an append before writing anything; it is a bug in
+/// the caller.
+pub fn misnumbered(cart_id: CartId, expected: u64, events: &[RecordedEvent]) -> Option<String> {
+    events
+        .iter()
+        .zip(expected + 1..)
+        .find(|(event, version)| event.cart_id != cart_id || event.version != *version)
+        .map(|(event, version)| {
+            format!(
+                "event {} of cart {} numbered {} where {version} of cart {cart_id} was expected",
+                event.event_id, event.cart_id, event.version
+            )
+        })
+}

@@ -13,6 +13,7 @@
 //! - [`wire`]: versioned JSON envelopes for commands, events and outcomes.
 //! - [`headers`]: Kafka header names and the W3C trace context.
 //! - [`token`]: the read-your-writes consistency token.
+//! - [`snapshot`]: the versioned snapshot format of a cart's decision state.
 //! - [`ports`]: `Producer`, `Consumer`, `EventStore`, `ReadStore`, `Clock`.
 //! - [`testing`]: sample values for tests of every crate.
 
@@ -24,6 +25,7 @@ pub mod ids;
 pub mod money;
 pub mod ports;
 pub mod read_model;
+pub mod snapshot;
 pub mod testing;
 pub mod token;
 pub mod wire;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// A failure of a backend, not the client's fault. Usually infrastructure and
@@ -133,10 +134,39 @@ pub struct StreamHead {
     pub version: u64,
 }
 
+/// A cart's decision state at a stream version, in a versioned format (see
+/// [`crate::snapshot`]). A cache derived from the events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub cart_id: CartId,
+    pub version: u64,
+    pub format: u32,
+    pub state: Vec<u8>,
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync {
+    /// The cart's events whose versions lie in `versions`, in version order
+    /// (empty for a new cart). Long streams are read in pages.
+    async fn read_range(
+        &self,
+        cart_id: CartId,
+        versions: RangeInclusive<u64>,
+    ) -> Result<Vec<RecordedEvent>, BackendError>;
+
     /// The cart's events in version order (empty for a new cart).
-    async fn read_stream(&self, cart_id: CartId) -> Result<Vec<RecordedEvent>, BackendError>;
+    async fn read_stream(&self, cart_id: CartId) -> Result<Vec<RecordedEvent>, BackendError> {
+        self.read_range(cart_id, 1..=u64::MAX).await
+    }
+
+    /// The cart's latest snapshot, if one was saved.
+    async fn load_snapshot(&self, cart_id: CartId) -> Result<Option<Snapshot>, BackendError>;
+
+    /// Keeps `snapshot` as the cart's latest (the last saved wins; an older
+    /// snapshot is still a valid starting point, only a longer one).
+    /// Snapshots live apart from the events: saving one never touches the
+    /// stream.
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), BackendError>;
 
     /// Up to `limit` streams with their current version, in an order fixed by
     /// the store, starting after `after` (from the start when `None`). Used to

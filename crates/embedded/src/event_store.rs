@@ -4,11 +4,12 @@
 
 use crate::sqlite::{Db, Durability};
 use async_trait::async_trait;
-use rusqlite::params;
-use salestrack_core::event::RecordedEvent;
+use rusqlite::{params, OptionalExtension};
+use salestrack_core::event::{misnumbered, RecordedEvent};
 use salestrack_core::ids::CartId;
-use salestrack_core::ports::{AppendError, BackendError, EventStore, StreamHead};
+use salestrack_core::ports::{AppendError, BackendError, EventStore, Snapshot, StreamHead};
 use salestrack_core::wire;
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 const SCHEMA: &str = "
@@ -21,6 +22,12 @@ CREATE TABLE IF NOT EXISTS events (
     recorded_at TEXT    NOT NULL,
     envelope    BLOB    NOT NULL,
     PRIMARY KEY (cart_id, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    cart_id     TEXT    NOT NULL PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    format      INTEGER NOT NULL,
+    state       BLOB    NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -39,40 +46,33 @@ impl EmbeddedEventStore {
     }
 }
 
-/// The events must be numbered right after `expected` and belong to `cart_id`;
-/// anything else is a bug in the caller, refused before touching the store.
-pub(crate) fn check_numbering(
-    cart_id: CartId,
-    expected: u64,
-    events: &[RecordedEvent],
-) -> Result<(), BackendError> {
-    for (event, version) in events.iter().zip(expected + 1..) {
-        if event.cart_id != cart_id || event.version != version {
-            return Err(BackendError::new(
-                NAME,
-                format!(
-                    "event {} of cart {} numbered {} where {version} of cart {cart_id} was expected",
-                    event.event_id, event.cart_id, event.version
-                ),
-            ));
-        }
-    }
-    Ok(())
+/// SQLite integers are signed: versions beyond `i64::MAX` cannot exist, so
+/// an open upper bound is clamped.
+fn sql_version(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
 impl EventStore for EmbeddedEventStore {
-    async fn read_stream(&self, cart_id: CartId) -> Result<Vec<RecordedEvent>, BackendError> {
+    async fn read_range(
+        &self,
+        cart_id: CartId,
+        versions: RangeInclusive<u64>,
+    ) -> Result<Vec<RecordedEvent>, BackendError> {
         let err = self.db.err();
+        let (first, last) = (sql_version(*versions.start()), sql_version(*versions.end()));
         self.db
             .call(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT envelope FROM events WHERE cart_id = ?1 ORDER BY version",
+                        "SELECT envelope FROM events WHERE cart_id = ?1 \
+                         AND version BETWEEN ?2 AND ?3 ORDER BY version",
                     )
                     .map_err(err)?;
                 let rows = stmt
-                    .query_map([cart_id.to_string()], |r| r.get::<_, Vec<u8>>(0))
+                    .query_map(params![cart_id.to_string(), first, last], |r| {
+                        r.get::<_, Vec<u8>>(0)
+                    })
                     .map_err(err)?;
                 rows.map(|row| {
                     let bytes = row.map_err(err)?;
@@ -81,6 +81,49 @@ impl EventStore for EmbeddedEventStore {
                     })
                 })
                 .collect()
+            })
+            .await
+    }
+
+    async fn load_snapshot(&self, cart_id: CartId) -> Result<Option<Snapshot>, BackendError> {
+        let err = self.db.err();
+        self.db
+            .call(move |c| {
+                c.prepare_cached("SELECT version, format, state FROM snapshots WHERE cart_id = ?1")
+                    .map_err(err)?
+                    .query_row([cart_id.to_string()], |r| {
+                        Ok(Snapshot {
+                            cart_id,
+                            version: r.get::<_, i64>(0)?.unsigned_abs(),
+                            format: r.get(1)?,
+                            state: r.get(2)?,
+                        })
+                    })
+                    .optional()
+                    .map_err(err)
+            })
+            .await
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), BackendError> {
+        let err = self.db.err();
+        let Snapshot {
+            cart_id,
+            version,
+            format,
+            state,
+        } = snapshot.clone();
+        self.db
+            .call(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO snapshots (cart_id, version, format, state) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (cart_id) DO UPDATE SET \
+                     version = excluded.version, format = excluded.format, state = excluded.state",
+                )
+                .map_err(err)?
+                .execute(params![cart_id.to_string(), sql_version(version), format, state])
+                .map_err(err)?;
+                Ok(())
             })
             .await
     }
@@ -126,7 +169,9 @@ impl EventStore for EmbeddedEventStore {
         expected_version: u64,
         events: &[RecordedEvent],
     ) -> Result<(), AppendError> {
-        check_numbering(cart_id, expected_version, events)?;
+        if let Some(why) = misnumbered(cart_id, expected_version, events) {
+            return Err(BackendError::new(NAME, why).into());
+        }
         let rows: Vec<_> = events
             .iter()
             .map(|e| {

@@ -153,3 +153,154 @@ pub async fn listing_streams_pages_through_every_stream_once(store: Arc<dyn Even
     found.sort_by_key(|h| h.version);
     assert_eq!(found, mine, "every stream, at its current version");
 }
+
+/// `count` single-line events of `cart` after `after`, as one append.
+fn lines(
+    cart: salestrack_core::ids::CartId,
+    after: u64,
+    count: u64,
+    tag: &str,
+) -> Vec<salestrack_core::event::RecordedEvent> {
+    let events = (0..count)
+        .map(|i| Event::OrderPlaced(line_of(cart, "u", &format!("{tag}{i}"), (i % 60) as u32)))
+        .collect();
+    recorded(cart, after, events)
+}
+
+pub async fn a_range_read_returns_exactly_those_versions(store: Arc<dyn EventStore>) {
+    let cart = new_cart();
+    let events = lines(cart, 0, 6, "p");
+    store.append(cart, 0, &events).await.expect("append");
+    let versions = |read: Vec<salestrack_core::event::RecordedEvent>| {
+        read.iter().map(|e| e.version).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        versions(store.read_range(cart, 3..=u64::MAX).await.expect("from 3")),
+        [3, 4, 5, 6]
+    );
+    assert_eq!(
+        versions(store.read_range(cart, 2..=4).await.expect("2 to 4")),
+        [2, 3, 4]
+    );
+    assert_eq!(
+        versions(store.read_range(cart, 5..=5).await.expect("5")),
+        [5]
+    );
+    assert!(store
+        .read_range(cart, 7..=u64::MAX)
+        .await
+        .expect("past the end")
+        .is_empty());
+    assert_eq!(
+        store.read_range(cart, 2..=4).await.expect("again"),
+        events[1..4].to_vec()
+    );
+}
+
+/// More events than a page holds (adapters under test use small pages).
+pub async fn a_long_stream_reads_back_whole_and_in_order(store: Arc<dyn EventStore>) {
+    let cart = new_cart();
+    let mut all = Vec::new();
+    for chunk in 0..5 {
+        let events = lines(cart, chunk * 50, 50, &format!("c{chunk}-"));
+        store
+            .append(cart, chunk * 50, &events)
+            .await
+            .expect("append");
+        all.extend(events);
+    }
+    assert_eq!(store.read_stream(cart).await.expect("read"), all);
+    assert_eq!(
+        store.read_range(cart, 101..=u64::MAX).await.expect("tail"),
+        all[100..].to_vec()
+    );
+}
+
+/// Two writers append three events each at the same version: the stream
+/// ends up with exactly one writer's three, never a mix.
+pub async fn a_multi_event_append_is_all_or_nothing(store: Arc<dyn EventStore>) {
+    for _ in 0..5 {
+        let cart = new_cart();
+        let (a, b) = (lines(cart, 0, 3, "a"), lines(cart, 0, 3, "b"));
+        let (sa, sb) = (Arc::clone(&store), Arc::clone(&store));
+        let (ea, eb) = (a.clone(), b.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { sa.append(cart, 0, &ea).await }),
+            tokio::spawn(async move { sb.append(cart, 0, &eb).await }),
+        );
+        let won: Vec<bool> = [ra.expect("task"), rb.expect("task")]
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => true,
+                Err(AppendError::Conflict {
+                    expected: 0,
+                    actual: 3,
+                }) => false,
+                Err(e) => panic!("unexpected: {e}"),
+            })
+            .collect();
+        let stream = store.read_stream(cart).await.expect("read");
+        match won.as_slice() {
+            [true, false] => assert_eq!(stream, a),
+            [false, true] => assert_eq!(stream, b),
+            other => panic!("exactly one writer wins, got {other:?}"),
+        }
+    }
+}
+
+/// Appending the very same events again (a redelivered command whose append
+/// had applied) is a conflict and stores nothing twice.
+pub async fn replaying_an_applied_append_changes_nothing(store: Arc<dyn EventStore>) {
+    let cart = new_cart();
+    let first = lines(cart, 0, 1, "a");
+    store.append(cart, 0, &first).await.expect("append");
+    let pair = lines(cart, 1, 2, "b");
+    store.append(cart, 1, &pair).await.expect("append pair");
+    for (expected, events) in [(0, &first), (1, &pair)] {
+        match store.append(cart, expected, events).await {
+            Err(AppendError::Conflict { actual: 3, .. }) => {}
+            other => panic!("a replay at {expected} must conflict at 3, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.read_stream(cart).await.expect("read"),
+        [first, pair].concat()
+    );
+}
+
+pub async fn snapshots_round_trip_and_the_latest_saved_wins(store: Arc<dyn EventStore>) {
+    use salestrack_core::ports::Snapshot;
+    let cart = new_cart();
+    assert_eq!(store.load_snapshot(cart).await.expect("none yet"), None);
+    let events = lines(cart, 0, 7, "p");
+    store.append(cart, 0, &events).await.expect("append");
+    let at = |version: u64, state: &[u8]| Snapshot {
+        cart_id: cart,
+        version,
+        format: 1,
+        state: state.to_vec(),
+    };
+    store
+        .save_snapshot(&at(3, b"{\"at\":3}"))
+        .await
+        .expect("save 3");
+    assert_eq!(
+        store.load_snapshot(cart).await.expect("load"),
+        Some(at(3, b"{\"at\":3}"))
+    );
+    let binary: Vec<u8> = (0..=255).collect();
+    store.save_snapshot(&at(7, &binary)).await.expect("save 7");
+    assert_eq!(
+        store.load_snapshot(cart).await.expect("load"),
+        Some(at(7, &binary))
+    );
+    assert_eq!(
+        store.load_snapshot(new_cart()).await.expect("other cart"),
+        None
+    );
+    assert_eq!(
+        store.read_stream(cart).await.expect("read"),
+        events,
+        "snapshots never touch the stream"
+    );
+}

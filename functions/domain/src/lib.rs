@@ -20,7 +20,7 @@
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use lambda_runtime::LambdaEvent;
-use salestrack_core::aggregate::{events_satisfying, Cart, DomainError};
+use salestrack_core::aggregate::{Cart, DomainError};
 use salestrack_core::event::RecordedEvent;
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::CartId;
@@ -36,6 +36,9 @@ use serde::Serialize;
 use std::sync::Arc;
 use tracing::Instrument;
 
+mod carts;
+pub use carts::Carts;
+
 /// How often a command is re-decided after losing an append race before the
 /// record fails (and is redelivered).
 pub const MAX_APPEND_ATTEMPTS: u32 = 5;
@@ -44,6 +47,8 @@ pub const MAX_APPEND_ATTEMPTS: u32 = 5;
 #[derive(Clone)]
 pub struct Deps {
     pub event_store: Arc<dyn EventStore>,
+    /// Snapshot interval in events (see [`Carts`]); 0 turns snapshots off.
+    pub snapshot_every: u64,
     pub producer: Arc<dyn Producer>,
     pub clock: Arc<dyn Clock>,
     pub topics: Topics,
@@ -183,9 +188,9 @@ async fn decide_and_append(
     deps: &Deps,
 ) -> Result<Handled, HandlerError> {
     let cart_id = record.command.cart_id();
+    let carts = Carts::new(Arc::clone(&deps.event_store), deps.snapshot_every);
     for attempt in 1..=MAX_APPEND_ATTEMPTS {
-        let history = deps.event_store.read_stream(cart_id).await?;
-        let cart = Cart::from_history(&history);
+        let cart = carts.load(cart_id).await?;
         let events = match cart.decide(&record.command) {
             Ok(events) => events,
             Err(reason) => {
@@ -202,9 +207,14 @@ async fn decide_and_append(
             }
         };
         if events.is_empty() {
-            let earlier: Vec<_> = events_satisfying(&history, &record.command)
-                .cloned()
-                .collect();
+            let earlier = match cart.satisfied_at(&record.command) {
+                Some(version) => {
+                    deps.event_store
+                        .read_range(cart_id, version..=version)
+                        .await?
+                }
+                None => Vec::new(),
+            };
             // The version the command's effect reached, not the cart's current one.
             let version = earlier.last().map_or(cart.version(), |e| e.version);
             tracing::info!(
@@ -235,7 +245,9 @@ async fn decide_and_append(
             .await
         {
             Ok(()) => {
-                let version = cart.version() + recorded.len() as u64;
+                let before = cart.version();
+                let cart = cart.apply(&recorded);
+                let version = cart.version();
                 publish(
                     deps,
                     record,
@@ -244,6 +256,7 @@ async fn decide_and_append(
                     applied(record, version, false, deps),
                 )
                 .await?;
+                carts.appended(cart_id, before, &cart).await;
                 tracing::info!(version, "command applied");
                 return Ok(Handled::Applied);
             }

@@ -10,6 +10,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (settings, backends) = salestrack_platform::start().await?;
     let deps = Deps {
         event_store: backends.event_store,
+        snapshot_every: settings.snapshot_every,
         producer: backends.producer,
         clock: Arc::new(SystemClock),
         topics: settings.topics(),

@@ -54,6 +54,11 @@ mod event_store_contract {
         streams_are_isolated_by_cart,
         misnumbered_events_are_refused,
         listing_streams_pages_through_every_stream_once,
+        a_range_read_returns_exactly_those_versions,
+        a_long_stream_reads_back_whole_and_in_order,
+        a_multi_event_append_is_all_or_nothing,
+        replaying_an_applied_append_changes_nothing,
+        snapshots_round_trip_and_the_latest_saved_wins,
     );
 }
 

@@ -10,7 +10,7 @@ use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::ports::{
-    AppendError, BackendError, BusRecord, Consumer, EventStore, StreamHead, SystemClock,
+    AppendError, BackendError, BusRecord, Consumer, EventStore, Snapshot, StreamHead, SystemClock,
 };
 use salestrack_core::testing::{line, other_line};
 use salestrack_core::wire::{self, CommandRecord, Outcome, OutcomeStatus};
@@ -18,6 +18,7 @@ use salestrack_domain::{handler, BatchReport, Deps};
 use salestrack_embedded::{EmbeddedBus, EmbeddedEventStore};
 use salestrack_msk::BatchResult;
 use salestrack_platform::Topics;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ impl World {
     fn deps_with(&self, event_store: Arc<dyn EventStore>) -> Deps {
         Deps {
             event_store,
+            snapshot_every: 100,
             producer: Arc::new(self.bus.clone()),
             clock: Arc::new(SystemClock),
             topics: self.topics.clone(),
@@ -373,8 +375,20 @@ struct RacingStore {
 
 #[async_trait]
 impl EventStore for RacingStore {
-    async fn read_stream(&self, cart_id: CartId) -> Result<Vec<RecordedEvent>, BackendError> {
-        self.inner.read_stream(cart_id).await
+    async fn read_range(
+        &self,
+        cart_id: CartId,
+        versions: RangeInclusive<u64>,
+    ) -> Result<Vec<RecordedEvent>, BackendError> {
+        self.inner.read_range(cart_id, versions).await
+    }
+
+    async fn load_snapshot(&self, cart_id: CartId) -> Result<Option<Snapshot>, BackendError> {
+        self.inner.load_snapshot(cart_id).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), BackendError> {
+        self.inner.save_snapshot(snapshot).await
     }
 
     async fn list_streams(
@@ -435,7 +449,17 @@ struct DownStore;
 
 #[async_trait]
 impl EventStore for DownStore {
-    async fn read_stream(&self, _: CartId) -> Result<Vec<RecordedEvent>, BackendError> {
+    async fn read_range(
+        &self,
+        _: CartId,
+        _: RangeInclusive<u64>,
+    ) -> Result<Vec<RecordedEvent>, BackendError> {
+        Err(BackendError::new("test store", "unreachable"))
+    }
+    async fn load_snapshot(&self, _: CartId) -> Result<Option<Snapshot>, BackendError> {
+        Err(BackendError::new("test store", "unreachable"))
+    }
+    async fn save_snapshot(&self, _: &Snapshot) -> Result<(), BackendError> {
         Err(BackendError::new("test store", "unreachable"))
     }
     async fn list_streams(

@@ -73,6 +73,31 @@ pub struct Settings {
     pub elasticsearch_max_attempts: usize,
     pub elasticsearch_shards: Option<u32>,
     pub elasticsearch_replicas: Option<u32>,
+    /// A cart snapshot every this many events; 0 turns snapshots off.
+    pub snapshot_every: u64,
+    /// Cassandra contact points (`host:port,...`); empty keeps the embedded
+    /// event store.
+    pub cassandra_contact_points: String,
+    pub cassandra_keyspace: String,
+    /// Data centre whose nodes coordinate requests (`LOCAL_*` consistency).
+    pub cassandra_local_dc: Option<String>,
+    pub cassandra_username: Option<String>,
+    pub cassandra_password: Option<Secret>,
+    /// TLS to the nodes (required by Amazon Keyspaces).
+    pub cassandra_tls: bool,
+    /// CA bundle (PEM) for TLS; unset: the system's roots.
+    pub cassandra_ca_location: Option<String>,
+    /// Apply `infra/cassandra/*.cql` at start (idempotent).
+    pub cassandra_create_schema: bool,
+    /// The keyspace's replication map, used when the schema is applied.
+    pub cassandra_replication: String,
+    /// Consistency of reads and writes.
+    pub cassandra_consistency: String,
+    /// Consistency of the Paxos phase of conditional appends.
+    pub cassandra_serial_consistency: String,
+    pub cassandra_request_timeout_ms: u64,
+    /// Events per page when reading a stream.
+    pub cassandra_page_size: i32,
 }
 
 /// `SALESTRACK_ELASTICSEARCH_REFRESH`: when bulk writes become searchable.
@@ -135,6 +160,20 @@ impl Default for Settings {
             elasticsearch_max_attempts: 5,
             elasticsearch_shards: None,
             elasticsearch_replicas: None,
+            snapshot_every: 100,
+            cassandra_contact_points: String::new(),
+            cassandra_keyspace: "salestrack".into(),
+            cassandra_local_dc: None,
+            cassandra_username: None,
+            cassandra_password: None,
+            cassandra_tls: false,
+            cassandra_ca_location: None,
+            cassandra_create_schema: true,
+            cassandra_replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+            cassandra_consistency: "LOCAL_QUORUM".into(),
+            cassandra_serial_consistency: "LOCAL_SERIAL".into(),
+            cassandra_request_timeout_ms: 5_000,
+            cassandra_page_size: 1_000,
         }
     }
 }

@@ -126,12 +126,12 @@ fn an_unknown_variable_is_caught_by_this_check() {
     assert!(failed.is_err(), "a misspelt name must be rejected");
 }
 
-/// (name, type) of each column of `salestrack.events` in the CQL schema.
-fn cql_event_columns() -> Vec<(String, String)> {
-    let cql = repo_file("infra/cassandra/schema.cql");
+/// (name, type) of each column of `salestrack.{table}` in the CQL schema.
+fn cql_columns(table: &str) -> Vec<(String, String)> {
+    let cql = repo_file("infra/cassandra/tables.cql");
     let body = cql
-        .split_once("CREATE TABLE IF NOT EXISTS salestrack.events (")
-        .expect("events table")
+        .split_once(&format!("CREATE TABLE IF NOT EXISTS salestrack.{table} ("))
+        .unwrap_or_else(|| panic!("table {table}"))
         .1;
     body.lines()
         .map(|l| l.split("--").next().unwrap_or("").trim())
@@ -145,32 +145,36 @@ fn cql_event_columns() -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
-fn the_keyspaces_table_in_the_template_matches_the_cql_schema() {
-    let template = yaml("infra/aws/template.yaml");
-    let table = &template["Resources"]["EventsTable"]["Properties"];
+/// (name, type) of each column of a `AWS::Cassandra::Table` resource.
+fn template_columns(template: &Value, resource: &str) -> Vec<(String, String)> {
+    let table = &template["Resources"][resource]["Properties"];
     let column = |c: &Value| (scalar(&c["ColumnName"]), scalar(&c["ColumnType"]));
     let mut declared: Vec<(String, String)> = Vec::new();
-    for c in table["PartitionKeyColumns"]
-        .as_sequence()
-        .expect("partition key")
-    {
-        declared.push(column(c));
+    let list = |key: &str| table[key].as_sequence().cloned().unwrap_or_default();
+    declared.extend(list("PartitionKeyColumns").iter().map(column));
+    declared.extend(
+        list("ClusteringKeyColumns")
+            .iter()
+            .map(|c| column(&c["Column"])),
+    );
+    declared.extend(list("RegularColumns").iter().map(column));
+    declared
+}
+
+#[test]
+fn the_keyspaces_tables_in_the_template_match_the_cql_schema() {
+    let template = yaml("infra/aws/template.yaml");
+    for (resource, table, at_least) in [
+        ("EventsTable", "events", 8),
+        ("SnapshotsTable", "snapshots", 4),
+    ] {
+        let mut declared = template_columns(&template, resource);
+        let mut expected = cql_columns(table);
+        assert!(expected.len() >= at_least, "{table}: {expected:?}");
+        declared.sort();
+        expected.sort();
+        assert_eq!(declared, expected, "{resource} against salestrack.{table}");
     }
-    for c in table["ClusteringKeyColumns"]
-        .as_sequence()
-        .expect("clustering")
-    {
-        declared.push(column(&c["Column"]));
-    }
-    for c in table["RegularColumns"].as_sequence().expect("columns") {
-        declared.push(column(c));
-    }
-    let mut expected = cql_event_columns();
-    assert!(expected.len() >= 8, "{expected:?}");
-    declared.sort();
-    expected.sort();
-    assert_eq!(declared, expected);
 }
 
 /// Every Rust source of the workspace, as one text.

@@ -2,14 +2,19 @@
 //! is Kafka when `SALESTRACK_KAFKA_BROKERS` is set and the embedded SQLite
 //! log otherwise; the read store is Elasticsearch when
 //! `SALESTRACK_ELASTICSEARCH_URL` is set and embedded otherwise; the event
-//! store is embedded for now. Handlers never see which.
+//! store is Cassandra when `SALESTRACK_CASSANDRA_CONTACT_POINTS` is set and
+//! embedded otherwise. Handlers never see which.
 
 use crate::config::{EsRefresh, Settings};
+use salestrack_cassandra::{
+    parse_consistency, parse_serial_consistency, CassandraConfig, CassandraEventStore,
+};
 use salestrack_core::ports::{BackendError, Consumer, EventStore, Producer, ReadStore};
 use salestrack_elasticsearch::{EsConfig, EsReadStore, RefreshPolicy};
 use salestrack_embedded::{Embedded, EmbeddedBus};
 #[cfg(feature = "kafka")]
 use salestrack_kafka::{KafkaBus, KafkaConfig};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +94,32 @@ async fn connect_kafka(
     ))
 }
 
+/// The Cassandra settings, for the runner, the Lambda functions and the
+/// rebuild command.
+pub fn cassandra_config(settings: &Settings) -> Result<CassandraConfig, BackendError> {
+    Ok(CassandraConfig {
+        local_dc: settings.cassandra_local_dc.clone(),
+        username: settings.cassandra_username.clone(),
+        password: settings
+            .cassandra_password
+            .as_ref()
+            .map(|s| s.expose().to_owned()),
+        tls: settings.cassandra_tls,
+        ca_location: settings.cassandra_ca_location.as_ref().map(PathBuf::from),
+        create_schema: settings.cassandra_create_schema,
+        replication: settings.cassandra_replication.clone(),
+        consistency: parse_consistency(&settings.cassandra_consistency)?,
+        serial_consistency: parse_serial_consistency(&settings.cassandra_serial_consistency)?,
+        request_timeout: Duration::from_millis(settings.cassandra_request_timeout_ms),
+        page_size: settings.cassandra_page_size,
+        await_schema_agreement: settings.cassandra_await_schema_agreement,
+        ..CassandraConfig::new(
+            &settings.cassandra_contact_points,
+            &settings.cassandra_keyspace,
+        )
+    })
+}
+
 /// The Elasticsearch settings, for the runner and the rebuild command.
 pub fn es_config(settings: &Settings) -> EsConfig {
     EsConfig {
@@ -136,10 +167,25 @@ impl Backends {
                 );
                 (Arc::new(EsReadStore::connect(config).await?), description)
             };
-        let stores = format!(
-            "event store: embedded SQLite in {}; read store: {read_description}",
-            settings.data_dir.display()
-        );
+        let (event_store, event_description): (Arc<dyn EventStore>, String) =
+            if settings.cassandra_contact_points.trim().is_empty() {
+                (
+                    Arc::new(embedded.event_store),
+                    format!("embedded SQLite in {}", settings.data_dir.display()),
+                )
+            } else {
+                let config = cassandra_config(settings)?;
+                let description = format!(
+                    "Cassandra at {} (keyspace {})",
+                    config.contact_points.join(","),
+                    config.keyspace
+                );
+                (
+                    Arc::new(CassandraEventStore::connect(config).await?),
+                    description,
+                )
+            };
+        let stores = format!("event store: {event_description}; read store: {read_description}");
         let (bus, producer, description): (Bus, Arc<dyn Producer>, String) =
             if settings.kafka_brokers.trim().is_empty() {
                 let retention =
@@ -155,7 +201,7 @@ impl Backends {
             };
         Ok(Backends {
             producer,
-            event_store: Arc::new(embedded.event_store),
+            event_store,
             read_store,
             bus,
             description,

@@ -98,6 +98,9 @@ pub struct Settings {
     pub cassandra_request_timeout_ms: u64,
     /// Events per page when reading a stream.
     pub cassandra_page_size: i32,
+    /// Wait for the nodes to agree on the schema after applying it. Only a
+    /// single-node test server that cannot answer (kassandra) turns it off.
+    pub cassandra_await_schema_agreement: bool,
 }
 
 /// `SALESTRACK_ELASTICSEARCH_REFRESH`: when bulk writes become searchable.
@@ -174,6 +177,7 @@ impl Default for Settings {
             cassandra_serial_consistency: "LOCAL_SERIAL".into(),
             cassandra_request_timeout_ms: 5_000,
             cassandra_page_size: 1_000,
+            cassandra_await_schema_agreement: true,
         }
     }
 }
@@ -209,7 +213,10 @@ impl Settings {
     }
 
     pub fn figment() -> Figment {
-        Figment::from(Serialized::defaults(Settings::default())).merge(Env::prefixed("SALESTRACK_"))
+        // SALESTRACK_TEST_CASSANDRA names a cluster for the Cassandra tests;
+        // it is not a setting of the running system.
+        Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Env::prefixed("SALESTRACK_").ignore(&["TEST_CASSANDRA"]))
     }
 
     pub fn topics(&self) -> Topics {
@@ -264,6 +271,15 @@ mod tests {
             assert_eq!(s.http_addr.port(), 9999);
             assert_eq!(s.data_dir, PathBuf::from("/tmp/elsewhere"));
             assert_eq!(s.log_format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_cassandra_test_switch_is_not_a_setting() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SALESTRACK_TEST_CASSANDRA", "127.0.0.1:9042");
+            Settings::from_env().expect("ignored");
             Ok(())
         });
     }

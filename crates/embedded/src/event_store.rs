@@ -4,7 +4,7 @@
 
 use crate::sqlite::{Db, Durability};
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use salestrack_core::event::{misnumbered, RecordedEvent};
 use salestrack_core::ids::CartId;
 use salestrack_core::ports::{AppendError, BackendError, EventStore, Snapshot, StreamHead};
@@ -188,7 +188,11 @@ impl EventStore for EmbeddedEventStore {
         let err = self.db.err();
         self.db
             .call(move |c| {
-                let tx = c.transaction().map_err(err)?;
+                // IMMEDIATE: the version check and the inserts hold the write
+                // lock together, also against another process on the file.
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(err)?;
                 let actual: i64 = tx
                     .query_row("SELECT COALESCE(MAX(version), 0) FROM events WHERE cart_id = ?1", [cart_id.to_string()], |r| r.get(0))
                     .map_err(err)?;

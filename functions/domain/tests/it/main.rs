@@ -1,6 +1,8 @@
 //! The domain handler on MSK batches (JSON fixtures and built batches), over
 //! real embedded backends in a temporary directory.
 
+mod concurrency;
+
 use async_trait::async_trait;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use chrono::Utc;

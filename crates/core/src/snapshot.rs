@@ -7,58 +7,59 @@
 //! decode; the loader (the domain function's `Carts`) then folds the cart
 //! from its first event as if there were none.
 
-use crate::aggregate::{Cart, Line};
+use crate::aggregate::{Cart, Line, LineDigest};
 use crate::ids::{CartId, OrderId};
 use crate::money::Currency;
 use crate::ports::Snapshot;
-use crate::wire::OrderLineV1;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
-/// The snapshot format this build writes and reads. Bump it when the shape
-/// of [`CartStateV1`] changes: older snapshots are then ignored and replaced.
+/// The snapshot format this build writes and reads. Bump it when the layout
+/// below or [`LineDigest`] changes: older snapshots are then ignored and
+/// replaced.
+///
+/// Format 1: `[u32 header length][header: JSON {user_id, currency}]` then
+/// one fixed 64-byte record per line, ordered by `placed_at`:
+/// `[order id: 16][digest: 32][placed_at: u64][cancelled_at: u64, 0 = no]`,
+/// integers big-endian. A line costs 64 bytes whatever its content, and
+/// restoring is a copy per line, no parsing.
 pub const FORMAT: u32 = 1;
 
+const LINE: usize = 64;
+
 #[derive(Debug, Serialize, Deserialize)]
-struct CartStateV1 {
+struct Header {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     currency: Option<Currency>,
-    lines: Vec<LineV1>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct LineV1 {
-    line: OrderLineV1,
-    placed_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cancelled_at: Option<u64>,
 }
 
 /// The snapshot of `cart` as it stands.
 pub fn take(cart_id: CartId, cart: &Cart) -> Snapshot {
-    let mut lines: Vec<_> = cart
-        .lines
-        .values()
-        .map(|l| LineV1 {
-            line: OrderLineV1::from(&l.line),
-            placed_at: l.placed_at,
-            cancelled_at: l.cancelled_at,
-        })
-        .collect();
-    // Stable bytes for the same state.
-    lines.sort_by_key(|l| l.placed_at);
-    let state = CartStateV1 {
+    let header = Header {
         user_id: cart.user_id.clone(),
         currency: cart.currency,
-        lines,
     };
+    // Two optional strings: serializing cannot fail.
+    let header = serde_json::to_vec(&header).unwrap_or_default();
+    let mut lines: Vec<_> = cart.lines.iter().collect();
+    // Stable bytes for the same state.
+    lines.sort_by_key(|(_, l)| l.placed_at);
+    let mut state = Vec::with_capacity(4 + header.len() + LINE * lines.len());
+    state.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    state.extend_from_slice(&header);
+    for (order_id, l) in lines {
+        state.extend_from_slice(order_id.0.as_bytes());
+        state.extend_from_slice(&l.digest.0);
+        state.extend_from_slice(&l.placed_at.to_be_bytes());
+        state.extend_from_slice(&l.cancelled_at.unwrap_or(0).to_be_bytes());
+    }
     Snapshot {
         cart_id,
         version: cart.version,
         format: FORMAT,
-        // A plain struct of strings and numbers: serializing cannot fail.
-        state: serde_json::to_vec(&state).unwrap_or_default(),
+        state,
     }
 }
 
@@ -68,7 +69,11 @@ pub enum Unusable {
     #[error("snapshot format {found}, this build reads {FORMAT}")]
     Format { found: u32 },
     #[error("snapshot does not decode: {0}")]
-    Corrupt(#[from] serde_json::Error),
+    Corrupt(String),
+}
+
+fn corrupt(why: impl std::fmt::Display) -> Unusable {
+    Unusable::Corrupt(why.to_string())
 }
 
 /// The cart a snapshot holds.
@@ -78,26 +83,49 @@ pub fn restore(snapshot: &Snapshot) -> Result<Cart, Unusable> {
             found: snapshot.format,
         });
     }
-    let state: CartStateV1 = serde_json::from_slice(&snapshot.state)?;
-    let lines = state
-        .lines
-        .into_iter()
-        .map(|l| {
-            let line: crate::command::OrderLine = l.line.into();
-            (
-                line.order_id,
-                Line {
-                    line,
-                    placed_at: l.placed_at,
-                    cancelled_at: l.cancelled_at,
-                },
-            )
-        })
-        .collect::<std::collections::HashMap<OrderId, Line>>();
+    let state = snapshot.state.as_slice();
+    let (length, rest) = state
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("no header length"))?;
+    let length = u32::from_be_bytes(*length) as usize;
+    if rest.len() < length {
+        return Err(corrupt("header longer than the snapshot"));
+    }
+    let (header, records) = rest.split_at(length);
+    let header: Header = serde_json::from_slice(header).map_err(corrupt)?;
+    if records.len() % LINE != 0 {
+        return Err(corrupt(format!("{} bytes of lines", records.len())));
+    }
+    let mut lines = HashMap::with_capacity(records.len() / LINE);
+    for record in records.chunks_exact(LINE) {
+        let (id, rest) = record.split_at(16);
+        let (digest, rest) = rest.split_at(32);
+        let (placed_at, cancelled_at) = rest.split_at(8);
+        let number = |bytes: &[u8]| {
+            <[u8; 8]>::try_from(bytes)
+                .map(u64::from_be_bytes)
+                .map_err(corrupt)
+        };
+        let order_id = OrderId(uuid::Uuid::from_slice(id).map_err(corrupt)?);
+        let line = Line {
+            digest: LineDigest(<[u8; 32]>::try_from(digest).map_err(corrupt)?),
+            placed_at: number(placed_at)?,
+            cancelled_at: Some(number(cancelled_at)?).filter(|v| *v != 0),
+        };
+        if line.placed_at == 0 || line.placed_at > snapshot.version {
+            return Err(corrupt(format!(
+                "line {order_id} placed at {}",
+                line.placed_at
+            )));
+        }
+        if lines.insert(order_id, line).is_some() {
+            return Err(corrupt(format!("line {order_id} twice")));
+        }
+    }
     Ok(Cart {
         version: snapshot.version,
-        user_id: state.user_id,
-        currency: state.currency,
+        user_id: header.user_id,
+        currency: header.currency,
         lines,
     })
 }
@@ -166,7 +194,14 @@ mod tests {
             matches!(restore(&snapshot), Err(Unusable::Format { found }) if found == FORMAT + 1)
         );
         snapshot.format = FORMAT;
-        snapshot.state = b"{not json".to_vec();
-        assert!(matches!(restore(&snapshot), Err(Unusable::Corrupt(_))));
+        let whole = snapshot.state.clone();
+        for broken in [
+            b"{not json".to_vec(),
+            whole[..whole.len() - 1].to_vec(),
+            [whole.as_slice(), &whole[whole.len() - 64..]].concat(),
+        ] {
+            snapshot.state = broken;
+            assert!(matches!(restore(&snapshot), Err(Unusable::Corrupt(_))));
+        }
     }
 }

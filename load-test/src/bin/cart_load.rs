@@ -89,8 +89,8 @@ async fn main() -> anyhow::Result<()> {
         "salestrack-cart-load: embedded event store, snapshot every {EVERY} events, tail {TAIL}"
     );
     println!(
-        "{:>7} | {:>14} | {:>14} | {:>7} | {}",
-        "events", "snapshots off", "snapshots on", "off/on", "snapshot"
+        "{:>7} | {:>14} | {:>14} | {:>7} | snapshot",
+        "events", "snapshots off", "snapshots on", "off/on"
     );
     let mut rows = Vec::new();
     for events in SIZES {

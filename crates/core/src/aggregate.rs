@@ -383,14 +383,14 @@ mod tests {
         .expect("money");
         assert_eq!(same, l, "the same amount at another scale");
         assert_eq!(LineDigest::of(&same), LineDigest::of(&l));
-        let variants: Vec<Box<dyn Fn(&mut OrderLine)>> = vec![
-            Box::new(|l| l.quantity += 1),
-            Box::new(|l| l.product_name.push('!')),
-            Box::new(|l| l.product_info = Some(String::new())),
-            Box::new(|l| l.shipping_address.push('!')),
-            Box::new(|l| l.seller_info.push('!')),
-            Box::new(|l| l.created_at += chrono::Duration::nanoseconds(1)),
-            Box::new(|l| l.currency = "USD".parse().expect("currency")),
+        let variants: [fn(&mut OrderLine); 7] = [
+            |l| l.quantity += 1,
+            |l| l.product_name.push('!'),
+            |l| l.product_info = Some(String::new()),
+            |l| l.shipping_address.push('!'),
+            |l| l.seller_info.push('!'),
+            |l| l.created_at += chrono::Duration::nanoseconds(1),
+            |l| l.currency = "USD".parse().expect("currency"),
         ];
         for change in variants {
             let mut other = l.clone();

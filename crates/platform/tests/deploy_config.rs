@@ -24,25 +24,41 @@ fn scalar(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
+        // `!Sub "..."` / `!Ref Name`: the text, as good a value as any for
+        // checking that the name is a setting and the kind of value fits.
+        Value::Tagged(t) => scalar(&t.value),
         other => panic!("not a plain value: {other:?}"),
     }
 }
 
-/// Every `Environment: {Variables: {...}}` map anywhere in the template.
-fn template_environments(v: &Value, found: &mut Vec<BTreeMap<String, String>>) {
+/// Every `Environment: {Variables: {...}}` map anywhere in the template. A
+/// `!Ref` to a parameter stands for the parameter's default.
+fn template_environments(v: &Value, params: &Value, found: &mut Vec<BTreeMap<String, String>>) {
+    let value = |v: &Value| match v {
+        Value::Tagged(t) if t.tag == "Ref" => {
+            let name = scalar(&t.value);
+            match params.get(&name).and_then(|p| p.get("Default")) {
+                Some(default) => scalar(default),
+                None => name,
+            }
+        }
+        other => scalar(other),
+    };
     match v {
         Value::Mapping(m) => {
             for (k, child) in m {
                 if k.as_str() == Some("Environment") {
                     if let Some(vars) = child.get("Variables").and_then(Value::as_mapping) {
-                        found.push(vars.iter().map(|(k, v)| (scalar(k), scalar(v))).collect());
+                        found.push(vars.iter().map(|(k, v)| (scalar(k), value(v))).collect());
                     }
                 }
-                template_environments(child, found);
+                template_environments(child, params, found);
             }
         }
-        Value::Sequence(s) => s.iter().for_each(|c| template_environments(c, found)),
-        Value::Tagged(t) => template_environments(&t.value, found),
+        Value::Sequence(s) => s
+            .iter()
+            .for_each(|c| template_environments(c, params, found)),
+        Value::Tagged(t) => template_environments(&t.value, params, found),
         _ => {}
     }
 }
@@ -75,13 +91,24 @@ fn load(source: &str, vars: &BTreeMap<String, String>) -> Settings {
 
 #[test]
 fn the_sam_template_sets_only_settings_the_functions_read() {
-    let mut envs = Vec::new();
-    template_environments(&yaml("infra/aws/template.yaml"), &mut envs);
-    assert!(
-        !envs.is_empty(),
-        "the template declares function environments"
-    );
-    for env in envs {
+    let template = yaml("infra/aws/template.yaml");
+    let params = &template["Parameters"];
+    let mut globals = Vec::new();
+    template_environments(&template["Globals"], params, &mut globals);
+    let [globals] = globals.as_slice() else {
+        panic!("one global function environment: {globals:?}");
+    };
+    let mut functions = Vec::new();
+    template_environments(&template["Resources"], params, &mut functions);
+    // SAM merges a function's variables over the global ones.
+    let mut merged = vec![globals.clone()];
+    merged.extend(functions.into_iter().map(|mut env| {
+        let mut all = globals.clone();
+        all.append(&mut env);
+        all
+    }));
+    assert!(merged.len() > 1, "functions add their own variables");
+    for env in merged {
         let settings = load("infra/aws/template.yaml", &env);
         assert!(
             settings.data_dir.starts_with("/tmp"),

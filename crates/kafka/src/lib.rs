@@ -196,7 +196,12 @@ impl KafkaBus {
             .set("statistics.interval.ms", "1000")
             .create_with_context(GroupContext {
                 group: group.to_owned(),
+                member: format!(
+                    "{group}#{}",
+                    MEMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ),
                 revoked: std::sync::Mutex::new(Vec::new()),
+                assigned: std::sync::Mutex::new(Vec::new()),
                 lags: std::sync::Mutex::new(Vec::new()),
             })
             .map_err(backend_error)?;
@@ -205,6 +210,7 @@ impl KafkaBus {
             inner: Arc::new(consumer),
             batch_window: self.config.batch_window,
             touched: BTreeSet::new(),
+            resume: BTreeMap::new(),
         })
     }
 
@@ -263,12 +269,19 @@ impl Producer for KafkaBus {
     }
 }
 
+/// Numbers the consumers of this process, for their log lines.
+static MEMBERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
 /// Logs the group's rebalances and remembers revoked partitions, so a poll
 /// that saw a rebalance drops what it fetched from them: their new owner
 /// starts from the group's commit, and no record is handled twice at once.
 struct GroupContext {
     group: String,
+    /// Tells this member's log lines from the other members' of a process.
+    member: String,
     revoked: std::sync::Mutex<Vec<(String, i32)>>,
+    /// Partitions assigned since the last poll looked.
+    assigned: std::sync::Mutex<Vec<(String, i32)>>,
     /// Per assigned partition, from librdkafka's last statistics.
     lags: std::sync::Mutex<Vec<PartitionLag>>,
 }
@@ -302,7 +315,7 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                tracing::info!(group = %self.group, partitions = ?partition_names(tpl), "partitions revoked");
+                tracing::info!(group = %self.group, member = %self.member, partitions = ?partition_names(tpl), "partitions revoked");
                 if let Ok(mut revoked) = self.revoked.lock() {
                     revoked.extend(
                         tpl.elements()
@@ -312,13 +325,36 @@ impl ConsumerContext for GroupContext {
                 }
             }
             Rebalance::Assign(tpl) => {
-                tracing::info!(group = %self.group, partitions = ?partition_names(tpl), "partitions assigned");
+                tracing::info!(group = %self.group, member = %self.member, partitions = ?partition_names(tpl), "partitions assigned");
+                if let Ok(mut assigned) = self.assigned.lock() {
+                    assigned.extend(
+                        tpl.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition())),
+                    );
+                }
             }
             Rebalance::Error(e) => {
                 tracing::warn!(group = %self.group, error = %e, "rebalance error")
             }
         }
     }
+}
+
+/// `topic-partition: first..=last` of each partition in `records`.
+fn offset_ranges(records: &[BusRecord]) -> Vec<String> {
+    let mut ranges: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+    for r in records {
+        let range = ranges
+            .entry((r.topic.clone(), r.partition))
+            .or_insert((r.offset, r.offset));
+        range.0 = range.0.min(r.offset);
+        range.1 = range.1.max(r.offset);
+    }
+    ranges
+        .into_iter()
+        .map(|((topic, partition), (first, last))| format!("{topic}-{partition}: {first}..={last}"))
+        .collect()
 }
 
 fn partition_names(tpl: &TopicPartitionList) -> Vec<String> {
@@ -334,6 +370,47 @@ pub struct KafkaConsumer {
     batch_window: Duration,
     /// Partitions polled since the last rewind, which may need seeking back.
     touched: BTreeSet<(String, i32)>,
+    /// Partitions sought back to their committed offset whose first record
+    /// since has not arrived yet.
+    resume: BTreeMap<(String, i32), Resume>,
+}
+
+/// How far before a committed offset a rewind seeks, so that it lands on
+/// the start of the producer batch holding that offset. Kafka hands out the
+/// whole batch around a fetch offset; some brokers (tansu 0.6) only batches
+/// that start at or after it, so fetching from inside a batch silently
+/// skips its remaining records. The records before the commit are dropped
+/// here, so the lookback costs a few re-read records, nothing more.
+const REWIND_LOOKBACK: i64 = 64;
+
+/// A partition sought to `committed - lookback`, waiting for the record at
+/// `committed`.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    committed: i64,
+    lookback: i64,
+}
+
+impl Resume {
+    /// Where to seek: `lookback` records before the commit, or the start.
+    fn seek_offset(self) -> Offset {
+        match self.committed - self.lookback {
+            o if o > 0 => Offset::Offset(o),
+            _ => Offset::Beginning,
+        }
+    }
+}
+
+/// What [`KafkaConsumer::screen`] makes of a record of a resumed partition.
+#[derive(Debug, PartialEq, Eq)]
+enum Screened {
+    /// Hand it over.
+    Keep,
+    /// Before the commit: already handled.
+    Drop,
+    /// Past the commit with the records between them never delivered: seek
+    /// further back (everything after it in this poll is dropped too).
+    SeekBack(Offset),
 }
 
 fn timestamp(m: &BorrowedMessage<'_>) -> DateTime<Utc> {
@@ -360,6 +437,35 @@ fn to_bus_record(m: &BorrowedMessage<'_>) -> BusRecord {
             })
             .unwrap_or_default(),
     }
+}
+
+/// One record of a poll against the partition's pending [`Resume`], which
+/// it settles or widens.
+fn screen(resume: &mut BTreeMap<(String, i32), Resume>, r: &BusRecord) -> Screened {
+    let partition = (r.topic.clone(), r.partition);
+    let Some(pending) = resume.get_mut(&partition) else {
+        return Screened::Keep;
+    };
+    if r.offset < pending.committed {
+        return Screened::Drop;
+    }
+    if r.offset > pending.committed {
+        if pending.seek_offset() != Offset::Beginning {
+            pending.lookback = pending.lookback.saturating_mul(4);
+            return Screened::SeekBack(pending.seek_offset());
+        }
+        tracing::error!(
+            topic = %r.topic,
+            partition = r.partition,
+            committed = pending.committed,
+            next = r.offset,
+            "records between the committed offset and the first one left are gone from the log"
+        );
+        metrics::counter!("salestrack_kafka_offsets_skipped_total", "topic" => r.topic.clone())
+            .increment(u64::try_from(r.offset - pending.committed).unwrap_or(0));
+    }
+    resume.remove(&partition);
+    Screened::Keep
 }
 
 impl KafkaConsumer {
@@ -397,6 +503,43 @@ impl KafkaConsumer {
         Ok(records)
     }
 
+    /// Checks the records of partitions just sought back: drops those before
+    /// the commit, and when the first one after it is missing (the broker
+    /// resumed past a batch), seeks further back, four times as far each
+    /// time. From the very beginning, a gap is real (retention deleted the
+    /// records): it is logged and counted, and the partition moves on.
+    async fn screen(&mut self, records: Vec<BusRecord>) -> Result<Vec<BusRecord>, BackendError> {
+        if self.resume.is_empty() {
+            return Ok(records);
+        }
+        let mut kept = Vec::with_capacity(records.len());
+        let mut seeks: BTreeMap<(String, i32), Offset> = BTreeMap::new();
+        for r in records {
+            let partition = (r.topic.clone(), r.partition);
+            if seeks.contains_key(&partition) {
+                continue;
+            }
+            match screen(&mut self.resume, &r) {
+                Screened::Keep => kept.push(r),
+                Screened::Drop => {}
+                Screened::SeekBack(offset) => {
+                    seeks.insert(partition, offset);
+                }
+            }
+        }
+        if !seeks.is_empty() {
+            tracing::info!(partitions = ?seeks, "records after the committed offset were not delivered: seeking further back");
+            self.blocking(move |c| {
+                for ((topic, partition), offset) in seeks {
+                    c.seek(&topic, partition, offset, Duration::from_secs(10))?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(kept)
+    }
+
     /// Runs a blocking librdkafka call off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -415,35 +558,44 @@ impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BackendError> {
         let records = self.fetch(max, wait).await?;
         // Rebalances run inside `recv`, so only during a poll, never while a
-        // batch is handled: drop what came from partitions revoked meanwhile.
-        let revoked = std::mem::take(
-            &mut *self
-                .inner
-                .context()
-                .revoked
-                .lock()
-                .map_err(|_| backend_error("poisoned rebalance state"))?,
-        );
+        // batch is handled. After one, nothing fetched from a partition that
+        // was revoked or (re)assigned during this poll is handed over, and
+        // every such partition still ours is sought back to the group's
+        // committed offset (see `REWIND_LOOKBACK` for why librdkafka's own
+        // resume position is not trusted).
+        let context = self.inner.context();
+        let moved: BTreeSet<(String, i32)> = [&context.revoked, &context.assigned]
+            .into_iter()
+            .map(|list| {
+                list.lock()
+                    .map(|mut l| std::mem::take(&mut *l))
+                    .map_err(|_| backend_error("poisoned rebalance state"))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         let (records, dropped): (Vec<BusRecord>, Vec<BusRecord>) = records
             .into_iter()
-            .partition(|r| !revoked.contains(&(r.topic.clone(), r.partition)));
-        if !dropped.is_empty() {
-            // A partition revoked and assigned again within one poll may have
-            // delivered fresh records after its reassignment too: the
-            // position is past them. Back to the committed offset, so that
-            // nothing dropped here is skipped.
-            let dropped: BTreeSet<(String, i32)> = dropped
-                .iter()
-                .map(|r| (r.topic.clone(), r.partition))
-                .collect();
-            tracing::info!(partitions = ?dropped, "dropped records of revoked partitions; seeking back to the committed offsets");
-            let kept = std::mem::replace(&mut self.touched, dropped);
+            .partition(|r| !moved.contains(&(r.topic.clone(), r.partition)));
+        if !moved.is_empty() {
+            tracing::info!(
+                member = %context.member,
+                dropped = dropped.len(),
+                partitions = moved.len(),
+                "rebalanced: seeking the partitions still assigned to their committed offsets"
+            );
+            let kept = std::mem::replace(&mut self.touched, moved);
             let rewound = self.rewind().await;
             self.touched = kept;
             rewound?;
         }
+        let records = self.screen(records).await?;
         for r in &records {
             self.touched.insert((r.topic.clone(), r.partition));
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) && !records.is_empty() {
+            tracing::debug!(member = %self.inner.context().member, ranges = ?offset_ranges(&records), "polled");
         }
         Ok(records)
     }
@@ -457,6 +609,7 @@ impl Consumer for KafkaConsumer {
         if next.is_empty() {
             return Ok(());
         }
+        tracing::debug!(member = %self.inner.context().member, offsets = ?next, "committing");
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &next {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
@@ -478,34 +631,124 @@ impl Consumer for KafkaConsumer {
     }
 
     /// Seeks every partition polled since the last rewind back to the group's
-    /// committed offset (the beginning if none). Partitions no longer
-    /// assigned are skipped: their new owner starts from the commit anyway.
+    /// committed offset (the beginning if none); see [`REWIND_LOOKBACK`].
+    /// Partitions no longer assigned are skipped: their new owner starts from
+    /// the commit anyway.
     async fn rewind(&mut self) -> Result<(), BackendError> {
         let touched = std::mem::take(&mut self.touched);
         if touched.is_empty() {
             return Ok(());
         }
-        self.blocking(move |c| {
-            let assigned = c.assignment()?;
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partition) in &touched {
-                if assigned.find_partition(topic, *partition).is_some() {
-                    tpl.add_partition(topic, *partition);
+        let sought = self
+            .blocking(move |c| {
+                let assigned = c.assignment()?;
+                let mut tpl = TopicPartitionList::new();
+                for (topic, partition) in &touched {
+                    if assigned.find_partition(topic, *partition).is_some() {
+                        tpl.add_partition(topic, *partition);
+                    }
                 }
+                let mut sought = Vec::new();
+                if tpl.count() == 0 {
+                    return Ok(sought);
+                }
+                let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+                for e in committed.elements() {
+                    let resume = match e.offset() {
+                        Offset::Offset(committed) => Some(Resume {
+                            committed,
+                            lookback: REWIND_LOOKBACK,
+                        }),
+                        _ => None,
+                    };
+                    let offset = resume.map_or(Offset::Beginning, Resume::seek_offset);
+                    tracing::debug!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        ?resume,
+                        ?offset,
+                        "seeking back to the committed offset"
+                    );
+                    c.seek(e.topic(), e.partition(), offset, Duration::from_secs(10))?;
+                    sought.push(((e.topic().to_owned(), e.partition()), resume));
+                }
+                Ok(sought)
+            })
+            .await?;
+        for (partition, resume) in sought {
+            match resume {
+                Some(resume) => self.resume.insert(partition, resume),
+                None => self.resume.remove(&partition),
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64) -> BusRecord {
+        BusRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            timestamp: Utc::now(),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn resuming(committed: i64) -> BTreeMap<(String, i32), Resume> {
+        BTreeMap::from([(
+            ("t".to_owned(), 0),
+            Resume {
+                committed,
+                lookback: REWIND_LOOKBACK,
+            },
+        )])
+    }
+
+    #[test]
+    fn a_rewind_seeks_before_the_commit_and_never_below_the_start() {
+        let at = |committed| {
+            Resume {
+                committed,
+                lookback: REWIND_LOOKBACK,
             }
-            if tpl.count() == 0 {
-                return Ok(());
-            }
-            let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
-            for e in committed.elements() {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Offset::Offset(o),
-                    _ => Offset::Beginning,
-                };
-                c.seek(e.topic(), e.partition(), offset, Duration::from_secs(10))?;
-            }
-            Ok(())
-        })
-        .await
+            .seek_offset()
+        };
+        assert_eq!(at(1_000), Offset::Offset(1_000 - REWIND_LOOKBACK));
+        assert_eq!(at(REWIND_LOOKBACK), Offset::Beginning);
+        assert_eq!(at(3), Offset::Beginning);
+    }
+
+    #[test]
+    fn records_before_the_commit_are_dropped_until_the_committed_one_arrives() {
+        let mut resume = resuming(100);
+        assert_eq!(screen(&mut resume, &record(0, 40)), Screened::Drop);
+        assert_eq!(screen(&mut resume, &record(0, 99)), Screened::Drop);
+        assert_eq!(screen(&mut resume, &record(1, 7)), Screened::Keep);
+        assert_eq!(screen(&mut resume, &record(0, 100)), Screened::Keep);
+        assert!(resume.is_empty(), "settled");
+        assert_eq!(screen(&mut resume, &record(0, 50)), Screened::Keep);
+    }
+
+    #[test]
+    fn a_resume_past_the_commit_seeks_further_back_until_the_start() {
+        let mut resume = resuming(1_000);
+        assert_eq!(
+            screen(&mut resume, &record(0, 1_003)),
+            Screened::SeekBack(Offset::Offset(1_000 - 4 * REWIND_LOOKBACK))
+        );
+        assert_eq!(
+            screen(&mut resume, &record(0, 1_003)),
+            Screened::SeekBack(Offset::Beginning)
+        );
+        // From the start the gap is real: hand the record over and go on.
+        assert_eq!(screen(&mut resume, &record(0, 1_003)), Screened::Keep);
+        assert!(resume.is_empty());
     }
 }

@@ -191,6 +191,10 @@ fn describe() {
         "reads whose consistency wait ran out"
     );
     describe_counter!(
+        "salestrack_kafka_offsets_skipped_total",
+        "records a consumer found gone from the log (deleted by retention before they were handled), by topic"
+    );
+    describe_counter!(
         "salestrack_es_bulk_retries_total",
         "Elasticsearch bulk attempts retried for transient item failures"
     );

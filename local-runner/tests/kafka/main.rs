@@ -99,6 +99,50 @@ async fn check_carts(
     }
 }
 
+/// Where the commands of `orders` sit on the commands and dead-letter
+/// topics: read from the start by a group of its own. Says whether a lost
+/// order ever reached the broker's log, and whether it was dead-lettered.
+async fn find_on_commands_topic(brokers: &str, orders: &[OrderId]) -> String {
+    use salestrack_core::ports::Consumer;
+    let bus = salestrack_kafka::KafkaBus::connect(salestrack_kafka::KafkaConfig::new(brokers))
+        .expect("bus");
+    let mut consumer = bus
+        .consumer(
+            &format!("diagnosis-{}", Uuid::new_v4()),
+            &["sales.commands"],
+        )
+        .expect("consumer");
+    let mut found: BTreeMap<String, Vec<(String, i32, i64)>> = BTreeMap::new();
+    let mut total = 0;
+    let mut empty = 0;
+    while empty < 3 {
+        let records = consumer
+            .poll(1_000, Duration::from_secs(2))
+            .await
+            .expect("poll");
+        if records.is_empty() {
+            empty += 1;
+        }
+        total += records.len();
+        for r in records {
+            let value =
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            for order in orders {
+                if value.contains(&order.to_string()) {
+                    found.entry(order.to_string()).or_default().push((
+                        r.topic.clone(),
+                        r.partition,
+                        r.offset,
+                    ));
+                }
+            }
+        }
+    }
+    format!(
+        "{total} records on sales.commands; the missing orders at (partition, offset): {found:?}"
+    )
+}
+
 fn event_store(data_dir: &Path) -> EmbeddedEventStore {
     EmbeddedEventStore::open(&data_dir.join("events.sqlite")).expect("event store")
 }
@@ -155,11 +199,16 @@ async fn two_instances_under_duplicate_load(kind: BrokerKind) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let stream = stored.read_stream(*cart).await.expect("stream");
-        assert_eq!(
-            stream.len(),
-            orders.len(),
-            "cart {cart}: events in the event store (the domain lost or never got a command)"
-        );
+        if stream.len() != orders.len() {
+            let stored: BTreeSet<OrderId> = stream.iter().map(|e| e.event.order_id()).collect();
+            let missing: Vec<OrderId> = orders.difference(&stored).copied().collect();
+            panic!(
+                "cart {cart}: {} of {} orders in the event store; missing {missing:?}; {}",
+                stream.len(),
+                orders.len(),
+                find_on_commands_topic(&broker.brokers, &missing).await
+            );
+        }
     }
     wait_for_carts(&first, &expected).await;
     check_carts(&first, &stored, &expected).await;
@@ -440,12 +489,12 @@ mod tansu {
     use super::*;
     on_broker!(BrokerKind::Tansu);
 
-    // Open problem: about one run in two, one or two of the 2,000 accepted
-    // commands never reach the event store on tansu with two group members
-    // (never on noida-db). Not explained yet; see the closing notes of stop 9.
-    // Run it with `cargo test -p salestrack-local-runner --test kafka -- --ignored`.
+    // Rebalances move partitions between the members while the load runs,
+    // each resuming from a commit that often falls inside a producer batch:
+    // tansu 0.6 skipped the rest of such a batch, and this test lost one or
+    // two commands in every other run until rewinds looked back before the
+    // commit (`REWIND_LOOKBACK` in the Kafka adapter).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[ignore = "loses 1-2 of 2,000 commands about every other run; under investigation"]
     async fn two_runner_instances_in_one_group_apply_each_order_once() {
         two_instances_under_duplicate_load(BrokerKind::Tansu).await;
     }

@@ -1,5 +1,7 @@
 # The local runner as a container (used by docker-compose.yml).
 FROM rust:1.95-bookworm AS build
+# librdkafka is built with CMake (rdkafka's vendored build).
+RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p salestrack-local-runner

@@ -15,12 +15,12 @@
 //! members never work on one partition at once, as long as a batch takes
 //! less than `max.poll.interval.ms`.
 
+pub mod msk_iam;
 pub mod test_broker;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -48,8 +48,11 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     pub security_protocol: String,
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a SASL protocol).
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `AWS_MSK_IAM` (with a
+    /// SASL protocol; see [`msk_iam`]).
     pub sasl_mechanism: Option<String>,
+    /// The MSK cluster's region, for `AWS_MSK_IAM`.
+    pub aws_region: Option<String>,
     pub sasl_username: Option<String>,
     pub sasl_password: Option<String>,
     /// PEM file of the CA that signed the brokers' certificates.
@@ -76,6 +79,7 @@ impl KafkaConfig {
             brokers: brokers.into(),
             security_protocol: "plaintext".into(),
             sasl_mechanism: None,
+            aws_region: None,
             sasl_username: None,
             sasl_password: None,
             ssl_ca_location: None,
@@ -92,8 +96,15 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.brokers)
             .set("security.protocol", &self.security_protocol)
             .set("client.id", "salestrack");
+        let sasl_mechanism = self.sasl_mechanism.as_ref().map(|m| {
+            if m.eq_ignore_ascii_case(msk_iam::MECHANISM) {
+                "OAUTHBEARER".to_owned()
+            } else {
+                m.clone()
+            }
+        });
         let optional = [
-            ("sasl.mechanism", &self.sasl_mechanism),
+            ("sasl.mechanism", &sasl_mechanism),
             ("sasl.username", &self.sasl_username),
             ("sasl.password", &self.sasl_password),
             ("ssl.ca.location", &self.ssl_ca_location),
@@ -105,6 +116,58 @@ impl KafkaConfig {
         }
         c
     }
+
+    /// What every client of this config carries: the MSK IAM signer when
+    /// that is the mechanism.
+    fn context(&self) -> Result<BusContext, BackendError> {
+        let iam = self
+            .sasl_mechanism
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(msk_iam::MECHANISM));
+        if !iam {
+            return Ok(BusContext { msk_iam: None });
+        }
+        let region = self.aws_region.as_deref().ok_or_else(|| {
+            backend_error(
+                "AWS_MSK_IAM needs the cluster's region: set SALESTRACK_KAFKA_AWS_REGION or AWS_REGION",
+            )
+        })?;
+        Ok(BusContext {
+            msk_iam: Some(msk_iam::MskIam::new(region)),
+        })
+    }
+}
+
+/// The client context of the producer and the admin client; the group
+/// consumers' [`GroupContext`] embeds one.
+#[derive(Clone)]
+struct BusContext {
+    msk_iam: Option<msk_iam::MskIam>,
+}
+
+impl ClientContext for BusContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        generate_oauth_token(self.msk_iam.as_ref())
+    }
+}
+
+/// Only called when `sasl.mechanism` is OAUTHBEARER, which only
+/// `AWS_MSK_IAM` sets.
+fn generate_oauth_token(
+    msk_iam: Option<&msk_iam::MskIam>,
+) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+    let token = msk_iam
+        .ok_or("OAUTHBEARER is only supported as AWS_MSK_IAM")?
+        .issue();
+    if let Err(e) = &token {
+        tracing::error!(error = %e, "signing the MSK IAM token failed");
+    }
+    token
 }
 
 /// The cluster connection: the producer, a factory of group consumers and
@@ -112,7 +175,7 @@ impl KafkaConfig {
 #[derive(Clone)]
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer,
+    producer: FutureProducer<BusContext>,
 }
 
 impl KafkaBus {
@@ -129,7 +192,7 @@ impl KafkaBus {
                 "delivery.timeout.ms",
                 config.delivery_timeout.as_millis().to_string(),
             )
-            .create()
+            .create_with_context(config.context()?)
             .map_err(backend_error)?;
         Ok(KafkaBus { config, producer })
     }
@@ -145,8 +208,11 @@ impl KafkaBus {
         partitions: i32,
         replication: i32,
     ) -> Result<(), BackendError> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.config.client().create().map_err(backend_error)?;
+        let admin: AdminClient<BusContext> = self
+            .config
+            .client()
+            .create_with_context(self.config.context()?)
+            .map_err(backend_error)?;
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
@@ -195,6 +261,7 @@ impl KafkaBus {
             )
             .set("statistics.interval.ms", "1000")
             .create_with_context(GroupContext {
+                bus: self.config.context()?,
                 group: group.to_owned(),
                 member: format!(
                     "{group}#{}",
@@ -276,6 +343,7 @@ static MEMBERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new
 /// that saw a rebalance drops what it fetched from them: their new owner
 /// starts from the group's commit, and no record is handled twice at once.
 struct GroupContext {
+    bus: BusContext,
     group: String,
     /// Tells this member's log lines from the other members' of a process.
     member: String,
@@ -287,6 +355,15 @@ struct GroupContext {
 }
 
 impl ClientContext for GroupContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        generate_oauth_token(self.bus.msk_iam.as_ref())
+    }
+
     /// librdkafka reports each fetched partition's lag (high watermark
     /// minus committed offset) from its own fetch state: no broker call.
     fn stats(&self, statistics: rdkafka::Statistics) {

@@ -12,7 +12,6 @@ use salestrack_cassandra::{
 use salestrack_core::ports::{BackendError, Consumer, EventStore, Producer, ReadStore};
 use salestrack_elasticsearch::{EsConfig, EsReadStore, RefreshPolicy};
 use salestrack_embedded::{Embedded, EmbeddedBus};
-#[cfg(feature = "kafka")]
 use salestrack_kafka::{KafkaBus, KafkaConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +20,6 @@ use std::time::Duration;
 #[derive(Clone)]
 enum Bus {
     Embedded(EmbeddedBus),
-    #[cfg(feature = "kafka")]
     Kafka(KafkaBus),
 }
 
@@ -35,11 +33,14 @@ pub struct Backends {
     description: String,
 }
 
-#[cfg(feature = "kafka")]
 fn kafka_config(settings: &Settings) -> KafkaConfig {
     KafkaConfig {
         security_protocol: settings.kafka_security_protocol.clone(),
         sasl_mechanism: settings.kafka_sasl_mechanism.clone(),
+        aws_region: settings
+            .kafka_aws_region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok()),
         sasl_username: settings.kafka_sasl_username.clone(),
         sasl_password: settings
             .kafka_sasl_password
@@ -55,7 +56,6 @@ fn kafka_config(settings: &Settings) -> KafkaConfig {
 }
 
 /// The Kafka bus, with its topics created when configured to.
-#[cfg(feature = "kafka")]
 async fn connect_kafka(
     settings: &Settings,
     stores: &str,
@@ -80,17 +80,6 @@ async fn connect_kafka(
         Bus::Kafka(kafka.clone()),
         Arc::new(kafka),
         format!("bus: Kafka at {}; {stores}", settings.kafka_brokers),
-    ))
-}
-
-#[cfg(not(feature = "kafka"))]
-async fn connect_kafka(
-    _: &Settings,
-    _: &str,
-) -> Result<(Bus, Arc<dyn Producer>, String), BackendError> {
-    Err(BackendError::new(
-        "kafka",
-        "SALESTRACK_KAFKA_BROKERS is set, but this binary was built without the `kafka` feature",
     ))
 }
 
@@ -216,7 +205,6 @@ impl Backends {
     ) -> Result<Box<dyn Consumer>, BackendError> {
         Ok(match &self.bus {
             Bus::Embedded(bus) => Box::new(bus.consumer(group, topics)),
-            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => Box::new(bus.consumer(group, topics)?),
         })
     }
@@ -225,7 +213,6 @@ impl Backends {
     pub async fn ping_bus(&self) -> Result<(), BackendError> {
         match &self.bus {
             Bus::Embedded(bus) => bus.topic_len("").await.map(drop),
-            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => bus.ping().await,
         }
     }
@@ -239,7 +226,6 @@ impl Backends {
     pub fn event_source_arn(&self) -> &'static str {
         match self.bus {
             Bus::Embedded(_) => "arn:aws:kafka:local:000000000000:cluster/salestrack-embedded",
-            #[cfg(feature = "kafka")]
             Bus::Kafka(_) => "arn:aws:kafka:local:000000000000:cluster/salestrack-kafka",
         }
     }
@@ -247,7 +233,6 @@ impl Backends {
     pub fn bootstrap_servers(&self) -> &str {
         match &self.bus {
             Bus::Embedded(_) => "embedded",
-            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => bus.brokers(),
         }
     }

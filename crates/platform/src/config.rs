@@ -44,8 +44,12 @@ pub struct Settings {
     pub kafka_brokers: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     pub kafka_security_protocol: String,
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, or `AWS_MSK_IAM` (MSK's
+    /// IAM access control: OAUTHBEARER tokens signed with the AWS
+    /// credentials of the environment, e.g. a Lambda's role).
     pub kafka_sasl_mechanism: Option<String>,
+    /// Region of the MSK cluster for `AWS_MSK_IAM`; unset: `AWS_REGION`.
+    pub kafka_aws_region: Option<String>,
     pub kafka_sasl_username: Option<String>,
     pub kafka_sasl_password: Option<Secret>,
     /// CA bundle (PEM) for TLS to the brokers.
@@ -143,6 +147,7 @@ impl Default for Settings {
             kafka_brokers: String::new(),
             kafka_security_protocol: "plaintext".into(),
             kafka_sasl_mechanism: None,
+            kafka_aws_region: None,
             kafka_sasl_username: None,
             kafka_sasl_password: None,
             kafka_ssl_ca_location: None,

@@ -148,26 +148,22 @@ struct BusContext {
 impl ClientContext for BusContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
+    /// Only called when `sasl.mechanism` is OAUTHBEARER, which only
+    /// `AWS_MSK_IAM` sets.
     fn generate_oauth_token(
         &self,
         _: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        generate_oauth_token(self.msk_iam.as_ref())
+        let token = self
+            .msk_iam
+            .as_ref()
+            .ok_or("OAUTHBEARER is only supported as AWS_MSK_IAM")?
+            .issue();
+        if let Err(e) = &token {
+            tracing::error!(error = %e, "signing the MSK IAM token failed");
+        }
+        token
     }
-}
-
-/// Only called when `sasl.mechanism` is OAUTHBEARER, which only
-/// `AWS_MSK_IAM` sets.
-fn generate_oauth_token(
-    msk_iam: Option<&msk_iam::MskIam>,
-) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-    let token = msk_iam
-        .ok_or("OAUTHBEARER is only supported as AWS_MSK_IAM")?
-        .issue();
-    if let Err(e) = &token {
-        tracing::error!(error = %e, "signing the MSK IAM token failed");
-    }
-    token
 }
 
 /// The cluster connection: the producer, a factory of group consumers and
@@ -359,9 +355,9 @@ impl ClientContext for GroupContext {
 
     fn generate_oauth_token(
         &self,
-        _: Option<&str>,
+        config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        generate_oauth_token(self.bus.msk_iam.as_ref())
+        self.bus.generate_oauth_token(config)
     }
 
     /// librdkafka reports each fetched partition's lag (high watermark

@@ -123,40 +123,52 @@ fn marker(events: &[RecordedEvent]) -> Vec<u8> {
 mod forged {
     use super::*;
 
-    #[tokio::test]
-    async fn applied_false_is_a_conflict_at_the_stored_version() {
+    /// `winner` is stored; `loser`, appended after `expected` while the
+    /// proxy answers its write with `fault`, must come back as a conflict at
+    /// the stored version and leave the stream as the winner wrote it.
+    async fn the_loser_conflicts(
+        winner: impl Fn(CartId) -> Vec<RecordedEvent>,
+        expected: u64,
+        loser: impl Fn(CartId) -> Vec<RecordedEvent>,
+        fault: Fault,
+    ) {
         let (mut proxy, store) = on_kassandra().await;
         let cart = new_cart();
-        let winner = one(cart, 0, "a");
+        let winner = winner(cart);
         store.append(cart, 0, &winner).await.expect("append");
-        let loser = one(cart, 0, "b");
-        proxy.fault_writes_containing(&marker(&loser), Fault::NotApplied, 1);
-        match store.append(cart, 0, &loser).await {
+        let loser = loser(cart);
+        proxy.fault_writes_containing(&marker(&loser), fault, 1);
+        let stored = winner.len() as u64;
+        match store.append(cart, expected, &loser).await {
             Err(AppendError::Conflict {
-                expected: 0,
-                actual: 1,
-            }) => {}
-            other => panic!("expected a conflict at 1, got {other:?}"),
+                expected: e,
+                actual: a,
+            }) if e == expected && a == stored => {}
+            other => panic!("expected a conflict at {stored}, got {other:?}"),
         }
         assert_eq!(store.read_stream(cart).await.expect("read"), winner);
     }
 
     #[tokio::test]
+    async fn applied_false_is_a_conflict_at_the_stored_version() {
+        the_loser_conflicts(
+            |cart| one(cart, 0, "a"),
+            0,
+            |cart| one(cart, 0, "b"),
+            Fault::NotApplied,
+        )
+        .await;
+    }
+
+    #[tokio::test]
     async fn a_batch_answered_applied_false_is_a_conflict_and_writes_nothing() {
-        let (mut proxy, store) = on_kassandra().await;
-        let cart = new_cart();
-        let winner = many(cart, 0, 2, "a");
-        store.append(cart, 0, &winner).await.expect("append");
-        let loser = many(cart, 1, 3, "b");
-        proxy.fault_writes_containing(&marker(&loser), Fault::NotApplied, 1);
-        match store.append(cart, 1, &loser).await {
-            Err(AppendError::Conflict {
-                expected: 1,
-                actual: 2,
-            }) => {}
-            other => panic!("expected a conflict at 2, got {other:?}"),
-        }
-        assert_eq!(store.read_stream(cart).await.expect("read"), winner);
+        the_loser_conflicts(
+            |cart| many(cart, 0, 2, "a"),
+            1,
+            |cart| many(cart, 1, 3, "b"),
+            Fault::NotApplied,
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -198,20 +210,13 @@ mod forged {
 
     #[tokio::test]
     async fn a_write_timeout_after_another_writer_won_is_a_conflict() {
-        let (mut proxy, store) = on_kassandra().await;
-        let cart = new_cart();
-        let winner = one(cart, 0, "a");
-        store.append(cart, 0, &winner).await.expect("append");
-        let loser = one(cart, 0, "b");
-        proxy.fault_writes_containing(&marker(&loser), Fault::WriteTimeout, 1);
-        match store.append(cart, 0, &loser).await {
-            Err(AppendError::Conflict {
-                expected: 0,
-                actual: 1,
-            }) => {}
-            other => panic!("expected a conflict at 1, got {other:?}"),
-        }
-        assert_eq!(store.read_stream(cart).await.expect("read"), winner);
+        the_loser_conflicts(
+            |cart| one(cart, 0, "a"),
+            0,
+            |cart| one(cart, 0, "b"),
+            Fault::WriteTimeout,
+        )
+        .await;
     }
 
     #[tokio::test]

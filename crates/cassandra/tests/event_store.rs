@@ -264,18 +264,5 @@ mod real_cluster {
         )*};
     }
 
-    real_contract!(
-        a_new_stream_is_empty,
-        appended_events_read_back_in_order,
-        an_append_at_a_stale_version_is_a_conflict,
-        concurrent_writers_cannot_both_win,
-        streams_are_isolated_by_cart,
-        misnumbered_events_are_refused,
-        listing_streams_pages_through_every_stream_once,
-        a_range_read_returns_exactly_those_versions,
-        a_long_stream_reads_back_whole_and_in_order,
-        a_multi_event_append_is_all_or_nothing,
-        replaying_an_applied_append_changes_nothing,
-        snapshots_round_trip_and_the_latest_saved_wins,
-    );
+    contract::every_event_store_check!(real_contract);
 }

@@ -86,7 +86,7 @@ impl EmbeddedBus {
         let cutoff = cutoff.timestamp_millis();
         let deleted = self
             .db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute("DELETE FROM records WHERE ts_millis < ?1", [cutoff])
                     .map_err(err)
             })
@@ -140,7 +140,7 @@ impl EmbeddedBus {
         let topic = topic.to_owned();
         let err = self.db.err();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 c.query_row(
                     "SELECT COUNT(*) FROM records WHERE topic = ?1",
                     [topic],
@@ -159,7 +159,8 @@ impl Producer for EmbeddedBus {
         Ok(self.send_all(vec![record]).await?.remove(0))
     }
 
-    /// One transaction (one fsync) for the whole set.
+    /// One transaction for the whole set, shared with the concurrent sends
+    /// of other callers (group commit: one fsync for all of them).
     async fn send_all(&self, records: Vec<OutboundRecord>) -> Result<Vec<Delivery>, BackendError> {
         let placed: Vec<(i32, OutboundRecord)> = records
             .into_iter()
@@ -169,30 +170,27 @@ impl Producer for EmbeddedBus {
         let now = Utc::now().timestamp_millis();
         let deliveries = self
             .db
-            .call(move |c| {
-                let tx = c.transaction().map_err(err)?;
+            .write(move |c| {
                 let mut deliveries = Vec::with_capacity(placed.len());
                 for (partition, record) in placed {
                     // A partition without a head (a log written before heads existed) starts after its last record.
-                    let offset: i64 = tx
-                        .query_row(
+                    let offset: i64 = c
+                        .prepare_cached(
                             "INSERT INTO partition_heads (topic, partition, next_offset) \
                              VALUES (?1, ?2, (SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2) + 1) \
                              ON CONFLICT (topic, partition) DO UPDATE SET next_offset = next_offset + 1 \
                              RETURNING next_offset - 1",
-                            params![record.topic, partition],
-                            |r| r.get(0),
                         )
+                        .and_then(|mut s| s.query_row(params![record.topic, partition], |r| r.get(0)))
                         .map_err(err)?;
                     let headers = serde_json::to_string(&record.headers).map_err(|e| BackendError::new("embedded bus", e))?;
-                    tx.execute(
+                    c.prepare_cached(
                         "INSERT INTO records (topic, partition, offset, ts_millis, key, value, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![record.topic, partition, offset, now, record.key, record.value, headers],
                     )
+                    .and_then(|mut s| s.execute(params![record.topic, partition, offset, now, record.key, record.value, headers]))
                     .map_err(err)?;
                     deliveries.push(Delivery { partition, offset });
                 }
-                tx.commit().map_err(err)?;
                 Ok(deliveries)
             })
             .await?;
@@ -225,7 +223,7 @@ impl EmbeddedConsumer {
         let (records, loaded) = self
             .bus
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let mut loaded = HashMap::new();
                 let mut out = Vec::new();
                 for topic in &topics {
@@ -296,7 +294,7 @@ impl Consumer for EmbeddedConsumer {
         let err = self.bus.db.err();
         self.bus
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT h.partition, h.next_offset - COALESCE(o.next_offset, 0) \
@@ -354,17 +352,16 @@ impl Consumer for EmbeddedConsumer {
         let err = self.bus.db.err();
         self.bus
             .db
-            .call(move |c| {
-                let tx = c.transaction().map_err(err)?;
+            .write(move |c| {
                 for ((topic, partition), offset) in next {
-                    tx.execute(
+                    c.execute(
                         "INSERT INTO committed_offsets (grp, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4) \
                          ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
                         params![group, topic, partition, offset],
                     )
                     .map_err(err)?;
                 }
-                tx.commit().map_err(err)
+                Ok(())
             })
             .await
     }

@@ -4,7 +4,7 @@
 
 use crate::sqlite::{Db, Durability};
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use salestrack_core::event::{misnumbered, RecordedEvent};
 use salestrack_core::ids::CartId;
 use salestrack_core::ports::{AppendError, BackendError, EventStore, Snapshot, StreamHead};
@@ -62,7 +62,7 @@ impl EventStore for EmbeddedEventStore {
         let err = self.db.err();
         let (first, last) = (sql_version(*versions.start()), sql_version(*versions.end()));
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT envelope FROM events WHERE cart_id = ?1 \
@@ -88,7 +88,7 @@ impl EventStore for EmbeddedEventStore {
     async fn load_snapshot(&self, cart_id: CartId) -> Result<Option<Snapshot>, BackendError> {
         let err = self.db.err();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 c.prepare_cached("SELECT version, format, state FROM snapshots WHERE cart_id = ?1")
                     .map_err(err)?
                     .query_row([cart_id.to_string()], |r| {
@@ -114,7 +114,7 @@ impl EventStore for EmbeddedEventStore {
             state,
         } = snapshot.clone();
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.prepare_cached(
                     "INSERT INTO snapshots (cart_id, version, format, state) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT (cart_id) DO UPDATE SET \
@@ -137,7 +137,7 @@ impl EventStore for EmbeddedEventStore {
         // The primary key's order: one index walk, no sort.
         let after = after.map(|c| c.to_string()).unwrap_or_default();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT cart_id, MAX(version) FROM events WHERE cart_id > ?1 \
@@ -187,13 +187,11 @@ impl EventStore for EmbeddedEventStore {
             .collect();
         let err = self.db.err();
         self.db
-            .call(move |c| {
-                // IMMEDIATE: the version check and the inserts hold the write
-                // lock together, also against another process on the file.
-                let tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(err)?;
-                let actual: i64 = tx
+            .write(move |c| {
+                // The writer's group transaction is IMMEDIATE: the version
+                // check and the inserts hold the write lock together, also
+                // against another process on the file.
+                let actual: i64 = c
                     .query_row("SELECT COALESCE(MAX(version), 0) FROM events WHERE cart_id = ?1", [cart_id.to_string()], |r| r.get(0))
                     .map_err(err)?;
                 let actual = actual.unsigned_abs();
@@ -202,14 +200,13 @@ impl EventStore for EmbeddedEventStore {
                 }
                 for (version, event_id, kind, command_id, recorded_at, envelope) in rows {
                     let version = i64::try_from(version).map_err(|e| BackendError::new(NAME, e))?;
-                    tx.execute(
+                    c.prepare_cached(
                         "INSERT INTO events (cart_id, version, event_id, event_type, command_id, recorded_at, envelope) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![cart_id.to_string(), version, event_id, kind, command_id, recorded_at, envelope],
                     )
+                    .and_then(|mut s| s.execute(params![cart_id.to_string(), version, event_id, kind, command_id, recorded_at, envelope]))
                     .map_err(err)?;
                 }
-                tx.commit().map_err(err)?;
                 Ok(Ok(()))
             })
             .await?

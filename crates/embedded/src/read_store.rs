@@ -61,7 +61,7 @@ impl EmbeddedReadStore {
     ) -> Result<Option<T>, BackendError> {
         let err = self.db.err();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let doc: Option<String> = c
                     .query_row(sql, [id], |r| r.get(0))
                     .optional()
@@ -163,19 +163,35 @@ fn like_pattern(word: &str) -> String {
 #[async_trait]
 impl ReadStore for EmbeddedReadStore {
     async fn upsert(&self, doc: ReadDocument) -> Result<Upsert, BackendError> {
-        let (sql, values) = upsert_statement(&doc)?;
+        let mut written = self.upsert_all(vec![doc]).await?;
+        written
+            .pop()
+            .ok_or_else(|| BackendError::new(NAME, "no upsert result"))
+    }
+
+    /// One job of the writer's group transaction for all of them.
+    async fn upsert_all(&self, docs: Vec<ReadDocument>) -> Result<Vec<Upsert>, BackendError> {
+        let statements = docs
+            .iter()
+            .map(upsert_statement)
+            .collect::<Result<Vec<_>, _>>()?;
         let err = self.db.err();
         self.db
-            .call(move |c| {
-                let changed = c
-                    .prepare_cached(sql)
-                    .and_then(|mut s| s.execute(params_from_iter(values)))
-                    .map_err(err)?;
-                Ok(if changed == 0 {
-                    Upsert::Stale
-                } else {
-                    Upsert::Written
-                })
+            .write(move |c| {
+                statements
+                    .into_iter()
+                    .map(|(sql, values)| {
+                        let changed = c
+                            .prepare_cached(sql)
+                            .and_then(|mut s| s.execute(params_from_iter(values)))
+                            .map_err(err)?;
+                        Ok(if changed == 0 {
+                            Upsert::Stale
+                        } else {
+                            Upsert::Written
+                        })
+                    })
+                    .collect()
             })
             .await
     }
@@ -272,7 +288,7 @@ impl ReadStore for EmbeddedReadStore {
         let err = self.db.err();
         let carts: Vec<CartSummary> = self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let mut stmt = c.prepare(&sql).map_err(err)?;
                 let rows = stmt
                     .query_map(params_from_iter(values), |r| r.get::<_, String>(0))
@@ -293,7 +309,7 @@ impl ReadStore for EmbeddedReadStore {
         let err = self.db.err();
         let docs: Vec<String> = self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT doc FROM sales_lines WHERE status = 'active' \
@@ -346,7 +362,7 @@ impl ReadStore for EmbeddedReadStore {
     async fn ping(&self) -> Result<(), BackendError> {
         let err = self.db.err();
         self.db
-            .call(move |c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(err))
+            .read(move |c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(err))
             .await
     }
 }

@@ -150,42 +150,130 @@ pub struct KafkaItemIdentifier {
     pub offset: i64,
 }
 
-/// Handles every record of a batch: a partition's records one after the other
-/// in offset order, partitions concurrently. A partition stops at its first
-/// failure, which is reported; the records after it are left for the
-/// redelivery, so a partition never skips ahead of a record it could not
-/// handle and the other partitions keep their progress.
-pub async fn each_record<'a, T, E, F, Fut>(
+/// One decoded record of a batch, with the record it came from.
+#[derive(Debug)]
+pub struct Decoded<'a, D> {
+    pub record: &'a KafkaRecord,
+    pub value: D,
+}
+
+/// What [`each_key`] did with a batch: every record a key's handler handled,
+/// with its result, and at most one failure per partition.
+#[derive(Debug)]
+pub struct Keyed<'a, T> {
+    pub handled: Vec<(&'a KafkaRecord, T)>,
+    pub failures: Vec<RecordFailure>,
+}
+
+impl<T> Keyed<'_, T> {
+    /// Names `record` as failed unless its partition already failed at an
+    /// earlier offset: a partition is redelivered from its lowest failure.
+    pub fn fail(&mut self, record: &KafkaRecord, failure: &dyn Failure) {
+        let new = RecordFailure::new(record, failure);
+        match self
+            .failures
+            .iter_mut()
+            .find(|f| f.topic == new.topic && f.partition == new.partition)
+        {
+            Some(old) if old.offset <= new.offset => {}
+            Some(old) => *old = new,
+            None => self.failures.push(new),
+        }
+    }
+
+    /// Fails every partition of the batch from its first record: for a
+    /// failure after the per-key work that no single record owns (the
+    /// batch's results could not be published).
+    pub fn fail_all(&mut self, event: &KafkaEvent, failure: &dyn Failure) {
+        for records in partitions(event) {
+            if let Some(first) = records.first() {
+                self.fail(first, failure);
+            }
+        }
+    }
+}
+
+/// Handles a batch key by key (a cart): the records are decoded, grouped by
+/// the key `decode` gives them, and each key's records handed to `handle`
+/// in offset order; keys run concurrently, at most `concurrency` at once,
+/// within and across partitions.
+///
+/// The partial-batch rule, exactly:
+/// - A record that does not decode is poison that names no key: its
+///   partition is cut there, and none of the partition's later records is
+///   handled in this delivery (they come again with the redelivery).
+/// - `handle` answers one result per record, in order, and stops at its
+///   first `Err`: a key's later records are not handled, so a key never
+///   skips ahead of a record it could not handle.
+/// - A partition is reported failed at its lowest failed offset. Records of
+///   *other* keys after that offset may already have been handled: the
+///   event source redelivers them with the failed one, and handlers must
+///   (and do) treat them as the repeats they are.
+pub async fn each_key<'a, K, D, T, E, Dec, H, Fut>(
     event: &'a KafkaEvent,
-    handle: F,
-) -> (Vec<T>, Vec<RecordFailure>)
+    decode: Dec,
+    handle: H,
+    concurrency: usize,
+) -> Keyed<'a, T>
 where
-    F: Fn(&'a KafkaRecord) -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
+    K: Eq + std::hash::Hash + Clone,
+    Dec: Fn(&'a KafkaRecord) -> Result<(K, D), E>,
+    H: Fn(K, Vec<Decoded<'a, D>>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<T, E>>>,
     E: Failure,
 {
-    let handle = &handle;
-    let partitions = partitions(event).map(|records| async move {
-        let mut handled = Vec::with_capacity(records.len());
+    use futures::StreamExt;
+    let mut keyed = Keyed {
+        handled: Vec::new(),
+        failures: Vec::new(),
+    };
+    let mut order: Vec<K> = Vec::new();
+    let mut groups: HashMap<K, Vec<Decoded<'a, D>>> = HashMap::new();
+    for records in partitions(event) {
         for record in records {
-            match handle(record).await {
-                Ok(t) => handled.push(t),
+            match decode(record) {
+                Ok((key, value)) => {
+                    if !groups.contains_key(&key) {
+                        order.push(key.clone());
+                    }
+                    groups
+                        .entry(key)
+                        .or_default()
+                        .push(Decoded { record, value });
+                }
                 Err(e) => {
-                    tracing::warn!(topic = ?record.topic, partition = record.partition, offset = record.offset,
-                        retryable = e.retryable(), error = %e, "record failed; its partition stops here");
-                    return (handled, Some(RecordFailure::new(record, &e)));
+                    warn_failed(record, &e);
+                    keyed.fail(record, &e);
+                    break;
                 }
             }
         }
-        (handled, None)
-    });
-    let mut all = Vec::new();
-    let mut failures = Vec::new();
-    for (handled, failure) in futures::future::join_all(partitions).await {
-        all.extend(handled);
-        failures.extend(failure);
     }
-    (all, failures)
+    let handle = &handle;
+    let mut runs = futures::stream::iter(order.into_iter().filter_map(|key| {
+        let records = groups.remove(&key)?;
+        let owners: Vec<&'a KafkaRecord> = records.iter().map(|d| d.record).collect();
+        Some(async move { (owners, handle(key, records).await) })
+    }))
+    .buffer_unordered(concurrency.max(1));
+    while let Some((owners, results)) = runs.next().await {
+        for (record, result) in owners.into_iter().zip(results) {
+            match result {
+                Ok(t) => keyed.handled.push((record, t)),
+                Err(e) => {
+                    warn_failed(record, &e);
+                    keyed.fail(record, &e);
+                    break;
+                }
+            }
+        }
+    }
+    keyed
+}
+
+fn warn_failed(record: &KafkaRecord, e: &dyn Failure) {
+    tracing::warn!(topic = ?record.topic, partition = record.partition, offset = record.offset,
+        retryable = e.retryable(), error = %e, "record failed; its partition is redelivered from here");
 }
 
 /// Why a record's bytes could not be read. Permanent: the record is poison.
@@ -331,6 +419,156 @@ mod tests {
             Err(RecordError::Base64 { field: "value", .. })
         ));
         assert_eq!(raw_key_and_value(&record).1, b"%%% not base64");
+    }
+
+    /// A failure for the per-key tests.
+    #[derive(Debug)]
+    struct Failed(&'static str);
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Failure for Failed {
+        fn retryable(&self) -> bool {
+            true
+        }
+    }
+
+    /// A batch whose record values are "key/n" (or anything else: poison),
+    /// on partitions as given.
+    fn keyed_batch(partitions: &[(i32, &[&str])]) -> KafkaEvent {
+        let records: Vec<BusRecord> = partitions
+            .iter()
+            .flat_map(|(p, values)| {
+                values.iter().enumerate().map(|(i, v)| BusRecord {
+                    value: Some(v.as_bytes().to_vec()),
+                    ..bus_record(*p, i as i64)
+                })
+            })
+            .collect();
+        batch(&records, "arn", "b")
+    }
+
+    fn key_of(r: &KafkaRecord) -> Result<(String, String), Failed> {
+        let value = Record::from_kafka(r).map_err(|_| Failed("base64"))?.value;
+        let text = String::from_utf8(value).map_err(|_| Failed("utf8"))?;
+        match text.split_once('/') {
+            Some((key, _)) => Ok((key.to_owned(), text.clone())),
+            None => Err(Failed("poison")),
+        }
+    }
+
+    /// Runs `each_key`, failing the values listed in `failing`; returns the
+    /// values handled per key in order, and the failures' (partition, offset).
+    async fn run_keyed(event: &KafkaEvent, failing: &[&str]) -> (Vec<String>, Vec<(i64, i64)>) {
+        let keyed = each_key(
+            event,
+            key_of,
+            |_key, records| async move {
+                let mut results = Vec::new();
+                for d in records {
+                    let failed = failing.contains(&d.value.as_str());
+                    results.push(if failed {
+                        Err(Failed("handler"))
+                    } else {
+                        Ok(d.value)
+                    });
+                    if failed {
+                        break;
+                    }
+                }
+                results
+            },
+            8,
+        )
+        .await;
+        let mut handled: Vec<String> = keyed.handled.into_iter().map(|(_, v)| v).collect();
+        handled.sort();
+        let mut failures: Vec<(i64, i64)> = keyed
+            .failures
+            .iter()
+            .map(|f| (f.partition, f.offset))
+            .collect();
+        failures.sort();
+        (handled, failures)
+    }
+
+    #[tokio::test]
+    async fn poison_cuts_its_partition_and_leaves_the_records_after_it_for_the_redelivery() {
+        let event = keyed_batch(&[(0, &["a/1", "poison", "a/2", "b/1"]), (1, &["c/1"])]);
+        let (handled, failures) = run_keyed(&event, &[]).await;
+        assert_eq!(handled, vec!["a/1", "c/1"]);
+        assert_eq!(failures, vec![(0, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_key_stops_at_its_first_failure_while_other_keys_go_on() {
+        let event = keyed_batch(&[(0, &["a/1", "b/1", "a/2", "b/2", "a/3"])]);
+        let (handled, failures) = run_keyed(&event, &["a/2"]).await;
+        assert_eq!(handled, vec!["a/1", "b/1", "b/2"], "a/3 waits for a/2");
+        assert_eq!(
+            failures,
+            vec![(0, 2)],
+            "the partition is redelivered from a/2"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partition_is_failed_at_its_lowest_failed_offset() {
+        let event = keyed_batch(&[(0, &["a/1", "b/1", "c/1"]), (1, &["d/1", "e/1"])]);
+        let (_, failures) = run_keyed(&event, &["c/1", "b/1", "e/1"]).await;
+        assert_eq!(failures, vec![(0, 1), (1, 1)]);
+    }
+
+    #[tokio::test]
+    async fn keys_run_concurrently() {
+        // Each key's handler waits until both have started: run one after
+        // the other, they would wait forever.
+        let event = keyed_batch(&[(0, &["a/1", "b/1"])]);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let keyed = each_key(
+            &event,
+            key_of,
+            |_, records| {
+                let barrier = std::sync::Arc::clone(&barrier);
+                async move {
+                    barrier.wait().await;
+                    records
+                        .into_iter()
+                        .map(|d| Ok::<_, Failed>(d.value))
+                        .collect::<Vec<_>>()
+                }
+            },
+            2,
+        );
+        let keyed = tokio::time::timeout(std::time::Duration::from_secs(30), keyed)
+            .await
+            .expect("both keys ran at once");
+        assert_eq!(keyed.handled.len(), 2);
+    }
+
+    #[test]
+    fn fail_all_names_each_partitions_first_record_unless_an_earlier_failure_stands() {
+        let event = keyed_batch(&[(0, &["a/1", "b/1"]), (1, &["c/1"])]);
+        let mut keyed: Keyed<'_, ()> = Keyed {
+            handled: Vec::new(),
+            failures: Vec::new(),
+        };
+        keyed.fail(&event.records["sales.commands-1"][0], &Failed("earlier"));
+        keyed.fail_all(&event, &Failed("publish"));
+        let mut got: Vec<(i64, i64, String)> = keyed
+            .failures
+            .iter()
+            .map(|f| (f.partition, f.offset, f.error.clone()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(0, 0, "publish".to_owned()), (1, 0, "earlier".to_owned())]
+        );
     }
 
     #[test]

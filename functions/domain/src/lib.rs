@@ -1,20 +1,30 @@
 //! The domain function: the only writer of the event store.
 //!
-//! For each command record of an MSK batch: decode it, load the cart's
-//! stream, decide, append with an expected version, then publish the new
-//! events and the command's outcome. Records of one partition are handled in
-//! order; partitions run concurrently.
+//! An MSK batch is handled cart by cart (see [`salestrack_msk::each_key`]):
+//! its command records are decoded and grouped by cart; each cart is loaded
+//! once, its commands are decided in offset order against the evolving
+//! state, and everything they produce is appended with one conditional
+//! write (in chunks of at most [`MAX_EVENTS_PER_APPEND`] events, whole
+//! commands each). Carts run concurrently, within and across partitions,
+//! at most [`CART_CONCURRENCY`] at once. Then the events and outcomes of
+//! the whole batch are published together, and awaited together.
 //!
 //! - A rule-breaking command is *rejected*: its outcome, with a reason code,
 //!   goes to the outcomes topic so the client can learn why.
 //! - A repeated command appends nothing and re-publishes the events it caused,
-//!   which heals a publish lost after a successful append.
-//! - A record that cannot be handled stops its partition and is named in the
-//!   batch's partial failure response, as permanent (poison: bad base64, bad
-//!   JSON, unknown type, invalid command) or retryable (a backend failure,
-//!   endless append races). The event source redelivers from that record and
-//!   dead-letters it once retrying is pointless, so poison never blocks its
-//!   partition. Redelivery is safe because every step above is idempotent.
+//!   which heals a publish lost after a successful append. A command repeated
+//!   within one batch is a repeat too.
+//! - A lost append race reloads the cart and decides all of its commands
+//!   again (at most [`MAX_APPEND_ATTEMPTS`] times, then the cart's records
+//!   fail and are redelivered).
+//! - A record that cannot be handled is named in the batch's partial failure
+//!   response, as permanent (poison: bad base64, bad JSON, unknown type,
+//!   invalid command) or retryable (a backend failure, endless append
+//!   races); its partition is redelivered from there, its cart's later
+//!   records wait for that redelivery, and the event source dead-letters it
+//!   once retrying is pointless, so poison never blocks its partition. A
+//!   failed publish fails every partition of the batch from its first
+//!   record. Redelivery is safe because every step above is idempotent.
 //!
 //! Depends on the core's ports only; never on a driver.
 
@@ -115,10 +125,10 @@ impl Handled {
     }
 }
 
-impl From<Handled> for BatchReport {
-    fn from(h: Handled) -> BatchReport {
+impl Handled {
+    fn report(&self) -> BatchReport {
         let mut report = BatchReport::default();
-        match h {
+        match self {
             Handled::Applied => report.applied = 1,
             Handled::Duplicate => report.duplicates = 1,
             Handled::Rejected => report.rejected = 1,
@@ -127,27 +137,75 @@ impl From<Handled> for BatchReport {
     }
 }
 
+/// Carts decided at once within a batch.
+pub const CART_CONCURRENCY: usize = 64;
+
+/// Most events in one conditional append. A cart's batch needing more is
+/// appended in several, whole commands each: Cassandra refuses a logged
+/// batch past `batch_size_fail_threshold` (50 KiB by default), Amazon
+/// Keyspaces one of more than 30 statements.
+pub const MAX_EVENTS_PER_APPEND: usize = 25;
+
+/// A decoded command record.
+struct Incoming {
+    command: CommandRecord,
+    trace: TraceParent,
+}
+
+/// What became of one command, and what it has to publish.
+struct Decided {
+    handled: Handled,
+    records: Vec<OutboundRecord>,
+}
+
 /// Handles a batch; never fails as a whole. Records that failed are in the
 /// result's `failures` (see [`BatchResult::response`]).
 pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult<BatchReport> {
-    let (handled, failures) =
-        msk::each_record(&event.payload, |record| handle_record(record, deps)).await;
-    let report = handled
-        .into_iter()
-        .fold(BatchReport::default(), |report, handled| {
-            metrics::counter!("salestrack_domain_records_total", "result" => handled.label())
-                .increment(1);
-            report.add(handled.into())
-        });
-    if !failures.is_empty() {
-        metrics::counter!("salestrack_domain_records_total", "result" => "failed")
-            .increment(failures.len() as u64);
+    let batch = &event.payload;
+    let mut keyed = msk::each_key(
+        batch,
+        |r| decode(r).map_err(HandlerError::from),
+        |cart_id, commands| handle_cart(cart_id, commands, deps),
+        CART_CONCURRENCY,
+    )
+    .await;
+    let mut records = Vec::new();
+    let mut report = BatchReport::default();
+    for (_, decided) in &mut keyed.handled {
+        records.append(&mut decided.records);
+        report = report.add(decided.handled.report());
     }
-    tracing::info!(?report, failed = failures.len(), "command batch handled");
-    BatchResult { report, failures }
+    // Every event and outcome of the batch in one go: the bus batches them
+    // (one transaction on the embedded bus, pipelined produce requests on
+    // Kafka), and per-cart order is the order given.
+    if let Err(e) = deps.producer.send_all(records).await {
+        tracing::error!(error = %e, "publishing the batch's events and outcomes failed");
+        keyed.fail_all(batch, &HandlerError::Backend(e));
+        report = BatchReport::default();
+    }
+    for (result, n) in [
+        ("applied", report.applied),
+        ("duplicate", report.duplicates),
+        ("rejected", report.rejected),
+        ("failed", keyed.failures.len()),
+    ] {
+        if n > 0 {
+            metrics::counter!("salestrack_domain_records_total", "result" => result)
+                .increment(n as u64);
+        }
+    }
+    tracing::info!(
+        ?report,
+        failed = keyed.failures.len(),
+        "command batch handled"
+    );
+    BatchResult {
+        report,
+        failures: keyed.failures,
+    }
 }
 
-fn decode(r: &KafkaRecord) -> Result<(CommandRecord, TraceParent), Poison> {
+fn decode(r: &KafkaRecord) -> Result<(CartId, Incoming), Poison> {
     let record = Record::from_kafka(r)?;
     let command = CommandRecord::decode(&record.value)?;
     // Records from producers that send no trace context start one here.
@@ -164,101 +222,81 @@ fn decode(r: &KafkaRecord) -> Result<(CommandRecord, TraceParent), Poison> {
             cart_id,
         });
     }
-    Ok((command, trace))
+    Ok((cart_id, Incoming { command, trace }))
 }
 
-async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<Handled, HandlerError> {
-    let (command, trace) = decode(r)?;
+fn command_span(incoming: &Incoming) -> tracing::Span {
     let span = tracing::info_span!(
         "command",
-        command_id = %command.command_id,
-        cart_id = %command.command.cart_id(),
-        kind = command.command.kind(),
-        trace_id = %trace.trace_id_hex(),
+        command_id = %incoming.command.command_id,
+        cart_id = %incoming.command.command.cart_id(),
+        kind = incoming.command.command.kind(),
+        trace_id = %incoming.trace.trace_id_hex(),
     );
-    salestrack_platform::telemetry::continue_trace(&span, &trace);
-    decide_and_append(&command, trace, deps)
+    salestrack_platform::telemetry::continue_trace(&span, &incoming.trace);
+    span
+}
+
+/// One result per command of the cart, in order; a failure is the first
+/// record's (nothing of the cart was appended, or what was is re-decided as
+/// repeats on redelivery).
+async fn handle_cart(
+    cart_id: CartId,
+    commands: Vec<msk::Decoded<'_, Incoming>>,
+    deps: &Deps,
+) -> Vec<Result<Decided, HandlerError>> {
+    let commands: Vec<Incoming> = commands.into_iter().map(|d| d.value).collect();
+    let span = tracing::info_span!("cart", %cart_id, commands = commands.len());
+    match decide_and_append(cart_id, &commands, deps)
         .instrument(span)
         .await
+    {
+        Ok(decided) => decided.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e)],
+    }
+}
+
+/// What a cart's commands decided on one loaded state.
+struct Plan {
+    /// The stream version the cart was loaded at.
+    base: u64,
+    /// The events to append, in order, and after which of them a command ends.
+    pending: Vec<RecordedEvent>,
+    command_ends: Vec<usize>,
+    /// Per command: what happened, its events (new or republished), its outcome.
+    decisions: Vec<(Handled, Vec<RecordedEvent>, Outcome)>,
+    cart: Cart,
 }
 
 async fn decide_and_append(
-    record: &CommandRecord,
-    trace: TraceParent,
+    cart_id: CartId,
+    commands: &[Incoming],
     deps: &Deps,
-) -> Result<Handled, HandlerError> {
-    let cart_id = record.command.cart_id();
+) -> Result<Vec<Decided>, HandlerError> {
     let carts = Carts::new(Arc::clone(&deps.event_store), deps.snapshot_every);
     for attempt in 1..=MAX_APPEND_ATTEMPTS {
         let cart = carts.load(cart_id).await?;
-        let events = match cart.decide(&record.command) {
-            Ok(events) => events,
-            Err(reason) => {
-                tracing::info!(code = reason.code(), %reason, "command rejected");
-                publish(
-                    deps,
-                    record,
-                    trace,
-                    &[],
-                    rejected(record, &cart, &reason, deps),
-                )
-                .await?;
-                return Ok(Handled::Rejected);
-            }
-        };
-        if events.is_empty() {
-            let earlier = match cart.satisfied_at(&record.command) {
-                Some(version) => {
-                    deps.event_store
-                        .read_range(cart_id, version..=version)
-                        .await?
-                }
-                None => Vec::new(),
-            };
-            // The version the command's effect reached, not the cart's current one.
-            let version = earlier.last().map_or(cart.version(), |e| e.version);
-            tracing::info!(
-                republished = earlier.len(),
-                version,
-                "command already applied"
-            );
-            publish(
-                deps,
-                record,
-                trace,
-                &earlier,
-                applied(record, version, true, deps),
-            )
-            .await?;
-            return Ok(Handled::Duplicate);
-        }
-        let recorded = RecordedEvent::number(
-            cart_id,
-            cart.version(),
-            record.command_id,
-            deps.clock.now(),
-            events,
-        );
-        match deps
-            .event_store
-            .append(cart_id, cart.version(), &recorded)
-            .await
-        {
+        let plan = plan(cart, commands, deps).await?;
+        match append_in_chunks(cart_id, &plan, deps).await {
             Ok(()) => {
-                let before = cart.version();
-                let cart = cart.apply(&recorded);
-                let version = cart.version();
-                publish(
-                    deps,
-                    record,
-                    trace,
-                    &recorded,
-                    applied(record, version, false, deps),
-                )
-                .await?;
-                carts.appended(cart_id, before, &cart).await;
-                tracing::info!(version, "command applied");
-                return Ok(Handled::Applied);
+                carts.appended(cart_id, plan.base, &plan.cart).await;
+                return Ok(commands
+                    .iter()
+                    .zip(plan.decisions)
+                    .map(|(incoming, (handled, events, outcome))| {
+                        command_span(incoming).in_scope(|| {
+                            tracing::info!(
+                                result = handled.label(),
+                                version = outcome.version,
+                                "command decided"
+                            );
+                        });
+                        Decided {
+                            handled,
+                            records: publication(deps, incoming, &events, outcome),
+                        }
+                    })
+                    .collect());
             }
             Err(AppendError::Conflict { expected, actual }) => {
                 metrics::counter!("salestrack_domain_append_conflicts_total").increment(1);
@@ -276,6 +314,93 @@ async fn decide_and_append(
         cart_id,
         attempts: MAX_APPEND_ATTEMPTS,
     })
+}
+
+/// Decides the cart's commands in order, each against the state the ones
+/// before it left.
+async fn plan(cart: Cart, commands: &[Incoming], deps: &Deps) -> Result<Plan, HandlerError> {
+    let base = cart.version();
+    let mut plan = Plan {
+        base,
+        pending: Vec::new(),
+        command_ends: Vec::new(),
+        decisions: Vec::with_capacity(commands.len()),
+        cart,
+    };
+    for incoming in commands {
+        let record = &incoming.command;
+        let decided = command_span(incoming).in_scope(|| plan.cart.decide(&record.command));
+        let decision = match decided {
+            Err(reason) => {
+                command_span(incoming).in_scope(|| {
+                    tracing::info!(code = reason.code(), %reason, "command rejected");
+                });
+                let outcome = rejected(record, &plan.cart, &reason, deps);
+                (Handled::Rejected, Vec::new(), outcome)
+            }
+            Ok(events) if events.is_empty() => {
+                let earlier = match plan.cart.satisfied_at(&record.command) {
+                    // Decided earlier in this very batch: not stored yet.
+                    Some(version) if version > base => plan
+                        .pending
+                        .iter()
+                        .filter(|e| e.version == version)
+                        .cloned()
+                        .collect(),
+                    Some(version) => {
+                        deps.event_store
+                            .read_range(record.command.cart_id(), version..=version)
+                            .await?
+                    }
+                    None => Vec::new(),
+                };
+                // The version the command's effect reached, not the cart's current one.
+                let version = earlier.last().map_or(plan.cart.version(), |e| e.version);
+                let outcome = applied(record, version, true, deps);
+                (Handled::Duplicate, earlier, outcome)
+            }
+            Ok(events) => {
+                let recorded = RecordedEvent::number(
+                    record.command.cart_id(),
+                    plan.cart.version(),
+                    record.command_id,
+                    deps.clock.now(),
+                    events,
+                );
+                plan.cart = std::mem::take(&mut plan.cart).apply(&recorded);
+                plan.pending.extend(recorded.iter().cloned());
+                plan.command_ends.push(plan.pending.len());
+                let outcome = applied(record, plan.cart.version(), false, deps);
+                (Handled::Applied, recorded, outcome)
+            }
+        };
+        plan.decisions.push(decision);
+    }
+    Ok(plan)
+}
+
+/// Appends the plan's events in as few conditional writes as the size
+/// limit allows, whole commands each. A conflict on a later chunk leaves the
+/// earlier ones stored; the caller's retry decides their commands as repeats.
+async fn append_in_chunks(cart_id: CartId, plan: &Plan, deps: &Deps) -> Result<(), AppendError> {
+    let mut start = 0;
+    while start < plan.pending.len() {
+        let end = plan
+            .command_ends
+            .iter()
+            .copied()
+            .rev()
+            .find(|&end| end > start && end - start <= MAX_EVENTS_PER_APPEND)
+            // One command larger than the limit goes alone.
+            .or_else(|| plan.command_ends.iter().copied().find(|&end| end > start))
+            .unwrap_or(plan.pending.len());
+        let expected = plan.base + start as u64;
+        deps.event_store
+            .append(cart_id, expected, &plan.pending[start..end])
+            .await?;
+        start = end;
+    }
+    Ok(())
 }
 
 fn outcome(record: &CommandRecord, version: u64, deps: &Deps) -> Outcome {
@@ -311,16 +436,16 @@ fn rejected(record: &CommandRecord, cart: &Cart, reason: &DomainError, deps: &De
     }
 }
 
-/// Events first, then the outcome: a client that sees `applied` can rely on
-/// the events being on the bus. Each carries the command's trace and the
-/// time it was accepted.
-async fn publish(
+/// The records a decided command publishes. Events first, then the
+/// outcome: a client that sees `applied` can rely on the events being on
+/// the bus. Each carries the command's trace and the time it was accepted.
+fn publication(
     deps: &Deps,
-    record: &CommandRecord,
-    trace: TraceParent,
+    incoming: &Incoming,
     events: &[RecordedEvent],
     outcome: Outcome,
-) -> Result<(), BackendError> {
+) -> Vec<OutboundRecord> {
+    let (record, trace) = (&incoming.command, incoming.trace);
     let schema = SCHEMA_VERSION.to_string().into_bytes();
     let mut records: Vec<OutboundRecord> = events
         .iter()
@@ -353,5 +478,5 @@ async fn publish(
             h::accepted_at(record.accepted_at),
         ],
     });
-    deps.producer.send_all(records).await.map(drop)
+    records
 }

@@ -2,23 +2,34 @@
 //!
 //! Folds events from the events topic into the cart detail, cart summary and
 //! sales-line documents, and command outcomes from the outcomes topic into
-//! command-status documents. Every write is guarded by stream version, so a
-//! redelivered or older event never overwrites newer state or duplicates an
-//! item.
+//! command-status documents. An MSK batch is folded cart by cart (see
+//! [`salestrack_msk::each_key`]; carts concurrently, each in offset order):
+//! a cart's detail is read once, every event of the batch is folded onto
+//! it, and each document the cart touched is written once. The writes of
+//! the whole batch go out together, in two rounds: the sales lines and
+//! summaries, then, only once they all stuck, the details and command
+//! statuses. Every write is guarded by stream version, so a redelivered or
+//! older event never overwrites newer state or duplicates an item.
 //!
 //! The cart detail is written last: its version is the checkpoint. A crash
 //! between writes leaves it behind, so redelivery redoes the (idempotent)
 //! writes before it. If an event arrives with a gap after the stored version,
 //! the cart is refolded from the event store (read only) instead of skipping
 //! the missing events. Never calls the domain. A record that cannot be
-//! projected stops its partition and is named in the partial failure
-//! response, as permanent (poison) or retryable (backend); the event source
-//! dead-letters it once retrying is pointless, so it never blocks the partition.
+//! projected is named in the partial failure response, as permanent (poison)
+//! or retryable (backend); its cart stops there and its partition is
+//! redelivered from it, and the event source dead-letters it once retrying
+//! is pointless, so it never blocks the partition. When the batch's writes
+//! fail, a transient failure fails every partition from its first record;
+//! a document the store refuses is traced to its cart by writing the carts
+//! one by one, so only that cart's record is failed.
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use salestrack_core::event::RecordedEvent;
 use salestrack_core::headers::TraceParent;
+use salestrack_core::ids::{CartId, OrderId};
 use salestrack_core::ports::{BackendError, EventStore, ReadDocument, ReadStore};
 use salestrack_core::read_model::{step, CartDetail, Step};
 use salestrack_core::wire::{self, DecodeError, Outcome};
@@ -105,46 +116,148 @@ enum Input {
     Outcome(Outcome),
 }
 
+/// Carts folded at once within a batch.
+pub const CART_CONCURRENCY: usize = 64;
+
+/// What projecting one record did.
+struct Projected<'a> {
+    report: BatchReport,
+    /// The event's 202 and recording times, when it changed the read models.
+    visible: Option<(Option<DateTime<Utc>>, DateTime<Utc>)>,
+    /// The cart's writes, on the last record the cart handled.
+    writes: Option<Writes<'a>>,
+}
+
+/// The documents one cart's records of a batch produce.
+#[derive(Default)]
+struct Writes<'a> {
+    /// The cart's first record: named when the store refuses its documents.
+    first: Option<&'a KafkaRecord>,
+    lines_and_summary: Vec<ReadDocument>,
+    /// The detail (checkpoint) and command statuses, written after the rest.
+    checkpoint: Vec<ReadDocument>,
+}
+
 /// Handles a batch; never fails as a whole. Records that failed are in the
 /// result's `failures` (see [`BatchResult::response`]).
 pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult<BatchReport> {
-    let (handled, failures) =
-        msk::each_record(&event.payload, |record| handle_record(record, deps)).await;
-    let report = handled
-        .into_iter()
-        .fold(BatchReport::default(), BatchReport::add);
+    let batch = &event.payload;
+    let mut keyed = msk::each_key(
+        batch,
+        |r| decode(r, &deps.topics).map_err(HandlerError::from),
+        |cart_id, records| project_cart(cart_id, records, deps),
+        CART_CONCURRENCY,
+    )
+    .await;
+    let writes: Vec<Writes> = keyed
+        .handled
+        .iter_mut()
+        .filter_map(|(_, p)| p.writes.take())
+        .collect();
+    let mut report = keyed
+        .handled
+        .iter()
+        .fold(BatchReport::default(), |r, (_, p)| r.add(p.report));
+    match write_all(&writes, deps).await {
+        Ok(()) => record_latencies(&keyed.handled),
+        Err(e) if e.permanent => {
+            tracing::warn!(error = %e, "the read store refused a document; writing cart by cart");
+            for cart in &writes {
+                if let (Err(e), Some(first)) = (
+                    write_all(std::slice::from_ref(cart), deps).await,
+                    cart.first,
+                ) {
+                    keyed.fail(first, &HandlerError::Backend(e));
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "writing the batch's documents failed");
+            keyed.fail_all(batch, &HandlerError::Backend(e));
+            report = BatchReport::default();
+        }
+    }
     for (result, n) in [
         ("projected", report.projected),
         ("skipped", report.skipped),
         ("refolded", report.refolded),
         ("outcome", report.outcomes),
-        ("failed", failures.len()),
+        ("failed", keyed.failures.len()),
     ] {
         if n > 0 {
             metrics::counter!("salestrack_projector_records_total", "result" => result)
                 .increment(n as u64);
         }
     }
-    tracing::info!(?report, failed = failures.len(), "projection batch handled");
-    BatchResult { report, failures }
+    tracing::info!(
+        ?report,
+        failed = keyed.failures.len(),
+        "projection batch handled"
+    );
+    BatchResult {
+        report,
+        failures: keyed.failures,
+    }
+}
+
+/// Lines and summaries of every cart in one round trip, then the details
+/// (the checkpoints) and command statuses in a second one, only once the
+/// first fully succeeded.
+async fn write_all(writes: &[Writes<'_>], deps: &Deps) -> Result<(), BackendError> {
+    for round in [
+        writes
+            .iter()
+            .flat_map(|w| w.lines_and_summary.iter().cloned())
+            .collect::<Vec<_>>(),
+        writes
+            .iter()
+            .flat_map(|w| w.checkpoint.iter().cloned())
+            .collect(),
+    ] {
+        if !round.is_empty() {
+            deps.read_store.upsert_all(round).await?;
+        }
+    }
+    Ok(())
+}
+
+fn record_latencies(handled: &[(&KafkaRecord, Projected<'_>)]) {
+    let now = Utc::now();
+    let seconds = |since: DateTime<Utc>| (now - since).num_milliseconds().max(0) as f64 / 1e3;
+    for (accepted, recorded) in handled.iter().filter_map(|(_, p)| p.visible) {
+        if let Some(accepted) = accepted {
+            // POST /orders answered 202 -> the event is in the read models.
+            metrics::histogram!("salestrack_command_to_visible_seconds").record(seconds(accepted));
+        }
+        // Event recorded by the domain -> visible in the read models.
+        metrics::histogram!("salestrack_projection_lag_seconds").record(seconds(recorded));
+    }
 }
 
 /// A decoded record with what its headers say about its command.
 struct Decoded {
     input: Input,
     trace: Option<TraceParent>,
-    accepted_at: Option<chrono::DateTime<chrono::Utc>>,
+    accepted_at: Option<DateTime<Utc>>,
 }
 
-fn decode(r: &KafkaRecord, topics: &Topics) -> Result<Decoded, Poison> {
+fn decode(r: &KafkaRecord, topics: &Topics) -> Result<(CartId, Decoded), Poison> {
     let record = Record::from_kafka(r)?;
     let trace = TraceParent::from_headers(&record.headers);
     let accepted_at = salestrack_core::headers::find_accepted_at(&record.headers);
-    decode_value(record, topics).map(|input| Decoded {
-        input,
-        trace,
-        accepted_at,
-    })
+    let input = decode_value(record, topics)?;
+    let cart_id = match &input {
+        Input::Event(e) => e.cart_id,
+        Input::Outcome(o) => o.cart_id,
+    };
+    Ok((
+        cart_id,
+        Decoded {
+            input,
+            trace,
+            accepted_at,
+        },
+    ))
 }
 
 fn decode_value(record: Record, topics: &Topics) -> Result<Input, Poison> {
@@ -157,109 +270,142 @@ fn decode_value(record: Record, topics: &Topics) -> Result<Input, Poison> {
     }
 }
 
-async fn handle_record(r: &KafkaRecord, deps: &Deps) -> Result<BatchReport, HandlerError> {
-    let Decoded {
-        input,
-        trace,
-        accepted_at,
-    } = decode(r, &deps.topics)?;
-    let trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default();
-    match input {
-        Input::Event(event) => {
-            let span = tracing::info_span!("project", cart_id = %event.cart_id, version = event.version,
-                command_id = %event.command_id, %trace_id);
-            if let Some(trace) = &trace {
-                salestrack_platform::telemetry::continue_trace(&span, trace);
-            }
-            let report = project_event(&event, deps).instrument(span).await?;
-            if let (Some(accepted), true) = (accepted_at, report.projected > 0) {
-                // POST /orders answered 202 -> the event is in the read models.
-                let latency = chrono::Utc::now() - accepted;
-                metrics::histogram!("salestrack_command_to_visible_seconds")
-                    .record(latency.num_milliseconds().max(0) as f64 / 1e3);
-            }
-            Ok(report)
-        }
-        Input::Outcome(outcome) => {
-            deps.read_store
-                .upsert(ReadDocument::CommandStatus(outcome))
-                .await?;
-            Ok(BatchReport {
-                outcomes: 1,
-                ..BatchReport::default()
-            })
+/// Folds one cart's records of the batch onto its stored detail; one result
+/// per record, in order, up to the first failure. The documents go on the
+/// last record handled.
+async fn project_cart<'a>(
+    cart_id: CartId,
+    records: Vec<msk::Decoded<'a, Decoded>>,
+    deps: &Deps,
+) -> Vec<Result<Projected<'a>, HandlerError>> {
+    let has_events = records
+        .iter()
+        .any(|d| matches!(d.value.input, Input::Event(_)));
+    let mut detail = None;
+    if has_events {
+        match deps.read_store.cart_detail(cart_id).await {
+            Ok(current) => detail = current,
+            Err(e) => return vec![Err(e.into())],
         }
     }
+    let stored_version = detail.as_ref().map_or(0, |d: &CartDetail| d.version);
+    let mut writes = Writes {
+        first: records.first().map(|d| d.record),
+        ..Writes::default()
+    };
+    let mut touched: Vec<OrderId> = Vec::new();
+    let mut results = Vec::with_capacity(records.len());
+    for d in records {
+        let Decoded {
+            input,
+            trace,
+            accepted_at,
+        } = d.value;
+        let result = match input {
+            Input::Outcome(outcome) => {
+                writes.checkpoint.push(ReadDocument::CommandStatus(outcome));
+                Ok(Projected {
+                    report: BatchReport {
+                        outcomes: 1,
+                        ..BatchReport::default()
+                    },
+                    visible: None,
+                    writes: None,
+                })
+            }
+            Input::Event(event) => {
+                let span = tracing::info_span!("project", %cart_id, version = event.version,
+                    command_id = %event.command_id, trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default());
+                if let Some(trace) = &trace {
+                    salestrack_platform::telemetry::continue_trace(&span, trace);
+                }
+                fold_event(&mut detail, &mut touched, &event, deps)
+                    .instrument(span)
+                    .await
+                    .map(|report| Projected {
+                        visible: (report.projected > 0).then_some((accepted_at, event.recorded_at)),
+                        report,
+                        writes: None,
+                    })
+            }
+        };
+        let failed = result.is_err();
+        results.push(result);
+        if failed {
+            break;
+        }
+    }
+    if let Some(detail) = detail.filter(|d| d.version > stored_version) {
+        writes.lines_and_summary.extend(
+            touched
+                .into_iter()
+                .filter_map(|order_id| detail.sales_line(order_id))
+                .map(ReadDocument::SalesLine),
+        );
+        writes
+            .lines_and_summary
+            .push(ReadDocument::CartSummary(detail.summary()));
+        writes.checkpoint.push(ReadDocument::CartDetail(detail));
+    }
+    if let Some(Ok(last)) = results.iter_mut().rev().find(|r| r.is_ok()) {
+        last.writes = Some(writes);
+    }
+    results
 }
 
-async fn project_event(e: &RecordedEvent, deps: &Deps) -> Result<BatchReport, HandlerError> {
-    let current = deps.read_store.cart_detail(e.cart_id).await?;
-    let stored_version = current.as_ref().map_or(0, |d| d.version);
-    let (detail, touched, report) = match step(stored_version, e.version) {
-        Step::Skip => {
-            return Ok(BatchReport {
-                skipped: 1,
+/// Folds one event onto the cart's detail as the batch left it so far.
+async fn fold_event(
+    detail: &mut Option<CartDetail>,
+    touched: &mut Vec<OrderId>,
+    e: &RecordedEvent,
+    deps: &Deps,
+) -> Result<BatchReport, HandlerError> {
+    let version = detail.as_ref().map_or(0, |d| d.version);
+    let cancel_before_place = || Poison::CancelBeforePlace {
+        cart_id: e.cart_id,
+        version: e.version,
+    };
+    let mut touch = |order_id: OrderId| {
+        if !touched.contains(&order_id) {
+            touched.push(order_id);
+        }
+    };
+    match step(version, e.version) {
+        Step::Skip => Ok(BatchReport {
+            skipped: 1,
+            ..BatchReport::default()
+        }),
+        Step::Apply => {
+            // `apply` only answers `None` for a first event that cancels,
+            // when there was no detail to lose.
+            *detail = Some(CartDetail::apply(detail.take(), e).ok_or_else(cancel_before_place)?);
+            touch(e.event.order_id());
+            Ok(BatchReport {
+                projected: 1,
                 ..BatchReport::default()
             })
         }
-        Step::Apply => (
-            CartDetail::apply(current, e),
-            vec![e.event.order_id()],
-            BatchReport {
-                projected: 1,
-                ..BatchReport::default()
-            },
-        ),
         Step::Gap => {
             tracing::warn!(
-                stored_version,
+                stored_version = version,
                 "events missing before this one; refolding the cart from the event store"
             );
             let stream = deps.event_store.read_stream(e.cart_id).await?;
-            let detail = CartDetail::fold(stream.iter().take_while(|x| x.version <= e.version));
-            if detail.as_ref().map_or(0, |d| d.version) < e.version {
+            let refolded = CartDetail::fold(stream.iter().take_while(|x| x.version <= e.version));
+            if refolded.as_ref().map_or(0, |d| d.version) < e.version {
                 return Err(HandlerError::StoreBehind {
                     cart_id: e.cart_id,
                     version: e.version,
                 });
             }
-            let touched = detail
-                .iter()
-                .flat_map(|d| d.items.iter().map(|i| i.order_id))
-                .collect();
-            (
-                detail,
-                touched,
-                BatchReport {
-                    projected: 1,
-                    refolded: 1,
-                    ..BatchReport::default()
-                },
-            )
+            let refolded = refolded.ok_or_else(cancel_before_place)?;
+            refolded.items.iter().for_each(|i| touch(i.order_id));
+            *detail = Some(refolded);
+            Ok(BatchReport {
+                projected: 1,
+                refolded: 1,
+                ..BatchReport::default()
+            })
         }
-    };
-    let Some(detail) = detail else {
-        return Err(Poison::CancelBeforePlace {
-            cart_id: e.cart_id,
-            version: e.version,
-        }
-        .into());
-    };
-    // One round trip for the lines and the summary; the detail, the
-    // checkpoint, only once they all stuck.
-    let mut docs: Vec<ReadDocument> = touched
-        .into_iter()
-        .filter_map(|order_id| detail.sales_line(order_id))
-        .map(ReadDocument::SalesLine)
-        .collect();
-    docs.push(ReadDocument::CartSummary(detail.summary()));
-    deps.read_store.upsert_all(docs).await?;
-    deps.read_store
-        .upsert(ReadDocument::CartDetail(detail))
-        .await?;
-    // Event recorded by the domain -> visible in the read models.
-    let lag = chrono::Utc::now() - e.recorded_at;
-    metrics::histogram!("salestrack_projection_lag_seconds")
-        .record(lag.num_milliseconds().max(0) as f64 / 1e3);
-    Ok(report)
+    }
 }

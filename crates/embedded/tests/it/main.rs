@@ -1,6 +1,8 @@
 //! The embedded backends against the port contracts, each on its own database
 //! in a fresh temporary directory.
 
+mod group_commit;
+
 use salestrack_embedded::{EmbeddedBus, EmbeddedEventStore, EmbeddedReadStore};
 use salestrack_port_tests as contract;
 use std::sync::Arc;

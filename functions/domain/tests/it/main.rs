@@ -1,6 +1,7 @@
 //! The domain handler on MSK batches (JSON fixtures and built batches), over
 //! real embedded backends in a temporary directory.
 
+mod batches;
 mod concurrency;
 
 use async_trait::async_trait;

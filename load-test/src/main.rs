@@ -29,14 +29,15 @@ use tokio_util::sync::CancellationToken;
 /// Whatever the arguments say, the attack stops after this long.
 const HARD_CAP: Duration = Duration::from_secs(300);
 
-/// The `--host` / `-H` argument, if given.
-fn host_argument() -> Option<String> {
+/// The value of the first of `names` given on the command line
+/// (`--name value` or `--name=value`).
+fn argument(names: &[&str]) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--host=").map(str::to_owned).or_else(|| {
-            (a == "--host" || a == "-H")
-                .then(|| args.get(i + 1).cloned())
-                .flatten()
+        names.iter().find_map(|name| {
+            a.strip_prefix(&format!("{name}="))
+                .map(str::to_owned)
+                .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
         })
     })
 }
@@ -76,7 +77,7 @@ async fn start_runner() -> anyhow::Result<InProcess> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let in_process = match host_argument() {
+    let in_process = match argument(&["--host", "-H"]) {
         Some(host) => {
             ensure_loopback(&host)?;
             None
@@ -88,8 +89,12 @@ async fn main() -> anyhow::Result<()> {
         .register_scenario(scenario::mixed_read_write())
         .register_scenario(scenario::read_your_writes())
         .set_default(GooseDefault::Users, 8)?
-        .set_default(GooseDefault::IncreaseRate, "8")?
-        .set_default(GooseDefault::Iterations, 250)?;
+        .set_default(GooseDefault::IncreaseRate, "8")?;
+    // Goose refuses an iteration count beside a run time: the default count
+    // only bounds runs that name neither.
+    if argument(&["--run-time", "-t"]).is_none() {
+        attack = attack.set_default(GooseDefault::Iterations, 250)?;
+    }
     if let Some(runner) = &in_process {
         attack = attack.set_default(GooseDefault::Host, runner.url.as_str())?;
     }

@@ -118,8 +118,21 @@ pub fn app(
             "/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),
         );
-    own.merge(command)
-        .merge(query)
+    // Requests past the limit are refused at once (503, Retry-After)
+    // rather than queued: memory stays bounded under overload, and a
+    // client learns to back off. Health and metrics are never shed.
+    let api = command.merge(query).layer(
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                |_: tower::BoxError| async {
+                    metrics::counter!("salestrack_http_shed_total").increment(1);
+                    ApiError::Overloaded
+                },
+            ))
+            .load_shed()
+            .concurrency_limit(settings.http_max_in_flight.max(1)),
+    );
+    own.merge(api)
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn(http_metrics))
         .layer(TraceLayer::new_for_http())

@@ -134,6 +134,14 @@ pub struct StreamHead {
     pub version: u64,
 }
 
+/// One stream's part of an [`EventStore::append_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamAppend<'a> {
+    pub cart_id: CartId,
+    pub expected_version: u64,
+    pub events: &'a [RecordedEvent],
+}
+
 /// A cart's decision state at a stream version, in a versioned format (see
 /// [`crate::snapshot`]). A cache derived from the events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +199,20 @@ pub trait EventStore: Send + Sync {
         expected_version: u64,
         events: &[RecordedEvent],
     ) -> Result<(), AppendError>;
+
+    /// Appends to several streams (one entry per cart) and answers for each
+    /// as [`EventStore::append`] would: each is all or nothing on its own,
+    /// one's conflict or failure leaves the others as they are. Stores that
+    /// can do it in one round trip or one commit; the default runs the
+    /// appends concurrently.
+    async fn append_many(&self, appends: &[StreamAppend<'_>]) -> Vec<Result<(), AppendError>> {
+        futures::future::join_all(
+            appends
+                .iter()
+                .map(|a| self.append(a.cart_id, a.expected_version, a.events)),
+        )
+        .await
+    }
 }
 
 // ------------------------------------------------------------------ read store

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use salestrack_core::event::{misnumbered, RecordedEvent};
 use salestrack_core::ids::CartId;
-use salestrack_core::ports::{AppendError, BackendError, EventStore, Snapshot, StreamHead};
+use salestrack_core::ports::{
+    AppendError, BackendError, EventStore, Snapshot, StreamAppend, StreamHead,
+};
 use salestrack_core::wire;
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -169,46 +171,114 @@ impl EventStore for EmbeddedEventStore {
         expected_version: u64,
         events: &[RecordedEvent],
     ) -> Result<(), AppendError> {
-        if let Some(why) = misnumbered(cart_id, expected_version, events) {
+        let mut answers = self
+            .append_many(&[StreamAppend {
+                cart_id,
+                expected_version,
+                events,
+            }])
+            .await;
+        answers
+            .pop()
+            .unwrap_or_else(|| Err(BackendError::new(NAME, "no append answer").into()))
+    }
+
+    /// One job of the writer's group transaction: one commit for them all,
+    /// each stream's append in a savepoint of its own.
+    async fn append_many(&self, appends: &[StreamAppend<'_>]) -> Vec<Result<(), AppendError>> {
+        let rows: Vec<Result<Rows, AppendError>> = appends.iter().map(Rows::of).collect();
+        let err = self.db.err();
+        let count = appends.len();
+        let answers = self
+            .db
+            .write(move |c| {
+                Ok(rows
+                    .into_iter()
+                    .map(|rows| rows.and_then(|rows| rows.append(c, err)))
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        match answers {
+            Ok(answers) => answers,
+            // The commit failed: none of them is stored.
+            Err(e) => (0..count)
+                .map(|_| Err(BackendError::new(NAME, &e).into()))
+                .collect(),
+        }
+    }
+}
+
+/// One append, encoded for the writer thread.
+struct Rows {
+    cart_id: CartId,
+    expected_version: u64,
+    rows: Vec<(i64, String, &'static str, String, String, Vec<u8>)>,
+}
+
+impl Rows {
+    fn of(a: &StreamAppend<'_>) -> Result<Rows, AppendError> {
+        if let Some(why) = misnumbered(a.cart_id, a.expected_version, a.events) {
             return Err(BackendError::new(NAME, why).into());
         }
-        let rows: Vec<_> = events
+        let rows = a
+            .events
             .iter()
             .map(|e| {
-                (
-                    e.version,
+                Ok((
+                    i64::try_from(e.version).map_err(|e| BackendError::new(NAME, e))?,
                     e.event_id.to_string(),
                     e.event.kind(),
                     e.command_id.to_string(),
                     e.recorded_at.to_rfc3339(),
                     wire::encode_event(e),
+                ))
+            })
+            .collect::<Result<_, BackendError>>()?;
+        Ok(Rows {
+            cart_id: a.cart_id,
+            expected_version: a.expected_version,
+            rows,
+        })
+    }
+
+    /// Inside the writer's transaction (IMMEDIATE: the version check and
+    /// the inserts hold the write lock together, also against another
+    /// process on the file), in a savepoint that a failure rolls back.
+    fn append(
+        self,
+        c: &rusqlite::Connection,
+        err: impl Fn(rusqlite::Error) -> BackendError + Copy,
+    ) -> Result<(), AppendError> {
+        let cart = self.cart_id.to_string();
+        c.execute_batch("SAVEPOINT append").map_err(err)?;
+        let inserted = (|| {
+            let actual: i64 = c
+                .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE cart_id = ?1")
+                .and_then(|mut s| s.query_row([&cart], |r| r.get(0)))
+                .map_err(err)?;
+            let actual = actual.unsigned_abs();
+            if actual != self.expected_version {
+                return Err(AppendError::Conflict {
+                    expected: self.expected_version,
+                    actual,
+                });
+            }
+            for (version, event_id, kind, command_id, recorded_at, envelope) in self.rows {
+                c.prepare_cached(
+                    "INSERT INTO events (cart_id, version, event_id, event_type, command_id, recorded_at, envelope) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
-            })
-            .collect();
-        let err = self.db.err();
-        self.db
-            .write(move |c| {
-                // The writer's group transaction is IMMEDIATE: the version
-                // check and the inserts hold the write lock together, also
-                // against another process on the file.
-                let actual: i64 = c
-                    .query_row("SELECT COALESCE(MAX(version), 0) FROM events WHERE cart_id = ?1", [cart_id.to_string()], |r| r.get(0))
-                    .map_err(err)?;
-                let actual = actual.unsigned_abs();
-                if actual != expected_version {
-                    return Ok(Err(AppendError::Conflict { expected: expected_version, actual }));
-                }
-                for (version, event_id, kind, command_id, recorded_at, envelope) in rows {
-                    let version = i64::try_from(version).map_err(|e| BackendError::new(NAME, e))?;
-                    c.prepare_cached(
-                        "INSERT INTO events (cart_id, version, event_id, event_type, command_id, recorded_at, envelope) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )
-                    .and_then(|mut s| s.execute(params![cart_id.to_string(), version, event_id, kind, command_id, recorded_at, envelope]))
-                    .map_err(err)?;
-                }
-                Ok(Ok(()))
-            })
-            .await?
+                .and_then(|mut s| s.execute(params![cart, version, event_id, kind, command_id, recorded_at, envelope]))
+                .map_err(err)?;
+            }
+            Ok(())
+        })();
+        let end = if inserted.is_ok() {
+            "RELEASE append"
+        } else {
+            "ROLLBACK TO append; RELEASE append"
+        };
+        c.execute_batch(end).map_err(err)?;
+        inserted
     }
 }

@@ -184,6 +184,10 @@ impl KafkaBus {
             .set("max.in.flight.requests.per.connection", "5")
             .set("linger.ms", "2")
             .set("compression.type", "lz4")
+            // Bounded memory under overload: past 32 MiB of records not yet
+            // acknowledged, a send waits for room (librdkafka's default is
+            // 1 GiB).
+            .set("queue.buffering.max.kbytes", "32768")
             .set(
                 "delivery.timeout.ms",
                 config.delivery_timeout.as_millis().to_string(),
@@ -247,6 +251,11 @@ impl KafkaBus {
                 self.config.fetch_wait.as_millis().to_string(),
             )
             .set("partition.assignment.strategy", "roundrobin")
+            // Prefetch what a few batches need, not librdkafka's 64 MiB
+            // per consumer: under a backlog that default alone kept
+            // hundreds of MiB of records in memory across the loops.
+            .set("queued.max.messages.kbytes", "8192")
+            .set("queued.min.messages", "10000")
             .set(
                 "session.timeout.ms",
                 self.config.session_timeout.as_millis().to_string(),

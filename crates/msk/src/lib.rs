@@ -165,7 +165,7 @@ pub struct Keyed<'a, T> {
     pub failures: Vec<RecordFailure>,
 }
 
-impl<T> Keyed<'_, T> {
+impl<'a, T> Keyed<'a, T> {
     /// Names `record` as failed unless its partition already failed at an
     /// earlier offset: a partition is redelivered from its lowest failure.
     pub fn fail(&mut self, record: &KafkaRecord, failure: &dyn Failure) {
@@ -178,6 +178,22 @@ impl<T> Keyed<'_, T> {
             Some(old) if old.offset <= new.offset => {}
             Some(old) => *old = new,
             None => self.failures.push(new),
+        }
+    }
+
+    /// Takes one key's results, one per record of `owners` in order, up to
+    /// and including its first failure (later results are ignored: the
+    /// key's records after a failure are not handled).
+    pub fn settle<E: Failure>(&mut self, owners: &[&'a KafkaRecord], results: Vec<Result<T, E>>) {
+        for (&record, result) in owners.iter().zip(results) {
+            match result {
+                Ok(t) => self.handled.push((record, t)),
+                Err(e) => {
+                    warn_failed(record, &e);
+                    self.fail(record, &e);
+                    break;
+                }
+            }
         }
     }
 
@@ -223,6 +239,33 @@ where
     E: Failure,
 {
     use futures::StreamExt;
+    let (groups, mut keyed) = group_by_key(event, decode);
+    let handle = &handle;
+    let mut runs = futures::stream::iter(groups.into_iter().map(|(key, records)| {
+        let owners: Vec<&'a KafkaRecord> = records.iter().map(|d| d.record).collect();
+        async move { (owners, handle(key, records).await) }
+    }))
+    .buffer_unordered(concurrency.max(1));
+    while let Some((owners, results)) = runs.next().await {
+        keyed.settle(&owners, results);
+    }
+    keyed
+}
+
+/// The first half of [`each_key`], for handlers that work on all keys of a
+/// batch at once (the domain appends every cart in one store call): the
+/// batch decoded and grouped by key, keys in order of first appearance,
+/// and a [`Keyed`] holding the poison found while decoding. Hand each
+/// key's results to [`Keyed::settle`].
+pub fn group_by_key<'a, K, D, T, E, Dec>(
+    event: &'a KafkaEvent,
+    decode: Dec,
+) -> (Vec<(K, Vec<Decoded<'a, D>>)>, Keyed<'a, T>)
+where
+    K: Eq + std::hash::Hash + Clone,
+    Dec: Fn(&'a KafkaRecord) -> Result<(K, D), E>,
+    E: Failure,
+{
     let mut keyed = Keyed {
         handled: Vec::new(),
         failures: Vec::new(),
@@ -249,26 +292,11 @@ where
             }
         }
     }
-    let handle = &handle;
-    let mut runs = futures::stream::iter(order.into_iter().filter_map(|key| {
-        let records = groups.remove(&key)?;
-        let owners: Vec<&'a KafkaRecord> = records.iter().map(|d| d.record).collect();
-        Some(async move { (owners, handle(key, records).await) })
-    }))
-    .buffer_unordered(concurrency.max(1));
-    while let Some((owners, results)) = runs.next().await {
-        for (record, result) in owners.into_iter().zip(results) {
-            match result {
-                Ok(t) => keyed.handled.push((record, t)),
-                Err(e) => {
-                    warn_failed(record, &e);
-                    keyed.fail(record, &e);
-                    break;
-                }
-            }
-        }
-    }
-    keyed
+    let groups = order
+        .into_iter()
+        .filter_map(|key| groups.remove(&key).map(|records| (key, records)))
+        .collect();
+    (groups, keyed)
 }
 
 fn warn_failed(record: &KafkaRecord, e: &dyn Failure) {

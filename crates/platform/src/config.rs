@@ -32,6 +32,9 @@ pub struct Settings {
     pub max_retry_attempts: u32,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// API requests served at once; beyond it a request is answered `503`
+    /// with `Retry-After` at once instead of queueing without bound.
+    pub http_max_in_flight: usize,
     /// How long a read with a consistency token waits for the projection.
     pub consistency_wait_ms: u64,
     /// `/health/ready` says `degraded` when the projection lags more.
@@ -140,6 +143,7 @@ impl Default for Settings {
             poll_wait_ms: 500,
             max_retry_attempts: 10,
             max_body_bytes: 64 * 1024,
+            http_max_in_flight: 1024,
             consistency_wait_ms: 5_000,
             ready_max_projection_lag_ms: 30_000,
             log_format: LogFormat::Text,

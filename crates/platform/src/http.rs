@@ -43,6 +43,10 @@ pub enum ApiError {
     /// 503: a backend failed; retryable.
     #[error("a backend is unavailable")]
     Unavailable(#[from] BackendError),
+    /// 503: the process already serves as many requests as it may hold;
+    /// retryable.
+    #[error("the server is at its limit of requests in flight; retry shortly")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -54,7 +58,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -67,6 +71,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Overloaded => "overloaded",
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::{line_of, new_cart, recorded};
 use salestrack_core::event::Event;
-use salestrack_core::ports::{AppendError, EventStore};
+use salestrack_core::ports::{AppendError, EventStore, StreamAppend};
 use std::sync::Arc;
 
 pub async fn a_new_stream_is_empty(store: Arc<dyn EventStore>) {
@@ -305,6 +305,74 @@ pub async fn snapshots_round_trip_and_the_latest_saved_wins(store: Arc<dyn Event
     );
 }
 
+pub async fn appends_to_several_streams_answer_for_each_on_its_own(store: Arc<dyn EventStore>) {
+    let (fresh, stale, two) = (new_cart(), new_cart(), new_cart());
+    let taken = recorded(
+        stale,
+        0,
+        vec![Event::OrderPlaced(line_of(stale, "u", "first", 1))],
+    );
+    store.append(stale, 0, &taken).await.expect("append");
+    let fresh_events = recorded(
+        fresh,
+        0,
+        vec![Event::OrderPlaced(line_of(fresh, "u", "a", 1))],
+    );
+    let stale_events = recorded(
+        stale,
+        0,
+        vec![Event::OrderPlaced(line_of(stale, "u", "late", 1))],
+    );
+    let two_events = recorded(
+        two,
+        0,
+        vec![
+            Event::OrderPlaced(line_of(two, "u", "b", 1)),
+            Event::OrderPlaced(line_of(two, "u", "c", 2)),
+        ],
+    );
+    let answers = store
+        .append_many(&[
+            StreamAppend {
+                cart_id: fresh,
+                expected_version: 0,
+                events: &fresh_events,
+            },
+            StreamAppend {
+                cart_id: stale,
+                expected_version: 0,
+                events: &stale_events,
+            },
+            StreamAppend {
+                cart_id: two,
+                expected_version: 0,
+                events: &two_events,
+            },
+        ])
+        .await;
+    assert_eq!(answers.len(), 3);
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert!(
+        matches!(
+            answers[1],
+            Err(AppendError::Conflict {
+                expected: 0,
+                actual: 1
+            })
+        ),
+        "{:?}",
+        answers[1]
+    );
+    assert!(answers[2].is_ok(), "{:?}", answers[2]);
+    assert_eq!(store.read_stream(fresh).await.expect("read"), fresh_events);
+    assert_eq!(
+        store.read_stream(stale).await.expect("read"),
+        taken,
+        "the conflicting append wrote nothing"
+    );
+    assert_eq!(store.read_stream(two).await.expect("read"), two_events);
+}
+
 /// Calls the adapter's test-generating macro `$adapter!` with every check
 /// of this contract, so each adapter that runs the whole contract gets a
 /// new check without being edited.
@@ -324,6 +392,7 @@ macro_rules! every_event_store_check {
             a_multi_event_append_is_all_or_nothing,
             replaying_an_applied_append_changes_nothing,
             snapshots_round_trip_and_the_latest_saved_wins,
+            appends_to_several_streams_answer_for_each_on_its_own,
         );
     };
 }

@@ -35,7 +35,7 @@ use salestrack_core::event::RecordedEvent;
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::CartId;
 use salestrack_core::ports::{
-    AppendError, BackendError, Clock, EventStore, OutboundRecord, Producer,
+    AppendError, BackendError, Clock, EventStore, OutboundRecord, Producer, StreamAppend,
 };
 use salestrack_core::wire::{
     self, CommandRecord, DecodeError, Outcome, OutcomeStatus, Reason, SCHEMA_VERSION,
@@ -162,13 +162,24 @@ struct Decided {
 /// result's `failures` (see [`BatchResult::response`]).
 pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult<BatchReport> {
     let batch = &event.payload;
-    let mut keyed = msk::each_key(
-        batch,
-        |r| decode(r).map_err(HandlerError::from),
-        |cart_id, commands| handle_cart(cart_id, commands, deps),
-        CART_CONCURRENCY,
-    )
-    .await;
+    let (groups, mut keyed) = msk::group_by_key(batch, |r| decode(r).map_err(HandlerError::from));
+    let carts: Vec<CartCommands> = groups
+        .into_iter()
+        .map(|(cart_id, records)| CartCommands {
+            cart_id,
+            owners: records.iter().map(|d| d.record).collect(),
+            commands: records.into_iter().map(|d| d.value).collect(),
+        })
+        .collect();
+    let decided = decide_all(&carts, deps).await;
+    for (cart, decided) in carts.iter().zip(decided) {
+        let results = match decided {
+            Ok(decided) => decided.into_iter().map(Ok).collect(),
+            // Nothing of the cart counts as handled: its first record fails.
+            Err(e) => vec![Err(e)],
+        };
+        keyed.settle(&cart.owners, results);
+    }
     let mut records = Vec::new();
     let mut report = BatchReport::default();
     for (_, decided) in &mut keyed.handled {
@@ -237,23 +248,11 @@ fn command_span(incoming: &Incoming) -> tracing::Span {
     span
 }
 
-/// One result per command of the cart, in order; a failure is the first
-/// record's (nothing of the cart was appended, or what was is re-decided as
-/// repeats on redelivery).
-async fn handle_cart(
+/// One cart's commands of a batch, in offset order, with their records.
+struct CartCommands<'a> {
     cart_id: CartId,
-    commands: Vec<msk::Decoded<'_, Incoming>>,
-    deps: &Deps,
-) -> Vec<Result<Decided, HandlerError>> {
-    let commands: Vec<Incoming> = commands.into_iter().map(|d| d.value).collect();
-    let span = tracing::info_span!("cart", %cart_id, commands = commands.len());
-    match decide_and_append(cart_id, &commands, deps)
-        .instrument(span)
-        .await
-    {
-        Ok(decided) => decided.into_iter().map(Ok).collect(),
-        Err(e) => vec![Err(e)],
-    }
+    owners: Vec<&'a KafkaRecord>,
+    commands: Vec<Incoming>,
 }
 
 /// What a cart's commands decided on one loaded state.
@@ -268,52 +267,141 @@ struct Plan {
     cart: Cart,
 }
 
-async fn decide_and_append(
-    cart_id: CartId,
-    commands: &[Incoming],
+/// Decides every cart of the batch: loads and plans the carts (at most
+/// [`CART_CONCURRENCY`] at once), appends all of their events with one
+/// [`EventStore::append_many`] per chunk round (one commit on the embedded
+/// store, concurrent LWTs on Cassandra), and loads, plans and appends again
+/// the carts that lost a race, at most [`MAX_APPEND_ATTEMPTS`] times. One
+/// answer per cart, in order.
+async fn decide_all(
+    carts: &[CartCommands<'_>],
     deps: &Deps,
-) -> Result<Vec<Decided>, HandlerError> {
-    let carts = Carts::new(Arc::clone(&deps.event_store), deps.snapshot_every);
+) -> Vec<Result<Vec<Decided>, HandlerError>> {
+    use futures::StreamExt;
+    let loader = Carts::new(Arc::clone(&deps.event_store), deps.snapshot_every);
+    let mut answers: Vec<Option<Result<Vec<Decided>, HandlerError>>> =
+        carts.iter().map(|_| None).collect();
+    let mut open: Vec<usize> = (0..carts.len()).collect();
     for attempt in 1..=MAX_APPEND_ATTEMPTS {
-        let cart = carts.load(cart_id).await?;
-        let plan = plan(cart, commands, deps).await?;
-        match append_in_chunks(cart_id, &plan, deps).await {
-            Ok(()) => {
-                carts.appended(cart_id, plan.base, &plan.cart).await;
-                return Ok(commands
-                    .iter()
-                    .zip(plan.decisions)
-                    .map(|(incoming, (handled, events, outcome))| {
-                        command_span(incoming).in_scope(|| {
-                            tracing::info!(
-                                result = handled.label(),
-                                version = outcome.version,
-                                "command decided"
-                            );
-                        });
-                        Decided {
-                            handled,
-                            records: publication(deps, incoming, &events, outcome),
-                        }
-                    })
-                    .collect());
+        if open.is_empty() {
+            break;
+        }
+        let loader = &loader;
+        let planned: Vec<(usize, Result<Plan, HandlerError>)> =
+            futures::stream::iter(open.iter().map(|&i| async move {
+                let cart = &carts[i];
+                let span = tracing::info_span!("cart", cart_id = %cart.cart_id, commands = cart.commands.len(), attempt);
+                let plan = async {
+                    let loaded = loader.load(cart.cart_id).await?;
+                    plan(loaded, &cart.commands, deps).await
+                }
+                .instrument(span)
+                .await;
+                (i, plan)
+            }))
+            .buffer_unordered(CART_CONCURRENCY)
+            .collect()
+            .await;
+        let mut plans = Vec::with_capacity(planned.len());
+        for (i, plan) in planned {
+            match plan {
+                Ok(plan) => plans.push((i, plan)),
+                Err(e) => answers[i] = Some(Err(e)),
             }
-            Err(AppendError::Conflict { expected, actual }) => {
-                metrics::counter!("salestrack_domain_append_conflicts_total").increment(1);
-                tracing::debug!(
-                    attempt,
-                    expected,
-                    actual,
-                    "lost an append race; deciding again"
-                );
+        }
+        let appended = append_all(carts, &plans, deps).await;
+        open.clear();
+        let mut snapshots = Vec::new();
+        for ((i, plan), appended) in plans.into_iter().zip(appended) {
+            match appended {
+                Ok(()) => {
+                    let cart = &carts[i];
+                    snapshots.push((cart.cart_id, plan.base, plan.cart.clone()));
+                    answers[i] = Some(Ok(finish(cart, plan, deps)));
+                }
+                Err(AppendError::Conflict { expected, actual }) => {
+                    metrics::counter!("salestrack_domain_append_conflicts_total").increment(1);
+                    tracing::debug!(cart_id = %carts[i].cart_id, attempt, expected, actual,
+                        "lost an append race; deciding again");
+                    open.push(i);
+                }
+                Err(AppendError::Backend(e)) => answers[i] = Some(Err(e.into())),
             }
-            Err(AppendError::Backend(e)) => return Err(e.into()),
+        }
+        futures::future::join_all(
+            snapshots
+                .iter()
+                .map(|(cart_id, base, cart)| loader.appended(*cart_id, *base, cart)),
+        )
+        .await;
+    }
+    answers
+        .into_iter()
+        .zip(carts)
+        .map(|(answer, cart)| {
+            answer.unwrap_or(Err(HandlerError::Contention {
+                cart_id: cart.cart_id,
+                attempts: MAX_APPEND_ATTEMPTS,
+            }))
+        })
+        .collect()
+}
+
+/// Appends every plan's events: round after round, each round one
+/// `append_many` with the next chunk of every cart still going (at most
+/// [`MAX_EVENTS_PER_APPEND`] events, whole commands). A cart stops at its
+/// first conflict or failure; chunks it stored before stay stored, and the
+/// retry decides their commands as repeats. One answer per plan.
+async fn append_all(
+    carts: &[CartCommands<'_>],
+    plans: &[(usize, Plan)],
+    deps: &Deps,
+) -> Vec<Result<(), AppendError>> {
+    let mut starts = vec![0usize; plans.len()];
+    let mut stopped: Vec<Option<AppendError>> = plans.iter().map(|_| None).collect();
+    loop {
+        let mut round = Vec::new();
+        let mut who = Vec::new();
+        for (k, (i, plan)) in plans.iter().enumerate() {
+            let start = starts[k];
+            if stopped[k].is_some() || start >= plan.pending.len() {
+                continue;
+            }
+            let end = chunk_end(plan, start);
+            round.push(StreamAppend {
+                cart_id: carts[*i].cart_id,
+                expected_version: plan.base + start as u64,
+                events: &plan.pending[start..end],
+            });
+            who.push((k, end));
+        }
+        if round.is_empty() {
+            break;
+        }
+        let answers = deps.event_store.append_many(&round).await;
+        for ((k, end), answer) in who.into_iter().zip(answers) {
+            match answer {
+                Ok(()) => starts[k] = end,
+                Err(e) => stopped[k] = Some(e),
+            }
         }
     }
-    Err(HandlerError::Contention {
-        cart_id,
-        attempts: MAX_APPEND_ATTEMPTS,
-    })
+    stopped
+        .into_iter()
+        .map(|stop| stop.map_or(Ok(()), Err))
+        .collect()
+}
+
+/// Where the chunk of `plan`'s events starting at `start` ends: as many
+/// whole commands as fit in [`MAX_EVENTS_PER_APPEND`], at least one.
+fn chunk_end(plan: &Plan, start: usize) -> usize {
+    plan.command_ends
+        .iter()
+        .copied()
+        .rev()
+        .find(|&end| end > start && end - start <= MAX_EVENTS_PER_APPEND)
+        .or_else(|| plan.command_ends.iter().copied().find(|&end| end > start))
+        .unwrap_or(plan.pending.len())
 }
 
 /// Decides the cart's commands in order, each against the state the ones
@@ -379,28 +467,25 @@ async fn plan(cart: Cart, commands: &[Incoming], deps: &Deps) -> Result<Plan, Ha
     Ok(plan)
 }
 
-/// Appends the plan's events in as few conditional writes as the size
-/// limit allows, whole commands each. A conflict on a later chunk leaves the
-/// earlier ones stored; the caller's retry decides their commands as repeats.
-async fn append_in_chunks(cart_id: CartId, plan: &Plan, deps: &Deps) -> Result<(), AppendError> {
-    let mut start = 0;
-    while start < plan.pending.len() {
-        let end = plan
-            .command_ends
-            .iter()
-            .copied()
-            .rev()
-            .find(|&end| end > start && end - start <= MAX_EVENTS_PER_APPEND)
-            // One command larger than the limit goes alone.
-            .or_else(|| plan.command_ends.iter().copied().find(|&end| end > start))
-            .unwrap_or(plan.pending.len());
-        let expected = plan.base + start as u64;
-        deps.event_store
-            .append(cart_id, expected, &plan.pending[start..end])
-            .await?;
-        start = end;
-    }
-    Ok(())
+/// The records an appended plan publishes, one [`Decided`] per command.
+fn finish(cart: &CartCommands<'_>, plan: Plan, deps: &Deps) -> Vec<Decided> {
+    cart.commands
+        .iter()
+        .zip(plan.decisions)
+        .map(|(incoming, (handled, events, outcome))| {
+            command_span(incoming).in_scope(|| {
+                tracing::info!(
+                    result = handled.label(),
+                    version = outcome.version,
+                    "command decided"
+                );
+            });
+            Decided {
+                handled,
+                records: publication(deps, incoming, &events, outcome),
+            }
+        })
+        .collect()
 }
 
 fn outcome(record: &CommandRecord, version: u64, deps: &Deps) -> Outcome {

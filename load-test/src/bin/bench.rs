@@ -2,24 +2,30 @@
 //! side by side in one run on one machine.
 //!
 //! ```sh
-//! cargo run --release -p salestrack-loadtest --bin salestrack-bench -- --seconds 10 --users 16
+//! cargo run --release -p salestrack-loadtest --bin salestrack-bench -- --seconds 10 --users 1,4,16,64
 //! ```
 //!
-//! Phases, each against a fresh server process on a free loopback port,
-//! driven by the same goose write-heavy scenario (same body generator):
+//! For each number of users, each phase against a fresh server process on a
+//! free loopback port, driven by the same goose write-heavy scenario (same
+//! body generator, closed loop):
 //! 1. a bare axum `POST /orders` that parses the JSON and answers 202: the
 //!    ceiling of HTTP + JSON on this machine;
 //! 2. the runner's `POST /orders` on the embedded backends, then until
 //!    every accepted line is visible in the read models: command rate and
 //!    sustained end-to-end orders/s;
 //! 3. the same with the bus on Kafka (tansu, when installed);
-//! 4. a fresh embedded runner offered half the sustained rate: command ->
-//!    visible p50/p99 from its own histogram;
+//! 4. the peer a user would pick instead: cqrs-es 0.5 + postgres-es 0.5
+//!    behind axum (`load-test/peer`, built here), on a PostgreSQL from
+//!    Debian this bench starts (fsync on), where an answered request is
+//!    already visible;
 //!
-//! and each runner's peak RSS (`VmHWM`). Servers are this binary started
-//! again with `--serve-baseline` / `--serve-runner`, so load generator and
-//! server never share a process. Bounded: every phase has a run time and
-//! a catch-up deadline.
+//! and once, at 16 users (or the largest count below it), a fresh embedded
+//! runner offered half its sustained rate: command -> visible p50/p99 from
+//! its own histogram. Every server's peak RSS (`VmHWM`) and CPU time
+//! (user + system, its process and its children) per order are reported.
+//! Servers are this binary started again with `--serve-baseline` /
+//! `--serve-runner`, so load generator and server never share a process.
+//! Bounded: every phase has a run time and a catch-up deadline.
 
 use anyhow::{bail, Context};
 use goose::config::GooseConfiguration;
@@ -31,28 +37,62 @@ use std::time::{Duration, Instant};
 
 struct Options {
     seconds: usize,
-    users: usize,
+    users: Vec<usize>,
 }
 
 fn options() -> anyhow::Result<Options> {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: usize| -> anyhow::Result<usize> {
-        match args.iter().position(|a| a == flag) {
-            Some(i) => args
-                .get(i + 1)
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{flag} needs a number")),
-            None => Ok(default),
-        }
+    let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args.get(i + 1));
+    let seconds = match value("--seconds") {
+        Some(v) => v
+            .and_then(|v| v.parse().ok())
+            .context("--seconds needs a number")?,
+        None => 10,
     };
-    let o = Options {
-        seconds: value("--seconds", 10)?,
-        users: value("--users", 16)?,
+    let users = match value("--users") {
+        Some(v) => v
+            .context("--users needs a list")?
+            .split(',')
+            .map(|n| n.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("--users takes numbers separated by commas")?,
+        None => vec![1, 4, 16, 64],
     };
-    if o.seconds == 0 || o.seconds > 120 || o.users == 0 || o.users > 256 {
-        bail!("--seconds must be 1..=120 and --users 1..=256");
+    if seconds == 0 || seconds > 120 || users.is_empty() || users.iter().any(|&u| u == 0 || u > 256)
+    {
+        bail!("--seconds must be 1..=120 and every --users count 1..=256");
     }
-    Ok(o)
+    Ok(Options { seconds, users })
+}
+
+/// User + system CPU seconds of `pid` and every live process below it
+/// (with what their reaped children used), from `/proc`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    // Fields after the command name: state ppid ... utime(14) stime cutime cstime.
+    let stat = |pid: u32| -> Option<(u32, f64)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+        let ppid = fields.get(1)?.parse().ok()?;
+        let ticks: f64 = fields
+            .get(11..15)?
+            .iter()
+            .filter_map(|f| f.parse::<f64>().ok())
+            .sum();
+        Some((ppid, ticks))
+    };
+    let all: Vec<(u32, u32, f64)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| stat(p).map(|(ppid, ticks)| (p, ppid, ticks)))
+        .collect();
+    let mut tree = vec![pid];
+    let mut ticks = 0.0;
+    while let Some(p) = tree.pop() {
+        ticks += all.iter().find(|(q, ..)| *q == p).map_or(0.0, |t| t.2);
+        tree.extend(all.iter().filter(|(_, ppid, _)| *ppid == p).map(|t| t.0));
+    }
+    // The kernel's USER_HZ, 100 on every Linux this runs on.
+    Some(ticks / 100.0)
 }
 
 fn free_addr() -> anyhow::Result<String> {
@@ -105,6 +145,25 @@ impl Server {
             url: format!("http://{addr}"),
             _data: Some(data),
         })
+    }
+
+    /// The peer service (`load-test/peer`) on the database at `postgres`.
+    fn peer(binary: &std::path::Path, postgres: &str) -> anyhow::Result<Server> {
+        let addr = free_addr()?;
+        let child = Command::new(binary)
+            .args([addr.as_str(), postgres])
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Server {
+            child,
+            url: format!("http://{addr}"),
+            _data: None,
+        })
+    }
+
+    fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.child.id())
     }
 
     async fn wait_ready(&self, path: &str) -> anyhow::Result<()> {
@@ -162,12 +221,17 @@ impl Load {
     }
 }
 
-async fn load(host: &str, o: &Options, throttle: Option<usize>) -> anyhow::Result<Load> {
+async fn load(
+    host: &str,
+    users: usize,
+    o: &Options,
+    throttle: Option<usize>,
+) -> anyhow::Result<Load> {
     let mut attack = GooseAttack::initialize_with_config(GooseConfiguration::default())?
         .register_scenario(scenario::write_heavy())
         .set_default(GooseDefault::Host, host)?
-        .set_default(GooseDefault::Users, o.users)?
-        .set_default(GooseDefault::IncreaseRate, o.users.to_string().as_str())?
+        .set_default(GooseDefault::Users, users)?
+        .set_default(GooseDefault::IncreaseRate, users.to_string().as_str())?
         .set_default(GooseDefault::RunTime, o.seconds)?
         .set_default(GooseDefault::Quiet, 1)?
         .set_default(GooseDefault::NoPrintMetrics, true)?
@@ -212,12 +276,24 @@ struct EndToEnd {
     /// Accepted lines / (load time + catch-up time).
     sustained: f64,
     rss_mib: Option<f64>,
+    /// CPU time the server (and `also`'s processes) spent per accepted line.
+    cpu_ms_per_order: Option<f64>,
 }
 
-async fn end_to_end(server: &Server, o: &Options) -> anyhow::Result<EndToEnd> {
+async fn end_to_end(
+    server: &Server,
+    users: usize,
+    o: &Options,
+    also: Option<&Postgres>,
+) -> anyhow::Result<EndToEnd> {
     server.wait_ready("/health/ready").await?;
+    let cpu = || {
+        let server = server.cpu_seconds()?;
+        Some(server + also.map_or(Some(0.0), Postgres::cpu_seconds)?)
+    };
+    let cpu_before = cpu();
     let started = Instant::now();
-    let load = load(&server.url, o, None).await?;
+    let load = load(&server.url, users, o, None).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while visible(&server.url).await? < load.accepted {
         if Instant::now() > deadline {
@@ -225,11 +301,165 @@ async fn end_to_end(server: &Server, o: &Options) -> anyhow::Result<EndToEnd> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let sustained = load.accepted as f64 / started.elapsed().as_secs_f64();
+    let cpu_ms_per_order = cpu_before
+        .zip(cpu())
+        .map(|(before, after)| (after - before) * 1e3 / load.accepted.max(1) as f64);
     Ok(EndToEnd {
-        sustained: load.accepted as f64 / started.elapsed().as_secs_f64(),
+        sustained,
         rss_mib: server.peak_rss_mib(),
+        cpu_ms_per_order,
         load,
     })
+}
+
+/// A PostgreSQL cluster of Debian's `postgresql` package in a temporary
+/// directory, on a free loopback port, with its default durability (fsync,
+/// synchronous commit). Stopped on drop.
+struct Postgres {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// `None` (having said why) when PostgreSQL is not installed.
+    fn start() -> anyhow::Result<Option<Postgres>> {
+        let Some(bin) = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some(e.ok()?.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+        else {
+            eprintln!(
+                "peer phase skipped: PostgreSQL is not installed (apt-get install postgresql)"
+            );
+            return Ok(None);
+        };
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let port = free_addr()?
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_owned())
+            .context("a port")?;
+        // PostgreSQL refuses to run as root: as root, run it as `postgres`.
+        let root = std::fs::read_to_string("/proc/self/status")?
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+        let as_owner = |program: &str| {
+            let mut c = if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+                c
+            } else {
+                Command::new(bin.join(program))
+            };
+            c.stdin(Stdio::null()).stdout(Stdio::null());
+            c
+        };
+        if root {
+            let owned = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            anyhow::ensure!(owned.success(), "chown of the PostgreSQL directory failed");
+        }
+        let initdb = as_owner("initdb")
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "-D",
+            ])
+            .arg(&data)
+            .status()?;
+        anyhow::ensure!(initdb.success(), "initdb failed");
+        let started = as_owner("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-l"])
+            .arg(dir.path().join("postgres.log"))
+            .arg("-o")
+            .arg(format!(
+                "-h 127.0.0.1 -p {port} -k {} -c max_connections=100",
+                dir.path().display()
+            ))
+            .args(["-w", "start"])
+            .status()?;
+        anyhow::ensure!(started.success(), "PostgreSQL did not start");
+        Ok(Some(Postgres {
+            port,
+            bin,
+            data,
+            _dir: dir,
+        }))
+    }
+
+    /// CPU seconds of the postmaster and its backends.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let pid = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        cpu_seconds(pid.lines().next()?.trim().parse().ok()?)
+    }
+
+    /// A fresh database for one phase.
+    fn database(&self, name: &str) -> anyhow::Result<String> {
+        let created = Command::new(self.bin.join("createdb"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &self.port, name])
+            .status()?;
+        anyhow::ensure!(created.success(), "createdb {name} failed");
+        Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/{name}",
+            self.port
+        ))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let mut stop = Command::new("runuser");
+        stop.args(["-u", "postgres", "--"]);
+        let _ = stop
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // Not root: the plain command.
+        let _ = Command::new(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Builds the peer (`load-test/peer`, outside the workspace) in release
+/// mode and returns its binary.
+fn build_peer() -> anyhow::Result<std::path::PathBuf> {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/peer/Cargo.toml");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/peer/target").to_owned());
+    eprintln!("building the peer ({manifest})...");
+    let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--manifest-path",
+            manifest,
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()?;
+    anyhow::ensure!(built.success(), "building the peer failed");
+    Ok(std::path::Path::new(&target).join("release/salestrack-peer"))
 }
 
 /// The `q` quantile of a Prometheus histogram in `/metrics` text, with
@@ -304,8 +534,84 @@ async fn serve_runner() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn row(what: &str, value: String) {
-    println!("{what:<58} {value}");
+/// Everything measured at one number of users.
+struct Round {
+    users: usize,
+    bare: Load,
+    embedded: EndToEnd,
+    kafka: Option<EndToEnd>,
+    peer: Option<EndToEnd>,
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}x", a / b.max(1e-9))
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.0}{unit}"))
+}
+
+fn print_round(r: &Round) {
+    let bare = r.bare.rate();
+    println!("\n{} users", r.users);
+    println!(
+        "  bare axum POST /orders                {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+        bare, r.bare.p50_ms, r.bare.p99_ms
+    );
+    let phase = |name: &str, e: &EndToEnd| {
+        println!(
+            "  {name:<38}{:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  = {} bare; end to end {:.0} orders/s; peak RSS {}; CPU {} per order",
+            e.load.rate(),
+            e.load.p50_ms,
+            e.load.p99_ms,
+            ratio(e.load.rate(), bare),
+            e.sustained,
+            opt(e.rss_mib, " MiB"),
+            e.cpu_ms_per_order.map_or("-".to_owned(), |c| format!("{c:.2} ms")),
+        );
+    };
+    phase("runner, embedded (202 = fsync'd)", &r.embedded);
+    if let Some(k) = &r.kafka {
+        phase("runner, Kafka (tansu, acks=all)", k);
+    }
+    if let Some(p) = &r.peer {
+        phase("peer: cqrs-es + postgres-es", p);
+    }
+}
+
+/// The table BENCHMARKS.md shows: every figure a ratio within the run.
+fn print_table(rounds: &[Round]) {
+    println!("\n| users | bare axum req/s | POST embedded (x bare) | POST Kafka (x bare) | end-to-end embedded orders/s (x peer) | end-to-end Kafka (x peer) | peer orders/s | peak RSS embedded / Kafka / peer | CPU per order embedded / Kafka / peer |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rounds {
+        let bare = r.bare.rate();
+        let peer = r.peer.as_ref().map(|p| p.sustained);
+        let vs_peer = |v: f64| peer.map_or(String::new(), |p| format!(" ({})", ratio(v, p)));
+        let kafka = |f: &dyn Fn(&EndToEnd) -> String| r.kafka.as_ref().map_or("-".to_owned(), f);
+        let ms = |e: Option<&EndToEnd>| {
+            e.and_then(|e| e.cpu_ms_per_order)
+                .map_or("-".to_owned(), |c| format!("{c:.2} ms"))
+        };
+        let mib = |e: Option<&EndToEnd>| opt(e.and_then(|e| e.rss_mib), "");
+        println!(
+            "| {} | {:.0} | {:.0} ({}) | {} | {:.0}{} | {} | {} | {} / {} / {} MiB | {} / {} / {} |",
+            r.users,
+            bare,
+            r.embedded.load.rate(),
+            ratio(r.embedded.load.rate(), bare),
+            kafka(&|k| format!("{:.0} ({})", k.load.rate(), ratio(k.load.rate(), bare))),
+            r.embedded.sustained,
+            vs_peer(r.embedded.sustained),
+            kafka(&|k| format!("{:.0}{}", k.sustained, vs_peer(k.sustained))),
+            opt(peer, ""),
+            mib(Some(&r.embedded)),
+            mib(r.kafka.as_ref()),
+            mib(r.peer.as_ref()),
+            ms(Some(&r.embedded)),
+            ms(r.kafka.as_ref()),
+            ms(r.peer.as_ref()),
+        );
+    }
 }
 
 #[tokio::main]
@@ -320,30 +626,63 @@ async fn main() -> anyhow::Result<()> {
     }
     let o = options()?;
     println!(
-        "salestrack-bench: {} s per phase, {} users, goose write-heavy scenario, {} cores",
+        "salestrack-bench: {} s per phase, users {:?}, goose write-heavy scenario, {} cores",
         o.seconds,
         o.users,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-
-    let baseline = Server::baseline()?;
-    baseline.wait_ready("/health/live").await?;
-    let bare = load(&baseline.url, &o, None).await?;
-    drop(baseline);
-
-    let embedded = end_to_end(&Server::runner(None)?, &o).await?;
-
-    let broker = TestBroker::start(BrokerKind::Tansu);
-    let kafka = match &broker {
-        Some(b) => Some(end_to_end(&Server::runner(Some(&b.brokers))?, &o).await?),
+    let postgres = Postgres::start()?;
+    let peer_binary = match &postgres {
+        Some(_) => Some(build_peer()?),
         None => None,
     };
-    drop(broker);
 
-    let half = (embedded.sustained / 2.0).floor().max(1.0) as usize;
+    let mut rounds = Vec::new();
+    for (i, &users) in o.users.iter().enumerate() {
+        let baseline = Server::baseline()?;
+        baseline.wait_ready("/health/live").await?;
+        let bare = load(&baseline.url, users, &o, None).await?;
+        drop(baseline);
+
+        let embedded = end_to_end(&Server::runner(None)?, users, &o, None).await?;
+
+        let broker = TestBroker::start(BrokerKind::Tansu);
+        let kafka = match &broker {
+            Some(b) => Some(end_to_end(&Server::runner(Some(&b.brokers))?, users, &o, None).await?),
+            None => None,
+        };
+        drop(broker);
+
+        let peer = match (&postgres, &peer_binary) {
+            (Some(pg), Some(binary)) => {
+                let db = pg.database(&format!("peer_{i}"))?;
+                Some(end_to_end(&Server::peer(binary, &db)?, users, &o, Some(pg)).await?)
+            }
+            _ => None,
+        };
+        let round = Round {
+            users,
+            bare,
+            embedded,
+            kafka,
+            peer,
+        };
+        print_round(&round);
+        rounds.push(round);
+    }
+
+    // Latency at half the sustained embedded rate, at 16 users or the
+    // largest count below it.
+    let at = rounds
+        .iter()
+        .filter(|r| r.users <= 16)
+        .max_by_key(|r| r.users)
+        .or(rounds.first())
+        .context("no round ran")?;
+    let half = (at.embedded.sustained / 2.0).floor().max(1.0) as usize;
     let steady = Server::runner(None)?;
     steady.wait_ready("/health/ready").await?;
-    let at_half = load(&steady.url, &o, Some(half)).await?;
+    let at_half = load(&steady.url, at.users, &o, Some(half)).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while visible(&steady.url).await? < at_half.accepted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -356,81 +695,27 @@ async fn main() -> anyhow::Result<()> {
         quantile(&metrics, "salestrack_command_to_visible_seconds", q)
             .map_or("-".to_owned(), |s| format!("{:.1} ms", s * 1e3))
     };
-    let steady_rss = steady.peak_rss_mib();
+    println!(
+        "\ncommand -> visible, embedded, {} users at 50% of the sustained rate ({half}/s): p50 {}  p99 {}  ({} lines); peak RSS {}",
+        at.users,
+        c2v(0.5),
+        c2v(0.99),
+        at_half.accepted,
+        opt(steady.peak_rss_mib(), " MiB")
+    );
     drop(steady);
-
-    println!();
-    row(
-        "bare axum POST /orders (baseline)",
-        format!(
-            "{:>8.0} req/s   p50 {:.2} ms  p99 {:.2} ms",
-            bare.rate(),
-            bare.p50_ms,
-            bare.p99_ms
-        ),
-    );
-    let command = &embedded.load;
-    row(
-        "runner POST /orders, embedded bus (202 = fsync'd)",
-        format!(
-            "{:>8.0} req/s   p50 {:.2} ms  p99 {:.2} ms   = {:.3} x baseline",
-            command.rate(),
-            command.p50_ms,
-            command.p99_ms,
-            command.rate() / bare.rate().max(1e-9)
-        ),
-    );
-    row(
-        "sustained end-to-end, embedded (accepted -> visible)",
-        format!("{:>8.0} orders/s", embedded.sustained),
-    );
-    match &kafka {
-        Some(k) => {
-            row(
-                "runner POST /orders, Kafka bus (tansu, acks=all)",
-                format!(
-                    "{:>8.0} req/s   p50 {:.2} ms  p99 {:.2} ms   = {:.3} x baseline",
-                    k.load.rate(),
-                    k.load.p50_ms,
-                    k.load.p99_ms,
-                    k.load.rate() / bare.rate().max(1e-9)
-                ),
-            );
-            row(
-                "sustained end-to-end, Kafka (tansu)",
-                format!(
-                    "{:>8.0} orders/s   = {:.3} x embedded",
-                    k.sustained,
-                    k.sustained / embedded.sustained.max(1e-9)
-                ),
-            );
-        }
-        None => row("Kafka phases", "skipped: `tansu` is not on PATH".into()),
-    }
-    row(
-        &format!("command -> visible at 50% of embedded sustained ({half}/s)"),
-        format!(
-            "p50 {}  p99 {}  ({} lines)",
-            c2v(0.5),
-            c2v(0.99),
-            at_half.accepted
-        ),
-    );
-    let mib = |v: Option<f64>| v.map_or("-".to_owned(), |m| format!("{m:.0} MiB"));
-    row(
-        "runner peak RSS: embedded full load / Kafka full load / 50% load",
-        format!(
-            "{} / {} / {}",
-            mib(embedded.rss_mib),
-            mib(kafka.as_ref().and_then(|k| k.rss_mib)),
-            mib(steady_rss)
-        ),
-    );
-    let failed = bare.failed
-        + embedded.load.failed
-        + at_half.failed
-        + kafka.as_ref().map_or(0, |k| k.load.failed);
-    row("failed requests (all phases)", failed.to_string());
+    print_table(&rounds);
+    let failed: usize = rounds
+        .iter()
+        .map(|r| {
+            r.bare.failed
+                + r.embedded.load.failed
+                + r.kafka.as_ref().map_or(0, |k| k.load.failed)
+                + r.peer.as_ref().map_or(0, |p| p.load.failed)
+        })
+        .sum::<usize>()
+        + at_half.failed;
+    println!("\nfailed requests (all phases): {failed}");
     Ok(())
 }
 

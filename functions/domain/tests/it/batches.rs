@@ -6,7 +6,7 @@
 use super::*;
 use salestrack_core::command::CancelOrder;
 use salestrack_core::ids::OrderId;
-use salestrack_core::ports::{Delivery, OutboundRecord, Producer};
+use salestrack_core::ports::{Delivery, OutboundRecord, Producer, StreamAppend};
 use std::sync::Mutex;
 
 /// An MSK batch of `commands`, one record each, on partition 0 from offset 0.
@@ -57,6 +57,8 @@ fn line_n(n: u128) -> OrderLine {
 struct Counting {
     inner: EmbeddedEventStore,
     appends: Mutex<Vec<usize>>,
+    /// Streams per store call.
+    rounds: Mutex<Vec<usize>>,
     snapshot_loads: Mutex<usize>,
 }
 
@@ -65,12 +67,17 @@ impl Counting {
         Arc::new(Counting {
             inner,
             appends: Mutex::new(Vec::new()),
+            rounds: Mutex::new(Vec::new()),
             snapshot_loads: Mutex::new(0),
         })
     }
 
     fn appends(&self) -> Vec<usize> {
         self.appends.lock().expect("lock").clone()
+    }
+
+    fn rounds(&self) -> Vec<usize> {
+        self.rounds.lock().expect("lock").clone()
     }
 }
 
@@ -108,7 +115,17 @@ impl EventStore for Counting {
         events: &[RecordedEvent],
     ) -> Result<(), AppendError> {
         self.appends.lock().expect("lock").push(events.len());
+        self.rounds.lock().expect("lock").push(1);
         self.inner.append(cart_id, expected, events).await
+    }
+
+    async fn append_many(&self, appends: &[StreamAppend<'_>]) -> Vec<Result<(), AppendError>> {
+        self.appends
+            .lock()
+            .expect("lock")
+            .extend(appends.iter().map(|a| a.events.len()));
+        self.rounds.lock().expect("lock").push(appends.len());
+        self.inner.append_many(appends).await
     }
 }
 
@@ -441,6 +458,7 @@ async fn a_cart_with_more_events_than_one_append_may_carry_is_appended_in_whole_
             30 - salestrack_domain::MAX_EVENTS_PER_APPEND
         ]
     );
+    assert_eq!(store.rounds(), vec![1, 1], "one chunk per round");
     let versions: Vec<u64> = w
         .store
         .read_stream(line().cart_id)
@@ -450,4 +468,36 @@ async fn a_cart_with_more_events_than_one_append_may_carry_is_appended_in_whole_
         .map(|e| e.version)
         .collect();
     assert_eq!(versions, (1..=30).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn the_carts_of_a_batch_are_appended_with_one_store_call() {
+    let w = world();
+    let store = Counting::new(w.store.clone());
+    let deps = w.deps_with(store.clone());
+    let carts: Vec<OrderLine> = (0..3)
+        .map(|n| {
+            let mut l = line_n(n);
+            l.cart_id = CartId(uuid::Uuid::new_v4());
+            l
+        })
+        .collect();
+    let mut commands: Vec<Command> = carts.iter().map(place).collect();
+    let mut second = line_n(7);
+    second.cart_id = carts[0].cart_id;
+    commands.push(place(&second));
+    let result = handler(
+        LambdaEvent::new(batch_of_commands(&commands), Context::default()),
+        &deps,
+    )
+    .await;
+    assert_eq!((result.report.applied, result.failures.len()), (4, 0));
+    assert_eq!(
+        store.rounds(),
+        vec![3],
+        "one append_many for the three carts"
+    );
+    let mut sizes = store.appends();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![1, 1, 2]);
 }

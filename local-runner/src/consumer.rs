@@ -33,6 +33,8 @@ pub struct LoopHealth {
     failing: AtomicBool,
     batches: AtomicU64,
     records: AtomicU64,
+    /// Partitions the group has assigned to this member.
+    partitions: AtomicU64,
     /// Age of the newest record of the last batch when it was handled, in
     /// ms; 0 once a poll finds nothing left.
     record_age_ms: AtomicU64,
@@ -53,6 +55,10 @@ impl LoopHealth {
 
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
+    }
+
+    pub fn partitions(&self) -> u64 {
+        self.partitions.load(Ordering::Relaxed)
     }
 
     /// How far behind the bus this loop is, by time: for the projector, the
@@ -149,6 +155,9 @@ pub async fn run<H, Fut, R>(
     };
     while !shutdown.is_cancelled() {
         lag.update(consumer.as_mut()).await;
+        if let Some(owned) = consumer.owned_partitions() {
+            health.partitions.store(owned as u64, Ordering::Relaxed);
+        }
         let polled = tokio::select! {
             polled = consumer.poll(config.batch_size, config.poll_wait) => polled,
             () = shutdown.cancelled() => break,

@@ -52,6 +52,8 @@ pub struct ConsumerState {
     pub failing: bool,
     pub batches: u64,
     pub records: u64,
+    /// Partitions of its topics the group assigned to this member.
+    pub partitions: u64,
 }
 
 impl From<&LoopHealth> for ConsumerState {
@@ -61,6 +63,7 @@ impl From<&LoopHealth> for ConsumerState {
             failing: h.is_failing(),
             batches: h.batches(),
             records: h.records(),
+            partitions: h.partitions(),
         }
     }
 }

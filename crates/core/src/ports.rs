@@ -106,6 +106,12 @@ pub trait Consumer: Send {
     /// not committed yet (end of the partition minus committed offset, as
     /// Kafka tools report it). May trail by a second or so.
     async fn lag(&mut self) -> Result<Vec<PartitionLag>, BackendError>;
+
+    /// How many partitions the group has assigned to this member now, when
+    /// the bus tells (a member without any handles nothing).
+    fn owned_partitions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// One partition's consumer lag, in records.
@@ -390,6 +396,19 @@ pub trait ReadStore: Send + Sync {
     }
 
     async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError>;
+
+    /// The details of several carts, in the order asked (`None` for a cart
+    /// without one). Stores that can read them in one round trip; the
+    /// default reads them concurrently.
+    async fn cart_details(
+        &self,
+        cart_ids: &[CartId],
+    ) -> Result<Vec<Option<CartDetail>>, BackendError> {
+        futures::future::join_all(cart_ids.iter().map(|id| self.cart_detail(*id)))
+            .await
+            .into_iter()
+            .collect()
+    }
     async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError>;
     async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError>;
     async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError>;

@@ -583,6 +583,51 @@ impl ReadStore for EsReadStore {
         self.get(Model::CartDetail, &cart_id.to_string()).await
     }
 
+    /// One `_mget` on the cart-detail alias.
+    async fn cart_details(
+        &self,
+        cart_ids: &[CartId],
+    ) -> Result<Vec<Option<CartDetail>>, BackendError> {
+        if cart_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = cart_ids.iter().map(ToString::to_string).collect();
+        let body = self
+            .json(
+                Method::Post,
+                &format!("/{}/_mget", self.layout.alias(Model::CartDetail)),
+                &[],
+                Some(&json!({ "ids": ids })),
+            )
+            .await?
+            .ok("mget")?;
+        let docs = body["docs"].as_array().cloned().unwrap_or_default();
+        if docs.len() != ids.len() {
+            return Err(BackendError::new(
+                NAME,
+                format!(
+                    "_mget answered {} documents for {} ids",
+                    docs.len(),
+                    ids.len()
+                ),
+            ));
+        }
+        docs.into_iter()
+            .zip(&ids)
+            .map(|(doc, id)| {
+                if let Some(error) = doc.get("error") {
+                    return Err(BackendError::new(NAME, format!("_mget {id}: {error}")));
+                }
+                if doc["found"] != true {
+                    return Ok(None);
+                }
+                serde_json::from_value(doc["_source"].clone())
+                    .map(Some)
+                    .map_err(|e| BackendError::new(NAME, format!("corrupt cart detail {id}: {e}")))
+            })
+            .collect()
+    }
+
     async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError> {
         self.get(Model::CartSummary, &cart_id.to_string()).await
     }

@@ -366,6 +366,13 @@ impl Consumer for EmbeddedConsumer {
             .await
     }
 
+    /// The one member of its group: every partition of its topics.
+    fn owned_partitions(&self) -> Option<usize> {
+        usize::try_from(self.bus.partitions)
+            .ok()
+            .map(|p| p * self.topics.len())
+    }
+
     async fn rewind(&mut self) -> Result<(), BackendError> {
         self.positions.clear();
         Ok(())

@@ -208,11 +208,14 @@ impl EventStore for EmbeddedEventStore {
     }
 }
 
+/// One event's row: version, event id, type, command id, recorded at, envelope.
+type Row = (i64, String, &'static str, String, String, Vec<u8>);
+
 /// One append, encoded for the writer thread.
 struct Rows {
     cart_id: CartId,
     expected_version: u64,
-    rows: Vec<(i64, String, &'static str, String, String, Vec<u8>)>,
+    rows: Vec<Row>,
 }
 
 impl Rows {

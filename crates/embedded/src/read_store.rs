@@ -204,6 +204,29 @@ impl ReadStore for EmbeddedReadStore {
         .await
     }
 
+    /// One read job for all of them.
+    async fn cart_details(
+        &self,
+        cart_ids: &[CartId],
+    ) -> Result<Vec<Option<CartDetail>>, BackendError> {
+        let ids: Vec<String> = cart_ids.iter().map(ToString::to_string).collect();
+        let err = self.db.err();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT doc FROM cart_detail WHERE cart_id = ?1")
+                    .map_err(err)?;
+                ids.iter()
+                    .map(|id| {
+                        let doc: Option<String> =
+                            stmt.query_row([id], |r| r.get(0)).optional().map_err(err)?;
+                        doc.map(|d| decode(&d)).transpose()
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError> {
         self.get(
             "SELECT doc FROM cart_summary WHERE cart_id = ?1",

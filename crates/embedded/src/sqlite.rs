@@ -50,6 +50,9 @@ pub const QUEUE: usize = 4096;
 /// Reader connections per database.
 pub const READERS: usize = 4;
 
+/// The writer connection's page cache, in KiB (SQLite's default is 2 MiB).
+pub const WRITER_CACHE_KIB: u32 = 16 * 1024;
+
 /// Runs once the group's `COMMIT` answered: hands the caller its result.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
@@ -97,8 +100,14 @@ impl Db {
                 .map_err(|e| BackendError::new(name, format!("{}: {e}", dir.display())))?;
         }
         let writer = connect(name, path, durability)?;
+        // The only writer's page cache stays valid across its transactions
+        // (nobody else changes the file): a larger one spares it re-reading
+        // the B-tree pages that random keys (cart ids) touch, which a
+        // profile showed as a tenth of its time. Readers' caches are reset
+        // by every commit anyway and keep the default.
         writer
-            .execute_batch(schema)
+            .execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))
+            .and_then(|()| writer.execute_batch(schema))
             .map_err(|e| BackendError::new(name, format!("{}: {e}", path.display())))?;
         let readers = (0..READERS)
             .map(|_| connect(name, path, durability).map(Mutex::new))

@@ -64,6 +64,11 @@ pub struct KafkaConfig {
     pub batch_window: Duration,
     /// How long a produce may take before it fails (retries included).
     pub delivery_timeout: Duration,
+    /// How long the producer waits for more records before sending a
+    /// batch (`linger.ms`). Every `202` waits for its record's batch, so
+    /// this is latency added to a lone request; under load batches fill
+    /// while earlier ones are in flight anyway.
+    pub linger: Duration,
     /// How long the group waits for a silent member (a crashed runner)
     /// before giving its partitions to the others.
     pub session_timeout: Duration,
@@ -86,6 +91,7 @@ impl KafkaConfig {
             fetch_wait: Duration::from_millis(10),
             batch_window: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(2),
             session_timeout: Duration::from_secs(10),
             group_instance_id: None,
         }
@@ -182,7 +188,7 @@ impl KafkaBus {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
-            .set("linger.ms", "2")
+            .set("linger.ms", config.linger.as_millis().to_string())
             .set("compression.type", "lz4")
             // Bounded memory under overload: past 32 MiB of records not yet
             // acknowledged, a send waits for room (librdkafka's default is
@@ -274,6 +280,7 @@ impl KafkaBus {
                 ),
                 revoked: std::sync::Mutex::new(Vec::new()),
                 assigned: std::sync::Mutex::new(Vec::new()),
+                owned: std::sync::atomic::AtomicUsize::new(0),
                 lags: std::sync::Mutex::new(Vec::new()),
             })
             .map_err(backend_error)?;
@@ -355,6 +362,9 @@ struct GroupContext {
     revoked: std::sync::Mutex<Vec<(String, i32)>>,
     /// Partitions assigned since the last poll looked.
     assigned: std::sync::Mutex<Vec<(String, i32)>>,
+    /// Partitions this member owns (assignment is eager: each rebalance
+    /// revokes everything, then assigns the whole new set).
+    owned: std::sync::atomic::AtomicUsize,
     /// Per assigned partition, from librdkafka's last statistics.
     lags: std::sync::Mutex<Vec<PartitionLag>>,
 }
@@ -398,6 +408,7 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(group = %self.group, member = %self.member, partitions = ?partition_names(tpl), "partitions revoked");
+                self.owned.store(0, std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut revoked) = self.revoked.lock() {
                     revoked.extend(
                         tpl.elements()
@@ -408,6 +419,8 @@ impl ConsumerContext for GroupContext {
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(group = %self.group, member = %self.member, partitions = ?partition_names(tpl), "partitions assigned");
+                self.owned
+                    .store(tpl.count(), std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut assigned) = self.assigned.lock() {
                     assigned.extend(
                         tpl.elements()
@@ -699,6 +712,15 @@ impl Consumer for KafkaConsumer {
         }
         self.blocking(move |c| c.commit(&tpl, CommitMode::Sync))
             .await
+    }
+
+    fn owned_partitions(&self) -> Option<usize> {
+        Some(
+            self.inner
+                .context()
+                .owned
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// As of librdkafka's last statistics (every second): partitions this

@@ -157,6 +157,9 @@ pub struct Decoded<'a, D> {
     pub value: D,
 }
 
+/// One key's records of a batch, in offset order.
+pub type Group<'a, K, D> = (K, Vec<Decoded<'a, D>>);
+
 /// What [`each_key`] did with a batch: every record a key's handler handled,
 /// with its result, and at most one failure per partition.
 #[derive(Debug)]
@@ -241,11 +244,16 @@ where
     use futures::StreamExt;
     let (groups, mut keyed) = group_by_key(event, decode);
     let handle = &handle;
-    let mut runs = futures::stream::iter(groups.into_iter().map(|(key, records)| {
-        let owners: Vec<&'a KafkaRecord> = records.iter().map(|d| d.record).collect();
-        async move { (owners, handle(key, records).await) }
-    }))
-    .buffer_unordered(concurrency.max(1));
+    // Collected first: a stream that kept the mapping closure would make
+    // the caller's future `Send` only for one lifetime, not for any.
+    let runs: Vec<_> = groups
+        .into_iter()
+        .map(|(key, records)| {
+            let owners: Vec<&'a KafkaRecord> = records.iter().map(|d| d.record).collect();
+            async move { (owners, handle(key, records).await) }
+        })
+        .collect();
+    let mut runs = futures::stream::iter(runs).buffer_unordered(concurrency.max(1));
     while let Some((owners, results)) = runs.next().await {
         keyed.settle(&owners, results);
     }
@@ -260,7 +268,7 @@ where
 pub fn group_by_key<'a, K, D, T, E, Dec>(
     event: &'a KafkaEvent,
     decode: Dec,
-) -> (Vec<(K, Vec<Decoded<'a, D>>)>, Keyed<'a, T>)
+) -> (Vec<Group<'a, K, D>>, Keyed<'a, T>)
 where
     K: Eq + std::hash::Hash + Clone,
     Dec: Fn(&'a KafkaRecord) -> Result<(K, D), E>,

@@ -49,6 +49,7 @@ fn kafka_config(settings: &Settings) -> KafkaConfig {
         ssl_ca_location: settings.kafka_ssl_ca_location.clone(),
         fetch_wait: Duration::from_millis(settings.kafka_fetch_wait_ms),
         batch_window: Duration::from_millis(settings.kafka_batch_window_ms),
+        linger: Duration::from_millis(settings.kafka_linger_ms),
         session_timeout: Duration::from_millis(settings.kafka_session_timeout_ms),
         group_instance_id: settings.kafka_group_instance_id.clone(),
         ..KafkaConfig::new(&settings.kafka_brokers)

@@ -64,6 +64,8 @@ pub struct Settings {
     pub kafka_fetch_wait_ms: u64,
     /// After a batch's first record, how long to keep filling it.
     pub kafka_batch_window_ms: u64,
+    /// How long the producer lingers for more records before a send.
+    pub kafka_linger_ms: u64,
     /// Stable name of this runner instance in its consumer groups (static
     /// membership): a restart takes its partitions back without waiting.
     pub kafka_group_instance_id: Option<String>,
@@ -159,6 +161,7 @@ impl Default for Settings {
             kafka_replication_factor: 1,
             kafka_fetch_wait_ms: 10,
             kafka_batch_window_ms: 100,
+            kafka_linger_ms: 2,
             kafka_group_instance_id: None,
             kafka_session_timeout_ms: 10_000,
             elasticsearch_url: String::new(),

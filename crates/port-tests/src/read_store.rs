@@ -97,6 +97,18 @@ pub async fn documents_read_back_as_written(store: Arc<dyn ReadStore>) {
         Some(detail.summary())
     );
     assert_eq!(store.cart_detail(new_cart()).await.expect("missing"), None);
+    assert_eq!(
+        store
+            .cart_details(&[new_cart(), cart, new_cart()])
+            .await
+            .expect("details"),
+        vec![None, Some(detail), None],
+        "several details at once, in the order asked"
+    );
+    assert_eq!(
+        store.cart_details(&[]).await.expect("none asked"),
+        Vec::new()
+    );
 }
 
 pub async fn command_status_keeps_the_first_decision_at_a_version(store: Arc<dyn ReadStore>) {

@@ -287,8 +287,11 @@ async fn decide_all(
             break;
         }
         let loader = &loader;
-        let planned: Vec<(usize, Result<Plan, HandlerError>)> =
-            futures::stream::iter(open.iter().map(|&i| async move {
+        // Collected first: a stream that kept the mapping closure would make
+        // the handler's future `Send` only for one lifetime, not for any.
+        let loads: Vec<_> = open
+            .iter()
+            .map(|&i| async move {
                 let cart = &carts[i];
                 let span = tracing::info_span!("cart", cart_id = %cart.cart_id, commands = cart.commands.len(), attempt);
                 let plan = async {
@@ -298,7 +301,9 @@ async fn decide_all(
                 .instrument(span)
                 .await;
                 (i, plan)
-            }))
+            })
+            .collect();
+        let planned: Vec<(usize, Result<Plan, HandlerError>)> = futures::stream::iter(loads)
             .buffer_unordered(CART_CONCURRENCY)
             .collect()
             .await;

@@ -36,6 +36,7 @@ use salestrack_core::wire::{self, DecodeError, Outcome};
 use salestrack_msk::{self as msk, BatchResult, Record, RecordError};
 use salestrack_platform::Topics;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -141,14 +142,48 @@ struct Writes<'a> {
 /// Handles a batch; never fails as a whole. Records that failed are in the
 /// result's `failures` (see [`BatchResult::response`]).
 pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult<BatchReport> {
+    use futures::StreamExt;
     let batch = &event.payload;
-    let mut keyed = msk::each_key(
-        batch,
-        |r| decode(r, &deps.topics).map_err(HandlerError::from),
-        |cart_id, records| project_cart(cart_id, records, deps),
-        CART_CONCURRENCY,
-    )
-    .await;
+    let (groups, mut keyed) = msk::group_by_key(batch, |r| {
+        decode(r, &deps.topics).map_err(HandlerError::from)
+    });
+    // Every detail the batch folds onto, in one read.
+    let wanted: Vec<CartId> = groups
+        .iter()
+        .filter(|(_, records)| {
+            records
+                .iter()
+                .any(|d| matches!(d.value.input, Input::Event(_)))
+        })
+        .map(|(cart_id, _)| *cart_id)
+        .collect();
+    let mut details: HashMap<CartId, Option<CartDetail>> =
+        match deps.read_store.cart_details(&wanted).await {
+            Ok(found) => wanted.into_iter().zip(found).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the batch's cart details failed");
+                keyed.fail_all(batch, &HandlerError::Backend(e));
+                return BatchResult {
+                    report: BatchReport::default(),
+                    failures: keyed.failures,
+                };
+            }
+        };
+    // Collected first: a stream that kept the mapping closure would make
+    // the handler's future `Send` only for one lifetime, not for any.
+    let carts: Vec<_> = groups
+        .into_iter()
+        .map(|(cart_id, records)| {
+            let owners: Vec<&KafkaRecord> = records.iter().map(|d| d.record).collect();
+            let detail = details.remove(&cart_id).flatten();
+            async move { (owners, project_cart(cart_id, records, detail, deps).await) }
+        })
+        .collect();
+    let mut runs = futures::stream::iter(carts).buffer_unordered(CART_CONCURRENCY);
+    while let Some((owners, results)) = runs.next().await {
+        keyed.settle(&owners, results);
+    }
+    drop(runs);
     let writes: Vec<Writes> = keyed
         .handled
         .iter_mut()
@@ -270,24 +305,15 @@ fn decode_value(record: Record, topics: &Topics) -> Result<Input, Poison> {
     }
 }
 
-/// Folds one cart's records of the batch onto its stored detail; one result
+/// Folds one cart's records of the batch onto its stored `detail`; one result
 /// per record, in order, up to the first failure. The documents go on the
 /// last record handled.
 async fn project_cart<'a>(
     cart_id: CartId,
     records: Vec<msk::Decoded<'a, Decoded>>,
+    mut detail: Option<CartDetail>,
     deps: &Deps,
 ) -> Vec<Result<Projected<'a>, HandlerError>> {
-    let has_events = records
-        .iter()
-        .any(|d| matches!(d.value.input, Input::Event(_)));
-    let mut detail = None;
-    if has_events {
-        match deps.read_store.cart_detail(cart_id).await {
-            Ok(current) => detail = current,
-            Err(e) => return vec![Err(e.into())],
-        }
-    }
     let stored_version = detail.as_ref().map_or(0, |d: &CartDetail| d.version);
     let mut writes = Writes {
         first: records.first().map(|d| d.record),

@@ -158,6 +158,23 @@ async fn two_instances_under_duplicate_load(kind: BrokerKind) {
     let backends = Backends::connect(&settings).await.expect("backends");
     let first = spawn_with(settings.clone(), backends.clone()).await;
     let second = spawn_with(settings, backends).await;
+    // Both members own command partitions before the load starts (at
+    // today's rates one member could otherwise finish it alone while the
+    // group is still rebalancing).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, a) = first.get("/health/ready").await;
+        let (_, b) = second.get("/health/ready").await;
+        let owned = |r: &Value| r["domain_consumer"]["partitions"].as_u64().unwrap_or(0);
+        if owned(&a) > 0 && owned(&b) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never gave both members partitions: {a} / {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let carts: Vec<CartId> = (0..100).map(|_| CartId(Uuid::new_v4())).collect();
     let orders: Vec<(CartId, OrderId)> = (0..2_000)

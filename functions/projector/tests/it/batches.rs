@@ -1,4 +1,4 @@
-//! Batches folded cart by cart: one detail read per cart, each document
+//! Batches folded cart by cart: one read of every cart's detail, each document
 //! written once per batch in two rounds (lines and summaries, then details
 //! and statuses), and what a failed write does to the batch.
 
@@ -26,6 +26,7 @@ enum Fault {
 struct Watched {
     inner: EmbeddedReadStore,
     fault: Fault,
+    /// Calls that read cart details (one or many).
     detail_reads: Mutex<usize>,
     /// The documents of each `upsert_all` call, by kind.
     writes: Mutex<Vec<Vec<&'static str>>>,
@@ -72,6 +73,14 @@ impl ReadStore for Watched {
     async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError> {
         *self.detail_reads.lock().expect("lock") += 1;
         self.inner.cart_detail(cart_id).await
+    }
+
+    async fn cart_details(
+        &self,
+        cart_ids: &[CartId],
+    ) -> Result<Vec<Option<CartDetail>>, BackendError> {
+        *self.detail_reads.lock().expect("lock") += 1;
+        self.inner.cart_details(cart_ids).await
     }
 
     async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError> {
@@ -186,7 +195,11 @@ async fn a_batch_reads_each_carts_detail_once_and_writes_each_document_once() {
             ..BatchReport::default()
         }
     );
-    assert_eq!(*store.detail_reads.lock().expect("lock"), 2, "one per cart");
+    assert_eq!(
+        *store.detail_reads.lock().expect("lock"),
+        1,
+        "one read for both carts' details"
+    );
     assert_eq!(
         *store.writes.lock().expect("lock"),
         vec![

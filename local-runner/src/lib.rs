@@ -116,6 +116,22 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    // The Prometheus recorder keeps histogram samples until they are
+    // folded into buckets: by a scrape of /metrics, or here, so memory does
+    // not grow with traffic when nothing scrapes.
+    let upkeep = {
+        let handle = salestrack_platform::telemetry::prometheus();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => handle.run_upkeep(),
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        })
+    };
     let app = health::app(
         &settings,
         &backends,
@@ -131,6 +147,7 @@ pub async fn run(
         .await;
     // If the server failed on its own, the loops must stop too.
     shutdown.cancel();
+    upkeep.abort();
     for (name, handle) in [("domain", domain_loop), ("projector", projector_loop)] {
         if let Err(e) = handle.await {
             tracing::error!(consumer = name, error = %e, "consumer loop panicked");

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS records (
     ts_millis  INTEGER NOT NULL,
     key        BLOB,
     value      BLOB,
-    headers    TEXT    NOT NULL,
+    -- A BLOB (see `headers`); logs from before hold JSON text.
+    headers    BLOB    NOT NULL,
     PRIMARY KEY (topic, partition, offset)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_time ON records (ts_millis);
@@ -183,7 +184,7 @@ impl Producer for EmbeddedBus {
                         )
                         .and_then(|mut s| s.query_row(params![record.topic, partition], |r| r.get(0)))
                         .map_err(err)?;
-                    let headers = serde_json::to_string(&record.headers).map_err(|e| BackendError::new("embedded bus", e))?;
+                    let headers = headers::encode(&record.headers);
                     c.prepare_cached(
                         "INSERT INTO records (topic, partition, offset, ts_millis, key, value, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )
@@ -257,11 +258,12 @@ impl EmbeddedConsumer {
                         let remaining = i64::try_from(max - out.len()).unwrap_or(i64::MAX);
                         let rows = stmt
                             .query_map(params![topic, partition, from, remaining], |r| {
-                                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<Vec<u8>>>(2)?, r.get::<_, Option<Vec<u8>>>(3)?, r.get::<_, String>(4)?))
+                                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<Vec<u8>>>(2)?, r.get::<_, Option<Vec<u8>>>(3)?, headers::decode(r.get_ref(4)?)))
                             })
                             .map_err(err)?;
                         for row in rows {
                             let (offset, ts, key, value, headers) = row.map_err(err)?;
+                            let headers = headers.map_err(|e| BackendError::new("embedded bus", e))?;
                             out.push(BusRecord {
                                 topic: topic.clone(),
                                 partition,
@@ -269,7 +271,7 @@ impl EmbeddedConsumer {
                                 timestamp: DateTime::from_timestamp_millis(ts).unwrap_or_default(),
                                 key,
                                 value,
-                                headers: serde_json::from_str(&headers).map_err(|e| BackendError::new("embedded bus", e))?,
+                                headers,
                             });
                         }
                     }
@@ -376,5 +378,79 @@ impl Consumer for EmbeddedConsumer {
     async fn rewind(&mut self) -> Result<(), BackendError> {
         self.positions.clear();
         Ok(())
+    }
+}
+
+/// How record headers are stored: a BLOB of `u32` big-endian length-prefixed
+/// names and values, pair after pair. Logs written before it hold a JSON
+/// text (`[["name",[bytes]]]`, three to four times larger, which made the
+/// headers most of a record's bytes); those rows still read back.
+mod headers {
+    use rusqlite::types::ValueRef;
+
+    pub fn encode(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let size = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+        let mut out = Vec::with_capacity(size);
+        for (name, value) in headers {
+            for part in [name.as_bytes(), value.as_slice()] {
+                let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&part[..len as usize]);
+            }
+        }
+        out
+    }
+
+    /// The next length-prefixed part of `bytes`, which moves past it.
+    fn take<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], String> {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or("headers: truncated length")?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err("headers: truncated value".into());
+        }
+        let (part, rest) = rest.split_at(len);
+        *bytes = rest;
+        Ok(part)
+    }
+
+    pub fn decode(stored: ValueRef<'_>) -> Result<Vec<(String, Vec<u8>)>, String> {
+        match stored {
+            ValueRef::Text(json) => {
+                serde_json::from_slice(json).map_err(|e| format!("headers: {e}"))
+            }
+            ValueRef::Blob(mut bytes) => {
+                let mut headers = Vec::new();
+                while !bytes.is_empty() {
+                    let name = String::from_utf8(take(&mut bytes)?.to_vec())
+                        .map_err(|e| format!("headers: {e}"))?;
+                    headers.push((name, take(&mut bytes)?.to_vec()));
+                }
+                Ok(headers)
+            }
+            other => Err(format!("headers: unexpected {:?}", other.data_type())),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn headers_round_trip_and_old_json_rows_still_read() {
+            let headers = vec![
+                ("traceparent".to_owned(), b"00-abc-01".to_vec()),
+                ("empty".to_owned(), Vec::new()),
+                ("binary".to_owned(), vec![0, 255, 128]),
+            ];
+            let blob = encode(&headers);
+            assert_eq!(decode(ValueRef::Blob(&blob)), Ok(headers.clone()));
+            let json = serde_json::to_string(&headers).unwrap_or_default();
+            assert_eq!(decode(ValueRef::Text(json.as_bytes())), Ok(headers));
+            assert_eq!(decode(ValueRef::Blob(&[])), Ok(Vec::new()));
+            assert!(decode(ValueRef::Blob(&blob[..blob.len() - 1])).is_err());
+            assert!(decode(ValueRef::Blob(&[0, 0, 0, 9, 1])).is_err());
+        }
     }
 }

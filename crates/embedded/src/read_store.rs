@@ -4,6 +4,7 @@
 
 use crate::sqlite::{Db, Durability};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 use rust_decimal::Decimal;
@@ -144,6 +145,35 @@ fn upsert_statement(doc: &ReadDocument) -> Result<(&'static str, Vec<SqlValue>),
             vec![Text(d.command_id.to_string()), Integer(version(d.version)?), Text(encode(d)?)],
         ),
     })
+}
+
+/// Report buckets by (period, key, currency).
+type Buckets = BTreeMap<(Option<DateTime<Utc>>, Option<String>, String), SalesBucket>;
+
+/// Adds `line` to its bucket when it lies in the report's time range.
+fn add_to_report(buckets: &mut Buckets, query: &SalesReportQuery, line: &SalesLine) {
+    let in_range = query.from.is_none_or(|from| line.created_at >= from)
+        && query.to.is_none_or(|to| line.created_at < to);
+    if !in_range {
+        return;
+    }
+    let period = query.interval.map(|i| i.bucket_start(line.created_at));
+    let key = query.group_by.map(|d| d.of(line).to_owned());
+    let bucket = buckets
+        .entry((period, key.clone(), line.currency.clone()))
+        .or_insert_with(|| SalesBucket {
+            period,
+            key,
+            currency: line.currency.clone(),
+            revenue: Decimal::ZERO,
+            tax: Decimal::ZERO,
+            units: 0,
+            orders: 0,
+        });
+    bucket.revenue += line.subtotal;
+    bucket.tax += line.tax_amount;
+    bucket.units += u64::from(line.quantity);
+    bucket.orders += 1;
 }
 
 /// `%`, `_` and the escape character itself are literal in a search word.
@@ -329,8 +359,13 @@ impl ReadStore for EmbeddedReadStore {
         // `day` is indexed: it narrows the scan, the exact bounds apply below.
         let from_day = query.from.map(|t| t.date_naive().to_string());
         let to_day = query.to.map(|t| t.date_naive().to_string());
+        let query = query.clone();
         let err = self.db.err();
-        let docs: Vec<String> = self
+        // Folded row by row as SQLite hands them over: memory grows with the
+        // buckets, never with the lines (collecting every document first
+        // held the whole table in memory per report). Decimal sums happen
+        // here, not in SQLite (which would add floats).
+        let buckets = self
             .db
             .read(move |c| {
                 let mut stmt = c
@@ -339,39 +374,20 @@ impl ReadStore for EmbeddedReadStore {
                          AND (?1 IS NULL OR day >= ?1) AND (?2 IS NULL OR day <= ?2)",
                     )
                     .map_err(err)?;
-                let rows = stmt
-                    .query_map(params![from_day, to_day], |r| r.get::<_, String>(0))
-                    .map_err(err)?;
-                rows.map(|r| r.map_err(err)).collect()
+                let mut rows = stmt.query(params![from_day, to_day]).map_err(err)?;
+                let mut buckets = BTreeMap::new();
+                while let Some(row) = rows.next().map_err(err)? {
+                    let line: SalesLine = decode(
+                        row.get_ref(0)
+                            .map_err(err)?
+                            .as_str()
+                            .map_err(|e| BackendError::new(NAME, e))?,
+                    )?;
+                    add_to_report(&mut buckets, &query, &line);
+                }
+                Ok(buckets)
             })
             .await?;
-        // Decimal sums happen here, not in SQLite (which would add floats).
-        let mut buckets = BTreeMap::new();
-        for doc in docs {
-            let line: SalesLine = decode(&doc)?;
-            let in_range = query.from.is_none_or(|from| line.created_at >= from)
-                && query.to.is_none_or(|to| line.created_at < to);
-            if !in_range {
-                continue;
-            }
-            let period = query.interval.map(|i| i.bucket_start(line.created_at));
-            let key = query.group_by.map(|d| d.of(&line).to_owned());
-            let bucket = buckets
-                .entry((period, key.clone(), line.currency.clone()))
-                .or_insert_with(|| SalesBucket {
-                    period,
-                    key,
-                    currency: line.currency.clone(),
-                    revenue: Decimal::ZERO,
-                    tax: Decimal::ZERO,
-                    units: 0,
-                    orders: 0,
-                });
-            bucket.revenue += line.subtotal;
-            bucket.tax += line.tax_amount;
-            bucket.units += u64::from(line.quantity);
-            bucket.orders += 1;
-        }
         Ok(buckets
             .into_values()
             .map(|mut b| {

@@ -1,5 +1,5 @@
 //! One SQLite database file: a single writer thread that group-commits, and
-//! a few reader connections, used from async code without ever blocking a
+//! a few reader threads, used from async code without ever blocking a
 //! runtime worker on a lock or an fsync.
 //!
 //! # Group commit
@@ -22,14 +22,16 @@
 //! (asynchronously) for room instead of piling up work in memory.
 //!
 //! # Reads
-//! Reads run on the blocking pool on one of [`READERS`] connections of
-//! their own (WAL mode: readers never block the writer nor each other) and
-//! see only committed data.
+//! Reads run on [`READERS`] reader threads, each with a connection of its
+//! own (WAL mode: readers never block the writer nor each other), fed from
+//! one bounded queue; they see only committed data. A fixed set of threads
+//! rather than the runtime's blocking pool, which grew to a hundred threads
+//! (and as many malloc arenas) under load.
 
 use rusqlite::Connection;
 use salestrack_core::ports::BackendError;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,9 +52,6 @@ pub const QUEUE: usize = 4096;
 /// Reader connections per database.
 pub const READERS: usize = 4;
 
-/// The writer connection's page cache, in KiB (SQLite's default is 2 MiB).
-pub const WRITER_CACHE_KIB: u32 = 16 * 1024;
-
 /// Runs once the group's `COMMIT` answered: hands the caller its result.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
@@ -60,12 +59,14 @@ type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// is none: `None`), returns its completion.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
+/// A read: runs on a reader thread's connection.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
 #[derive(Clone)]
 pub struct Db {
     name: &'static str,
     writer: mpsc::Sender<Job>,
-    readers: Arc<[Mutex<Connection>]>,
-    next_reader: Arc<AtomicUsize>,
+    readers: mpsc::Sender<ReadJob>,
     /// Transactions the writer committed (each write belongs to one).
     commits: Arc<AtomicU64>,
 }
@@ -100,18 +101,19 @@ impl Db {
                 .map_err(|e| BackendError::new(name, format!("{}: {e}", dir.display())))?;
         }
         let writer = connect(name, path, durability)?;
-        // The only writer's page cache stays valid across its transactions
-        // (nobody else changes the file): a larger one spares it re-reading
-        // the B-tree pages that random keys (cart ids) touch, which a
-        // profile showed as a tenth of its time. Readers' caches are reset
-        // by every commit anyway and keep the default.
         writer
-            .execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))
-            .and_then(|()| writer.execute_batch(schema))
+            .execute_batch(schema)
             .map_err(|e| BackendError::new(name, format!("{}: {e}", path.display())))?;
-        let readers = (0..READERS)
-            .map(|_| connect(name, path, durability).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (readers, read_jobs) = mpsc::channel::<ReadJob>(QUEUE);
+        let read_jobs = Arc::new(Mutex::new(read_jobs));
+        for n in 0..READERS {
+            let conn = connect(name, path, durability)?;
+            let jobs = Arc::clone(&read_jobs);
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{n}"))
+                .spawn(move || read_loop(&conn, &jobs))
+                .map_err(|e| BackendError::new(name, format!("reader thread: {e}")))?;
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&commits);
@@ -122,8 +124,7 @@ impl Db {
         Ok(Db {
             name,
             writer: tx,
-            readers: readers.into(),
-            next_reader: Arc::new(AtomicUsize::new(0)),
+            readers,
             commits,
         })
     }
@@ -134,26 +135,19 @@ impl Db {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Runs the read `f` on a reader connection, on the blocking pool.
+    /// Runs the read `f` on one of the reader threads' connections.
     pub async fn read<R, F>(&self, f: F) -> Result<R, BackendError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, BackendError> + Send + 'static,
     {
-        let readers = Arc::clone(&self.readers);
-        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        let name = self.name;
-        tokio::task::spawn_blocking(move || {
-            // A free connection if there is one, else wait for ours in turn.
-            let n = readers.len();
-            let guard = (0..n)
-                .find_map(|i| readers[(first + i) % n].try_lock().ok())
-                .map_or_else(|| readers[first % n].lock(), Ok)
-                .map_err(|_| BackendError::new(name, "connection poisoned by an earlier panic"))?;
-            f(&guard)
-        })
-        .await
-        .map_err(|e| BackendError::new(name, e))?
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |c: &Connection| {
+            let _ = reply.send(f(c));
+        });
+        let stopped = || BackendError::new(self.name, "the reader threads stopped");
+        self.readers.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Runs the write `f` in the writer's next group transaction and answers
@@ -211,6 +205,22 @@ fn in_savepoint<R>(
         Err(e) => {
             sql(c, "ROLLBACK TO job; RELEASE job")?;
             Err(e)
+        }
+    }
+}
+
+/// A reader thread: takes the next read job from the shared queue and
+/// runs it on its own connection. Ends when every [`Db`] handle is gone.
+fn read_loop(conn: &Connection, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        // The lock is held only while waiting for a job, not while running it.
+        let job = match jobs.lock() {
+            Ok(mut jobs) => jobs.blocking_recv(),
+            Err(_) => None,
+        };
+        match job {
+            Some(job) => job(conn),
+            None => return,
         }
     }
 }

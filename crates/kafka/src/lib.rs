@@ -257,11 +257,12 @@ impl KafkaBus {
                 self.config.fetch_wait.as_millis().to_string(),
             )
             .set("partition.assignment.strategy", "roundrobin")
-            // Prefetch what a few batches need, not librdkafka's 64 MiB
-            // per consumer: under a backlog that default alone kept
+            // Prefetch what a few batches need (at most 1,000 records a
+            // partition, 4 MiB in all), not librdkafka's 100,000 records
+            // and 64 MiB per consumer: under a backlog those defaults kept
             // hundreds of MiB of records in memory across the loops.
-            .set("queued.max.messages.kbytes", "8192")
-            .set("queued.min.messages", "10000")
+            .set("queued.max.messages.kbytes", "4096")
+            .set("queued.min.messages", "1000")
             .set(
                 "session.timeout.ms",
                 self.config.session_timeout.as_millis().to_string(),

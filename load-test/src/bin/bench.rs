@@ -5,6 +5,9 @@
 //! cargo run --release -p salestrack-loadtest --bin salestrack-bench -- --seconds 10 --users 1,4,16,64
 //! ```
 //!
+//! `--kafka-linger-ms 0,5` adds a Kafka phase per producer `linger.ms`
+//! value (the default phase runs the default, 2 ms).
+//!
 //! For each number of users, each phase against a fresh server process on a
 //! free loopback port, driven by the same goose write-heavy scenario (same
 //! body generator, closed loop):
@@ -38,6 +41,8 @@ use std::time::{Duration, Instant};
 struct Options {
     seconds: usize,
     users: Vec<usize>,
+    /// Extra Kafka phases, one per producer `linger.ms` value.
+    lingers: Vec<u64>,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -62,7 +67,20 @@ fn options() -> anyhow::Result<Options> {
     {
         bail!("--seconds must be 1..=120 and every --users count 1..=256");
     }
-    Ok(Options { seconds, users })
+    let lingers = match value("--kafka-linger-ms") {
+        Some(v) => v
+            .context("--kafka-linger-ms needs a list")?
+            .split(',')
+            .map(|n| n.trim().parse::<u64>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("--kafka-linger-ms takes milliseconds separated by commas")?,
+        None => Vec::new(),
+    };
+    Ok(Options {
+        seconds,
+        users,
+        lingers,
+    })
 }
 
 /// User + system CPU seconds of `pid` and every live process below it
@@ -122,6 +140,11 @@ impl Server {
     }
 
     fn runner(kafka: Option<&str>) -> anyhow::Result<Server> {
+        Server::runner_with(kafka, &[])
+    }
+
+    /// A runner with `settings` (`SALESTRACK_*` name, value) on top.
+    fn runner_with(kafka: Option<&str>, settings: &[(&str, String)]) -> anyhow::Result<Server> {
         let addr = free_addr()?;
         let data = tempfile::tempdir()?;
         let mut command = Command::new(std::env::current_exe()?);
@@ -139,6 +162,9 @@ impl Server {
             command
                 .env("SALESTRACK_KAFKA_BROKERS", brokers)
                 .env("SALESTRACK_PARTITIONS", "4");
+        }
+        for (name, value) in settings {
+            command.env(name, value);
         }
         Ok(Server {
             child: command.spawn()?,
@@ -236,7 +262,11 @@ async fn load(
         .set_default(GooseDefault::Quiet, 1)?
         .set_default(GooseDefault::NoPrintMetrics, true)?
         .set_default(GooseDefault::NoErrorSummary, true)?
-        .set_default(GooseDefault::NoTelnet, true)?;
+        .set_default(GooseDefault::NoTelnet, true)?
+        // Count every request: goose otherwise forgets those made while
+        // the users were being launched, and the end-to-end wait would
+        // stop short of lines that were accepted.
+        .set_default(GooseDefault::NoResetMetrics, true)?;
     if let Some(rate) = throttle {
         attack = attack.set_default(GooseDefault::ThrottleRequests, rate.max(1))?;
     }
@@ -541,6 +571,8 @@ struct Round {
     embedded: EndToEnd,
     kafka: Option<EndToEnd>,
     peer: Option<EndToEnd>,
+    /// Kafka phases at other producer `linger.ms` values.
+    lingers: Vec<(u64, EndToEnd)>,
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -576,6 +608,9 @@ fn print_round(r: &Round) {
     }
     if let Some(p) = &r.peer {
         phase("peer: cqrs-es + postgres-es", p);
+    }
+    for (linger, k) in &r.lingers {
+        phase(&format!("runner, Kafka, linger.ms = {linger}"), k);
     }
 }
 
@@ -651,6 +686,15 @@ async fn main() -> anyhow::Result<()> {
             Some(b) => Some(end_to_end(&Server::runner(Some(&b.brokers))?, users, &o, None).await?),
             None => None,
         };
+        let mut lingers = Vec::new();
+        for &linger in broker.as_ref().map_or(&[][..], |_| &o.lingers[..]) {
+            let brokers = broker.as_ref().map(|b| b.brokers.as_str());
+            let runner = Server::runner_with(
+                brokers,
+                &[("SALESTRACK_KAFKA_LINGER_MS", linger.to_string())],
+            )?;
+            lingers.push((linger, end_to_end(&runner, users, &o, None).await?));
+        }
         drop(broker);
 
         let peer = match (&postgres, &peer_binary) {
@@ -666,6 +710,7 @@ async fn main() -> anyhow::Result<()> {
             embedded,
             kafka,
             peer,
+            lingers,
         };
         print_round(&round);
         rounds.push(round);

@@ -91,7 +91,7 @@ impl KafkaConfig {
             fetch_wait: Duration::from_millis(10),
             batch_window: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(30),
-            linger: Duration::from_millis(2),
+            linger: Duration::ZERO,
             session_timeout: Duration::from_secs(10),
             group_instance_id: None,
         }

@@ -161,7 +161,7 @@ impl Default for Settings {
             kafka_replication_factor: 1,
             kafka_fetch_wait_ms: 10,
             kafka_batch_window_ms: 100,
-            kafka_linger_ms: 2,
+            kafka_linger_ms: 0,
             kafka_group_instance_id: None,
             kafka_session_timeout_ms: 10_000,
             elasticsearch_url: String::new(),

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! `--kafka-linger-ms 0,5` adds a Kafka phase per producer `linger.ms`
-//! value (the default phase runs the default, 2 ms).
+//! value (the default phase runs the default, 0 ms).
 //!
 //! For each number of users, each phase against a fresh server process on a
 //! free loopback port, driven by the same goose write-heavy scenario (same
@@ -54,28 +54,26 @@ fn options() -> anyhow::Result<Options> {
             .context("--seconds needs a number")?,
         None => 10,
     };
-    let users = match value("--users") {
-        Some(v) => v
-            .context("--users needs a list")?
-            .split(',')
-            .map(|n| n.trim().parse::<usize>())
-            .collect::<Result<Vec<_>, _>>()
-            .context("--users takes numbers separated by commas")?,
-        None => vec![1, 4, 16, 64],
+    let list = |flag: &str, default: Vec<u64>| -> anyhow::Result<Vec<u64>> {
+        match value(flag) {
+            Some(v) => v
+                .with_context(|| format!("{flag} needs a list"))?
+                .split(',')
+                .map(|n| n.trim().parse::<u64>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("{flag} takes numbers separated by commas")),
+            None => Ok(default),
+        }
     };
+    let users: Vec<usize> = list("--users", vec![1, 4, 16, 64])?
+        .into_iter()
+        .map(|u| usize::try_from(u).unwrap_or(usize::MAX))
+        .collect();
     if seconds == 0 || seconds > 120 || users.is_empty() || users.iter().any(|&u| u == 0 || u > 256)
     {
         bail!("--seconds must be 1..=120 and every --users count 1..=256");
     }
-    let lingers = match value("--kafka-linger-ms") {
-        Some(v) => v
-            .context("--kafka-linger-ms needs a list")?
-            .split(',')
-            .map(|n| n.trim().parse::<u64>())
-            .collect::<Result<Vec<_>, _>>()
-            .context("--kafka-linger-ms takes milliseconds separated by commas")?,
-        None => Vec::new(),
-    };
+    let lingers = list("--kafka-linger-ms", Vec::new())?;
     Ok(Options {
         seconds,
         users,
@@ -564,6 +562,24 @@ async fn serve_runner() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runner on Kafka with `settings` on top, on a tansu broker of its
+/// own (a group that a killed runner still belongs to would hold the next
+/// phase's partitions); `None` without tansu.
+async fn kafka_phase(
+    users: usize,
+    o: &Options,
+    settings: Vec<(&'static str, String)>,
+) -> anyhow::Result<Option<EndToEnd>> {
+    let Some(broker) = TestBroker::start(BrokerKind::Tansu) else {
+        return Ok(None);
+    };
+    let runner = Server::runner_with(Some(&broker.brokers), &settings)?;
+    let measured = end_to_end(&runner, users, o, None)
+        .await
+        .with_context(|| format!("Kafka phase {settings:?}, {users} users"))?;
+    Ok(Some(measured))
+}
+
 /// Everything measured at one number of users.
 struct Round {
     users: usize,
@@ -679,28 +695,26 @@ async fn main() -> anyhow::Result<()> {
         let bare = load(&baseline.url, users, &o, None).await?;
         drop(baseline);
 
-        let embedded = end_to_end(&Server::runner(None)?, users, &o, None).await?;
+        let embedded = end_to_end(&Server::runner(None)?, users, &o, None)
+            .await
+            .with_context(|| format!("embedded phase, {users} users"))?;
 
-        let broker = TestBroker::start(BrokerKind::Tansu);
-        let kafka = match &broker {
-            Some(b) => Some(end_to_end(&Server::runner(Some(&b.brokers))?, users, &o, None).await?),
-            None => None,
-        };
+        let kafka = kafka_phase(users, &o, Vec::new()).await?;
         let mut lingers = Vec::new();
-        for &linger in broker.as_ref().map_or(&[][..], |_| &o.lingers[..]) {
-            let brokers = broker.as_ref().map(|b| b.brokers.as_str());
-            let runner = Server::runner_with(
-                brokers,
-                &[("SALESTRACK_KAFKA_LINGER_MS", linger.to_string())],
-            )?;
-            lingers.push((linger, end_to_end(&runner, users, &o, None).await?));
+        for &linger in &o.lingers {
+            let settings = vec![("SALESTRACK_KAFKA_LINGER_MS", linger.to_string())];
+            if let Some(measured) = kafka_phase(users, &o, settings).await? {
+                lingers.push((linger, measured));
+            }
         }
-        drop(broker);
-
         let peer = match (&postgres, &peer_binary) {
             (Some(pg), Some(binary)) => {
                 let db = pg.database(&format!("peer_{i}"))?;
-                Some(end_to_end(&Server::peer(binary, &db)?, users, &o, Some(pg)).await?)
+                Some(
+                    end_to_end(&Server::peer(binary, &db)?, users, &o, Some(pg))
+                        .await
+                        .with_context(|| format!("peer phase, {users} users"))?,
+                )
             }
             _ => None,
         };

@@ -6,8 +6,7 @@
 use super::*;
 use salestrack_core::command::CancelOrder;
 use salestrack_core::ids::OrderId;
-use salestrack_core::ports::{Delivery, OutboundRecord, Producer, StreamAppend};
-use std::sync::Mutex;
+use salestrack_core::ports::{Delivery, OutboundRecord, Producer};
 
 /// An MSK batch of `commands`, one record each, on partition 0 from offset 0.
 fn batch_of_commands(commands: &[Command]) -> KafkaEvent {
@@ -53,86 +52,10 @@ fn line_n(n: u128) -> OrderLine {
     l
 }
 
-/// Counts the event store calls the handler makes and the size of each append.
-struct Counting {
-    inner: EmbeddedEventStore,
-    appends: Mutex<Vec<usize>>,
-    /// Streams per store call.
-    rounds: Mutex<Vec<usize>>,
-    snapshot_loads: Mutex<usize>,
-}
-
-impl Counting {
-    fn new(inner: EmbeddedEventStore) -> Arc<Counting> {
-        Arc::new(Counting {
-            inner,
-            appends: Mutex::new(Vec::new()),
-            rounds: Mutex::new(Vec::new()),
-            snapshot_loads: Mutex::new(0),
-        })
-    }
-
-    fn appends(&self) -> Vec<usize> {
-        self.appends.lock().expect("lock").clone()
-    }
-
-    fn rounds(&self) -> Vec<usize> {
-        self.rounds.lock().expect("lock").clone()
-    }
-}
-
-#[async_trait]
-impl EventStore for Counting {
-    async fn read_range(
-        &self,
-        cart_id: CartId,
-        versions: RangeInclusive<u64>,
-    ) -> Result<Vec<RecordedEvent>, BackendError> {
-        self.inner.read_range(cart_id, versions).await
-    }
-
-    async fn load_snapshot(&self, cart_id: CartId) -> Result<Option<Snapshot>, BackendError> {
-        *self.snapshot_loads.lock().expect("lock") += 1;
-        self.inner.load_snapshot(cart_id).await
-    }
-
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), BackendError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn list_streams(
-        &self,
-        after: Option<CartId>,
-        limit: u32,
-    ) -> Result<Vec<StreamHead>, BackendError> {
-        self.inner.list_streams(after, limit).await
-    }
-
-    async fn append(
-        &self,
-        cart_id: CartId,
-        expected: u64,
-        events: &[RecordedEvent],
-    ) -> Result<(), AppendError> {
-        self.appends.lock().expect("lock").push(events.len());
-        self.rounds.lock().expect("lock").push(1);
-        self.inner.append(cart_id, expected, events).await
-    }
-
-    async fn append_many(&self, appends: &[StreamAppend<'_>]) -> Vec<Result<(), AppendError>> {
-        self.appends
-            .lock()
-            .expect("lock")
-            .extend(appends.iter().map(|a| a.events.len()));
-        self.rounds.lock().expect("lock").push(appends.len());
-        self.inner.append_many(appends).await
-    }
-}
-
 #[tokio::test]
 async fn a_carts_commands_in_one_batch_are_decided_in_order_and_appended_at_once() {
     let w = world();
-    let store = Counting::new(w.store.clone());
+    let store = Arc::new(Watched::new(&w.store));
     let deps = w.deps_with(store.clone());
     let mut dollars = line_n(9);
     dollars.currency = "USD".parse().expect("currency");
@@ -219,10 +142,7 @@ async fn a_carts_commands_in_one_batch_are_decided_in_order_and_appended_at_once
 #[tokio::test]
 async fn a_lost_append_race_decides_all_of_the_carts_commands_again() {
     let w = world();
-    let store = Arc::new(RacingStore {
-        inner: w.store.clone(),
-        raced: AtomicBool::new(false),
-    });
+    let store = Arc::new(Watched::racing(&w.store));
     let deps = w.deps_with(store);
     let (l1, l2) = (line_n(1), line_n(2));
     let result = handler(
@@ -307,10 +227,7 @@ async fn a_poison_record_stops_its_cart_and_the_records_after_it_wait_for_the_re
 async fn a_failure_on_one_cart_names_its_record_and_leaves_the_other_carts_handled() {
     let w = world();
     let broken = CartId(uuid::Uuid::new_v4());
-    let store = Arc::new(FailsFor {
-        inner: w.store.clone(),
-        cart: broken,
-    });
+    let store = Arc::new(Watched::failing_for(&w.store, broken));
     let deps = w.deps_with(store);
     let mut bad = line_n(1);
     bad.cart_id = broken;
@@ -340,51 +257,6 @@ async fn a_failure_on_one_cart_names_its_record_and_leaves_the_other_carts_handl
     // The redelivery from offset 1: the healthy record after it is a repeat.
     let again = w.run(batch_of_commands(&[place(&bad), place(&ok2)])).await;
     assert_eq!((again.applied, again.duplicates), (1, 1));
-}
-
-/// An event store whose appends fail for one cart.
-struct FailsFor {
-    inner: EmbeddedEventStore,
-    cart: CartId,
-}
-
-#[async_trait]
-impl EventStore for FailsFor {
-    async fn read_range(
-        &self,
-        cart_id: CartId,
-        versions: RangeInclusive<u64>,
-    ) -> Result<Vec<RecordedEvent>, BackendError> {
-        self.inner.read_range(cart_id, versions).await
-    }
-
-    async fn load_snapshot(&self, cart_id: CartId) -> Result<Option<Snapshot>, BackendError> {
-        self.inner.load_snapshot(cart_id).await
-    }
-
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), BackendError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn list_streams(
-        &self,
-        after: Option<CartId>,
-        limit: u32,
-    ) -> Result<Vec<StreamHead>, BackendError> {
-        self.inner.list_streams(after, limit).await
-    }
-
-    async fn append(
-        &self,
-        cart_id: CartId,
-        expected: u64,
-        events: &[RecordedEvent],
-    ) -> Result<(), AppendError> {
-        if cart_id == self.cart {
-            return Err(BackendError::new("test store", "timed out").into());
-        }
-        self.inner.append(cart_id, expected, events).await
-    }
 }
 
 /// A bus that refuses every produce.
@@ -442,7 +314,7 @@ async fn a_failed_publish_fails_every_partition_and_the_redelivery_publishes_the
 #[tokio::test]
 async fn a_cart_with_more_events_than_one_append_may_carry_is_appended_in_whole_command_chunks() {
     let w = world();
-    let store = Counting::new(w.store.clone());
+    let store = Arc::new(Watched::new(&w.store));
     let deps = w.deps_with(store.clone());
     let commands: Vec<Command> = (0..30).map(|n| place(&line_n(n))).collect();
     let result = handler(
@@ -473,7 +345,7 @@ async fn a_cart_with_more_events_than_one_append_may_carry_is_appended_in_whole_
 #[tokio::test]
 async fn the_carts_of_a_batch_are_appended_with_one_store_call() {
     let w = world();
-    let store = Counting::new(w.store.clone());
+    let store = Arc::new(Watched::new(&w.store));
     let deps = w.deps_with(store.clone());
     let carts: Vec<OrderLine> = (0..3)
         .map(|n| {

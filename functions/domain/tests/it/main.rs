@@ -13,7 +13,8 @@ use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::ports::{
-    AppendError, BackendError, BusRecord, Consumer, EventStore, Snapshot, StreamHead, SystemClock,
+    AppendError, BackendError, BusRecord, Consumer, EventStore, Snapshot, StreamAppend, StreamHead,
+    SystemClock,
 };
 use salestrack_core::testing::{line, other_line};
 use salestrack_core::wire::{self, CommandRecord, Outcome, OutcomeStatus};
@@ -370,14 +371,82 @@ async fn a_rule_breaking_command_is_rejected_with_its_reason() {
     );
 }
 
-/// An event store that lets a competing writer win the first append.
-struct RacingStore {
+/// The embedded event store, watched and tampered with by the tests: it
+/// counts the appends the handler makes (events per stream, streams per
+/// call) and snapshot loads, can let a rival writer win the first append,
+/// and can fail every append to one cart.
+struct Watched {
     inner: EmbeddedEventStore,
-    raced: AtomicBool,
+    /// Before the first append, a rival appends `other_line()` at the same version.
+    race_once: AtomicBool,
+    fail_for: Option<CartId>,
+    appends: std::sync::Mutex<Vec<usize>>,
+    rounds: std::sync::Mutex<Vec<usize>>,
+    snapshot_loads: std::sync::Mutex<usize>,
+}
+
+impl Watched {
+    fn new(inner: &EmbeddedEventStore) -> Watched {
+        Watched {
+            inner: inner.clone(),
+            race_once: AtomicBool::new(false),
+            fail_for: None,
+            appends: std::sync::Mutex::new(Vec::new()),
+            rounds: std::sync::Mutex::new(Vec::new()),
+            snapshot_loads: std::sync::Mutex::new(0),
+        }
+    }
+
+    fn racing(inner: &EmbeddedEventStore) -> Watched {
+        Watched {
+            race_once: AtomicBool::new(true),
+            ..Watched::new(inner)
+        }
+    }
+
+    fn failing_for(inner: &EmbeddedEventStore, cart: CartId) -> Watched {
+        Watched {
+            fail_for: Some(cart),
+            ..Watched::new(inner)
+        }
+    }
+
+    /// Events per stream of every append, in call order.
+    fn appends(&self) -> Vec<usize> {
+        self.appends.lock().expect("lock").clone()
+    }
+
+    /// Streams per store call.
+    fn rounds(&self) -> Vec<usize> {
+        self.rounds.lock().expect("lock").clone()
+    }
+
+    async fn one(
+        &self,
+        cart_id: CartId,
+        expected: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), AppendError> {
+        self.appends.lock().expect("lock").push(events.len());
+        if self.fail_for == Some(cart_id) {
+            return Err(BackendError::new("test store", "timed out").into());
+        }
+        if self.race_once.swap(false, Ordering::SeqCst) {
+            let rival = RecordedEvent::number(
+                cart_id,
+                expected,
+                CommandId(uuid::Uuid::new_v4()),
+                Utc::now(),
+                vec![Event::OrderPlaced(other_line())],
+            );
+            self.inner.append(cart_id, expected, &rival).await?;
+        }
+        self.inner.append(cart_id, expected, events).await
+    }
 }
 
 #[async_trait]
-impl EventStore for RacingStore {
+impl EventStore for Watched {
     async fn read_range(
         &self,
         cart_id: CartId,
@@ -387,6 +456,7 @@ impl EventStore for RacingStore {
     }
 
     async fn load_snapshot(&self, cart_id: CartId) -> Result<Option<Snapshot>, BackendError> {
+        *self.snapshot_loads.lock().expect("lock") += 1;
         self.inner.load_snapshot(cart_id).await
     }
 
@@ -408,27 +478,24 @@ impl EventStore for RacingStore {
         expected: u64,
         events: &[RecordedEvent],
     ) -> Result<(), AppendError> {
-        if !self.raced.swap(true, Ordering::SeqCst) {
-            let rival = RecordedEvent::number(
-                cart_id,
-                expected,
-                CommandId(uuid::Uuid::new_v4()),
-                Utc::now(),
-                vec![Event::OrderPlaced(other_line())],
-            );
-            self.inner.append(cart_id, expected, &rival).await?;
+        self.rounds.lock().expect("lock").push(1);
+        self.one(cart_id, expected, events).await
+    }
+
+    async fn append_many(&self, appends: &[StreamAppend<'_>]) -> Vec<Result<(), AppendError>> {
+        self.rounds.lock().expect("lock").push(appends.len());
+        let mut answers = Vec::with_capacity(appends.len());
+        for a in appends {
+            answers.push(self.one(a.cart_id, a.expected_version, a.events).await);
         }
-        self.inner.append(cart_id, expected, events).await
+        answers
     }
 }
 
 #[tokio::test]
 async fn a_command_that_loses_an_append_race_is_decided_again_on_the_new_stream() {
     let w = world();
-    let store = Arc::new(RacingStore {
-        inner: w.store.clone(),
-        raced: AtomicBool::new(false),
-    });
+    let store = Arc::new(Watched::racing(&w.store));
     let deps = w.deps_with(store);
     let result = handler(
         LambdaEvent::new(batch_of(&[line()]), Context::default()),

@@ -123,22 +123,34 @@ pub fn app(
         );
     // Requests past the limit are refused at once (503, Retry-After)
     // rather than queued: memory stays bounded under overload, and a
-    // client learns to back off. Health and metrics are never shed.
-    let api = command.merge(query).layer(
-        tower::ServiceBuilder::new()
-            .layer(axum::error_handling::HandleErrorLayer::new(
-                |_: tower::BoxError| async {
-                    metrics::counter!("salestrack_http_shed_total").increment(1);
-                    ApiError::Overloaded
-                },
-            ))
-            .load_shed()
-            .concurrency_limit(settings.http_max_in_flight.max(1)),
-    );
+    // client learns to back off. One budget for every API route (a layer's
+    // own state would be per route); health and metrics are never shed.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        settings.http_max_in_flight.max(1),
+    ));
+    let api = command
+        .merge(query)
+        .layer(axum::middleware::from_fn_with_state(in_flight, shed));
     own.merge(api)
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn(http_metrics))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Serves the request if a slot of the in-flight budget is free, else
+/// answers `503 overloaded` at once.
+async fn shed(
+    State(in_flight): State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match in_flight.try_acquire() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            metrics::counter!("salestrack_http_shed_total").increment(1);
+            ApiError::Overloaded.into_response()
+        }
+    }
 }
 
 /// Request count and latency by method, route template and status.

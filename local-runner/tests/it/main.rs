@@ -490,3 +490,67 @@ async fn after_a_small_load_every_operational_metric_is_exposed_with_sane_values
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_never_shed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        data_dir: dir.path().into(),
+        http_max_in_flight: 1,
+        consistency_wait_ms: 10_000,
+        ..Settings::default()
+    };
+    let backends = Backends::connect(&settings).await.expect("backends");
+    let app = spawn_with(settings, backends).await;
+    // A read waiting for a command that never comes holds the one slot.
+    let cart = CartId(Uuid::new_v4());
+    let token = salestrack_core::token::ConsistencyToken {
+        command_id: salestrack_core::ids::CommandId(Uuid::new_v4()),
+        cart_id: cart,
+    }
+    .encode();
+    let holder = {
+        let url = app.url(&format!("/carts/{cart}?consistency_token={token}"));
+        let client = app.client.clone();
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    let refused = loop {
+        let response = app
+            .client
+            // Another route than the held one: the budget is the runner's.
+            .get(app.url(&format!("/carts/{}/summary", Uuid::new_v4())))
+            .send()
+            .await
+            .expect("send");
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break response;
+        }
+        assert_eq!(
+            response.status(),
+            StatusCode::NOT_FOUND,
+            "before the slot is taken"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request was ever refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        refused.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "overloaded", "{body}");
+    let (live, _) = app.get("/health/live").await;
+    assert_eq!(live, StatusCode::OK, "health is not shed");
+    assert!(
+        app.text("/metrics")
+            .await
+            .contains("salestrack_http_shed_total"),
+        "shed requests are counted"
+    );
+    holder.abort();
+    app.stop().await;
+}

@@ -37,10 +37,20 @@ fn spawn(program: &str, args: &[String], log: &Path) -> Child {
         .append(true)
         .open(log)
         .unwrap_or_else(|e| panic!("log: {e}"));
-    // A piped stdin that stays open: some servers exit when it closes. A
-    // process group of its own: launchers (noida-db's Python script) run the
-    // real server as a child, which must die with it.
-    Command::new(program)
+    // A piped stdin that stays open while the test process lives: some
+    // servers exit when it closes. A process group of its own: launchers
+    // (noida-db's Python script) run the real server as a child, which must
+    // die with it. And a watchdog shell leading that group: when stdin
+    // closes, because the test process ended without dropping the server
+    // (one held in a `static` never is), it kills the whole group, so no
+    // server outlives its tests.
+    Command::new("sh")
+        .args([
+            "-c",
+            r#"exec 3<&0; "$@" 0<&3 3<&- & exec 3<&-; cat >/dev/null; kill -TERM 0"#,
+            "sh",
+            program,
+        ])
         .args(args)
         .process_group(0)
         .stdin(Stdio::piped())

@@ -502,18 +502,15 @@ async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_nev
     };
     let backends = Backends::connect(&settings).await.expect("backends");
     let app = spawn_with(settings, backends).await;
-    // A read waiting for a command that never comes holds the one slot.
-    let cart = CartId(Uuid::new_v4());
-    let token = salestrack_core::token::ConsistencyToken {
-        command_id: salestrack_core::ids::CommandId(Uuid::new_v4()),
-        cart_id: cart,
-    }
-    .encode();
-    let holder = {
-        let url = app.url(&format!("/carts/{cart}?consistency_token={token}"));
-        let client = app.client.clone();
-        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) })
-    };
+    // A request whose body never finishes arriving holds the one slot: the
+    // budget is taken once the headers are in, the handler waits for the body.
+    let mut holder =
+        std::net::TcpStream::connect(app.base.trim_start_matches("http://")).expect("connect");
+    std::io::Write::write_all(
+        &mut holder,
+        b"POST /orders HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .expect("write");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
     let refused = loop {
         let response = app
@@ -551,6 +548,6 @@ async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_nev
             .contains("salestrack_http_shed_total"),
         "shed requests are counted"
     );
-    holder.abort();
+    drop(holder);
     app.stop().await;
 }

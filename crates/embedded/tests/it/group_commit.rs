@@ -27,12 +27,13 @@ async fn concurrent_writes_share_commits_and_a_failing_one_undoes_only_itself() 
         let db = db.clone();
         tokio::spawn(async move {
             db.write(move |c| {
-                // Two rows per write; write 13 inserts a taken id after its
-                // first row, so its own first row must be undone too.
+                // Two rows per write; write 13 inserts its first row's id
+                // again (whatever order the writes run in), so its own first
+                // row must be undone too.
                 let err = |e: rusqlite::Error| BackendError::new("test db", e);
                 c.execute("INSERT INTO t (id, v) VALUES (?1, 'a')", params![i * 2])
                     .map_err(err)?;
-                let second = if i == 13 { 0 } else { i * 2 + 1 };
+                let second = if i == 13 { i * 2 } else { i * 2 + 1 };
                 c.execute("INSERT INTO t (id, v) VALUES (?1, 'b')", params![second])
                     .map_err(err)?;
                 Ok(i)

@@ -2,7 +2,7 @@
 //! The version check and the inserts run in one transaction, and the primary
 //! key would refuse a second event at a taken version even without it.
 
-use crate::sqlite::{Db, Durability};
+use crate::sqlite::{in_savepoint, Db, Durability};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use salestrack_core::event::{misnumbered, RecordedEvent};
@@ -246,15 +246,15 @@ impl Rows {
 
     /// Inside the writer's transaction (IMMEDIATE: the version check and
     /// the inserts hold the write lock together, also against another
-    /// process on the file), in a savepoint that a failure rolls back.
+    /// process on the file), in a savepoint of its own that a conflict or
+    /// failure rolls back.
     fn append(
         self,
         c: &rusqlite::Connection,
         err: impl Fn(rusqlite::Error) -> BackendError + Copy,
     ) -> Result<(), AppendError> {
         let cart = self.cart_id.to_string();
-        c.execute_batch("SAVEPOINT append").map_err(err)?;
-        let inserted = (|| {
+        in_savepoint(NAME, c, |c| {
             let actual: i64 = c
                 .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE cart_id = ?1")
                 .and_then(|mut s| s.query_row([&cart], |r| r.get(0)))
@@ -275,13 +275,6 @@ impl Rows {
                 .map_err(err)?;
             }
             Ok(())
-        })();
-        let end = if inserted.is_ok() {
-            "RELEASE append"
-        } else {
-            "ROLLBACK TO append; RELEASE append"
-        };
-        c.execute_batch(end).map_err(err)?;
-        inserted
+        })
     }
 }

@@ -190,18 +190,24 @@ impl Db {
     }
 }
 
-fn in_savepoint<R>(
+/// Runs `f` in a savepoint of the open transaction: its changes are kept
+/// when it answers `Ok`, undone when it answers `Err`. Savepoints nest, so a
+/// write job may run several of them (one per stream of an `append_many`).
+pub(crate) fn in_savepoint<R, E: From<BackendError>>(
     name: &'static str,
     c: &Connection,
-    f: impl FnOnce(&Connection) -> Result<R, BackendError>,
-) -> Result<R, BackendError> {
+    f: impl FnOnce(&Connection) -> Result<R, E>,
+) -> Result<R, E> {
     let sql = |c: &Connection, statement: &str| {
         c.execute_batch(statement)
             .map_err(|e| BackendError::new(name, e))
     };
     sql(c, "SAVEPOINT job")?;
     match f(c) {
-        Ok(r) => sql(c, "RELEASE job").map(|()| r),
+        Ok(r) => {
+            sql(c, "RELEASE job")?;
+            Ok(r)
+        }
         Err(e) => {
             sql(c, "ROLLBACK TO job; RELEASE job")?;
             Err(e)

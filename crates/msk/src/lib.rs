@@ -241,8 +241,26 @@ where
     Fut: std::future::Future<Output = Vec<Result<T, E>>>,
     E: Failure,
 {
+    let (groups, keyed) = group_by_key(event, decode);
+    each_group(groups, keyed, handle, concurrency).await
+}
+
+/// The second half of [`each_key`], for handlers that prepare the groups
+/// of [`group_by_key`] first (the projector reads every cart's detail in
+/// one call): runs `handle` on each group, at most `concurrency` at once,
+/// and settles its results into `keyed`.
+pub async fn each_group<'a, K, D, T, E, H, Fut>(
+    groups: Vec<Group<'a, K, D>>,
+    mut keyed: Keyed<'a, T>,
+    handle: H,
+    concurrency: usize,
+) -> Keyed<'a, T>
+where
+    H: Fn(K, Vec<Decoded<'a, D>>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<T, E>>>,
+    E: Failure,
+{
     use futures::StreamExt;
-    let (groups, mut keyed) = group_by_key(event, decode);
     let handle = &handle;
     // Collected first: a stream that kept the mapping closure would make
     // the caller's future `Send` only for one lifetime, not for any.

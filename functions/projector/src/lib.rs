@@ -142,7 +142,6 @@ struct Writes<'a> {
 /// Handles a batch; never fails as a whole. Records that failed are in the
 /// result's `failures` (see [`BatchResult::response`]).
 pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult<BatchReport> {
-    use futures::StreamExt;
     let batch = &event.payload;
     let (groups, mut keyed) = msk::group_by_key(batch, |r| {
         decode(r, &deps.topics).map_err(HandlerError::from)
@@ -169,21 +168,17 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
                 };
             }
         };
-    // Collected first: a stream that kept the mapping closure would make
-    // the handler's future `Send` only for one lifetime, not for any.
-    let carts: Vec<_> = groups
+    let groups = groups
         .into_iter()
-        .map(|(cart_id, records)| {
-            let owners: Vec<&KafkaRecord> = records.iter().map(|d| d.record).collect();
-            let detail = details.remove(&cart_id).flatten();
-            async move { (owners, project_cart(cart_id, records, detail, deps).await) }
-        })
+        .map(|(cart_id, records)| ((cart_id, details.remove(&cart_id).flatten()), records))
         .collect();
-    let mut runs = futures::stream::iter(carts).buffer_unordered(CART_CONCURRENCY);
-    while let Some((owners, results)) = runs.next().await {
-        keyed.settle(&owners, results);
-    }
-    drop(runs);
+    let mut keyed = msk::each_group(
+        groups,
+        keyed,
+        |(cart_id, detail), records| project_cart(cart_id, records, detail, deps),
+        CART_CONCURRENCY,
+    )
+    .await;
     let writes: Vec<Writes> = keyed
         .handled
         .iter_mut()

@@ -345,6 +345,8 @@ async fn end_to_end(
 /// directory, on a free loopback port, with its default durability (fsync,
 /// synchronous commit). Stopped on drop.
 struct Postgres {
+    /// Run as `postgres` (we are root): PostgreSQL refuses root.
+    root: bool,
     bin: std::path::PathBuf,
     data: std::path::PathBuf,
     port: String,
@@ -377,17 +379,7 @@ impl Postgres {
         let root = std::fs::read_to_string("/proc/self/status")?
             .lines()
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-        let as_owner = |program: &str| {
-            let mut c = if root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(bin.join(program));
-                c
-            } else {
-                Command::new(bin.join(program))
-            };
-            c.stdin(Stdio::null()).stdout(Stdio::null());
-            c
-        };
+        let as_owner = |program: &str| as_owner(root, &bin, program);
         if root {
             let owned = Command::new("chown")
                 .args(["postgres:postgres"])
@@ -419,6 +411,7 @@ impl Postgres {
             .status()?;
         anyhow::ensure!(started.success(), "PostgreSQL did not start");
         Ok(Some(Postgres {
+            root,
             port,
             bin,
             data,
@@ -447,25 +440,27 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let mut stop = Command::new("runuser");
-        stop.args(["-u", "postgres", "--"]);
-        let _ = stop
-            .arg(self.bin.join("pg_ctl"))
+        let _ = as_owner(self.root, &self.bin, "pg_ctl")
             .arg("-D")
             .arg(&self.data)
             .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        // Not root: the plain command.
-        let _ = Command::new(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// `program` of PostgreSQL's `bin`, run as `postgres` when we are `root`,
+/// with no input and its output discarded.
+fn as_owner(root: bool, bin: &std::path::Path, program: &str) -> Command {
+    let mut c = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+        c
+    } else {
+        Command::new(bin.join(program))
+    };
+    c.stdin(Stdio::null()).stdout(Stdio::null());
+    c
 }
 
 /// Builds the peer (`load-test/peer`, outside the workspace) in release

@@ -1,6 +1,6 @@
 //! The Cassandra event store over the wire.
 //!
-//! What runs against what (no real Cassandra runs on these machines):
+//! What runs against what:
 //! - `kassandra`: the port contract's checks that need no lightweight
 //!   transaction (schema, prepared statements, encoding, range reads,
 //!   paging with 16-row pages, snapshots), through `scylla-proxy`, which
@@ -8,9 +8,9 @@
 //!   `[applied] = true` row Cassandra sends.
 //! - `forged`: the conflict and ambiguity paths, with `[applied] = false`,
 //!   write timeouts and unavailable replicas forged by the proxy.
-//! - `real_cluster`: the whole contract, Paxos included, against the cluster
-//!   `SALESTRACK_TEST_CASSANDRA` names (`host:port,...`); skipped with a
-//!   printed reason when it is unset.
+//! - `apache_cassandra`: the whole contract, Paxos included, on a real
+//!   Apache Cassandra 5.0 node (`salestrack-test-engines`), or on the
+//!   cluster `SALESTRACK_TEST_CASSANDRA` names.
 
 use salestrack_cassandra::test_server::{Fault, FaultProxy, Kassandra};
 use salestrack_cassandra::{CassandraConfig, CassandraEventStore};
@@ -235,21 +235,22 @@ mod forged {
     }
 }
 
-mod real_cluster {
+mod apache_cassandra {
     use super::*;
+    use salestrack_test_engines::{Engine, EngineServer};
 
+    /// A store in a keyspace of its own on the binary's shared Apache
+    /// Cassandra 5 node, or on the cluster `SALESTRACK_TEST_CASSANDRA` names
+    /// (`host:port,...`: ScyllaDB, Keyspaces, a real ring) when it is set.
     async fn store() -> Option<CassandraEventStore> {
-        let Ok(contact_points) = std::env::var("SALESTRACK_TEST_CASSANDRA") else {
-            eprintln!(
-                "skipped: SALESTRACK_TEST_CASSANDRA is unset (host:port of a real Cassandra, \
-                 ScyllaDB or Keyspaces cluster to run the whole contract, LWT included)"
-            );
-            return None;
+        let contact_points = match std::env::var("SALESTRACK_TEST_CASSANDRA") {
+            Ok(points) => points,
+            Err(_) => EngineServer::shared(Engine::Cassandra)?.address(),
         };
         Some(
             CassandraEventStore::connect(test_config(&contact_points))
                 .await
-                .expect("connect to SALESTRACK_TEST_CASSANDRA"),
+                .expect("connect to Cassandra"),
         )
     }
 

@@ -29,6 +29,7 @@ pub struct ServerProcess {
     child: Child,
     log: PathBuf,
     dir: tempfile::TempDir,
+    listen_within: Duration,
 }
 
 fn spawn(program: &str, args: &[String], log: &Path) -> Child {
@@ -79,8 +80,27 @@ impl ServerProcess {
         }
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let port = free_port();
-        let log = dir.path().join("server.log");
         let args = args(port, &dir.path().join("data"));
+        Some(Self::launch(
+            dir,
+            port,
+            program,
+            args,
+            Duration::from_secs(30),
+        ))
+    }
+
+    /// Starts `program args` in `dir` (its log goes to `server.log` there)
+    /// and waits up to `listen_within` until it listens on `port`. For
+    /// servers whose configuration the caller writes into `dir` first.
+    pub fn launch(
+        dir: tempfile::TempDir,
+        port: u16,
+        program: &str,
+        args: Vec<String>,
+        listen_within: Duration,
+    ) -> ServerProcess {
+        let log = dir.path().join("server.log");
         let child = spawn(program, &args, &log);
         let server = ServerProcess {
             port,
@@ -89,13 +109,14 @@ impl ServerProcess {
             child,
             log,
             dir,
+            listen_within,
         };
         server.wait_until_listening();
-        Some(server)
+        server
     }
 
     fn wait_until_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + self.listen_within;
         while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,

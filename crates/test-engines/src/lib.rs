@@ -1,0 +1,412 @@
+//! The engines salestrack's users run, as test servers: Apache Kafka 4
+//! (KRaft, one combined broker and controller), Apache Cassandra 5.0 (one
+//! node, real Paxos) and OpenSearch 2.19 (an embedded node of ours,
+//! `maven/opensearch`). Each runs from Maven artifacts on Java 17: `resolve`
+//! (run by `.ci/run`) puts their class paths into `TEST_ENGINES_DIR`
+//! (default `~/.cache/salestrack-engines`).
+//!
+//! A server gets free loopback ports, a fresh data directory and its own
+//! process group, killed when it is dropped or when the test process ends
+//! (see `salestrack_port_tests::servers`). It is ready when a real client
+//! call answers: a metadata request naming the broker, `SELECT
+//! release_version FROM system.local`, a yellow cluster health.
+//!
+//! A JVM start costs seconds, so a test binary shares one server per engine
+//! ([`EngineServer::shared`]) and isolates its tests by topic, keyspace or
+//! index prefix; fault tests, which kill their server, start their own
+//! ([`EngineServer::start`]).
+//!
+//! When the class paths are missing the tests that need an engine are
+//! skipped with a printed reason, unless `REQUIRE_ENGINES=1` (set by
+//! `.ci/run`) makes that a failure.
+
+use base64::Engine as _;
+use salestrack_port_tests::servers::{free_port, ServerProcess};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    Kafka,
+    Cassandra,
+    OpenSearch,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 3] = [Engine::Kafka, Engine::Cassandra, Engine::OpenSearch];
+
+    fn dir_name(self) -> &'static str {
+        match self {
+            Engine::Kafka => "kafka",
+            Engine::Cassandra => "cassandra",
+            Engine::OpenSearch => "opensearch",
+        }
+    }
+
+    /// How long a start may take on a busy two-core machine.
+    fn start_within(self) -> Duration {
+        match self {
+            Engine::Kafka => Duration::from_secs(60),
+            Engine::Cassandra | Engine::OpenSearch => Duration::from_secs(120),
+        }
+    }
+}
+
+/// A running engine; killed (with its data) on drop.
+pub struct EngineServer {
+    pub engine: Engine,
+    process: ServerProcess,
+}
+
+/// The class path `resolve` wrote for `engine`, or why there is none.
+fn classpath(engine: Engine) -> Result<String, String> {
+    let root = std::env::var_os("TEST_ENGINES_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/salestrack-engines"))
+        })
+        .ok_or("neither TEST_ENGINES_DIR nor HOME is set")?;
+    let file = root.join(engine.dir_name()).join("classpath");
+    std::fs::read_to_string(&file)
+        .map(|cp| cp.trim().to_owned())
+        .map_err(|e| format!("{}: {e} (run crates/test-engines/resolve)", file.display()))
+}
+
+/// This crate's own files (configuration the launchers pass on).
+fn own_file(relative: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(relative)
+        .display()
+        .to_string()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Runs `check` until it succeeds or `within` passes; the last error
+/// otherwise.
+fn retry_until(
+    within: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Runs an async client check on a runtime of its own, in a thread of its
+/// own: servers start from synchronous code that may itself run inside a
+/// test's runtime.
+fn on_own_runtime<F>(check: impl FnOnce() -> F + Send + 'static) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(check())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the readiness check panicked".into()))
+}
+
+impl EngineServer {
+    /// A server of its own (for tests that kill it), or `None` (having said
+    /// why) when the engine is not resolved and not required.
+    pub fn start(engine: Engine) -> Option<EngineServer> {
+        let classpath = match classpath(engine) {
+            Ok(cp) => cp,
+            Err(why) => {
+                assert!(
+                    std::env::var_os("REQUIRE_ENGINES").is_none(),
+                    "REQUIRE_ENGINES is set but {engine:?} is not resolved: {why}"
+                );
+                eprintln!("skipped: {engine:?} is not resolved: {why}");
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let (port, args) = match engine {
+            Engine::Kafka => kafka_args(dir.path(), &classpath),
+            Engine::Cassandra => cassandra_args(dir.path(), &classpath),
+            Engine::OpenSearch => opensearch_args(dir.path(), &classpath),
+        };
+        let process = ServerProcess::launch(dir, port, "java", args, engine.start_within());
+        let server = EngineServer { engine, process };
+        server.wait_until_ready();
+        Some(server)
+    }
+
+    /// The server of `engine` this test binary shares: started by the first
+    /// test that asks, killed when the binary ends.
+    pub fn shared(engine: Engine) -> Option<&'static EngineServer> {
+        static KAFKA: OnceLock<Option<EngineServer>> = OnceLock::new();
+        static CASSANDRA: OnceLock<Option<EngineServer>> = OnceLock::new();
+        static OPENSEARCH: OnceLock<Option<EngineServer>> = OnceLock::new();
+        let cell = match engine {
+            Engine::Kafka => &KAFKA,
+            Engine::Cassandra => &CASSANDRA,
+            Engine::OpenSearch => &OPENSEARCH,
+        };
+        cell.get_or_init(|| EngineServer::start(engine)).as_ref()
+    }
+
+    /// What a client is configured with: `127.0.0.1:port` for Kafka's
+    /// bootstrap servers and Cassandra's contact points, `http://127.0.0.1:port`
+    /// for OpenSearch.
+    pub fn address(&self) -> String {
+        match self.engine {
+            Engine::OpenSearch => format!("http://127.0.0.1:{}", self.process.port),
+            Engine::Kafka | Engine::Cassandra => format!("127.0.0.1:{}", self.process.port),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    /// SIGKILL to the whole JVM; its data directory stays for
+    /// [`EngineServer::restart`].
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the engine again on the same ports over the same data, and
+    /// waits until it answers.
+    pub fn restart(&mut self) {
+        self.process.restart();
+        self.wait_until_ready();
+    }
+
+    /// What the engine printed so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    fn wait_until_ready(&self) {
+        let address = self.address();
+        let within = self.engine.start_within();
+        let ready = match self.engine {
+            Engine::Kafka => retry_until(within, || kafka_answers(&address)),
+            Engine::Cassandra => on_own_runtime(move || cassandra_answers(address, within)),
+            Engine::OpenSearch => on_own_runtime(move || opensearch_answers(address, within)),
+        };
+        if let Err(e) = ready {
+            panic!(
+                "{:?} did not become ready: {e}\n{}",
+                self.engine,
+                self.log()
+            );
+        }
+    }
+}
+
+/// A KRaft combined node: the storage formatted once, here, with a cluster
+/// id of our own (22 characters of URL-safe base64, as `random-uuid` prints).
+fn kafka_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
+    let (port, controller) = (free_port(), free_port());
+    let data = dir.join("data");
+    let properties = dir.join("server.properties");
+    write(
+        &properties,
+        &format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={data}\n\
+             num.partitions=1\n\
+             auto.create.topics.enable=false\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=1\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             transaction.state.log.num.partitions=1\n\
+             group.initial.rebalance.delay.ms=0\n\
+             share.coordinator.state.topic.replication.factor=1\n\
+             share.coordinator.state.topic.min.isr=1\n",
+            data = data.display()
+        ),
+    );
+    let cluster_id =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    let format = std::process::Command::new("java")
+        .args([
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            &cluster_id,
+            "-c",
+        ])
+        .arg(&properties)
+        .arg("--ignore-formatted")
+        .output()
+        .unwrap_or_else(|e| panic!("java: {e}"));
+    assert!(
+        format.status.success(),
+        "formatting Kafka's storage failed: {}{}",
+        String::from_utf8_lossy(&format.stdout),
+        String::from_utf8_lossy(&format.stderr)
+    );
+    let args = vec![
+        "-Xms512m".into(),
+        "-Xmx512m".into(),
+        "-Dlog4j2.level=WARN".into(),
+        "-cp".into(),
+        classpath.into(),
+        "kafka.Kafka".into(),
+        properties.display().to_string(),
+    ];
+    (port, args)
+}
+
+fn kafka_answers(brokers: &str) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let metadata = client
+        .fetch_metadata(None, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    if metadata.brokers().is_empty() {
+        return Err("no broker in the metadata yet".into());
+    }
+    Ok(())
+}
+
+/// One node, SimpleSnitch, every directory under `dir`; JMX left unset so
+/// that servers run side by side.
+fn cassandra_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
+    let (port, storage) = (free_port(), free_port());
+    let d = dir.display();
+    let yaml = dir.join("cassandra.yaml");
+    write(
+        &yaml,
+        &format!(
+            "cluster_name: salestrack-test\n\
+             partitioner: org.apache.cassandra.dht.Murmur3Partitioner\n\
+             endpoint_snitch: SimpleSnitch\n\
+             num_tokens: 1\n\
+             listen_address: 127.0.0.1\n\
+             rpc_address: 127.0.0.1\n\
+             storage_port: {storage}\n\
+             native_transport_port: {port}\n\
+             start_native_transport: true\n\
+             seed_provider:\n  \
+               - class_name: org.apache.cassandra.locator.SimpleSeedProvider\n    \
+                 parameters:\n      \
+                   - seeds: \"127.0.0.1:{storage}\"\n\
+             data_file_directories: [{d}/data]\n\
+             commitlog_directory: {d}/commitlog\n\
+             saved_caches_directory: {d}/saved_caches\n\
+             hints_directory: {d}/hints\n\
+             cdc_raw_directory: {d}/cdc_raw\n\
+             commitlog_sync: periodic\n\
+             commitlog_sync_period: 10s\n\
+             auto_snapshot: false\n"
+        ),
+    );
+    let jamm = classpath
+        .split(':')
+        .find(|jar| jar.contains("/jamm-"))
+        .unwrap_or_else(|| panic!("no jamm jar in Cassandra's class path"));
+    let args = vec![
+        format!("@{}", own_file("maven/cassandra/jvm17.args")),
+        "-Xms1g".into(),
+        "-Xmx1g".into(),
+        format!("-javaagent:{jamm}"),
+        format!("-Dcassandra.config=file://{}", yaml.display()),
+        format!("-Dcassandra.storagedir={d}"),
+        format!("-Dcassandra.logdir={d}/logs"),
+        format!(
+            "-Dlogback.configurationFile=file://{}",
+            own_file("maven/cassandra/logback.xml")
+        ),
+        "-cp".into(),
+        classpath.into(),
+        "org.apache.cassandra.service.CassandraDaemon".into(),
+    ];
+    (port, args)
+}
+
+async fn cassandra_answers(address: String, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = async {
+            let session = scylla::client::session_builder::SessionBuilder::new()
+                .known_node(&address)
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            session
+                .query_unpaged("SELECT release_version FROM system.local", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        }
+        .await;
+        match answer {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn opensearch_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
+    let (port, transport) = (free_port(), free_port());
+    let args = vec![
+        "-Xms512m".into(),
+        "-Xmx512m".into(),
+        "-Dlog4j2.level=WARN".into(),
+        "-cp".into(),
+        classpath.into(),
+        "salestrack.OpenSearchNode".into(),
+        dir.join("home").display().to_string(),
+        port.to_string(),
+        transport.to_string(),
+    ];
+    (port, args)
+}
+
+async fn opensearch_answers(url: String, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let client = reqwest::Client::new();
+    loop {
+        let answer = client
+            .get(format!(
+                "{url}/_cluster/health?wait_for_status=yellow&timeout=5s"
+            ))
+            .send()
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("cluster health answered {}", r.status()))
+                }
+            });
+        match answer {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}

@@ -43,6 +43,10 @@ pub struct EsConfig {
     /// clusters want 1 and 0).
     pub shards: Option<u32>,
     pub replicas: Option<u32>,
+    /// The indices' `refresh_interval` (`1s` by default on the server):
+    /// longer is cheaper under heavy writes, shorter makes `WaitFor` writes
+    /// return sooner.
+    pub refresh_interval: Option<String>,
 }
 
 impl EsConfig {
@@ -59,6 +63,7 @@ impl EsConfig {
             max_attempts: 5,
             shards: None,
             replicas: None,
+            refresh_interval: None,
         }
     }
 }

@@ -71,12 +71,13 @@ impl Layout {
     }
 
     /// The committed template with this prefix's pattern and, if given,
-    /// shard and replica counts.
+    /// shard and replica counts and refresh interval.
     pub fn template(
         &self,
         model: Model,
         shards: Option<u32>,
         replicas: Option<u32>,
+        refresh_interval: Option<&str>,
     ) -> Result<Value, serde_json::Error> {
         let mut template: Value = serde_json::from_str(model.template_file())?;
         template["index_patterns"] = json!([format!("{}-v*", self.alias(model))]);
@@ -86,6 +87,9 @@ impl Layout {
         }
         if let Some(replicas) = replicas {
             settings["number_of_replicas"] = json!(replicas);
+        }
+        if let Some(interval) = refresh_interval {
+            settings["refresh_interval"] = json!(interval);
         }
         Ok(template)
     }
@@ -117,13 +121,16 @@ mod tests {
             prefix: "t1".into(),
         };
         for model in ALL_MODELS {
-            let t = layout.template(model, Some(1), Some(0)).expect("template");
+            let t = layout
+                .template(model, Some(1), Some(0), Some("100ms"))
+                .expect("template");
             assert_eq!(
                 t["index_patterns"],
                 json!([format!("t1-{}-v*", model.name())])
             );
             assert_eq!(t["template"]["mappings"]["dynamic"], "strict");
             assert_eq!(t["template"]["settings"]["number_of_replicas"], 0);
+            assert_eq!(t["template"]["settings"]["refresh_interval"], "100ms");
         }
     }
 }

@@ -184,7 +184,12 @@ impl EsReadStore {
         for model in ALL_MODELS {
             let template = self
                 .layout
-                .template(model, self.config.shards, self.config.replicas)
+                .template(
+                    model,
+                    self.config.shards,
+                    self.config.replicas,
+                    self.config.refresh_interval.as_deref(),
+                )
                 .map_err(|e| {
                     BackendError::refused(NAME, format!("template {}: {e}", model.name()))
                 })?;

@@ -47,6 +47,27 @@ pub fn unique_prefix() -> String {
     )
 }
 
+/// Settings for a store of its own on the server at `url`: a fresh prefix,
+/// one shard, no replicas, searchable on return.
+pub fn config_at(url: &str) -> EsConfig {
+    EsConfig {
+        refresh: RefreshPolicy::WaitFor,
+        shards: Some(1),
+        replicas: Some(0),
+        // `WaitFor` writes wait for the next refresh: the server's 1 s
+        // would make every write of a test take a second.
+        refresh_interval: Some("50ms".into()),
+        ..EsConfig::new(url, &unique_prefix())
+    }
+}
+
+/// A connected store with a fresh prefix on the server at `url`.
+pub async fn store_at(url: &str) -> EsReadStore {
+    EsReadStore::connect(config_at(url))
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
 impl TestSearchServer {
     /// Starts a server of `kind`, or returns `None` (having said why) when
     /// it is not installed and not required.
@@ -80,15 +101,9 @@ impl TestSearchServer {
         })
     }
 
-    /// Settings for a store of its own on this server: a fresh prefix, one
-    /// shard, no replicas, searchable on return.
+    /// Settings for a store of its own on this server (see [`config_at`]).
     pub fn config(&self) -> EsConfig {
-        EsConfig {
-            refresh: RefreshPolicy::WaitFor,
-            shards: Some(1),
-            replicas: Some(0),
-            ..EsConfig::new(&self.url, &unique_prefix())
-        }
+        config_at(&self.url)
     }
 
     /// A connected store with a fresh prefix.

@@ -1,10 +1,12 @@
-//! The read-store contract on real Elasticsearch-API servers: noida-db
-//! (Elasticsearch 8.15) and osmem-server (OpenSearch 3). Every check gets a
-//! fresh index prefix on a server shared by the checks of that kind.
+//! The read-store contract on real Elasticsearch-API servers: OpenSearch
+//! 2.19 (the engine itself), noida-db (the Elasticsearch 8.15 API) and
+//! osmem-server (an OpenSearch 3 emulator). Every check gets a fresh index
+//! prefix on a server shared by the checks of that kind.
 
 use salestrack_core::ports::ReadStore;
-use salestrack_elasticsearch::test_server::{ServerKind, TestSearchServer};
+use salestrack_elasticsearch::test_server::{store_at, ServerKind, TestSearchServer};
 use salestrack_port_tests as contract;
+use salestrack_test_engines::{Engine, EngineServer};
 use std::sync::{Arc, OnceLock};
 
 /// One server per kind for the whole test binary (None: not installed).
@@ -20,6 +22,17 @@ fn server(kind: ServerKind) -> Option<&'static TestSearchServer> {
 
 macro_rules! read_store_contract {
     ($($check:ident),* $(,)?) => {
+        mod opensearch {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(server) = EngineServer::shared(Engine::OpenSearch) else { return };
+                    let store: Arc<dyn ReadStore> = Arc::new(store_at(&server.address()).await);
+                    contract::read_store::$check(store).await;
+                }
+            )*
+        }
         mod noida {
             use super::*;
             $(

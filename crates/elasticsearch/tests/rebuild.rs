@@ -5,15 +5,14 @@ use salestrack_core::event::Event;
 use salestrack_core::ports::{EventStore, ReadStore, ReportDimension, SalesReportQuery};
 use salestrack_core::read_model::CartDetail;
 use salestrack_elasticsearch::rebuild::{rebuild, Phase};
-use salestrack_elasticsearch::test_server::{ServerKind, TestSearchServer};
-use salestrack_elasticsearch::Model;
+use salestrack_elasticsearch::test_server::{store_at, ServerKind, TestSearchServer};
+use salestrack_elasticsearch::{EsReadStore, Model};
 use salestrack_embedded::EmbeddedEventStore;
 use salestrack_port_tests::{line_of, new_cart, recorded};
+use salestrack_test_engines::{Engine, EngineServer};
 
-async fn an_interrupted_rebuild_resumes_and_completes(kind: ServerKind) {
-    let Some(server) = TestSearchServer::start(kind) else {
-        return;
-    };
+/// `server` names the server `store` is on.
+async fn an_interrupted_rebuild_resumes_and_completes(server: &str, store: EsReadStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("open");
     // More streams than one page, so the interruption falls mid-replay.
@@ -28,7 +27,6 @@ async fn an_interrupted_rebuild_resumes_and_completes(kind: ServerKind) {
         events.append(cart, 0, &stream).await.expect("append");
         carts.push((cart, stream));
     }
-    let store = server.store().await;
 
     // Stop after the first saved page, as a killed process would.
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -57,12 +55,12 @@ async fn an_interrupted_rebuild_resumes_and_completes(kind: ServerKind) {
         .expect("resumed rebuild");
     assert_eq!(
         rebuilt.generation, 2,
-        "{kind:?}: the resumed run kept its generation"
+        "{server}: the resumed run kept its generation"
     );
     let last = last.expect("progress");
     assert!(
         last.events < 600,
-        "{kind:?}: the resumed run did not start over: {last}"
+        "{server}: the resumed run did not start over: {last}"
     );
     assert_eq!(
         store.alias_target(Model::SalesLines).await.expect("alias"),
@@ -72,7 +70,7 @@ async fn an_interrupted_rebuild_resumes_and_completes(kind: ServerKind) {
         assert_eq!(
             store.cart_detail(*cart).await.expect("detail"),
             CartDetail::fold(stream),
-            "{kind:?}"
+            "{server}"
         );
     }
     let report = store
@@ -88,16 +86,32 @@ async fn an_interrupted_rebuild_resumes_and_completes(kind: ServerKind) {
     assert_eq!(
         orders,
         vec![(Some("Kettle".into()), 150), (Some("Teapot".into()), 450)],
-        "{kind:?}: every line once"
+        "{server}: every line once"
     );
+}
+
+async fn on_emulator(kind: ServerKind) {
+    let Some(server) = TestSearchServer::start(kind) else {
+        return;
+    };
+    an_interrupted_rebuild_resumes_and_completes(&format!("{kind:?}"), server.store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rebuild_resumes_and_completes_on_opensearch() {
+    let Some(server) = EngineServer::shared(Engine::OpenSearch) else {
+        return;
+    };
+    let store = store_at(&server.address()).await;
+    an_interrupted_rebuild_resumes_and_completes("OpenSearch 2.19", store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_rebuild_resumes_and_completes_on_noida() {
-    an_interrupted_rebuild_resumes_and_completes(ServerKind::Noida).await;
+    on_emulator(ServerKind::Noida).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_rebuild_resumes_and_completes_on_osmem() {
-    an_interrupted_rebuild_resumes_and_completes(ServerKind::Osmem).await;
+    on_emulator(ServerKind::Osmem).await;
 }

@@ -1,20 +1,35 @@
-//! The bus contract on real Kafka-protocol brokers (noida-db and tansu),
-//! each test on its own broker process and its own topic.
+//! The bus contract on Apache Kafka 4 (one broker shared by the binary,
+//! each test on its own topic and group) and on the two Kafka-protocol
+//! emulators (noida-db and tansu, a broker process per test).
 
 use salestrack_kafka::test_broker::{BrokerKind, TestBroker};
 use salestrack_kafka::{KafkaBus, KafkaConfig};
 use salestrack_port_tests as contract;
+use salestrack_test_engines::{Engine, EngineServer};
 
 struct Setup {
     bus: KafkaBus,
     topic: String,
     group: String,
-    _broker: TestBroker,
+    _broker: Option<TestBroker>,
 }
 
-async fn setup(kind: BrokerKind) -> Option<Setup> {
-    let broker = TestBroker::start(kind)?;
-    let bus = KafkaBus::connect(KafkaConfig::new(&broker.brokers)).expect("connect");
+/// Where a test runs: a broker of its own, or the shared Apache Kafka.
+#[derive(Clone, Copy)]
+enum On {
+    Emulator(BrokerKind),
+    ApacheKafka,
+}
+
+async fn setup(on: On) -> Option<Setup> {
+    let (brokers, broker) = match on {
+        On::Emulator(kind) => {
+            let broker = TestBroker::start(kind)?;
+            (broker.brokers.clone(), Some(broker))
+        }
+        On::ApacheKafka => (EngineServer::shared(Engine::Kafka)?.address(), None),
+    };
+    let bus = KafkaBus::connect(KafkaConfig::new(&brokers)).expect("connect");
     let topic = format!("contract-{}", uuid::Uuid::new_v4());
     bus.ensure_topics(&[&topic], 3, 1)
         .await
@@ -102,12 +117,17 @@ macro_rules! on_broker {
     };
 }
 
+mod apache_kafka {
+    use super::*;
+    on_broker!(On::ApacheKafka);
+}
+
 mod noida {
     use super::*;
-    on_broker!(BrokerKind::Noida);
+    on_broker!(On::Emulator(BrokerKind::Noida));
 }
 
 mod tansu {
     use super::*;
-    on_broker!(BrokerKind::Tansu);
+    on_broker!(On::Emulator(BrokerKind::Tansu));
 }

@@ -131,6 +131,7 @@ pub fn es_config(settings: &Settings) -> EsConfig {
         max_attempts: settings.elasticsearch_max_attempts.max(1),
         shards: settings.elasticsearch_shards,
         replicas: settings.elasticsearch_replicas,
+        refresh_interval: settings.elasticsearch_refresh_interval.clone(),
         ..EsConfig::new(
             &settings.elasticsearch_url,
             &settings.elasticsearch_index_prefix,

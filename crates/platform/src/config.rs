@@ -82,6 +82,7 @@ pub struct Settings {
     pub elasticsearch_max_attempts: usize,
     pub elasticsearch_shards: Option<u32>,
     pub elasticsearch_replicas: Option<u32>,
+    pub elasticsearch_refresh_interval: Option<String>,
     /// A cart snapshot every this many events; 0 turns snapshots off.
     pub snapshot_every: u64,
     /// Cassandra contact points (`host:port,...`); empty keeps the embedded
@@ -175,6 +176,7 @@ impl Default for Settings {
             elasticsearch_max_attempts: 5,
             elasticsearch_shards: None,
             elasticsearch_replicas: None,
+            elasticsearch_refresh_interval: None,
             snapshot_every: 100,
             cassandra_contact_points: String::new(),
             cassandra_keyspace: "salestrack".into(),

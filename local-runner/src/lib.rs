@@ -53,9 +53,6 @@ pub async fn rebuild_read_models() -> anyhow::Result<salestrack_elasticsearch::r
     Ok(rebuilt)
 }
 
-pub const DOMAIN_GROUP: &str = "salestrack-domain";
-pub const PROJECTOR_GROUP: &str = "salestrack-projector";
-
 /// Serves on `listener` until `shutdown` is cancelled, then stops accepting,
 /// lets the consumer loops finish their batch in flight and returns.
 pub async fn run(
@@ -93,7 +90,7 @@ pub async fn run(
     let domain_loop = tokio::spawn(consumer::run(
         loop_config("domain"),
         backends
-            .consumer(DOMAIN_GROUP, &[&topics.commands])
+            .consumer(&settings.domain_group, &[&topics.commands])
             .map_err(std::io::Error::other)?,
         move |event| {
             let deps = domain.clone();
@@ -106,7 +103,10 @@ pub async fn run(
     let projector_loop = tokio::spawn(consumer::run(
         loop_config("projector"),
         backends
-            .consumer(PROJECTOR_GROUP, &[&topics.events, &topics.outcomes])
+            .consumer(
+                &settings.projector_group,
+                &[&topics.events, &topics.outcomes],
+            )
             .map_err(std::io::Error::other)?,
         move |event| {
             let deps = projector.clone();

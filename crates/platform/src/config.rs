@@ -22,6 +22,11 @@ pub struct Settings {
     pub events_topic: String,
     pub outcomes_topic: String,
     pub dead_letter_topic: String,
+    /// Consumer group of the domain loop (the event source mapping's
+    /// `ConsumerGroupId`): two deployments sharing a cluster need their own.
+    pub domain_group: String,
+    /// Consumer group of the projector loop.
+    pub projector_group: String,
     /// Most records handed to a handler in one batch.
     pub batch_size: usize,
     /// How long an idle consumer waits for records before polling again.
@@ -142,6 +147,8 @@ impl Default for Settings {
             events_topic: topics::EVENTS.into(),
             outcomes_topic: topics::OUTCOMES.into(),
             dead_letter_topic: topics::DEAD_LETTER.into(),
+            domain_group: "salestrack-domain".into(),
+            projector_group: "salestrack-projector".into(),
             batch_size: 100,
             poll_wait_ms: 500,
             max_retry_attempts: 10,

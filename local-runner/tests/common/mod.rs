@@ -140,8 +140,11 @@ pub async fn place_traced_order(
 }
 
 /// Runner settings on the Kafka brokers `brokers`, over embedded stores in
-/// `data_dir`, with short waits for tests.
+/// `data_dir`, with short waits for tests, and topics and consumer groups of
+/// their own: tests share one Apache Kafka per binary.
 pub fn kafka_settings(brokers: &str, data_dir: &std::path::Path) -> Settings {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let defaults = Settings::default();
     Settings {
         data_dir: data_dir.into(),
         partitions: 4,
@@ -149,6 +152,47 @@ pub fn kafka_settings(brokers: &str, data_dir: &std::path::Path) -> Settings {
         consistency_wait_ms: 10_000,
         kafka_brokers: brokers.to_owned(),
         kafka_batch_window_ms: 20,
-        ..Settings::default()
+        commands_topic: format!("{}-{run}", defaults.commands_topic),
+        events_topic: format!("{}-{run}", defaults.events_topic),
+        outcomes_topic: format!("{}-{run}", defaults.outcomes_topic),
+        dead_letter_topic: format!("{}-{run}", defaults.dead_letter_topic),
+        domain_group: format!("{}-{run}", defaults.domain_group),
+        projector_group: format!("{}-{run}", defaults.projector_group),
+        ..defaults
+    }
+}
+
+/// The Kafka a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum On {
+    /// The binary's shared Apache Kafka 4.
+    ApacheKafka,
+    /// An emulator process of the test's own.
+    Emulator(salestrack_kafka::test_broker::BrokerKind),
+}
+
+/// A test's brokers; an emulator dies with it.
+pub struct Broker {
+    /// `127.0.0.1:port`.
+    pub brokers: String,
+    pub own: Option<salestrack_kafka::test_broker::TestBroker>,
+}
+
+/// `None` (having said why) when the broker is not installed and not
+/// required.
+pub fn broker(on: On) -> Option<Broker> {
+    use salestrack_test_engines::{Engine, EngineServer};
+    match on {
+        On::ApacheKafka => Some(Broker {
+            brokers: EngineServer::shared(Engine::Kafka)?.address(),
+            own: None,
+        }),
+        On::Emulator(kind) => {
+            let own = salestrack_kafka::test_broker::TestBroker::start(kind)?;
+            Some(Broker {
+                brokers: own.brokers.clone(),
+                own: Some(own),
+            })
+        }
     }
 }

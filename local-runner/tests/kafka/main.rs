@@ -1,5 +1,6 @@
-//! The runner with its bus on real Kafka-protocol brokers (noida-db and
-//! tansu, each test on its own broker process): the pipeline under
+//! The runner with its bus on Apache Kafka 4 (one broker for the binary,
+//! topics and groups of each test's own) and on the Kafka-protocol emulators
+//! noida-db and tansu (a broker process per test): the pipeline under
 //! concurrent duplicate-laden load with two runner instances in one consumer
 //! group, a SIGKILL mid-load, poison on the commands topic, and a command
 //! produced by `kcat`, a Kafka client no one here wrote.
@@ -7,7 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{spawn_with, Http};
+use common::{spawn_with, Broker, Http, On};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
@@ -15,7 +16,7 @@ use salestrack_core::ids::{CartId, OrderId};
 use salestrack_core::ports::{BusRecord, EventStore, OutboundRecord};
 use salestrack_core::testing::order_body_for;
 use salestrack_embedded::EmbeddedEventStore;
-use salestrack_kafka::test_broker::{BrokerKind, TestBroker};
+use salestrack_kafka::test_broker::BrokerKind;
 use salestrack_platform::{Backends, Settings};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-fn settings(broker: &TestBroker, data_dir: &Path) -> Settings {
+fn settings(broker: &Broker, data_dir: &Path) -> Settings {
     common::kafka_settings(&broker.brokers, data_dir)
 }
 
@@ -102,14 +103,16 @@ async fn check_carts(
 /// Where the commands of `orders` sit on the commands and dead-letter
 /// topics: read from the start by a group of its own. Says whether a lost
 /// order ever reached the broker's log, and whether it was dead-lettered.
-async fn find_on_commands_topic(brokers: &str, orders: &[OrderId]) -> String {
+async fn find_on_commands_topic(settings: &Settings, orders: &[OrderId]) -> String {
     use salestrack_core::ports::Consumer;
-    let bus = salestrack_kafka::KafkaBus::connect(salestrack_kafka::KafkaConfig::new(brokers))
-        .expect("bus");
+    let bus = salestrack_kafka::KafkaBus::connect(salestrack_kafka::KafkaConfig::new(
+        &settings.kafka_brokers,
+    ))
+    .expect("bus");
     let mut consumer = bus
         .consumer(
             &format!("diagnosis-{}", Uuid::new_v4()),
-            &["sales.commands"],
+            &[&settings.commands_topic],
         )
         .expect("consumer");
     let mut found: BTreeMap<String, Vec<(String, i32, i64)>> = BTreeMap::new();
@@ -139,7 +142,8 @@ async fn find_on_commands_topic(brokers: &str, orders: &[OrderId]) -> String {
         }
     }
     format!(
-        "{total} records on sales.commands; the missing orders at (partition, offset): {found:?}"
+        "{total} records on {}; the missing orders at (partition, offset): {found:?}",
+        settings.commands_topic
     )
 }
 
@@ -149,15 +153,15 @@ fn event_store(data_dir: &Path) -> EmbeddedEventStore {
 
 /// 2,000 orders over 100 carts from 32 concurrent clients, each sent twice,
 /// served by two runner instances in one consumer group.
-async fn two_instances_under_duplicate_load(kind: BrokerKind) {
-    let Some(broker) = TestBroker::start(kind) else {
+async fn two_instances_under_duplicate_load(on: On) {
+    let Some(broker) = common::broker(on) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = settings(&broker, dir.path());
     let backends = Backends::connect(&settings).await.expect("backends");
     let first = spawn_with(settings.clone(), backends.clone()).await;
-    let second = spawn_with(settings, backends).await;
+    let second = spawn_with(settings.clone(), backends).await;
     // Both members own command partitions before the load starts (at
     // today's rates one member could otherwise finish it alone while the
     // group is still rebalancing).
@@ -223,7 +227,7 @@ async fn two_instances_under_duplicate_load(kind: BrokerKind) {
                 "cart {cart}: {} of {} orders in the event store; missing {missing:?}; {}",
                 stream.len(),
                 orders.len(),
-                find_on_commands_topic(&broker.brokers, &missing).await
+                find_on_commands_topic(&settings, &missing).await
             );
         }
     }
@@ -242,20 +246,20 @@ async fn two_instances_under_duplicate_load(kind: BrokerKind) {
     second.stop().await;
 }
 
-async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(kind: BrokerKind) {
-    let Some(broker) = TestBroker::start(kind) else {
+async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(on: On) {
+    let Some(broker) = common::broker(on) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = settings(&broker, dir.path());
     let backends = Backends::connect(&settings).await.expect("backends");
-    let app = spawn_with(settings, backends).await;
+    let app = spawn_with(settings.clone(), backends).await;
     let cart = CartId(Uuid::new_v4());
     // Straight onto the topic, keyed like the cart: same partition, just before a valid command.
     app.backends
         .producer
         .send(OutboundRecord {
-            topic: "sales.commands".into(),
+            topic: settings.commands_topic.clone(),
             key: cart.to_string().into_bytes(),
             value: b"\x00garbage{".to_vec(),
             headers: vec![],
@@ -274,7 +278,7 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(kind: 
         .backends
         .consumer(
             &format!("reader-{}", Uuid::new_v4()),
-            &["sales.dead-letter"],
+            &[&settings.dead_letter_topic],
         )
         .expect("consumer");
     let mut dead: Vec<BusRecord> = Vec::new();
@@ -301,12 +305,19 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(kind: 
     app.stop().await;
 }
 
-/// The runner binary on Kafka, on `port`.
-fn runner_process(broker: &TestBroker, data_dir: &Path, port: u16) -> tokio::process::Child {
+/// The runner binary on Kafka with the topics and groups of `settings`, on
+/// `port`.
+fn runner_process(settings: &Settings, port: u16) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_salestrack-local-runner"))
         .env("SALESTRACK_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SALESTRACK_DATA_DIR", data_dir)
-        .env("SALESTRACK_KAFKA_BROKERS", &broker.brokers)
+        .env("SALESTRACK_DATA_DIR", &settings.data_dir)
+        .env("SALESTRACK_KAFKA_BROKERS", &settings.kafka_brokers)
+        .env("SALESTRACK_COMMANDS_TOPIC", &settings.commands_topic)
+        .env("SALESTRACK_EVENTS_TOPIC", &settings.events_topic)
+        .env("SALESTRACK_OUTCOMES_TOPIC", &settings.outcomes_topic)
+        .env("SALESTRACK_DEAD_LETTER_TOPIC", &settings.dead_letter_topic)
+        .env("SALESTRACK_DOMAIN_GROUP", &settings.domain_group)
+        .env("SALESTRACK_PROJECTOR_GROUP", &settings.projector_group)
         .env("SALESTRACK_PARTITIONS", "4")
         .env("SALESTRACK_POLL_WAIT_MS", "50")
         .env("SALESTRACK_KAFKA_BATCH_WINDOW_MS", "20")
@@ -335,8 +346,8 @@ async fn wait_until_up(client: &reqwest::Client, base: &str) {
 
 /// SIGKILL during load, restart: every order that got a 202 is stored and
 /// projected exactly once.
-async fn a_sigkill_mid_load_loses_no_accepted_order(kind: BrokerKind) {
-    let Some(broker) = TestBroker::start(kind) else {
+async fn a_sigkill_mid_load_loses_no_accepted_order(on: On) {
+    let Some(broker) = common::broker(on) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -346,7 +357,8 @@ async fn a_sigkill_mid_load_loses_no_accepted_order(kind: BrokerKind) {
         .port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut runner = runner_process(&broker, dir.path(), port);
+    let settings = settings(&broker, dir.path());
+    let mut runner = runner_process(&settings, port);
     wait_until_up(&client, &base).await;
 
     let carts: Vec<CartId> = (0..20).map(|_| CartId(Uuid::new_v4())).collect();
@@ -385,7 +397,7 @@ async fn a_sigkill_mid_load_loses_no_accepted_order(kind: BrokerKind) {
         "some orders were accepted before the kill"
     );
 
-    let _restarted = runner_process(&broker, dir.path(), port);
+    let _restarted = runner_process(&settings, port);
     wait_until_up(&client, &base).await;
     let mut expected: BTreeMap<CartId, BTreeSet<OrderId>> = BTreeMap::new();
     for (cart, order, _) in &accepted {
@@ -416,7 +428,7 @@ async fn a_sigkill_mid_load_loses_no_accepted_order(kind: BrokerKind) {
 }
 
 /// kcat (Debian's Kafka CLI) produces a command; the cart shows up.
-async fn a_command_from_kcat_reaches_the_query_api(kind: BrokerKind) {
+async fn a_command_from_kcat_reaches_the_query_api(on: On) {
     if std::process::Command::new("kcat")
         .arg("-V")
         .output()
@@ -429,13 +441,13 @@ async fn a_command_from_kcat_reaches_the_query_api(kind: BrokerKind) {
         eprintln!("skipped: kcat is not installed (apt-get install kcat)");
         return;
     }
-    let Some(broker) = TestBroker::start(kind) else {
+    let Some(broker) = common::broker(on) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = settings(&broker, dir.path());
     let backends = Backends::connect(&settings).await.expect("backends");
-    let app = spawn_with(settings, backends).await;
+    let app = spawn_with(settings.clone(), backends).await;
     let (cart, order) = (CartId(Uuid::new_v4()), OrderId(Uuid::new_v4()));
     let envelope = serde_json::json!({
         "schema_version": 1,
@@ -450,7 +462,7 @@ async fn a_command_from_kcat_reaches_the_query_api(kind: BrokerKind) {
             "-b",
             &broker.brokers,
             "-t",
-            "sales.commands",
+            &settings.commands_topic,
             "-K",
             "|",
         ])
@@ -487,24 +499,39 @@ macro_rules! on_broker {
     };
 }
 
-mod noida {
+mod apache_kafka {
     use super::*;
-    on_broker!(BrokerKind::Noida);
+    on_broker!(On::ApacheKafka);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn two_runner_instances_in_one_group_apply_each_order_once() {
-        two_instances_under_duplicate_load(BrokerKind::Noida).await;
+        two_instances_under_duplicate_load(On::ApacheKafka).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_command_produced_by_kcat_is_applied() {
-        a_command_from_kcat_reaches_the_query_api(BrokerKind::Noida).await;
+        a_command_from_kcat_reaches_the_query_api(On::ApacheKafka).await;
+    }
+}
+
+mod noida {
+    use super::*;
+    on_broker!(On::Emulator(BrokerKind::Noida));
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_runner_instances_in_one_group_apply_each_order_once() {
+        two_instances_under_duplicate_load(On::Emulator(BrokerKind::Noida)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_produced_by_kcat_is_applied() {
+        a_command_from_kcat_reaches_the_query_api(On::Emulator(BrokerKind::Noida)).await;
     }
 }
 
 mod tansu {
     use super::*;
-    on_broker!(BrokerKind::Tansu);
+    on_broker!(On::Emulator(BrokerKind::Tansu));
 
     // Rebalances move partitions between the members while the load runs,
     // each resuming from a commit that often falls inside a producer batch:
@@ -513,6 +540,6 @@ mod tansu {
     // commit (`REWIND_LOOKBACK` in the Kafka adapter).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn two_runner_instances_in_one_group_apply_each_order_once() {
-        two_instances_under_duplicate_load(BrokerKind::Tansu).await;
+        two_instances_under_duplicate_load(On::Emulator(BrokerKind::Tansu)).await;
     }
 }

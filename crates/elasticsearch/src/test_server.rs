@@ -68,6 +68,41 @@ pub async fn store_at(url: &str) -> EsReadStore {
         .unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
+/// The server a test runs on: one at a URL it does not own (a shared
+/// OpenSearch engine), or an emulator process of its own, which dies with it.
+pub struct SearchTarget {
+    /// What failure messages call it.
+    pub name: String,
+    /// `http://127.0.0.1:port`.
+    pub url: String,
+    _own: Option<TestSearchServer>,
+}
+
+impl SearchTarget {
+    pub fn at(name: &str, url: &str) -> SearchTarget {
+        SearchTarget {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            _own: None,
+        }
+    }
+
+    /// `None` (having said why) when `kind` is not installed and not required.
+    pub fn emulator(kind: ServerKind) -> Option<SearchTarget> {
+        let own = TestSearchServer::start(kind)?;
+        Some(SearchTarget {
+            name: format!("{kind:?}"),
+            url: own.url.clone(),
+            _own: Some(own),
+        })
+    }
+
+    /// A connected store with a fresh prefix.
+    pub async fn store(&self) -> EsReadStore {
+        store_at(&self.url).await
+    }
+}
+
 impl TestSearchServer {
     /// Starts a server of `kind`, or returns `None` (having said why) when
     /// it is not installed and not required.

@@ -1,4 +1,5 @@
-//! The projector on real Elasticsearch-API servers (noida-db, osmem-server):
+//! The projector on real Elasticsearch-API servers (OpenSearch 2.19, and the
+//! noida-db and osmem-server emulators):
 //! redelivered and reordered batches leave exactly the documents an in-order
 //! delivery leaves.
 
@@ -10,10 +11,11 @@ use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::ports::{BusRecord, EventStore, ReadStore, ReportDimension, SalesReportQuery};
 use salestrack_core::testing::{line, other_line};
 use salestrack_core::wire;
-use salestrack_elasticsearch::test_server::{ServerKind, TestSearchServer};
+use salestrack_elasticsearch::test_server::{SearchTarget, ServerKind};
 use salestrack_embedded::EmbeddedEventStore;
 use salestrack_platform::Topics;
 use salestrack_projector::{handler, Deps};
+use salestrack_test_engines::{Engine, EngineServer};
 use std::sync::Arc;
 
 fn batch(events: &[&RecordedEvent]) -> KafkaEvent {
@@ -51,10 +53,7 @@ async fn documents(store: &dyn ReadStore, cart: CartId) -> String {
     )
 }
 
-async fn replayed_and_reordered_batches_leave_identical_documents(kind: ServerKind) {
-    let Some(server) = TestSearchServer::start(kind) else {
-        return;
-    };
+async fn replayed_and_reordered_batches_leave_identical_documents(server: SearchTarget) {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("events");
     let cart = line().cart_id;
@@ -84,11 +83,17 @@ async fn replayed_and_reordered_batches_leave_identical_documents(kind: ServerKi
     };
     let run = |deps: Deps, order: Vec<usize>| {
         let stream = stream.clone();
+        let server = &server;
         async move {
             let records: Vec<&RecordedEvent> = order.iter().map(|&i| &stream[i]).collect();
             let result =
                 handler(LambdaEvent::new(batch(&records), Context::default()), &deps).await;
-            assert_eq!(result.failures, vec![], "{kind:?}: no record may fail");
+            assert_eq!(
+                result.failures,
+                vec![],
+                "{}: no record may fail",
+                server.name
+            );
         }
     };
 
@@ -99,7 +104,8 @@ async fn replayed_and_reordered_batches_leave_identical_documents(kind: ServerKi
     assert_eq!(
         documents(in_order.as_ref(), cart).await,
         expected,
-        "{kind:?}: the same batch twice"
+        "{}: the same batch twice",
+        server.name
     );
 
     let shuffled: Arc<dyn ReadStore> = Arc::new(server.store().await);
@@ -109,16 +115,32 @@ async fn replayed_and_reordered_batches_leave_identical_documents(kind: ServerKi
     assert_eq!(
         documents(shuffled.as_ref(), cart).await,
         expected,
-        "{kind:?}: out of order, then again in order, then reversed"
+        "{}: out of order, then again in order, then reversed",
+        server.name
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_reordered_batches_leave_identical_documents_on_opensearch() {
+    let Some(server) = EngineServer::shared(Engine::OpenSearch) else {
+        return;
+    };
+    let target = SearchTarget::at("OpenSearch 2.19", &server.address());
+    replayed_and_reordered_batches_leave_identical_documents(target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_and_reordered_batches_leave_identical_documents_on_noida() {
-    replayed_and_reordered_batches_leave_identical_documents(ServerKind::Noida).await;
+    let Some(target) = SearchTarget::emulator(ServerKind::Noida) else {
+        return;
+    };
+    replayed_and_reordered_batches_leave_identical_documents(target).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_and_reordered_batches_leave_identical_documents_on_osmem() {
-    replayed_and_reordered_batches_leave_identical_documents(ServerKind::Osmem).await;
+    let Some(target) = SearchTarget::emulator(ServerKind::Osmem) else {
+        return;
+    };
+    replayed_and_reordered_batches_leave_identical_documents(target).await;
 }

@@ -1,6 +1,6 @@
 //! The runner with its read side on real Elasticsearch-API servers
-//! (noida-db as Elasticsearch 8, osmem-server as OpenSearch 3), each test on
-//! its own index prefix: report figures checked against totals computed
+//! (OpenSearch 2.19 itself, noida-db as Elasticsearch 8, osmem-server as an
+//! OpenSearch 3 emulator), each test on its own index prefix: report figures checked against totals computed
 //! here from the orders posted, and a projection rebuild under write load.
 
 #[path = "../common/mod.rs"]
@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use salestrack_core::ids::{CartId, OrderId};
 use salestrack_core::testing::order_body_for;
 use salestrack_elasticsearch::rebuild::rebuild;
-use salestrack_elasticsearch::test_server::{unique_prefix, ServerKind, TestSearchServer};
+use salestrack_elasticsearch::test_server::{unique_prefix, SearchTarget, ServerKind};
 use salestrack_elasticsearch::{EsReadStore, Model};
 use salestrack_platform::config::EsRefresh;
 use salestrack_platform::{backends::es_config, Backends, Settings};
@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use uuid::Uuid;
 
-fn settings(server: &TestSearchServer, data_dir: &Path) -> Settings {
+fn settings(server: &SearchTarget, data_dir: &Path) -> Settings {
     Settings {
         data_dir: data_dir.into(),
         poll_wait_ms: 20,
@@ -31,11 +31,12 @@ fn settings(server: &TestSearchServer, data_dir: &Path) -> Settings {
         elasticsearch_refresh: EsRefresh::WaitFor,
         elasticsearch_shards: Some(1),
         elasticsearch_replicas: Some(0),
+        elasticsearch_refresh_interval: Some("50ms".into()),
         ..Settings::default()
     }
 }
 
-async fn spawn(server: &TestSearchServer, data_dir: &Path) -> (TestApp, Settings) {
+async fn spawn(server: &SearchTarget, data_dir: &Path) -> (TestApp, Settings) {
     let settings = settings(server, data_dir);
     let backends = Backends::connect(&settings).await.expect("backends");
     (spawn_with(settings.clone(), backends).await, settings)
@@ -190,10 +191,7 @@ fn reported(report: &Value, key: &str) -> Vec<(String, u64, Decimal, Decimal, u6
         .collect()
 }
 
-async fn report_figures_equal_the_totals_of_the_posted_orders(kind: ServerKind) {
-    let Some(server) = TestSearchServer::start(kind) else {
-        return;
-    };
+async fn report_figures_equal_the_totals_of_the_posted_orders(server: SearchTarget) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (app, _) = spawn(&server, dir.path()).await;
     let (lines, tokens) = post_lines(&app, 40, 8).await;
@@ -204,7 +202,8 @@ async fn report_figures_equal_the_totals_of_the_posted_orders(kind: ServerKind) 
     assert_eq!(
         reported(&by_product, "key"),
         expected_by(&lines, |l| l.product.to_owned()),
-        "{kind:?}: by product"
+        "{}: by product",
+        server.name
     );
     let (_, by_seller) = app
         .get("/reports/sales?group_by=seller&interval=month")
@@ -212,7 +211,8 @@ async fn report_figures_equal_the_totals_of_the_posted_orders(kind: ServerKind) 
     assert_eq!(
         reported(&by_seller, "key"),
         expected_by(&lines, |l| l.seller.to_owned()),
-        "{kind:?}: by seller and month (all lines are in one month)"
+        "{}: by seller and month (all lines are in one month)",
+        server.name
     );
     let (_, by_day) = app
         .get("/reports/sales?interval=day&from=2026-11-20&to=2026-11-20")
@@ -220,7 +220,8 @@ async fn report_figures_equal_the_totals_of_the_posted_orders(kind: ServerKind) 
     assert_eq!(
         reported(&by_day, "currency"),
         expected_by(&lines, |_| "EUR".to_owned()),
-        "{kind:?}: one day, one currency"
+        "{}: one day, one currency",
+        server.name
     );
     let (_, carts) = app
         .get("/carts?user_id=user-42&currency=EUR&q=espresso&limit=100")
@@ -233,25 +234,42 @@ async fn report_figures_equal_the_totals_of_the_posted_orders(kind: ServerKind) 
     assert_eq!(
         carts["carts"].as_array().expect("carts").len(),
         espresso_carts.len(),
-        "{kind:?}: product search over active lines"
+        "{}: product search over active lines",
+        server.name
     );
     app.stop().await;
 }
 
+/// The binary's shared OpenSearch 2.19, or `None` (having said why).
+fn opensearch() -> Option<SearchTarget> {
+    use salestrack_test_engines::{Engine, EngineServer};
+    let server = EngineServer::shared(Engine::OpenSearch)?;
+    Some(SearchTarget::at("OpenSearch 2.19", &server.address()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_figures_equal_the_totals_of_the_posted_orders_on_opensearch() {
+    let Some(server) = opensearch() else { return };
+    report_figures_equal_the_totals_of_the_posted_orders(server).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_figures_equal_the_totals_of_the_posted_orders_on_noida() {
-    report_figures_equal_the_totals_of_the_posted_orders(ServerKind::Noida).await;
+    let Some(server) = SearchTarget::emulator(ServerKind::Noida) else {
+        return;
+    };
+    report_figures_equal_the_totals_of_the_posted_orders(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_figures_equal_the_totals_of_the_posted_orders_on_osmem() {
-    report_figures_equal_the_totals_of_the_posted_orders(ServerKind::Osmem).await;
-}
-
-async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(kind: ServerKind) {
-    let Some(server) = TestSearchServer::start(kind) else {
+    let Some(server) = SearchTarget::emulator(ServerKind::Osmem) else {
         return;
     };
+    report_figures_equal_the_totals_of_the_posted_orders(server).await;
+}
+
+async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(server: SearchTarget) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (app, settings) = spawn(&server, dir.path()).await;
     // History before the rebuild starts.
@@ -282,7 +300,8 @@ async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(kind: Serv
             "{}-cart-detail-v2",
             settings.elasticsearch_index_prefix
         )),
-        "{kind:?}: readers see the rebuilt index"
+        "{}: readers see the rebuilt index",
+        server.name
     );
     let last = reports.last().expect("progress was reported");
     assert!(last.percent() > 0.0 && last.events > 0, "{last}");
@@ -291,7 +310,8 @@ async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(kind: Serv
     assert_eq!(
         reported(&report, "key"),
         expected_by(&lines, |l| l.product.to_owned()),
-        "{kind:?}: after the rebuild every active line counts once"
+        "{}: after the rebuild every active line counts once",
+        server.name
     );
     let mut per_cart: BTreeMap<CartId, usize> = BTreeMap::new();
     for l in &lines {
@@ -302,18 +322,31 @@ async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(kind: Serv
         assert_eq!(
             detail["items"].as_array().map(Vec::len),
             Some(n),
-            "{kind:?}: cart {cart} has each line once"
+            "{}: cart {cart} has each line once",
+            server.name
         );
     }
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing_on_opensearch() {
+    let Some(server) = opensearch() else { return };
+    a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing_on_noida() {
-    a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(ServerKind::Noida).await;
+    let Some(server) = SearchTarget::emulator(ServerKind::Noida) else {
+        return;
+    };
+    a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing_on_osmem() {
-    a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(ServerKind::Osmem).await;
+    let Some(server) = SearchTarget::emulator(ServerKind::Osmem) else {
+        return;
+    };
+    a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(server).await;
 }

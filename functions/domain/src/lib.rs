@@ -70,13 +70,18 @@ pub struct BatchReport {
     pub applied: usize,
     pub duplicates: usize,
     pub rejected: usize,
+    /// Appends that lost a race to another writer of the same cart (and were
+    /// decided again on the new stream).
+    pub conflicts: usize,
 }
 
 impl BatchReport {
-    fn add(mut self, other: BatchReport) -> BatchReport {
+    /// Both reports' counts summed.
+    pub fn add(mut self, other: BatchReport) -> BatchReport {
         self.applied += other.applied;
         self.duplicates += other.duplicates;
         self.rejected += other.rejected;
+        self.conflicts += other.conflicts;
         self
     }
 }
@@ -171,7 +176,7 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
             commands: records.into_iter().map(|d| d.value).collect(),
         })
         .collect();
-    let decided = decide_all(&carts, deps).await;
+    let (decided, conflicts) = decide_all(&carts, deps).await;
     for (cart, decided) in carts.iter().zip(decided) {
         let results = match decided {
             Ok(decided) => decided.into_iter().map(Ok).collect(),
@@ -194,6 +199,7 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
         keyed.fail_all(batch, &HandlerError::Backend(e));
         report = BatchReport::default();
     }
+    report.conflicts = conflicts;
     for (result, n) in [
         ("applied", report.applied),
         ("duplicate", report.duplicates),
@@ -272,16 +278,17 @@ struct Plan {
 /// [`EventStore::append_many`] per chunk round (one commit on the embedded
 /// store, concurrent LWTs on Cassandra), and loads, plans and appends again
 /// the carts that lost a race, at most [`MAX_APPEND_ATTEMPTS`] times. One
-/// answer per cart, in order.
+/// answer per cart, in order, and how many appends lost a race.
 async fn decide_all(
     carts: &[CartCommands<'_>],
     deps: &Deps,
-) -> Vec<Result<Vec<Decided>, HandlerError>> {
+) -> (Vec<Result<Vec<Decided>, HandlerError>>, usize) {
     use futures::StreamExt;
     let loader = Carts::new(Arc::clone(&deps.event_store), deps.snapshot_every);
     let mut answers: Vec<Option<Result<Vec<Decided>, HandlerError>>> =
         carts.iter().map(|_| None).collect();
     let mut open: Vec<usize> = (0..carts.len()).collect();
+    let mut conflicts = 0;
     for attempt in 1..=MAX_APPEND_ATTEMPTS {
         if open.is_empty() {
             break;
@@ -326,6 +333,7 @@ async fn decide_all(
                 }
                 Err(AppendError::Conflict { expected, actual }) => {
                     metrics::counter!("salestrack_domain_append_conflicts_total").increment(1);
+                    conflicts += 1;
                     tracing::debug!(cart_id = %carts[i].cart_id, attempt, expected, actual,
                         "lost an append race; deciding again");
                     open.push(i);
@@ -340,7 +348,7 @@ async fn decide_all(
         )
         .await;
     }
-    answers
+    let answers = answers
         .into_iter()
         .zip(carts)
         .map(|(answer, cart)| {
@@ -349,7 +357,8 @@ async fn decide_all(
                 attempts: MAX_APPEND_ATTEMPTS,
             }))
         })
-        .collect()
+        .collect();
+    (answers, conflicts)
 }
 
 /// Appends every plan's events: round after round, each round one

@@ -76,6 +76,7 @@ async fn a_carts_commands_in_one_batch_are_decided_in_order_and_appended_at_once
             applied: 4,
             duplicates: 1,
             rejected: 1,
+            conflicts: 0,
         }
     );
     assert_eq!(

@@ -101,7 +101,12 @@ impl KafkaConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("security.protocol", &self.security_protocol)
-            .set("client.id", "salestrack");
+            .set("client.id", "salestrack")
+            // After a broker restart, reconnect within a second or two
+            // (librdkafka backs off up to 10 s between attempts by default,
+            // which kept readiness and the consumers down that much longer
+            // than the broker).
+            .set("reconnect.backoff.max.ms", "1000");
         let sasl_mechanism = self.sasl_mechanism.as_ref().map(|m| {
             if m.eq_ignore_ascii_case(msk_iam::MECHANISM) {
                 "OAUTHBEARER".to_owned()

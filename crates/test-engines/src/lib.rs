@@ -237,7 +237,9 @@ fn kafka_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
              transaction.state.log.num.partitions=1\n\
              group.initial.rebalance.delay.ms=0\n\
              share.coordinator.state.topic.replication.factor=1\n\
-             share.coordinator.state.topic.min.isr=1\n",
+             share.coordinator.state.topic.min.isr=1\n\
+             broker.session.timeout.ms=3000\n\
+             broker.heartbeat.interval.ms=500\n",
             data = data.display()
         ),
     );

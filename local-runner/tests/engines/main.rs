@@ -1,0 +1,420 @@
+//! The runner on the three real engines at once: Apache Kafka 4 for the bus,
+//! Apache Cassandra 5 for the event store, OpenSearch 2.19 for the read
+//! models (`salestrack-test-engines`).
+//!
+//! - Orders posted twice from concurrent clients: every cart, every event
+//!   stream and the sales report exactly right.
+//! - A fault per engine while orders are being posted: the engine is
+//!   SIGKILLed and restarted on its data directory. `/health/ready` goes
+//!   `not_ready` and back; every order answered `202` is visible exactly once
+//!   afterwards (so no `202` was answered for a command the bus did not
+//!   keep). Each fault test prints its row of README's fault table.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::{spawn_with, Http, TestApp};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use salestrack_cassandra::{CassandraConfig, CassandraEventStore};
+use salestrack_core::ids::{CartId, OrderId};
+use salestrack_core::ports::EventStore;
+use salestrack_core::testing::{order_body, order_body_for};
+use salestrack_elasticsearch::test_server::unique_prefix;
+use salestrack_platform::config::EsRefresh;
+use salestrack_platform::{Backends, Settings};
+use salestrack_test_engines::{Engine, EngineServer};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Where each engine listens.
+struct Stack {
+    kafka: String,
+    cassandra: String,
+    opensearch: String,
+}
+
+impl Stack {
+    /// The binary's shared engines, but `own` (a server of the caller's,
+    /// which it may kill) for its engine.
+    fn with(own: Option<&EngineServer>) -> Option<Stack> {
+        let address = |engine| match own {
+            Some(server) if server.engine == engine => Some(server.address()),
+            _ => EngineServer::shared(engine).map(EngineServer::address),
+        };
+        Some(Stack {
+            kafka: address(Engine::Kafka)?,
+            cassandra: address(Engine::Cassandra)?,
+            opensearch: address(Engine::OpenSearch)?,
+        })
+    }
+
+    /// Runner settings on the three engines, with topics, groups, keyspace
+    /// and index prefix of their own.
+    fn settings(&self, data_dir: &Path) -> Settings {
+        Settings {
+            cassandra_contact_points: self.cassandra.clone(),
+            cassandra_keyspace: format!("runner{}", Uuid::new_v4().simple()),
+            elasticsearch_url: self.opensearch.clone(),
+            elasticsearch_index_prefix: unique_prefix(),
+            elasticsearch_refresh: EsRefresh::WaitFor,
+            elasticsearch_shards: Some(1),
+            elasticsearch_replicas: Some(0),
+            elasticsearch_refresh_interval: Some("50ms".into()),
+            consistency_wait_ms: 20_000,
+            ..common::kafka_settings(&self.kafka, data_dir)
+        }
+    }
+}
+
+async fn spawn(settings: &Settings) -> TestApp {
+    let backends = Backends::connect(settings).await.expect("backends");
+    let described = backends.description();
+    for engine in ["Kafka", "Cassandra", "Elasticsearch"] {
+        assert!(described.contains(engine), "{engine}: {described}");
+    }
+    spawn_with(settings.clone(), backends).await
+}
+
+/// The event store the runner writes, read with a connection of our own.
+async fn event_store(settings: &Settings) -> CassandraEventStore {
+    let mut config = CassandraConfig::new(
+        &settings.cassandra_contact_points,
+        &settings.cassandra_keyspace,
+    );
+    config.create_schema = false;
+    CassandraEventStore::connect(config)
+        .await
+        .expect("connect to Cassandra")
+}
+
+/// Each cart's order ids as the query API shows them, in item order.
+async fn items(app: &Http, cart: CartId) -> Vec<OrderId> {
+    let (status, detail) = app.get(&format!("/carts/{cart}")).await;
+    if status != StatusCode::OK {
+        return Vec::new();
+    }
+    detail["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["order_id"].as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until every cart shows at least its expected orders.
+async fn wait_for_carts(app: &Http, expected: &BTreeMap<CartId, BTreeSet<OrderId>>) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for (cart, orders) in expected {
+        while !items(app, *cart)
+            .await
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .is_superset(orders)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// What the stores hold against what was accepted.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: usize,
+    /// Accepted, but in neither the read model nor the event store.
+    lost: usize,
+    /// Stored or shown more than once.
+    duplicated: usize,
+    /// Read model and event store disagree about a cart.
+    diverged: Vec<CartId>,
+}
+
+async fn tally(
+    app: &Http,
+    events: &CassandraEventStore,
+    accepted: &BTreeMap<CartId, BTreeSet<OrderId>>,
+) -> Tally {
+    let mut tally = Tally {
+        accepted: accepted.values().map(BTreeSet::len).sum(),
+        ..Tally::default()
+    };
+    for (cart, orders) in accepted {
+        let shown = items(app, *cart).await;
+        let stream = events.read_stream(*cart).await.expect("stream");
+        let stored: Vec<OrderId> = stream.iter().map(|e| e.event.order_id()).collect();
+        let unique = |ids: &[OrderId]| ids.iter().copied().collect::<BTreeSet<_>>();
+        tally.lost += orders.difference(&unique(&shown)).count();
+        tally.duplicated += shown.len() - unique(&shown).len();
+        tally.duplicated += stored.len() - unique(&stored).len();
+        if unique(&shown) != unique(&stored)
+            || stream.iter().map(|e| e.version).collect::<Vec<_>>()
+                != (1..=stream.len() as u64).collect::<Vec<_>>()
+        {
+            tally.diverged.push(*cart);
+        }
+    }
+    tally
+}
+
+const PRODUCTS: [&str; 4] = ["Espresso machine", "Coffee grinder", "Milk jug", "Tamper"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_posted_twice_are_each_counted_once_on_all_three_engines() {
+    let Some(stack) = Stack::with(None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = stack.settings(dir.path());
+    let app = spawn(&settings).await;
+
+    let carts: Vec<CartId> = (0..40).map(|_| CartId(Uuid::new_v4())).collect();
+    let orders: Vec<(CartId, OrderId, &str)> = (0..400)
+        .map(|i| {
+            let product = PRODUCTS[i % PRODUCTS.len()];
+            (carts[i % carts.len()], OrderId(Uuid::new_v4()), product)
+        })
+        .collect();
+    // Every order twice, the copies apart, from 16 clients at once.
+    let sends = orders.iter().chain(orders.iter());
+    let answers: Vec<StatusCode> = futures::stream::iter(sends)
+        .map(|(cart, order, product)| {
+            let app = &app;
+            async move {
+                app.post("/orders", &order_body_for(*cart, *order, product))
+                    .await
+                    .0
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(
+        answers.iter().all(|s| *s == StatusCode::ACCEPTED),
+        "every POST was accepted: {answers:?}"
+    );
+
+    let mut expected: BTreeMap<CartId, BTreeSet<OrderId>> = BTreeMap::new();
+    for (cart, order, _) in &orders {
+        expected.entry(*cart).or_default().insert(*order);
+    }
+    wait_for_carts(&app, &expected).await;
+    let events = event_store(&settings).await;
+    let tally = tally(&app, &events, &expected).await;
+    assert_eq!(
+        (tally.lost, tally.duplicated, tally.diverged.len()),
+        (0, 0, 0),
+        "{tally:?}"
+    );
+
+    // Every cart's totals, and the report, against figures computed here.
+    let sample = order_body();
+    let subtotal: Decimal = sample["subtotal"]
+        .as_str()
+        .expect("subtotal")
+        .parse()
+        .expect("decimal");
+    let quantity = sample["quantity"].as_u64().expect("quantity");
+    for (cart, orders) in &expected {
+        let (_, detail) = app.get(&format!("/carts/{cart}")).await;
+        let total = subtotal * Decimal::from(orders.len());
+        assert_eq!(detail["subtotal"], total.to_string(), "cart {cart}");
+    }
+    let (status, report) = app.get("/reports/sales?group_by=product").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let reported: Vec<(String, u64, u64, Decimal)> = report["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| {
+            (
+                b["key"].as_str().expect("key").to_owned(),
+                b["orders"].as_u64().expect("orders"),
+                b["units"].as_u64().expect("units"),
+                b["revenue"]
+                    .as_str()
+                    .expect("revenue")
+                    .parse()
+                    .expect("decimal"),
+            )
+        })
+        .collect();
+    let mut wanted: Vec<(String, u64, u64, Decimal)> = PRODUCTS
+        .iter()
+        .map(|p| {
+            let n = orders.iter().filter(|(_, _, q)| q == p).count() as u64;
+            (
+                (*p).to_owned(),
+                n,
+                n * quantity,
+                subtotal * Decimal::from(n),
+            )
+        })
+        .collect();
+    wanted.sort();
+    let mut reported = reported;
+    reported.sort();
+    assert_eq!(reported, wanted, "the sales report by product");
+    app.stop().await;
+}
+
+/// Polls `/health/ready` (bounded) until its `status` is `wanted`.
+async fn ready_becomes(app: &Http, wanted: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, body) = app.get("/health/ready").await;
+        if body["status"] == wanted {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health/ready never became {wanted}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Orders posted by 4 clients over the carts until `stop`; what each POST
+/// was answered.
+fn post_until(
+    base: String,
+    carts: Vec<CartId>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(CartId, OrderId, Option<StatusCode>)>> {
+    let client = reqwest::Client::builder()
+        // Longer than the producer's delivery timeout (30 s): a POST waiting
+        // on a killed broker gets its real answer.
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    tokio::spawn(async move {
+        let attempts = (0..usize::MAX)
+            .map(move |i| (carts[i % carts.len()], OrderId(Uuid::new_v4())))
+            .take_while(move |_| !stop.load(Ordering::Relaxed));
+        futures::stream::iter(attempts)
+            .map(|(cart, order)| {
+                let (client, base) = (client.clone(), base.clone());
+                async move {
+                    let answer = client
+                        .post(format!("{base}/orders"))
+                        .json(&order_body_for(cart, order, "Fault test"))
+                        .send()
+                        .await
+                        .ok()
+                        .map(|r| r.status());
+                    // A steady stream, not a benchmark: about 150 orders a
+                    // second, and no tight loop while the engine is down.
+                    let pause = if answer == Some(StatusCode::ACCEPTED) {
+                        25
+                    } else {
+                        100
+                    };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    (cart, order, answer)
+                }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await
+    })
+}
+
+/// SIGKILL `engine` while orders are posted, restart it on its data
+/// directory, and account for every accepted order.
+async fn a_sigkill_of(engine: Engine) {
+    // One fault at a time: three more JVMs and their load at once would
+    // measure the machine, not the recovery.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(own) = EngineServer::start(engine) else {
+        return;
+    };
+    let Some(stack) = Stack::with(Some(&own)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = stack.settings(dir.path());
+    let app = spawn(&settings).await;
+    ready_becomes(&app, "ready", Duration::from_secs(60)).await;
+
+    let carts: Vec<CartId> = (0..50).map(|_| CartId(Uuid::new_v4())).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = post_until(app.base.clone(), carts, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let killed = Instant::now();
+    let own = Arc::new(Mutex::new(own));
+    own.lock().expect("server").kill();
+    let down = ready_becomes(&app, "not_ready", Duration::from_secs(60)).await;
+    let noticed = killed.elapsed();
+    // The outage lasts a while under load before the engine comes back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarting = Instant::now();
+    {
+        let own = Arc::clone(&own);
+        tokio::task::spawn_blocking(move || own.lock().expect("server").restart())
+            .await
+            .expect("restart");
+    }
+    let restarted = restarting.elapsed();
+    ready_becomes(&app, "ready", Duration::from_secs(180)).await;
+    let recovered = restarting.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = load.await.expect("load");
+
+    let mut accepted: BTreeMap<CartId, BTreeSet<OrderId>> = BTreeMap::new();
+    for (cart, order, answer) in &answers {
+        if *answer == Some(StatusCode::ACCEPTED) {
+            accepted.entry(*cart).or_default().insert(*order);
+        }
+    }
+    let refused = answers
+        .iter()
+        .filter(|(_, _, a)| *a != Some(StatusCode::ACCEPTED))
+        .count();
+    wait_for_carts(&app, &accepted).await;
+    let events = event_store(&settings).await;
+    let tally = tally(&app, &events, &accepted).await;
+    eprintln!(
+        "| {engine:?} | SIGKILL, restart on its data | {} | {refused} | {} | {} | {:.1} s | {:.1} s | {:.1} s |",
+        tally.accepted,
+        tally.lost,
+        tally.duplicated,
+        noticed.as_secs_f64(),
+        restarted.as_secs_f64(),
+        recovered.as_secs_f64(),
+    );
+    assert_eq!(down["status"], "not_ready", "{down}");
+    assert!(tally.accepted > 0, "orders were accepted around the fault");
+    assert_eq!(
+        (tally.lost, tally.duplicated, tally.diverged.len()),
+        (0, 0, 0),
+        "{engine:?}: {tally:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_of_kafka_under_load_loses_and_doubles_no_accepted_order() {
+    a_sigkill_of(Engine::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_of_cassandra_under_load_loses_and_doubles_no_accepted_order() {
+    a_sigkill_of(Engine::Cassandra).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_of_opensearch_under_load_loses_and_doubles_no_accepted_order() {
+    a_sigkill_of(Engine::OpenSearch).await;
+}

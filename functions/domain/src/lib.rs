@@ -75,9 +75,11 @@ pub struct BatchReport {
     pub conflicts: usize,
 }
 
-impl BatchReport {
-    /// Both reports' counts summed.
-    pub fn add(mut self, other: BatchReport) -> BatchReport {
+/// Both reports' counts summed.
+impl std::ops::Add for BatchReport {
+    type Output = BatchReport;
+
+    fn add(mut self, other: BatchReport) -> BatchReport {
         self.applied += other.applied;
         self.duplicates += other.duplicates;
         self.rejected += other.rejected;
@@ -189,7 +191,7 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
     let mut report = BatchReport::default();
     for (_, decided) in &mut keyed.handled {
         records.append(&mut decided.records);
-        report = report.add(decided.handled.report());
+        report = report + decided.handled.report();
     }
     // Every event and outcome of the batch in one go: the bus batches them
     // (one transaction on the embedded bus, pipelined produce requests on

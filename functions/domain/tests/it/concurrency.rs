@@ -22,7 +22,7 @@ async fn until_handled(deps: &Deps, event: &KafkaEvent) -> BatchReport {
     let mut total = BatchReport::default();
     for _ in 0..50 {
         let result = handler(LambdaEvent::new(event.clone(), Context::default()), deps).await;
-        total = total.add(result.report);
+        total = total + result.report;
         if result.failures.is_empty() {
             return total;
         }
@@ -56,7 +56,7 @@ async fn two_handlers_on(w: &World, first: Arc<dyn EventStore>, second: Arc<dyn 
     let all = |deps, batches| async move {
         let mut total = BatchReport::default();
         for event in &batches {
-            total = total.add(until_handled(deps, event).await);
+            total = total + until_handled(deps, event).await;
         }
         total
     };

@@ -20,7 +20,7 @@ use salestrack_msk::{BatchResult, RecordFailure};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,24 @@ pub struct LoopHealth {
     /// Age of the newest record of the last batch when it was handled, in
     /// ms; 0 once a poll finds nothing left.
     record_age_ms: AtomicU64,
+    /// Records waiting in the owned partitions, as of the last lag query.
+    lag_records: AtomicU64,
+    /// A batch is in the handler.
+    in_flight: AtomicBool,
+    /// When (Unix ms) the loop last moved: started, committed records, or
+    /// found nothing to do.
+    progress_at_ms: AtomicI64,
+    /// Since when (Unix ms) the group has given this member no partition; 0
+    /// while it has some.
+    unassigned_since_ms: AtomicI64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn since(at_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now_ms() - at_ms).unwrap_or(0))
 }
 
 impl LoopHealth {
@@ -66,6 +84,41 @@ impl LoopHealth {
     pub fn record_age(&self) -> Duration {
         Duration::from_millis(self.record_age_ms.load(Ordering::Relaxed))
     }
+
+    /// Records waiting in the owned partitions (refreshed every second).
+    pub fn lag_records(&self) -> u64 {
+        self.lag_records.load(Ordering::Relaxed)
+    }
+
+    /// How long the loop has had work (lag, or a batch in the handler)
+    /// without committing anything; `None` when it has none.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        let busy = self.lag_records() > 0 || self.in_flight.load(Ordering::Relaxed);
+        busy.then(|| since(self.progress_at_ms.load(Ordering::Relaxed)))
+    }
+
+    /// How long the group has given this member no partition; `None` while
+    /// it has some (or the bus does not say).
+    pub fn unassigned_for(&self) -> Option<Duration> {
+        match self.unassigned_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(since(at)),
+        }
+    }
+
+    fn progressed(&self) {
+        self.progress_at_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn owns(&self, partitions: usize) {
+        self.partitions.store(partitions as u64, Ordering::Relaxed);
+        let since = &self.unassigned_since_ms;
+        if partitions > 0 {
+            since.store(0, Ordering::Relaxed);
+        } else if since.load(Ordering::Relaxed) == 0 {
+            since.store(now_ms(), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Publishes each partition's consumer lag as a gauge, at most once a
@@ -76,7 +129,7 @@ struct LagGauges {
 }
 
 impl LagGauges {
-    async fn update(&mut self, consumer: &mut dyn Consumer) {
+    async fn update(&mut self, consumer: &mut dyn Consumer, health: &LoopHealth) {
         if self
             .last
             .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
@@ -86,6 +139,10 @@ impl LagGauges {
         self.last = Some(std::time::Instant::now());
         match consumer.lag().await {
             Ok(lags) => {
+                let waiting: i64 = lags.iter().map(|l| l.lag.max(0)).sum();
+                health
+                    .lag_records
+                    .store(waiting.unsigned_abs(), Ordering::Relaxed);
                 for l in lags {
                     metrics::gauge!("salestrack_consumer_lag_records", "consumer" => self.consumer,
                         "topic" => l.topic, "partition" => l.partition.to_string())
@@ -147,6 +204,7 @@ pub async fn run<H, Fut, R>(
     R: Debug,
 {
     health.running.store(true, Ordering::Relaxed);
+    health.progressed();
     tracing::info!(consumer = config.name, "consumer loop started");
     let mut attempts = Attempts::default();
     let mut lag = LagGauges {
@@ -154,9 +212,9 @@ pub async fn run<H, Fut, R>(
         last: None,
     };
     while !shutdown.is_cancelled() {
-        lag.update(consumer.as_mut()).await;
+        lag.update(consumer.as_mut(), &health).await;
         if let Some(owned) = consumer.owned_partitions() {
-            health.partitions.store(owned as u64, Ordering::Relaxed);
+            health.owns(owned);
         }
         let polled = tokio::select! {
             polled = consumer.poll(config.batch_size, config.poll_wait) => polled,
@@ -167,6 +225,9 @@ pub async fn run<H, Fut, R>(
                 // Nothing to redeliver: no record is failing, none is waiting.
                 health.failing.store(false, Ordering::Relaxed);
                 health.record_age_ms.store(0, Ordering::Relaxed);
+                if health.lag_records() == 0 {
+                    health.progressed();
+                }
                 continue;
             }
             Ok(records) => records,
@@ -193,7 +254,9 @@ pub async fn run<H, Fut, R>(
             .store(age.unsigned_abs(), Ordering::Relaxed);
         // The handler call itself is never cancelled: a batch in flight finishes.
         let started = std::time::Instant::now();
+        health.in_flight.store(true, Ordering::Relaxed);
         let result = handler(LambdaEvent::new(batch.clone(), Context::default())).await;
+        health.in_flight.store(false, Ordering::Relaxed);
         let outcome = if result.failures.is_empty() {
             "ok"
         } else {
@@ -214,6 +277,7 @@ pub async fn run<H, Fut, R>(
             }
         }
         if !done.is_empty() {
+            health.progressed();
             metrics::counter!("salestrack_consumer_records_total", "consumer" => config.name)
                 .increment(done.len() as u64);
             if let Err(e) = consumer.commit(&done).await {
@@ -375,6 +439,89 @@ mod tests {
         assert_eq!(attempts.record(&failure(6)), 1);
         attempts.clear(&("t".into(), 0));
         assert_eq!(attempts.record(&failure(6)), 1);
+    }
+
+    /// A record that keeps failing holds the loop: it says for how long,
+    /// with the records waiting; once the record goes through, it is not
+    /// stalled any more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loop_that_cannot_commit_says_how_long_it_has_stalled() {
+        use salestrack_core::ports::OutboundRecord;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bus =
+            salestrack_embedded::EmbeddedBus::open(&dir.path().join("bus.sqlite"), 1).expect("bus");
+        bus.send(OutboundRecord {
+            topic: "t".into(),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            headers: vec![],
+        })
+        .await
+        .expect("send");
+        let config = LoopConfig {
+            name: "test",
+            batch_size: 10,
+            poll_wait: Duration::from_millis(20),
+            max_retry_attempts: 1_000,
+            event_source_arn: "arn:test".into(),
+            bootstrap_servers: "embedded".into(),
+            dead_letter_topic: "dlq".into(),
+            producer: Arc::new(bus.clone()),
+        };
+        let healed = Arc::new(AtomicBool::new(false));
+        let handler = {
+            let healed = Arc::clone(&healed);
+            move |event: LambdaEvent<KafkaEvent>| {
+                let failures = if healed.load(Ordering::Relaxed) {
+                    Vec::new()
+                } else {
+                    event
+                        .payload
+                        .records
+                        .values()
+                        .flatten()
+                        .map(|r| RecordFailure {
+                            topic: r.topic.clone().unwrap_or_default(),
+                            partition: r.partition,
+                            offset: r.offset,
+                            retryable: true,
+                            error: "the store times out".into(),
+                        })
+                        .collect()
+                };
+                std::future::ready(BatchResult {
+                    report: (),
+                    failures,
+                })
+            }
+        };
+        let health = Arc::new(LoopHealth::default());
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(run(
+            config,
+            Box::new(bus.consumer("g", &["t"])),
+            handler,
+            Arc::clone(&health),
+            shutdown.clone(),
+        ));
+        let until = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "never {what}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        until("stalled for a second", &|| {
+            health.stalled_for() > Some(Duration::from_secs(1))
+        });
+        assert_eq!(health.lag_records(), 1);
+        assert_eq!(health.unassigned_for(), None, "it owns its partition");
+
+        healed.store(true, Ordering::Relaxed);
+        until("moving again", &|| health.stalled_for().is_none());
+        assert_eq!(health.records(), 1);
+        shutdown.cancel();
+        running.await.expect("loop");
     }
 
     #[test]

@@ -27,13 +27,18 @@ struct HealthState {
     backends: Backends,
     loops: Loops,
     max_projection_lag: Duration,
+    max_stall: Duration,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ready`; `degraded` (serving, but the projection lags more than the
-    /// threshold); `not_ready` (a dependency or a consumer loop is down).
+    /// `ready`; `degraded` (serving, but the projection lags more than its
+    /// threshold, or a consumer loop has had no partition or no progress for
+    /// longer than its threshold); `not_ready` (a dependency or a consumer
+    /// loop is down).
     pub status: &'static str,
+    /// Why the status is not `ready`, one sentence per cause.
+    pub reasons: Vec<String>,
     pub bus: Check,
     pub event_store: Check,
     pub read_store: Check,
@@ -54,6 +59,18 @@ pub struct ConsumerState {
     pub records: u64,
     /// Partitions of its topics the group assigned to this member.
     pub partitions: u64,
+    /// Records waiting in those partitions (refreshed every second).
+    pub lag_records: u64,
+    /// How long it has had work without committing any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_ms: Option<u64>,
+    /// How long the group has given it no partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unassigned_ms: Option<u64>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl From<&LoopHealth> for ConsumerState {
@@ -64,6 +81,9 @@ impl From<&LoopHealth> for ConsumerState {
             batches: h.batches(),
             records: h.records(),
             partitions: h.partitions(),
+            lag_records: h.lag_records(),
+            stalled_ms: h.stalled_for().map(millis),
+            unassigned_ms: h.unassigned_for().map(millis),
         }
     }
 }
@@ -116,6 +136,7 @@ pub fn app(
             backends: backends.clone(),
             loops,
             max_projection_lag: Duration::from_millis(settings.ready_max_projection_lag_ms),
+            max_stall: Duration::from_millis(settings.ready_max_stall_ms),
         })
         .route(
             "/openapi.json",
@@ -183,7 +204,9 @@ async fn live() -> impl IntoResponse {
 }
 
 /// Each dependency answers (with its latency or error), both consumer loops
-/// run, and the projection is within its lag threshold (`degraded` if not).
+/// run, and the projection is within its lag threshold; `degraded` (and why)
+/// if not, or if a loop has had no partition, or work without progress, for
+/// longer than its threshold: a consumer that is stuck must not look healthy.
 #[utoipa::path(
     get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness))
@@ -195,25 +218,64 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
         Dependency::EventStore.check(b),
         Dependency::ReadStore.check(b),
     );
-    let domain = ConsumerState::from(state.loops.domain.as_ref());
-    let projector = ConsumerState::from(state.loops.projector.as_ref());
+    let mut reasons = Vec::new();
+    for (name, check) in [
+        ("bus", &bus),
+        ("event store", &event_store),
+        ("read store", &read_store),
+    ] {
+        if let Some(error) = &check.error {
+            reasons.push(format!("the {name} is unavailable: {error}"));
+        }
+    }
+    let loops = [
+        ("domain", state.loops.domain.as_ref()),
+        ("projector", state.loops.projector.as_ref()),
+    ];
+    let mut running = true;
+    for (name, health) in loops {
+        if !health.is_running() {
+            running = false;
+            reasons.push(format!("the {name} consumer loop has stopped"));
+        }
+        if let Some(d) = health.unassigned_for().filter(|d| *d > state.max_stall) {
+            reasons.push(format!(
+                "the {name} consumer has had no partition assigned for {} s",
+                d.as_secs()
+            ));
+        }
+        if let Some(d) = health.stalled_for().filter(|d| *d > state.max_stall) {
+            reasons.push(format!(
+                "the {name} consumer has had {} records waiting without committing any for {} s",
+                health.lag_records(),
+                d.as_secs()
+            ));
+        }
+    }
     let lag = state.loops.projector.record_age();
-    let up = bus.ok() && event_store.ok() && read_store.ok() && domain.running && projector.running;
-    let status = match (up, lag > state.max_projection_lag) {
+    if lag > state.max_projection_lag {
+        reasons.push(format!(
+            "the projection lags {} ms (threshold {} ms)",
+            millis(lag),
+            millis(state.max_projection_lag)
+        ));
+    }
+    let up = bus.ok() && event_store.ok() && read_store.ok() && running;
+    let status = match (up, reasons.is_empty()) {
         (false, _) => "not_ready",
-        (true, true) => "degraded",
-        (true, false) => "ready",
+        (true, false) => "degraded",
+        (true, true) => "ready",
     };
     let body = Readiness {
         status,
+        reasons,
         bus,
         event_store,
         read_store,
-        projection_lag_ms: u64::try_from(lag.as_millis()).unwrap_or(u64::MAX),
-        projection_lag_threshold_ms: u64::try_from(state.max_projection_lag.as_millis())
-            .unwrap_or(u64::MAX),
-        domain_consumer: domain,
-        projector_consumer: projector,
+        projection_lag_ms: millis(lag),
+        projection_lag_threshold_ms: millis(state.max_projection_lag),
+        domain_consumer: ConsumerState::from(state.loops.domain.as_ref()),
+        projector_consumer: ConsumerState::from(state.loops.projector.as_ref()),
     };
     let code = if up {
         StatusCode::OK

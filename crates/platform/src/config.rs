@@ -44,6 +44,9 @@ pub struct Settings {
     pub consistency_wait_ms: u64,
     /// `/health/ready` says `degraded` when the projection lags more.
     pub ready_max_projection_lag_ms: u64,
+    /// `/health/ready` says `degraded` when a consumer loop has had no
+    /// partition, or has had work without committing any, for longer.
+    pub ready_max_stall_ms: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// OTLP/HTTP collector (`http://host:4318`) to export spans to; unset: none.
@@ -156,6 +159,7 @@ impl Default for Settings {
             http_max_in_flight: 1024,
             consistency_wait_ms: 5_000,
             ready_max_projection_lag_ms: 30_000,
+            ready_max_stall_ms: 60_000,
             log_format: LogFormat::Text,
             otlp_endpoint: None,
             kafka_brokers: String::new(),

@@ -485,6 +485,67 @@ async fn a_command_from_kcat_reaches_the_query_api(on: On) {
     app.stop().await;
 }
 
+/// Two runners in one group over topics of one partition: the member the
+/// group leaves without a partition says so in `/health/ready` (degraded,
+/// with the reason) once past the stall threshold, and is ready again when
+/// the other one leaves and the group hands it the partitions.
+async fn a_member_left_without_partitions_is_degraded_until_it_gets_some(on: On) {
+    let Some(broker) = common::broker(on) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        partitions: 1,
+        ready_max_stall_ms: 1_500,
+        ..settings(&broker, dir.path())
+    };
+    let backends = Backends::connect(&settings).await.expect("backends");
+    let first = spawn_with(settings.clone(), backends.clone()).await;
+    let second = spawn_with(settings, backends).await;
+
+    let no_partition = |r: &Value| {
+        r["reasons"].as_array().is_some_and(|reasons| {
+            reasons
+                .iter()
+                .any(|why| why.as_str().unwrap_or("").contains("no partition assigned"))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (idle, busy) = loop {
+        let (_, a) = first.get("/health/ready").await;
+        let (_, b) = second.get("/health/ready").await;
+        if no_partition(&a) && a["status"] == "degraded" {
+            break (first, second);
+        }
+        if no_partition(&b) && b["status"] == "degraded" {
+            break (second, first);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "neither member reported that it has no partition: {a} / {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (status, _) = idle.get("/health/ready").await;
+    assert_eq!(status, StatusCode::OK, "degraded still serves");
+
+    busy.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, r) = idle.get("/health/ready").await;
+        if r["status"] == "ready" {
+            assert!(r["domain_consumer"]["partitions"].as_u64() > Some(0), "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the remaining member never got the partitions: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    idle.stop().await;
+}
+
 macro_rules! on_broker {
     ($kind:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,6 +572,11 @@ mod apache_kafka {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_command_produced_by_kcat_is_applied() {
         a_command_from_kcat_reaches_the_query_api(On::ApacheKafka).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_without_partitions_is_degraded_until_it_gets_some() {
+        a_member_left_without_partitions_is_degraded_until_it_gets_some(On::ApacheKafka).await;
     }
 }
 

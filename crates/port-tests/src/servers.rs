@@ -158,6 +158,12 @@ impl ServerProcess {
         self.wait_until_listening();
     }
 
+    /// The process id of the server's process group leader (the watchdog
+    /// shell; the server runs below it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the server printed so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -174,6 +174,11 @@ impl EngineServer {
         self.process.port
     }
 
+    /// The process group leader's id: the JVM runs below it.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// SIGKILL to the whole JVM; its data directory stays for
     /// [`EngineServer::restart`].
     pub fn kill(&mut self) {

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! `--kafka-linger-ms 0,5` adds a Kafka phase per producer `linger.ms`
-//! value (the default phase runs the default, 0 ms).
+//! value (the default phase runs the default, 0 ms). `--engines` adds a
+//! phase on the real engines (Apache Kafka 4, Apache Cassandra 5, OpenSearch
+//! 2.19 from `crates/test-engines`), with each engine's CPU per order.
 //!
 //! For each number of users, each phase against a fresh server process on a
 //! free loopback port, driven by the same goose write-heavy scenario (same
@@ -35,6 +37,7 @@ use goose::config::GooseConfiguration;
 use goose::prelude::*;
 use salestrack_kafka::test_broker::{BrokerKind, TestBroker};
 use salestrack_loadtest::scenario;
+use salestrack_test_engines::{Engine, EngineServer};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,8 @@ struct Options {
     users: Vec<usize>,
     /// Extra Kafka phases, one per producer `linger.ms` value.
     lingers: Vec<u64>,
+    /// A phase on the three real engines.
+    engines: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -78,6 +83,7 @@ fn options() -> anyhow::Result<Options> {
         seconds,
         users,
         lingers,
+        engines: args.iter().any(|a| a == "--engines"),
     })
 }
 
@@ -308,17 +314,21 @@ struct EndToEnd {
     cpu_ms_per_order: Option<f64>,
 }
 
+/// No other process works for the server.
+fn nothing_else() -> Option<f64> {
+    Some(0.0)
+}
+
+/// `also`: the CPU seconds so far of the processes that work for the server
+/// (its database, its engines), counted with it.
 async fn end_to_end(
     server: &Server,
     users: usize,
     o: &Options,
-    also: Option<&Postgres>,
+    also: &dyn Fn() -> Option<f64>,
 ) -> anyhow::Result<EndToEnd> {
     server.wait_ready("/health/ready").await?;
-    let cpu = || {
-        let server = server.cpu_seconds()?;
-        Some(server + also.map_or(Some(0.0), Postgres::cpu_seconds)?)
-    };
+    let cpu = || Some(server.cpu_seconds()? + also()?);
     let cpu_before = cpu();
     let started = Instant::now();
     let load = load(&server.url, users, o, None).await?;
@@ -569,10 +579,105 @@ async fn kafka_phase(
         return Ok(None);
     };
     let runner = Server::runner_with(Some(&broker.brokers), &settings)?;
-    let measured = end_to_end(&runner, users, o, None)
+    let measured = end_to_end(&runner, users, o, &nothing_else)
         .await
         .with_context(|| format!("Kafka phase {settings:?}, {users} users"))?;
     Ok(Some(measured))
+}
+
+/// The three real engines, shared by the engine phases (each phase on
+/// topics, groups, keyspace and index prefix of its own).
+struct Engines {
+    kafka: EngineServer,
+    cassandra: EngineServer,
+    opensearch: EngineServer,
+}
+
+impl Engines {
+    fn start() -> anyhow::Result<Engines> {
+        let start = |engine| {
+            EngineServer::start(engine).with_context(|| {
+                format!("{engine:?} is not resolved: run crates/test-engines/resolve")
+            })
+        };
+        Ok(Engines {
+            kafka: start(Engine::Kafka)?,
+            cassandra: start(Engine::Cassandra)?,
+            opensearch: start(Engine::OpenSearch)?,
+        })
+    }
+
+    fn each(&self) -> [&EngineServer; 3] {
+        [&self.kafka, &self.cassandra, &self.opensearch]
+    }
+
+    /// Each engine's CPU seconds so far.
+    fn cpu_seconds(&self) -> Option<[f64; 3]> {
+        let [k, c, o] = self.each().map(|e| cpu_seconds(e.pid()));
+        Some([k?, c?, o?])
+    }
+
+    /// Each engine's resident set now, in MiB (the JVMs size their heaps
+    /// up front, so this is close to their peak).
+    fn rss_mib(&self) -> [Option<f64>; 3] {
+        self.each().map(|e| {
+            // The JVM is the watchdog shell's only child.
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", e.pid())).ok()?;
+            let jvm: u32 = children.split_whitespace().next()?.parse().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{jvm}/status")).ok()?;
+            let kib: f64 = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(kib / 1024.0)
+        })
+    }
+}
+
+/// The runner on the three engines, and what each engine's CPU cost per
+/// order (Kafka, Cassandra, OpenSearch).
+async fn engines_phase(
+    users: usize,
+    o: &Options,
+    engines: &Engines,
+) -> anyhow::Result<(EndToEnd, [f64; 3])> {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let settings = vec![
+        ("SALESTRACK_KAFKA_BROKERS", engines.kafka.address()),
+        ("SALESTRACK_PARTITIONS", "4".to_owned()),
+        ("SALESTRACK_COMMANDS_TOPIC", format!("commands-{run}")),
+        ("SALESTRACK_EVENTS_TOPIC", format!("events-{run}")),
+        ("SALESTRACK_OUTCOMES_TOPIC", format!("outcomes-{run}")),
+        ("SALESTRACK_DEAD_LETTER_TOPIC", format!("dead-letter-{run}")),
+        ("SALESTRACK_DOMAIN_GROUP", format!("domain-{run}")),
+        ("SALESTRACK_PROJECTOR_GROUP", format!("projector-{run}")),
+        (
+            "SALESTRACK_CASSANDRA_CONTACT_POINTS",
+            engines.cassandra.address(),
+        ),
+        ("SALESTRACK_CASSANDRA_KEYSPACE", format!("bench{run}")),
+        ("SALESTRACK_ELASTICSEARCH_URL", engines.opensearch.address()),
+        ("SALESTRACK_ELASTICSEARCH_INDEX_PREFIX", format!("bench-{run}")),
+        ("SALESTRACK_ELASTICSEARCH_SHARDS", "1".to_owned()),
+        ("SALESTRACK_ELASTICSEARCH_REPLICAS", "0".to_owned()),
+    ];
+    let runner = Server::runner_with(None, &settings)?;
+    let before = engines.cpu_seconds();
+    let all = || Some(engines.cpu_seconds()?.iter().sum::<f64>());
+    let measured = end_to_end(&runner, users, o, &all)
+        .await
+        .with_context(|| format!("engines phase, {users} users"))?;
+    let per_engine = before
+        .zip(engines.cpu_seconds())
+        .map(|(b, a)| {
+            [0, 1, 2].map(|i| (a[i] - b[i]) * 1e3 / measured.load.accepted.max(1) as f64)
+        })
+        .unwrap_or_default();
+    Ok((measured, per_engine))
 }
 
 /// Everything measured at one number of users.
@@ -584,6 +689,8 @@ struct Round {
     peer: Option<EndToEnd>,
     /// Kafka phases at other producer `linger.ms` values.
     lingers: Vec<(u64, EndToEnd)>,
+    /// On the real engines, with each engine's CPU ms per order.
+    engines: Option<(EndToEnd, [f64; 3])>,
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -623,6 +730,12 @@ fn print_round(r: &Round) {
     for (linger, k) in &r.lingers {
         phase(&format!("runner, Kafka, linger.ms = {linger}"), k);
     }
+    if let Some((e, [kafka, cassandra, opensearch])) = &r.engines {
+        phase("runner, Kafka + Cassandra + OpenSearch", e);
+        println!(
+            "    of its CPU per order: Kafka {kafka:.2} ms, Cassandra {cassandra:.2} ms, OpenSearch {opensearch:.2} ms"
+        );
+    }
 }
 
 /// The table BENCHMARKS.md shows: every figure a ratio within the run.
@@ -660,6 +773,38 @@ fn print_table(rounds: &[Round]) {
     }
 }
 
+/// The real engines beside the embedded backends and the peer.
+fn print_engines_table(rounds: &[Round], engines: &Engines) {
+    println!("\n| users | end-to-end embedded orders/s | end-to-end real engines orders/s (x embedded) | (x peer) | CPU per order: runner + Kafka + Cassandra + OpenSearch | of which Kafka / Cassandra / OpenSearch |");
+    println!("|---|---|---|---|---|---|");
+    for r in rounds {
+        let Some((e, [k, c, o])) = &r.engines else {
+            continue;
+        };
+        let peer = r
+            .peer
+            .as_ref()
+            .map_or("-".to_owned(), |p| ratio(e.sustained, p.sustained));
+        println!(
+            "| {} | {:.0} | {:.0} ({}) | {} | {} | {k:.2} / {c:.2} / {o:.2} ms |",
+            r.users,
+            r.embedded.sustained,
+            e.sustained,
+            ratio(e.sustained, r.embedded.sustained),
+            peer,
+            e.cpu_ms_per_order
+                .map_or("-".to_owned(), |c| format!("{c:.2} ms")),
+        );
+    }
+    let [k, c, o] = engines.rss_mib();
+    println!(
+        "\nengines' resident sets at the end: Kafka {}, Cassandra {}, OpenSearch {}",
+        opt(k, " MiB"),
+        opt(c, " MiB"),
+        opt(o, " MiB")
+    );
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -683,6 +828,13 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    let engines = if o.engines {
+        let engines = Engines::start()?;
+        Some(engines)
+    } else {
+        None
+    };
+
     let mut rounds = Vec::new();
     for (i, &users) in o.users.iter().enumerate() {
         let baseline = Server::baseline()?;
@@ -690,7 +842,7 @@ async fn main() -> anyhow::Result<()> {
         let bare = load(&baseline.url, users, &o, None).await?;
         drop(baseline);
 
-        let embedded = end_to_end(&Server::runner(None)?, users, &o, None)
+        let embedded = end_to_end(&Server::runner(None)?, users, &o, &nothing_else)
             .await
             .with_context(|| format!("embedded phase, {users} users"))?;
 
@@ -706,12 +858,16 @@ async fn main() -> anyhow::Result<()> {
             (Some(pg), Some(binary)) => {
                 let db = pg.database(&format!("peer_{i}"))?;
                 Some(
-                    end_to_end(&Server::peer(binary, &db)?, users, &o, Some(pg))
+                    end_to_end(&Server::peer(binary, &db)?, users, &o, &|| pg.cpu_seconds())
                         .await
                         .with_context(|| format!("peer phase, {users} users"))?,
                 )
             }
             _ => None,
+        };
+        let on_engines = match &engines {
+            Some(engines) => Some(engines_phase(users, &o, engines).await?),
+            None => None,
         };
         let round = Round {
             users,
@@ -720,6 +876,7 @@ async fn main() -> anyhow::Result<()> {
             kafka,
             peer,
             lingers,
+            engines: on_engines,
         };
         print_round(&round);
         rounds.push(round);
@@ -759,6 +916,9 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(steady);
     print_table(&rounds);
+    if let Some(engines) = &engines {
+        print_engines_table(&rounds, engines);
+    }
     let failed: usize = rounds
         .iter()
         .map(|r| {

@@ -661,7 +661,10 @@ async fn engines_phase(
         ),
         ("SALESTRACK_CASSANDRA_KEYSPACE", format!("bench{run}")),
         ("SALESTRACK_ELASTICSEARCH_URL", engines.opensearch.address()),
-        ("SALESTRACK_ELASTICSEARCH_INDEX_PREFIX", format!("bench-{run}")),
+        (
+            "SALESTRACK_ELASTICSEARCH_INDEX_PREFIX",
+            format!("bench-{run}"),
+        ),
         ("SALESTRACK_ELASTICSEARCH_SHARDS", "1".to_owned()),
         ("SALESTRACK_ELASTICSEARCH_REPLICAS", "0".to_owned()),
     ];
@@ -673,9 +676,7 @@ async fn engines_phase(
         .with_context(|| format!("engines phase, {users} users"))?;
     let per_engine = before
         .zip(engines.cpu_seconds())
-        .map(|(b, a)| {
-            [0, 1, 2].map(|i| (a[i] - b[i]) * 1e3 / measured.load.accepted.max(1) as f64)
-        })
+        .map(|(b, a)| [0, 1, 2].map(|i| (a[i] - b[i]) * 1e3 / measured.load.accepted.max(1) as f64))
         .unwrap_or_default();
     Ok((measured, per_engine))
 }

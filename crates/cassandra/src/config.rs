@@ -38,6 +38,10 @@ pub struct CassandraConfig {
     /// Wait for every node to agree on the schema after changing it. Real
     /// clusters need it; the in-memory test server cannot answer it.
     pub await_schema_agreement: bool,
+    /// Read the cluster's schema: token-aware routing needs the keyspace's
+    /// replication to send a request to a replica of its partition. Real
+    /// clusters want it; the in-memory test server cannot answer it.
+    pub fetch_schema_metadata: bool,
 }
 
 impl CassandraConfig {
@@ -63,6 +67,7 @@ impl CassandraConfig {
             connect_timeout: Duration::from_secs(5),
             page_size: 1_000,
             await_schema_agreement: true,
+            fetch_schema_metadata: true,
         }
     }
 }
@@ -126,7 +131,9 @@ pub(crate) async fn connect(config: &CassandraConfig) -> Result<Session, Cassand
         .connection_timeout(config.connect_timeout)
         .default_execution_profile_handle(profile.into_handle())
         .auto_await_schema_agreement(config.await_schema_agreement)
-        .fetch_schema_metadata(false);
+        // The keyspaces' replication, which token-aware routing needs to
+        // find a partition's replicas (the driver says so when it is off).
+        .fetch_schema_metadata(config.fetch_schema_metadata);
     match (&config.username, &config.password) {
         (Some(user), Some(password)) => builder = builder.user(user, password),
         (None, None) => {}

@@ -36,6 +36,7 @@ async fn on_kassandra() -> (FaultProxy, CassandraEventStore) {
     let proxy = FaultProxy::start().await.expect("proxy");
     let mut config = test_config(&proxy.addr().to_string());
     config.await_schema_agreement = false;
+    config.fetch_schema_metadata = false;
     let store = CassandraEventStore::connect(config).await.expect("connect");
     (proxy, store)
 }
@@ -67,6 +68,7 @@ mod kassandra {
         let proxy = FaultProxy::start().await.expect("proxy");
         let mut config = test_config(&proxy.addr().to_string());
         config.await_schema_agreement = false;
+        config.fetch_schema_metadata = false;
         let first = CassandraEventStore::connect(config.clone())
             .await
             .expect("first");
@@ -84,6 +86,7 @@ mod kassandra {
         let server = Kassandra::start().expect("kassandra");
         let mut config = test_config(&server.addr().to_string());
         config.await_schema_agreement = false;
+        config.fetch_schema_metadata = false;
         let store = CassandraEventStore::connect(config).await.expect("connect");
         let cart = new_cart();
         let err = store

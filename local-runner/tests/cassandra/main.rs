@@ -1,26 +1,26 @@
-//! The runner with its event store on Cassandra, chosen by configuration
-//! alone (`SALESTRACK_CASSANDRA_*`): kassandra behind scylla-proxy, which
-//! answers conditional writes as a Cassandra node does (see
-//! `salestrack_cassandra::test_server`). Orders go from POST to the read
-//! models; the events and the snapshots land in the keyspace.
+//! The runner with its event store on Apache Cassandra 5, chosen by
+//! configuration alone (`SALESTRACK_CASSANDRA_*`). Orders go from POST to
+//! the read models; the events and the snapshots land in the keyspace.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 use common::spawn_with;
 use reqwest::StatusCode;
-use salestrack_cassandra::test_server::FaultProxy;
 use salestrack_cassandra::{CassandraConfig, CassandraEventStore};
 use salestrack_core::ids::{CartId, OrderId};
 use salestrack_core::ports::EventStore;
 use salestrack_core::testing::order_body_for;
 use salestrack_platform::{Backends, Settings};
+use salestrack_test_engines::{Engine, EngineServer};
 use serde_json::json;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_decided_on_events_stored_in_cassandra() {
-    let proxy = FaultProxy::start().await.expect("kassandra");
+    let Some(cassandra) = EngineServer::shared(Engine::Cassandra) else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let keyspace = format!("runner{}", Uuid::new_v4().simple());
     let settings = Settings {
@@ -28,9 +28,8 @@ async fn orders_are_decided_on_events_stored_in_cassandra() {
         poll_wait_ms: 20,
         consistency_wait_ms: 20_000,
         snapshot_every: 2,
-        cassandra_contact_points: proxy.addr().to_string(),
+        cassandra_contact_points: cassandra.address(),
         cassandra_keyspace: keyspace.clone(),
-        cassandra_await_schema_agreement: false,
         ..Settings::default()
     };
     let backends = Backends::connect(&settings).await.expect("backends");
@@ -75,8 +74,7 @@ async fn orders_are_decided_on_events_stored_in_cassandra() {
     assert_eq!(status, StatusCode::OK, "{ready}");
 
     // What the keyspace holds, read with a store of its own.
-    let mut config = CassandraConfig::new(&proxy.addr().to_string(), &keyspace);
-    config.await_schema_agreement = false;
+    let mut config = CassandraConfig::new(&cassandra.address(), &keyspace);
     config.create_schema = false;
     let store = CassandraEventStore::connect(config).await.expect("connect");
     let stream = store.read_stream(cart).await.expect("stream");

@@ -203,7 +203,13 @@ impl Cart {
     }
 
     fn cancel(&self, cancel: &CancelOrder) -> Result<Vec<Event>, DomainError> {
-        match self.lines.get(&cancel.order_id) {
+        // Another user's line reads as no line at all: a cancel tells its
+        // sender nothing about carts that are not theirs.
+        let foreign = cancel
+            .requested_by
+            .as_ref()
+            .is_some_and(|asker| self.user_id.as_ref() != Some(asker));
+        match self.lines.get(&cancel.order_id).filter(|_| !foreign) {
             None => Err(DomainError::OrderNotFound {
                 order_id: cancel.order_id,
             }),
@@ -253,6 +259,7 @@ mod tests {
             cart_id: line.cart_id,
             order_id: line.order_id,
             reason: Some("changed my mind".into()),
+            requested_by: None,
         })
     }
 
@@ -329,6 +336,28 @@ mod tests {
             },
         ];
         assert_eq!(given(history).when(cancel(&l)), Ok(vec![]));
+    }
+
+    #[test]
+    fn only_the_carts_owner_may_cancel_its_lines() {
+        let l = line();
+        let asked_by = |who: &str| {
+            let Command::CancelOrder(mut c) = cancel(&l) else {
+                unreachable!("cancel() builds a cancel")
+            };
+            c.requested_by = Some(who.into());
+            Command::CancelOrder(c)
+        };
+        let placed = || given(vec![Event::OrderPlaced(l.clone())]);
+        assert_eq!(
+            placed().when(asked_by("somebody-else")),
+            Err(DomainError::OrderNotFound {
+                order_id: l.order_id
+            }),
+            "another user's line reads as no line"
+        );
+        let events = placed().when(asked_by(&l.user_id)).expect("the owner");
+        assert!(matches!(&events[..], [Event::OrderCancelled { .. }]));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct CancelOrder {
     pub cart_id: CartId,
     pub order_id: OrderId,
     pub reason: Option<String>,
+    /// The authenticated user who asked (`sub`), when authentication is on:
+    /// only the cart's owner may cancel its lines.
+    pub requested_by: Option<String>,
 }
 
 // The large variant is the common one: boxing it would add an allocation
@@ -65,6 +68,15 @@ impl Command {
         match self {
             Command::PlaceOrder(c) => c.line.order_id,
             Command::CancelOrder(c) => c.order_id,
+        }
+    }
+
+    /// The user on whose behalf the command was sent, when known: a line's
+    /// owner, or the authenticated sender of a cancel.
+    pub fn sent_by(&self) -> Option<&str> {
+        match self {
+            Command::PlaceOrder(p) => Some(&p.line.user_id),
+            Command::CancelOrder(c) => c.requested_by.as_deref(),
         }
     }
 
@@ -283,6 +295,7 @@ impl CancelOrder {
                 cart_id,
                 order_id,
                 reason: reason.flatten(),
+                requested_by: None,
             }),
             None => Err(internal_inconsistency()),
         }

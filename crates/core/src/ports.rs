@@ -411,6 +411,26 @@ pub trait ReadStore: Send + Sync {
     }
     async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError>;
     async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError>;
+    /// [`ReadStore::cart_detail`] of a cart `owner` owns: the store's query
+    /// itself filters by owner, so another user's cart is never fetched.
+    async fn owned_cart_detail(
+        &self,
+        cart_id: CartId,
+        owner: &str,
+    ) -> Result<Option<CartDetail>, BackendError>;
+    /// [`ReadStore::cart_summary`] of a cart `owner` owns (filtered by the store).
+    async fn owned_cart_summary(
+        &self,
+        cart_id: CartId,
+        owner: &str,
+    ) -> Result<Option<CartSummary>, BackendError>;
+    /// [`ReadStore::command_status`] of a command `owner` sent (filtered by
+    /// the store).
+    async fn owned_command_status(
+        &self,
+        command_id: CommandId,
+        owner: &str,
+    ) -> Result<Option<Outcome>, BackendError>;
     async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError>;
     async fn sales_report(
         &self,

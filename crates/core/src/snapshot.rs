@@ -173,6 +173,7 @@ mod tests {
             cart_id: line().cart_id,
             order_id: line().order_id,
             reason: None,
+            requested_by: None,
         });
         let mut foreign = other_line();
         foreign.user_id = "somebody-else".into();

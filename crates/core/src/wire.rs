@@ -140,6 +140,10 @@ pub struct CancelOrderV1 {
     pub order_id: OrderId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Added without a version bump: absent in older records, which were
+    /// accepted with authentication off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 // ---------------------------------------------------------------- commands
@@ -170,6 +174,7 @@ impl CommandRecord {
                 cart_id: c.cart_id,
                 order_id: c.order_id,
                 reason: c.reason.clone(),
+                requested_by: c.requested_by.clone(),
             }),
         };
         to_bytes(&CommandEnvelope {
@@ -193,6 +198,7 @@ impl CommandRecord {
                     cart_id: c.cart_id,
                     order_id: c.order_id,
                     reason: c.reason,
+                    requested_by: c.requested_by,
                 })
             }
             other => {
@@ -316,6 +322,11 @@ pub struct Outcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
     pub decided_at: DateTime<Utc>,
+    /// Who sent the command (the line's user, or the authenticated sender
+    /// of a cancel): only they may read its status when authentication is
+    /// on. Absent in outcomes decided before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

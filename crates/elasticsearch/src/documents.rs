@@ -189,6 +189,7 @@ mod tests {
                 message: "full".into(),
             }),
             decided_at: Utc::now(),
+            user_id: Some("user-42".into()),
         }));
     }
 

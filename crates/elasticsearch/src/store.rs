@@ -387,6 +387,34 @@ impl EsReadStore {
             .map_err(|e| BackendError::new(NAME, format!("corrupt {} {id}: {e}", model.name())))
     }
 
+    /// The document `id` of `model` if its `user_id` is `owner`: a search
+    /// whose query filters by both, so the cluster never hands out another
+    /// user's document. Searches see writes once the index refreshes (a
+    /// `_get` sees them at once; `WaitFor` writes are searchable on return).
+    async fn get_owned<T: DeserializeOwned>(
+        &self,
+        model: Model,
+        id: &str,
+        owner: &str,
+    ) -> Result<Option<T>, BackendError> {
+        let query = json!({
+            "size": 1,
+            "query": { "bool": { "filter": [
+                { "ids": { "values": [id] } },
+                { "term": { "user_id": owner } },
+            ] } },
+        });
+        let body = self.search(&self.layout.alias(model), &query).await?;
+        match body["hits"]["hits"].get(0) {
+            None => Ok(None),
+            Some(hit) => serde_json::from_value(hit["_source"].clone())
+                .map(Some)
+                .map_err(|e| {
+                    BackendError::new(NAME, format!("corrupt {} {id}: {e}", model.name()))
+                }),
+        }
+    }
+
     pub(crate) async fn search(&self, index: &str, query: &Value) -> Result<Value, BackendError> {
         self.json(Method::Post, &format!("/{index}/_search"), &[], Some(query))
             .await?
@@ -639,6 +667,33 @@ impl ReadStore for EsReadStore {
 
     async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError> {
         self.get(Model::CommandStatus, &command_id.to_string())
+            .await
+    }
+
+    async fn owned_cart_detail(
+        &self,
+        cart_id: CartId,
+        owner: &str,
+    ) -> Result<Option<CartDetail>, BackendError> {
+        self.get_owned(Model::CartDetail, &cart_id.to_string(), owner)
+            .await
+    }
+
+    async fn owned_cart_summary(
+        &self,
+        cart_id: CartId,
+        owner: &str,
+    ) -> Result<Option<CartSummary>, BackendError> {
+        self.get_owned(Model::CartSummary, &cart_id.to_string(), owner)
+            .await
+    }
+
+    async fn owned_command_status(
+        &self,
+        command_id: CommandId,
+        owner: &str,
+    ) -> Result<Option<Outcome>, BackendError> {
+        self.get_owned(Model::CommandStatus, &command_id.to_string(), owner)
             .await
     }
 

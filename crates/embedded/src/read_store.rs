@@ -60,11 +60,20 @@ impl EmbeddedReadStore {
         sql: &'static str,
         id: String,
     ) -> Result<Option<T>, BackendError> {
+        self.get_where(sql, vec![id]).await
+    }
+
+    /// The one document `sql` selects with `values` bound in order.
+    async fn get_where<T: DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        values: Vec<String>,
+    ) -> Result<Option<T>, BackendError> {
         let err = self.db.err();
         self.db
             .read(move |c| {
                 let doc: Option<String> = c
-                    .query_row(sql, [id], |r| r.get(0))
+                    .query_row(sql, rusqlite::params_from_iter(values), |r| r.get(0))
                     .optional()
                     .map_err(err)?;
                 doc.map(|d| decode(&d)).transpose()
@@ -269,6 +278,42 @@ impl ReadStore for EmbeddedReadStore {
         self.get(
             "SELECT doc FROM command_status WHERE command_id = ?1",
             command_id.to_string(),
+        )
+        .await
+    }
+
+    async fn owned_cart_detail(
+        &self,
+        cart_id: CartId,
+        owner: &str,
+    ) -> Result<Option<CartDetail>, BackendError> {
+        self.get_where(
+            "SELECT doc FROM cart_detail WHERE cart_id = ?1 AND json_extract(doc, '$.user_id') = ?2",
+            vec![cart_id.to_string(), owner.to_owned()],
+        )
+        .await
+    }
+
+    async fn owned_cart_summary(
+        &self,
+        cart_id: CartId,
+        owner: &str,
+    ) -> Result<Option<CartSummary>, BackendError> {
+        self.get_where(
+            "SELECT doc FROM cart_summary WHERE cart_id = ?1 AND user_id = ?2",
+            vec![cart_id.to_string(), owner.to_owned()],
+        )
+        .await
+    }
+
+    async fn owned_command_status(
+        &self,
+        command_id: CommandId,
+        owner: &str,
+    ) -> Result<Option<Outcome>, BackendError> {
+        self.get_where(
+            "SELECT doc FROM command_status WHERE command_id = ?1 AND json_extract(doc, '$.user_id') = ?2",
+            vec![command_id.to_string(), owner.to_owned()],
         )
         .await
     }

@@ -91,6 +91,23 @@ pub struct Settings {
     pub elasticsearch_shards: Option<u32>,
     pub elasticsearch_replicas: Option<u32>,
     pub elasticsearch_refresh_interval: Option<String>,
+    /// JWKS of the identity provider (`https://…/.well-known/jwks.json`):
+    /// turns authentication on.
+    pub auth_jwks_url: Option<String>,
+    /// The same from a file, instead of a URL.
+    pub auth_jwks_file: Option<PathBuf>,
+    /// The `iss` every token must carry (required with a JWKS).
+    pub auth_issuer: Option<String>,
+    /// The `aud` every token must name (required with a JWKS).
+    pub auth_audience: Option<String>,
+    /// The claim holding the user's roles (an array or a space-separated
+    /// string); `admin` may read reports.
+    pub auth_roles_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub auth_leeway_s: u64,
+    /// A token naming an unknown `kid` fetches the JWKS again, at most this
+    /// often.
+    pub auth_jwks_min_refresh_s: u64,
     /// A cart snapshot every this many events; 0 turns snapshots off.
     pub snapshot_every: u64,
     /// Cassandra contact points (`host:port,...`); empty keeps the embedded
@@ -188,6 +205,13 @@ impl Default for Settings {
             elasticsearch_shards: None,
             elasticsearch_replicas: None,
             elasticsearch_refresh_interval: None,
+            auth_jwks_url: None,
+            auth_jwks_file: None,
+            auth_issuer: None,
+            auth_audience: None,
+            auth_roles_claim: "roles".into(),
+            auth_leeway_s: 30,
+            auth_jwks_min_refresh_s: 30,
             snapshot_every: 100,
             cassandra_contact_points: String::new(),
             cassandra_keyspace: "salestrack".into(),

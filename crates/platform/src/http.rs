@@ -31,6 +31,12 @@ pub enum ApiError {
     /// 400: a query parameter or header is invalid.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// 401: no valid bearer token (authentication is on).
+    #[error(transparent)]
+    Unauthorized(#[from] crate::auth::AuthError),
+    /// 403: authenticated, but not allowed this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -55,6 +61,8 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::MalformedJson(_) | ApiError::BadRequest { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -67,6 +75,8 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadRequest { code, .. } => code,
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -97,6 +107,21 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::Unauthorized(e) = &self {
+            // RFC 6750: the scheme, and why, without echoing the token.
+            let error = match e {
+                crate::auth::AuthError::Missing => "Bearer".to_owned(),
+                crate::auth::AuthError::Invalid(why) => format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    why.replace(['"', '\\'], "'")
+                ),
+            };
+            if let Ok(value) = HeaderValue::from_str(&error) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

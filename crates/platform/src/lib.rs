@@ -10,7 +10,9 @@
 //! - [`backends`]: opens the backends and hands them out as ports.
 //! - [`health`]: dependency checks and the functions' own health routes.
 //! - [`http`]: `ApiError`, the one `IntoResponse` for failures.
+//! - [`auth`]: bearer JWT authentication (`Access`, `Authenticator`).
 
+pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod health;

@@ -123,6 +123,7 @@ pub async fn command_status_keeps_the_first_decision_at_a_version(store: Arc<dyn
         duplicate: false,
         reason: None,
         decided_at: at(5),
+        user_id: Some("u".into()),
     };
     store
         .upsert(ReadDocument::CommandStatus(outcome.clone()))
@@ -142,6 +143,79 @@ pub async fn command_status_keeps_the_first_decision_at_a_version(store: Arc<dyn
     assert_eq!(
         store.command_status(outcome.command_id).await.expect("get"),
         Some(outcome)
+    );
+}
+
+/// The owner-filtered reads answer a cart's detail and summary, and a
+/// command's status, to their owner only; to anyone else they are absent.
+pub async fn owned_reads_answer_the_owner_only(store: Arc<dyn ReadStore>) {
+    let (alice, bob) = (
+        format!("alice-{}", Uuid::new_v4()),
+        format!("bob-{}", Uuid::new_v4()),
+    );
+    let cart = new_cart();
+    let events = recorded(
+        cart,
+        0,
+        vec![Event::OrderPlaced(line_of(cart, &alice, "Teapot", 1))],
+    );
+    let detail = project(store.as_ref(), &events).await;
+    let outcome = Outcome {
+        schema_version: SCHEMA_VERSION,
+        command_id: events[0].command_id,
+        cart_id: cart,
+        order_id: events[0].event.order_id(),
+        command_type: "place_order".into(),
+        status: OutcomeStatus::Applied,
+        version: 1,
+        duplicate: false,
+        reason: None,
+        decided_at: at(1),
+        user_id: Some(alice.clone()),
+    };
+    store
+        .upsert(ReadDocument::CommandStatus(outcome.clone()))
+        .await
+        .expect("status");
+
+    let detail_for = |who: String| {
+        let store = Arc::clone(&store);
+        async move { store.owned_cart_detail(cart, &who).await.expect("detail") }
+    };
+    assert_eq!(detail_for(alice.clone()).await, Some(detail.clone()));
+    assert_eq!(detail_for(bob.clone()).await, None, "not Bob's cart");
+    assert_eq!(
+        store
+            .owned_cart_summary(cart, &alice)
+            .await
+            .expect("summary"),
+        Some(detail.summary())
+    );
+    assert_eq!(
+        store.owned_cart_summary(cart, &bob).await.expect("summary"),
+        None
+    );
+    assert_eq!(
+        store
+            .owned_command_status(outcome.command_id, &alice)
+            .await
+            .expect("status"),
+        Some(outcome.clone())
+    );
+    assert_eq!(
+        store
+            .owned_command_status(outcome.command_id, &bob)
+            .await
+            .expect("status"),
+        None
+    );
+    assert_eq!(
+        store
+            .owned_cart_detail(new_cart(), &alice)
+            .await
+            .expect("none"),
+        None,
+        "an unknown cart"
     );
 }
 

@@ -516,6 +516,7 @@ fn outcome(record: &CommandRecord, version: u64, deps: &Deps) -> Outcome {
         duplicate: false,
         reason: None,
         decided_at: deps.clock.now(),
+        user_id: record.command.sent_by().map(str::to_owned),
     }
 }
 

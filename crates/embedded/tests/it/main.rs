@@ -57,6 +57,7 @@ mod read_store_contract {
         an_upsert_keeps_only_the_newest_version,
         documents_read_back_as_written,
         command_status_keeps_the_first_decision_at_a_version,
+        owned_reads_answer_the_owner_only,
         search_filters_by_user_time_currency_and_product_words,
         search_pages_with_a_cursor_without_gaps_or_repeats,
         the_sales_report_sums_exact_money_of_active_lines,

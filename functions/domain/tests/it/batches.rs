@@ -42,6 +42,7 @@ fn cancel(l: &OrderLine) -> Command {
         cart_id: l.cart_id,
         order_id: l.order_id,
         reason: Some("changed my mind".into()),
+        requested_by: None,
     })
 }
 

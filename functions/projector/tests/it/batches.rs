@@ -91,6 +91,30 @@ impl ReadStore for Watched {
         self.inner.command_status(command_id).await
     }
 
+    async fn owned_cart_detail(
+        &self,
+        cart_id: CartId,
+        owner: &str,
+    ) -> Result<Option<CartDetail>, BackendError> {
+        self.inner.owned_cart_detail(cart_id, owner).await
+    }
+
+    async fn owned_cart_summary(
+        &self,
+        cart_id: CartId,
+        owner: &str,
+    ) -> Result<Option<CartSummary>, BackendError> {
+        self.inner.owned_cart_summary(cart_id, owner).await
+    }
+
+    async fn owned_command_status(
+        &self,
+        command_id: CommandId,
+        owner: &str,
+    ) -> Result<Option<Outcome>, BackendError> {
+        self.inner.owned_command_status(command_id, owner).await
+    }
+
     async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError> {
         self.inner.search_carts(search).await
     }
@@ -139,6 +163,7 @@ fn outcome_of(e: &RecordedEvent) -> Outcome {
         duplicate: false,
         reason: None,
         decided_at: Utc::now(),
+        user_id: None,
     }
 }
 

@@ -92,6 +92,7 @@ fn outcome(command_id: CommandId, status: OutcomeStatus, version: u64) -> Outcom
             message: "the cart is in EUR".into(),
         }),
         decided_at: Utc::now(),
+        user_id: Some(line().user_id),
     }
 }
 

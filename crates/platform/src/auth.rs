@@ -1,0 +1,283 @@
+//! Bearer JWT authentication: who a request is, checked once at the edge of
+//! the command and query routes.
+//!
+//! On when a JWKS is configured (`SALESTRACK_AUTH_JWKS_URL` or
+//! `SALESTRACK_AUTH_JWKS_FILE`), with the issuer and audience every token
+//! must name. Tokens are RS256 or ES256, signed by a key of the JWKS found by
+//! the token's `kid`; `alg: none`, HMAC algorithms (whose secret would be a
+//! public key) and any other algorithm are refused, and so is a key whose
+//! type does not fit the token's algorithm. Expiry and not-before are checked
+//! with a small leeway. A JWKS URL is fetched at start and again when a token
+//! names a `kid` it does not hold (key rotation), at most once per
+//! `SALESTRACK_AUTH_JWKS_MIN_REFRESH_S`.
+
+use crate::config::Settings;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+/// What a request may see: everything (authentication off), or what one
+/// user owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Open,
+    User(Principal),
+}
+
+impl Access {
+    /// The user whose data alone this request may see; `None`: anyone's.
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Access::Open => None,
+            Access::User(p) => Some(&p.sub),
+        }
+    }
+
+    /// May see reports over every user's sales.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Access::Open => true,
+            Access::User(p) => p.roles.iter().any(|r| r == "admin"),
+        }
+    }
+}
+
+/// An authenticated user: the token's subject and roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub sub: String,
+    pub roles: Vec<String>,
+}
+
+/// Why a request is not authenticated; the message goes back in
+/// `WWW-Authenticate`, so it never echoes the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token (send `Authorization: Bearer <token>`)")]
+    Missing,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+}
+
+/// Settings that make no sense, or a JWKS that cannot be read at start.
+#[derive(Debug, thiserror::Error)]
+#[error("authentication: {0}")]
+pub struct AuthConfigError(String);
+
+enum KeySource {
+    Url {
+        url: String,
+        client: reqwest::Client,
+    },
+    File(PathBuf),
+}
+
+struct Keys {
+    by_kid: HashMap<String, (Algorithm, DecodingKey)>,
+    fetched: Instant,
+}
+
+/// Validates bearer tokens against the configured JWKS.
+pub struct Authenticator {
+    source: KeySource,
+    keys: RwLock<Keys>,
+    min_refresh: Duration,
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+    roles_claim: String,
+}
+
+/// The algorithms salestrack accepts, by the key type that must carry them.
+fn algorithm_of(params: &AlgorithmParameters) -> Option<Algorithm> {
+    match params {
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(ec)
+            if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+        {
+            Some(Algorithm::ES256)
+        }
+        _ => None,
+    }
+}
+
+/// The usable keys of a JWKS document: RSA and P-256 keys with a `kid`;
+/// others are skipped (and said so in the log).
+fn parse_jwks(text: &str) -> Result<HashMap<String, (Algorithm, DecodingKey)>, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let (Some(kid), Some(alg)) = (&jwk.common.key_id, algorithm_of(&jwk.algorithm)) else {
+            tracing::warn!(kid = ?jwk.common.key_id, "JWKS key skipped: no kid, or neither RSA nor P-256");
+            continue;
+        };
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => {
+                keys.insert(kid.clone(), (alg, key));
+            }
+            Err(e) => tracing::warn!(%kid, error = %e, "JWKS key skipped"),
+        }
+    }
+    Ok(keys)
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(flatten)]
+    rest: HashMap<String, serde_json::Value>,
+}
+
+impl Authenticator {
+    /// `None` when no JWKS is configured (authentication off). With one,
+    /// the issuer and audience are required, and the keys are loaded now.
+    pub async fn from_settings(
+        settings: &Settings,
+    ) -> Result<Option<Authenticator>, AuthConfigError> {
+        let source = match (&settings.auth_jwks_url, &settings.auth_jwks_file) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(AuthConfigError(
+                    "set SALESTRACK_AUTH_JWKS_URL or SALESTRACK_AUTH_JWKS_FILE, not both".into(),
+                ))
+            }
+            (Some(url), None) => KeySource::Url {
+                url: url.clone(),
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| AuthConfigError(e.to_string()))?,
+            },
+            (None, Some(file)) => KeySource::File(file.clone()),
+        };
+        let required = |value: &Option<String>, name: &str| {
+            value
+                .clone()
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| AuthConfigError(format!("{name} is required with a JWKS")))
+        };
+        let issuer = required(&settings.auth_issuer, "SALESTRACK_AUTH_ISSUER")?;
+        let audience = required(&settings.auth_audience, "SALESTRACK_AUTH_AUDIENCE")?;
+        let by_kid = source.load().await.map_err(AuthConfigError)?;
+        Ok(Some(Authenticator {
+            source,
+            keys: RwLock::new(Keys {
+                by_kid,
+                fetched: Instant::now(),
+            }),
+            min_refresh: Duration::from_secs(settings.auth_jwks_min_refresh_s),
+            issuer,
+            audience,
+            leeway: Duration::from_secs(settings.auth_leeway_s),
+            roles_claim: settings.auth_roles_claim.clone(),
+        }))
+    }
+
+    /// Who sent `authorization` (the header's value, if any).
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let token = authorization
+            .and_then(|h| {
+                let (scheme, token) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("unreadable header: {e}")))?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} is not accepted (RS256, ES256)",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| AuthError::Invalid("the header names no key (`kid`)".into()))?;
+        let (alg, key) = self.key(&kid).await?;
+        if alg != header.alg {
+            return Err(AuthError::Invalid(format!(
+                "key {kid} is for {alg:?}, the token says {:?}",
+                header.alg
+            )));
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway.as_secs();
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let roles = match data.claims.rest.get(&self.roles_claim) {
+            Some(serde_json::Value::Array(roles)) => roles
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+            Some(serde_json::Value::String(roles)) => {
+                roles.split_whitespace().map(str::to_owned).collect()
+            }
+            _ => Vec::new(),
+        };
+        if data.claims.sub.trim().is_empty() {
+            return Err(AuthError::Invalid("the subject (`sub`) is empty".into()));
+        }
+        Ok(Principal {
+            sub: data.claims.sub,
+            roles,
+        })
+    }
+
+    /// The key named `kid`, fetching the JWKS again (at most once per
+    /// `min_refresh`) when it is not known: a provider rotating its keys.
+    async fn key(&self, kid: &str) -> Result<(Algorithm, DecodingKey), AuthError> {
+        if let Some(found) = self.keys.read().await.by_kid.get(kid) {
+            return Ok(found.clone());
+        }
+        let unknown = || AuthError::Invalid(format!("no key `{kid}` in the JWKS"));
+        let mut keys = self.keys.write().await;
+        if let Some(found) = keys.by_kid.get(kid) {
+            return Ok(found.clone());
+        }
+        if keys.fetched.elapsed() < self.min_refresh {
+            return Err(unknown());
+        }
+        keys.fetched = Instant::now();
+        match self.source.load().await {
+            Ok(by_kid) => {
+                metrics::counter!("salestrack_auth_jwks_refreshes_total").increment(1);
+                keys.by_kid = by_kid;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held")
+            }
+        }
+        keys.by_kid.get(kid).cloned().ok_or_else(unknown)
+    }
+}
+
+impl KeySource {
+    async fn load(&self) -> Result<HashMap<String, (Algorithm, DecodingKey)>, String> {
+        let text = match self {
+            KeySource::Url { url, client } => client
+                .get(url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| format!("fetching the JWKS from {url}: {e}"))?
+                .text()
+                .await
+                .map_err(|e| format!("reading the JWKS from {url}: {e}"))?,
+            KeySource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("reading the JWKS {}: {e}", path.display()))?,
+        };
+        let keys = parse_jwks(&text)?;
+        if keys.is_empty() {
+            return Err("the JWKS holds no RSA or P-256 key with a kid".into());
+        }
+        Ok(keys)
+    }
+}

@@ -112,16 +112,19 @@ pub fn app(
     backends: &Backends,
     clock: Arc<dyn Clock>,
     loops: Loops,
+    auth: Option<Arc<salestrack_platform::auth::Authenticator>>,
 ) -> Router {
     let command = salestrack_command::router(salestrack_command::CommandState {
         producer: Arc::clone(&backends.producer),
         clock,
         topic: settings.commands_topic.clone(),
         max_body_bytes: settings.max_body_bytes,
+        auth: auth.clone(),
     });
     let query = salestrack_query::router(salestrack_query::QueryState {
         read_store: Arc::clone(&backends.read_store),
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
+        auth,
     });
     let doc = Arc::new(openapi());
     let prometheus = salestrack_platform::telemetry::prometheus();

@@ -61,6 +61,17 @@ pub async fn run(
     backends: Backends,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Before anything starts: a bad authentication setting stops the runner.
+    let auth = salestrack_platform::auth::Authenticator::from_settings(&settings)
+        .await
+        .map_err(std::io::Error::other)?
+        .map(Arc::new);
+    if auth.is_none() {
+        tracing::warn!(
+            "authentication is off: every route is open to anyone who can reach this address \
+             (SALESTRACK_AUTH_JWKS_URL or SALESTRACK_AUTH_JWKS_FILE turns it on)"
+        );
+    }
     let topics = settings.topics();
     let clock = Arc::new(SystemClock);
     let domain = salestrack_domain::Deps {
@@ -140,6 +151,7 @@ pub async fn run(
             domain: domain_health,
             projector: projector_health,
         },
+        auth,
     );
     tracing::info!(addr = %listener.local_addr()?, backends = backends.description(), "salestrack local runner listening");
     let served = axum::serve(listener, app)

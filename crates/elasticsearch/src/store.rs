@@ -207,6 +207,19 @@ impl EsReadStore {
                     Some(&self.layout.alias(model)),
                 )
                 .await?;
+            } else {
+                // An index made by an older release lacks the fields added
+                // since (mappings are strict): add them. Adding is all a
+                // mapping update may do; a changed field still needs a
+                // rebuild, and the cluster says so here.
+                self.json(
+                    Method::Put,
+                    &format!("/{}/_mapping", self.layout.alias(model)),
+                    &[],
+                    Some(&template["template"]["mappings"]),
+                )
+                .await?
+                .ok("adding the template's new fields to the live index")?;
             }
         }
         Ok(())

@@ -138,7 +138,16 @@ impl Authenticator {
     pub async fn from_settings(
         settings: &Settings,
     ) -> Result<Option<Authenticator>, AuthConfigError> {
-        let source = match (&settings.auth_jwks_url, &settings.auth_jwks_file) {
+        // Empty counts as unset (a deployment template passes "" for "off").
+        let url = settings
+            .auth_jwks_url
+            .as_ref()
+            .filter(|u| !u.trim().is_empty());
+        let file = settings
+            .auth_jwks_file
+            .as_ref()
+            .filter(|f| !f.as_os_str().is_empty());
+        let source = match (url, file) {
             (None, None) => return Ok(None),
             (Some(_), Some(_)) => {
                 return Err(AuthConfigError(
@@ -279,5 +288,116 @@ impl KeySource {
             return Err("the JWKS holds no RSA or P-256 key with a kid".into());
         }
         Ok(keys)
+    }
+}
+
+/// Axum middleware for the API routes: authenticates the request through
+/// `auth` (`Access::Open` when authentication is off) and hands the
+/// handlers its [`Access`] as a request extension. A missing or invalid
+/// token is answered `401` with `WWW-Authenticate` before any handler runs.
+pub async fn require(
+    axum::extract::State(auth): axum::extract::State<Option<std::sync::Arc<Authenticator>>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let access = match auth.as_deref() {
+        None => Access::Open,
+        Some(auth) => {
+            let header = request
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match auth.authenticate(header).await {
+                Ok(principal) => Access::User(principal),
+                Err(e) => {
+                    metrics::counter!("salestrack_auth_refused_total").increment(1);
+                    return crate::http::ApiError::from(e).into_response();
+                }
+            }
+        }
+    };
+    request.extensions_mut().insert(access);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            auth_issuer: Some("https://idp.test/".into()),
+            auth_audience: Some("salestrack".into()),
+            ..Settings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn no_jwks_means_authentication_off() {
+        assert!(Authenticator::from_settings(&settings())
+            .await
+            .expect("fine")
+            .is_none());
+        let empty = Settings {
+            auth_jwks_url: Some(String::new()),
+            ..settings()
+        };
+        assert!(Authenticator::from_settings(&empty)
+            .await
+            .expect("empty is unset")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_jwks_without_issuer_or_audience_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("jwks.json");
+        std::fs::write(&file, r#"{"keys":[]}"#).expect("write");
+        let no_issuer = Settings {
+            auth_jwks_file: Some(file.clone()),
+            auth_issuer: None,
+            ..settings()
+        };
+        let err = Authenticator::from_settings(&no_issuer)
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("SALESTRACK_AUTH_ISSUER"), "{err}");
+        let no_usable_key = Settings {
+            auth_jwks_file: Some(file),
+            ..settings()
+        };
+        let err = Authenticator::from_settings(&no_usable_key)
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("no RSA or P-256 key"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_non_bearer_header_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("jwks.json");
+        let jwks = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../local-runner/tests/auth/keys/jwks.json"),
+        )
+        .expect("test keys");
+        std::fs::write(&file, jwks).expect("write");
+        let auth = Authenticator::from_settings(&Settings {
+            auth_jwks_file: Some(file),
+            ..settings()
+        })
+        .await
+        .expect("ok")
+        .expect("on");
+        for header in [None, Some(""), Some("Basic dXNlcjpwdw=="), Some("Bearer ")] {
+            assert_eq!(
+                auth.authenticate(header).await,
+                Err(AuthError::Missing),
+                "{header:?}"
+            );
+        }
     }
 }

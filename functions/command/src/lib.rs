@@ -10,13 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use salestrack_core::command::{CancelOrder, Command, PlaceOrder};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::ports::{Clock, OutboundRecord, Producer};
 use salestrack_core::token::ConsistencyToken;
 use salestrack_core::wire::{CommandRecord, SCHEMA_VERSION};
+use salestrack_platform::auth::{self, Access, Authenticator};
 use salestrack_platform::http::{ApiError, ErrorBody};
 use serde::Serialize;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct CommandState {
     pub clock: Arc<dyn Clock>,
     pub topic: String,
     pub max_body_bytes: usize,
+    /// Bearer-token authentication; `None`: open to anyone who can reach it.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// The `202 Accepted` body.
@@ -96,10 +99,12 @@ pub struct OrderRequest {
 pub struct CommandApi;
 
 pub fn router(state: CommandState) -> Router {
+    let auth = state.auth.clone();
     Router::new()
         .route("/orders", post(place_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
 }
 
 /// Record one order line of a cart.
@@ -110,6 +115,8 @@ pub fn router(state: CommandState) -> Router {
     responses(
         (status = 202, description = "Durably accepted", body = Accepted),
         (status = 400, description = "Invalid fields, all listed", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody),
+        (status = 403, description = "`user_id` is not the token's subject", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 503, description = "The bus is unavailable; retry", body = ErrorBody),
@@ -117,12 +124,22 @@ pub fn router(state: CommandState) -> Router {
 )]
 pub async fn place_order(
     State(state): State<CommandState>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let json = read_json(&headers, body, state.max_body_bytes).await?;
     let key = idempotency_key(&headers)?;
-    let command = Command::PlaceOrder(PlaceOrder::parse(&json)?);
+    let order = PlaceOrder::parse(&json)?;
+    if access
+        .owner()
+        .is_some_and(|owner| owner != order.line.user_id)
+    {
+        return Err(ApiError::Forbidden(
+            "`user_id` must be your own: the token's subject".into(),
+        ));
+    }
+    let command = Command::PlaceOrder(order);
     accept(&state, command, key.as_deref(), trace_of(&headers)).await
 }
 
@@ -137,11 +154,13 @@ pub async fn place_order(
     responses(
         (status = 202, description = "Durably accepted", body = Accepted),
         (status = 400, description = "Invalid fields", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
 pub async fn cancel_order(
     State(state): State<CommandState>,
+    Extension(access): Extension<Access>,
     Path(order_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -151,7 +170,11 @@ pub async fn cancel_order(
     })?;
     let json = read_json(&headers, body, state.max_body_bytes).await?;
     let key = idempotency_key(&headers)?;
-    let command = Command::CancelOrder(CancelOrder::parse(order_id, &json)?);
+    let mut cancel = CancelOrder::parse(order_id, &json)?;
+    // The domain lets only the cart's owner cancel (another user's line
+    // reads as no line): the command carries who asked.
+    cancel.requested_by = access.owner().map(str::to_owned);
+    let command = Command::CancelOrder(cancel);
     accept(&state, command, key.as_deref(), trace_of(&headers)).await
 }
 

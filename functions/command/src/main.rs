@@ -12,8 +12,11 @@ async fn main() -> Result<(), lambda_http::Error> {
     let state = CommandState {
         producer: backends.producer,
         clock: Arc::new(SystemClock),
-        topic: settings.commands_topic,
+        topic: settings.commands_topic.clone(),
         max_body_bytes: settings.max_body_bytes,
+        auth: salestrack_platform::auth::Authenticator::from_settings(&settings)
+            .await?
+            .map(Arc::new),
     };
     lambda_http::run(router(state).merge(health)).await
 }

@@ -17,7 +17,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -30,6 +30,7 @@ use salestrack_core::ports::{
 use salestrack_core::read_model::{CartDetail, CartSummary};
 use salestrack_core::token::ConsistencyToken;
 use salestrack_core::wire::{Outcome, OutcomeStatus, Reason};
+use salestrack_platform::auth::{self, Access, Authenticator};
 use salestrack_platform::http::{ApiError, ErrorBody};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct QueryState {
     pub read_store: Arc<dyn ReadStore>,
     /// Upper bound on a read-your-writes wait.
     pub consistency_wait: Duration,
+    /// Bearer-token authentication; `None`: open to anyone who can reach it.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -66,6 +69,7 @@ pub const MAX_LIMIT: u32 = 100;
 pub struct QueryApi;
 
 pub fn router(state: QueryState) -> Router {
+    let auth = state.auth.clone();
     Router::new()
         .route("/carts", get(search_carts))
         .route("/carts/{cart_id}", get(get_cart))
@@ -73,6 +77,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/commands/{command_id}", get(get_command))
         .route("/reports/sales", get(sales_report))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -141,11 +146,15 @@ impl QueryState {
     /// Waits until the token's command is decided and, if applied, its cart
     /// projected up to the command's version; `None` when the wait ran out.
     /// Polls with a short, growing delay.
-    async fn reach(&self, token: ConsistencyToken) -> Result<Option<Outcome>, ApiError> {
+    async fn reach(
+        &self,
+        token: ConsistencyToken,
+        access: &Access,
+    ) -> Result<Option<Outcome>, ApiError> {
         let deadline = Instant::now() + self.consistency_wait;
         let mut delay = Duration::from_millis(5);
         loop {
-            if let Some(outcome) = self.read_store.command_status(token.command_id).await? {
+            if let Some(outcome) = self.command_status(token.command_id, access).await? {
                 let projected = match outcome.status {
                     OutcomeStatus::Rejected => true,
                     OutcomeStatus::Applied => {
@@ -171,18 +180,35 @@ impl QueryState {
         }
     }
 
+    /// The command's status, if `access` may see it (the store filters).
+    async fn command_status(
+        &self,
+        command_id: CommandId,
+        access: &Access,
+    ) -> Result<Option<Outcome>, ApiError> {
+        Ok(match access.owner() {
+            None => self.read_store.command_status(command_id).await?,
+            Some(owner) => {
+                self.read_store
+                    .owned_command_status(command_id, owner)
+                    .await?
+            }
+        })
+    }
+
     /// Waits for the token, if any; its cart must be `cart_id` when given.
     async fn freshness(
         &self,
         token: Option<ConsistencyToken>,
         cart_id: Option<CartId>,
+        access: &Access,
     ) -> Result<Freshness, ApiError> {
         match token {
             Some(t) if cart_id.is_some_and(|c| c != t.cart_id) => Err(ApiError::bad_request(
                 "consistency_token_mismatch",
                 "the consistency token belongs to another cart",
             )),
-            Some(t) => Ok(match self.reach(t).await? {
+            Some(t) => Ok(match self.reach(t, access).await? {
                 Some(_) => Freshness::Fresh,
                 None => Freshness::Stale,
             }),
@@ -197,21 +223,25 @@ impl QueryState {
     params(("cart_id" = String, Path, format = Uuid), ConsistencyParams),
     responses(
         (status = 200, body = CartDetail),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 404, description = "No such cart, or not the caller's", body = ErrorBody),
         (status = 503, description = "Backend unavailable", body = ErrorBody),
     )
 )]
 pub async fn get_cart(
     State(state): State<QueryState>,
+    Extension(access): Extension<Access>,
     Path(cart_id): Path<String>,
     Query(params): Query<ConsistencyParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cart_id: CartId = path_id(&cart_id, "cart id")?;
     let fresh = state
-        .freshness(token(&params, &headers)?, Some(cart_id))
+        .freshness(token(&params, &headers)?, Some(cart_id), &access)
         .await?;
-    let detail = state.read_store.cart_detail(cart_id).await?;
+    let detail = match access.owner() {
+        None => state.read_store.cart_detail(cart_id).await?,
+        Some(owner) => state.read_store.owned_cart_detail(cart_id, owner).await?,
+    };
     Ok(answer(
         fresh,
         detail.ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}"))),
@@ -222,19 +252,23 @@ pub async fn get_cart(
 #[utoipa::path(
     get, path = "/carts/{cart_id}/summary", tag = "queries",
     params(("cart_id" = String, Path, format = Uuid), ConsistencyParams),
-    responses((status = 200, body = CartSummary), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+    responses((status = 200, body = CartSummary), (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 404, description = "No such cart, or not the caller's", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn get_cart_summary(
     State(state): State<QueryState>,
+    Extension(access): Extension<Access>,
     Path(cart_id): Path<String>,
     Query(params): Query<ConsistencyParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cart_id: CartId = path_id(&cart_id, "cart id")?;
     let fresh = state
-        .freshness(token(&params, &headers)?, Some(cart_id))
+        .freshness(token(&params, &headers)?, Some(cart_id), &access)
         .await?;
-    let summary = state.read_store.cart_summary(cart_id).await?;
+    let summary = match access.owner() {
+        None => state.read_store.cart_summary(cart_id).await?,
+        Some(owner) => state.read_store.owned_cart_summary(cart_id, owner).await?,
+    };
     Ok(answer(
         fresh,
         summary.ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}"))),
@@ -315,10 +349,11 @@ fn decode_cursor(text: &str) -> Result<SearchCursor, ApiError> {
 /// Search carts, newest first, a page at a time.
 #[utoipa::path(
     get, path = "/carts", tag = "queries", params(SearchParams),
-    responses((status = 200, body = CartList), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
+    responses((status = 200, description = "With authentication on, the caller's carts only", body = CartList), (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn search_carts(
     State(state): State<QueryState>,
+    Extension(access): Extension<Access>,
     Query(p): Query<SearchParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -348,8 +383,24 @@ pub async fn search_carts(
     let consistency = ConsistencyParams {
         consistency_token: p.consistency_token,
     };
+    let asked = p.user_id.filter(|u| !u.is_empty());
+    // An authenticated user searches their own carts: the store's query is
+    // filtered by them, and asking for another user's finds nothing.
+    let user_id = match (access.owner(), asked) {
+        (None, asked) => asked,
+        (Some(owner), Some(asked)) if asked != owner => {
+            return Ok(answer(
+                Freshness::Fresh,
+                Ok(CartList {
+                    carts: Vec::new(),
+                    next_cursor: None,
+                }),
+            ));
+        }
+        (Some(owner), _) => Some(owner.to_owned()),
+    };
     let search = CartSearch {
-        user_id: p.user_id.filter(|u| !u.is_empty()),
+        user_id,
         currency,
         from: datetime("from", p.from.as_deref())?,
         to: datetime("to", p.to.as_deref())?,
@@ -358,7 +409,7 @@ pub async fn search_carts(
         after: p.cursor.as_deref().map(decode_cursor).transpose()?,
     };
     let fresh = state
-        .freshness(token(&consistency, &headers)?, None)
+        .freshness(token(&consistency, &headers)?, None, &access)
         .await?;
     let page = state.read_store.search_carts(&search).await?;
     Ok(answer(
@@ -425,10 +476,11 @@ impl From<Outcome> for CommandStatus {
 #[utoipa::path(
     get, path = "/commands/{command_id}", tag = "queries",
     params(("command_id" = String, Path, format = Uuid), ConsistencyParams),
-    responses((status = 200, body = CommandStatus), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+    responses((status = 200, body = CommandStatus), (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 404, description = "Not decided yet, unknown, or not the caller's", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn get_command(
     State(state): State<QueryState>,
+    Extension(access): Extension<Access>,
     Path(command_id): Path<String>,
     Query(params): Query<ConsistencyParams>,
     headers: HeaderMap,
@@ -439,7 +491,7 @@ pub async fn get_command(
             "consistency_token_mismatch",
             "the consistency token belongs to another command",
         )),
-        Some(t) => match state.reach(t).await? {
+        Some(t) => match state.reach(t, &access).await? {
             Some(outcome) => Ok(Json(outcome.into())),
             None => Ok(Json(CommandStatus {
                 command_id,
@@ -453,7 +505,7 @@ pub async fn get_command(
                 decided_at: None,
             })),
         },
-        None => match state.read_store.command_status(command_id).await? {
+        None => match state.command_status(command_id, &access).await? {
             Some(outcome) => Ok(Json(outcome.into())),
             None => Err(ApiError::NotFound(format!(
                 "no decision for command {command_id} yet (unknown, or not processed yet: pass its consistency_token to wait)"
@@ -545,13 +597,19 @@ fn bound(
 /// bucket and dimension, per currency.
 #[utoipa::path(
     get, path = "/reports/sales", tag = "queries", params(ReportParams),
-    responses((status = 200, body = SalesReport), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
+    responses((status = 200, body = SalesReport), (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 403, description = "Authentication is on and the caller lacks the `admin` role", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn sales_report(
     State(state): State<QueryState>,
+    Extension(access): Extension<Access>,
     Query(p): Query<ReportParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if !access.is_admin() {
+        return Err(ApiError::Forbidden(
+            "the sales report needs the `admin` role".into(),
+        ));
+    }
     let interval = choice(
         "interval",
         p.interval.as_deref(),
@@ -585,7 +643,7 @@ pub async fn sales_report(
         consistency_token: p.consistency_token,
     };
     let fresh = state
-        .freshness(token(&consistency, &headers)?, None)
+        .freshness(token(&consistency, &headers)?, None, &access)
         .await?;
     let query = SalesReportQuery {
         interval,

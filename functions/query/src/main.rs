@@ -11,6 +11,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let state = QueryState {
         read_store: backends.read_store,
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
+        auth: salestrack_platform::auth::Authenticator::from_settings(&settings)
+            .await?
+            .map(std::sync::Arc::new),
     };
     lambda_http::run(router(state).merge(health)).await
 }

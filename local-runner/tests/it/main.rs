@@ -502,6 +502,9 @@ async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_nev
     };
     let backends = Backends::connect(&settings).await.expect("backends");
     let app = spawn_with(settings, backends).await;
+    // Serving first: a probe racing the holder below could take the slot.
+    let (live, _) = app.get("/health/live").await;
+    assert_eq!(live, StatusCode::OK);
     // A request whose body never finishes arriving holds the one slot: the
     // budget is taken once the headers are in, the handler waits for the body.
     let mut holder =
@@ -511,6 +514,8 @@ async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_nev
         b"POST /orders HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
     )
     .expect("write");
+    // Its headers in before the probes start.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
     let refused = loop {
         let response = app

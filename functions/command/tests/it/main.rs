@@ -33,6 +33,7 @@ fn spawn_app() -> App {
         clock: Arc::new(SystemClock),
         topic: TOPIC.into(),
         max_body_bytes: 4096,
+        auth: None,
     });
     App {
         _dir: dir,
@@ -326,6 +327,7 @@ async fn a_bus_outage_is_503_without_leaking_details() {
         clock: Arc::new(SystemClock),
         topic: TOPIC.into(),
         max_body_bytes: 4096,
+        auth: None,
     });
     let response = router
         .oneshot(post_json("/orders", &order_body()))

@@ -30,6 +30,7 @@ fn spawn_app(wait: Duration) -> App {
     let router = router(QueryState {
         read_store: Arc::new(store.clone()),
         consistency_wait: wait,
+        auth: None,
     });
     App {
         _dir: dir,

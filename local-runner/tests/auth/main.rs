@@ -1,0 +1,448 @@
+//! Authentication and authorization through the runner, with real signed
+//! tokens: the key pairs in `keys/` (test-only), a JWKS served on loopback by
+//! the test, and the runner configured by `SALESTRACK_AUTH_*` settings alone.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::{spawn_with, TestApp};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use salestrack_core::ids::{CartId, OrderId};
+use salestrack_core::testing::order_body_for;
+use salestrack_platform::{Backends, Settings};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const ISSUER: &str = "https://idp.salestrack.test/";
+const AUDIENCE: &str = "salestrack-api";
+
+fn key_file(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/auth/keys")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The committed JWKS with only the keys named.
+fn key_set(kids: &[&str]) -> Value {
+    let all: Value = serde_json::from_slice(&key_file("jwks.json")).expect("jwks");
+    let keys: Vec<Value> = all["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| kids.contains(&k["kid"].as_str().unwrap_or("")))
+        .cloned()
+        .collect();
+    json!({ "keys": keys })
+}
+
+/// A JWKS endpoint on loopback whose key set the test swaps (rotation),
+/// counting the fetches.
+struct Jwks {
+    url: String,
+    keys: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Jwks {
+    async fn serve(kids: &[&str]) -> Jwks {
+        let keys = Arc::new(Mutex::new(key_set(kids)));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let app = {
+            let (keys, fetches) = (Arc::clone(&keys), Arc::clone(&fetches));
+            axum::Router::new().route(
+                "/.well-known/jwks.json",
+                axum::routing::get(move || {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    let body = keys.lock().expect("keys").clone();
+                    async move { axum::Json(body) }
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().expect("addr")
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Jwks { url, keys, fetches }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+async fn runner(jwks: &Jwks, dir: &Path, min_refresh_s: u64) -> TestApp {
+    let settings = Settings {
+        data_dir: dir.into(),
+        poll_wait_ms: 20,
+        consistency_wait_ms: 10_000,
+        auth_jwks_url: Some(jwks.url.clone()),
+        auth_issuer: Some(ISSUER.into()),
+        auth_audience: Some(AUDIENCE.into()),
+        auth_jwks_min_refresh_s: min_refresh_s,
+        ..Settings::default()
+    };
+    let backends = Backends::connect(&settings).await.expect("backends");
+    let app = spawn_with(settings, backends).await;
+    // Serving means the keys were loaded: the runner loads them first.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the runner never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Claims of a valid token for `sub`.
+fn claims(sub: &str, roles: &[&str]) -> Value {
+    json!({
+        "sub": sub, "iss": ISSUER, "aud": AUDIENCE,
+        "iat": now(), "nbf": now() - 5, "exp": now() + 300,
+        "roles": roles,
+    })
+}
+
+/// A token signed with the committed key `kid` (RS256 for `rsa-*`, ES256
+/// for `ec-*`).
+fn signed(kid: &str, claims: &Value) -> String {
+    let pem = key_file(&format!("{kid}.pem"));
+    let (alg, key) = if kid.starts_with("ec") {
+        (Algorithm::ES256, EncodingKey::from_ec_pem(&pem))
+    } else {
+        (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem))
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &key.expect("key")).expect("sign")
+}
+
+fn segment(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// `POST /orders` of a new line of `cart` for `user`, with `token` (if any).
+async fn post_order(
+    app: &TestApp,
+    token: Option<&str>,
+    cart: CartId,
+    user: &str,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let mut body = order_body_for(cart, OrderId(Uuid::new_v4()), "Teapot");
+    body["user_id"] = json!(user);
+    let mut request = app.client.post(app.url("/orders")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("post");
+    let (status, headers) = (response.status(), response.headers().clone());
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        headers,
+    )
+}
+
+async fn get(app: &TestApp, token: &str, path: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_token_is_refused_before_any_route_runs() {
+    let jwks = Jwks::serve(&["rsa-1", "ec-1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner(&jwks, dir.path(), 30).await;
+    let cart = CartId(Uuid::new_v4());
+    let valid = claims("alice", &[]);
+
+    let (status, body, headers) = post_order(&app, None, cart, "alice").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "unauthorized");
+    assert_eq!(
+        headers.get("www-authenticate").map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
+
+    for (what, token) in [
+        ("RS256", signed("rsa-1", &valid)),
+        ("ES256", signed("ec-1", &valid)),
+    ] {
+        let (status, body, _) = post_order(&app, Some(&token), cart, "alice").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{what}: {body}");
+    }
+
+    let with = |patch: Value| {
+        let mut c = valid.clone();
+        for (k, v) in patch.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let good = signed("rsa-1", &valid);
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let forged_payload = segment(&with(json!({ "sub": "mallory" })));
+    parts[1] = &forged_payload;
+    let tampered = parts.join(".");
+    let none = format!(
+        "{}.{}.",
+        segment(&json!({ "alg": "none", "typ": "JWT", "kid": "rsa-1" })),
+        segment(&valid)
+    );
+    // HS256 "signed" with the RSA public key as the secret: the classic
+    // algorithm confusion.
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("rsa-1".into());
+    let confused = jsonwebtoken::encode(
+        &hs,
+        &valid,
+        &EncodingKey::from_secret(&key_file("rsa-1.pub.pem")),
+    )
+    .expect("sign");
+    let mut unknown_kid = Header::new(Algorithm::RS256);
+    unknown_kid.kid = Some("rsa-9".into());
+    let unknown = jsonwebtoken::encode(
+        &unknown_kid,
+        &valid,
+        &EncodingKey::from_rsa_pem(&key_file("rsa-1.pem")).expect("key"),
+    )
+    .expect("sign");
+    // ES256 header on the RSA key's kid: the key's type decides.
+    let mut mismatched = Header::new(Algorithm::ES256);
+    mismatched.kid = Some("rsa-1".into());
+    let mismatched = jsonwebtoken::encode(
+        &mismatched,
+        &valid,
+        &EncodingKey::from_ec_pem(&key_file("ec-1.pem")).expect("key"),
+    )
+    .expect("sign");
+    let refused = [
+        (
+            "expired",
+            signed("rsa-1", &with(json!({ "exp": now() - 120 }))),
+        ),
+        (
+            "not yet valid",
+            signed("rsa-1", &with(json!({ "nbf": now() + 120 }))),
+        ),
+        (
+            "wrong issuer",
+            signed("rsa-1", &with(json!({ "iss": "https://evil.test/" }))),
+        ),
+        (
+            "wrong audience",
+            signed("rsa-1", &with(json!({ "aud": "someone-else" }))),
+        ),
+        ("no expiry", {
+            let mut c = valid.clone();
+            c.as_object_mut().expect("object").remove("exp");
+            signed("rsa-1", &c)
+        }),
+        ("tampered payload", tampered),
+        ("alg none", none),
+        ("HS256 with the public key as secret", confused),
+        ("unknown kid", unknown),
+        ("algorithm not the key's", mismatched),
+        ("not a JWT", "garbage".into()),
+    ];
+    for (what, token) in refused {
+        let (status, body, headers) = post_order(&app, Some(&token), cart, "alice").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        let challenge = headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+        let (status, _) = get(&app, &token, &format!("/carts/{cart}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: reads too");
+    }
+
+    // The runner's own routes stay open: probes and scrapers have no token.
+    for path in ["/health/live", "/health/ready", "/metrics", "/openapi.json"] {
+        let status = app
+            .client
+            .get(app.url(path))
+            .send()
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_fetched_when_a_token_names_it_at_a_bounded_rate() {
+    let jwks = Jwks::serve(&["rsa-1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner(&jwks, dir.path(), 3).await;
+    let started = Instant::now();
+    let cart = CartId(Uuid::new_v4());
+    let new_key = signed("rsa-2", &claims("alice", &[]));
+    assert_eq!(jwks.fetches(), 1, "fetched once at start");
+
+    // Unknown kid, many times within the refresh interval: at most one
+    // more fetch (none if the interval has not passed yet), all refused.
+    for _ in 0..20 {
+        let (status, _, _) = post_order(&app, Some(&new_key), cart, "alice").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let burst = jwks.fetches();
+    assert!(burst <= 2, "a burst of unknown kids fetched {burst} times");
+
+    // The provider rotates; past the interval the next token with the new
+    // kid fetches the set again and is accepted.
+    *jwks.keys.lock().expect("keys") = key_set(&["rsa-1", "rsa-2"]);
+    tokio::time::sleep(
+        Duration::from_secs(3).saturating_sub(started.elapsed()) + Duration::from_millis(200),
+    )
+    .await;
+    let (status, body, _) = post_order(&app, Some(&new_key), cart, "alice").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let after = jwks.fetches();
+    let (status, _, _) = post_order(&app, Some(&new_key), cart, "alice").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(jwks.fetches(), after, "a known kid fetches nothing");
+    let old = signed("rsa-1", &claims("alice", &[]));
+    let (status, _, _) = post_order(&app, Some(&old), cart, "alice").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the old key still in the set");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_never_sees_nor_changes_another_users_cart() {
+    let jwks = Jwks::serve(&["rsa-1", "ec-1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner(&jwks, dir.path(), 30).await;
+    let alice = signed("rsa-1", &claims("alice", &[]));
+    let bob = signed("ec-1", &claims("bob", &[]));
+    let admin = signed("rsa-1", &claims("carol", &["admin"]));
+
+    // Alice's cart, visible to her.
+    let cart = CartId(Uuid::new_v4());
+    let order = OrderId(Uuid::new_v4());
+    let mut body = order_body_for(cart, order, "Alice's teapot");
+    body["user_id"] = json!("alice");
+    let placed: Value = app
+        .client
+        .post(app.url("/orders"))
+        .bearer_auth(&alice)
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let token = placed["consistency_token"].as_str().expect("token");
+    let (status, detail) = get(
+        &app,
+        &alice,
+        &format!("/carts/{cart}?consistency_token={token}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["items"].as_array().map(Vec::len), Some(1));
+    let alice_command = placed["command_id"].as_str().expect("command id");
+    let (status, _) = get(&app, &alice, &format!("/commands/{alice_command}")).await;
+    assert_eq!(status, StatusCode::OK, "her own command");
+
+    // Bob, route by route.
+    let (status, body, _) = post_order(&app, Some(&bob), cart, "alice").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "placing as Alice: {body}");
+    let (status, body, _) = post_order(&app, Some(&bob), cart, "bob").await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "his own user id, her cart id: {body}"
+    );
+    let bobs_line = body["command_id"].as_str().expect("command id").to_owned();
+    let cancel: Value = app
+        .client
+        .post(app.url(&format!("/orders/{order}/cancel")))
+        .bearer_auth(&bob)
+        .json(&json!({ "cart_id": cart, "reason": "mischief" }))
+        .send()
+        .await
+        .expect("cancel")
+        .json()
+        .await
+        .expect("json");
+    let cancel_token = cancel["consistency_token"].as_str().expect("token");
+    let cancel_id = cancel["command_id"].as_str().expect("id");
+    let (status, outcome) = get(
+        &app,
+        &bob,
+        &format!("/commands/{cancel_id}?consistency_token={cancel_token}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(outcome["status"], "rejected", "{outcome}");
+    assert_eq!(outcome["reason"]["code"], "order_not_found", "{outcome}");
+    let (status, outcome) = get(&app, &bob, &format!("/commands/{bobs_line}")).await;
+    assert_eq!(
+        (status, &outcome["reason"]["code"]),
+        (StatusCode::OK, &json!("user_mismatch")),
+        "his line in her cart: {outcome}"
+    );
+
+    for path in [
+        format!("/carts/{cart}"),
+        format!("/carts/{cart}/summary"),
+        format!("/commands/{alice_command}"),
+    ] {
+        let (status, body) = get(&app, &bob, &path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert!(
+            !body.to_string().contains("Alice's teapot"),
+            "{path}: {body}"
+        );
+    }
+    for path in ["/carts?user_id=alice", "/carts", "/carts?q=teapot"] {
+        let (status, body) = get(&app, &bob, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["carts"], json!([]), "{path}: {body}");
+    }
+    let (status, body) = get(&app, &bob, "/reports/sales").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // Nothing Bob did changed Alice's cart; an admin reads the report.
+    let (_, after) = get(&app, &alice, &format!("/carts/{cart}")).await;
+    assert_eq!(after["items"], detail["items"], "{after}");
+    let (status, mine) = get(&app, &alice, "/carts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mine["carts"].as_array().map(Vec::len), Some(1), "{mine}");
+    let (status, report) = get(&app, &admin, "/reports/sales").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    app.stop().await;
+}

@@ -243,7 +243,17 @@ async fn every_bad_token_is_refused_before_any_route_runs() {
         &EncodingKey::from_ec_pem(&key_file("ec-1.pem")).expect("key"),
     )
     .expect("sign");
+    // PS256 is a sound algorithm, just not one salestrack accepts.
+    let mut ps = Header::new(Algorithm::PS256);
+    ps.kid = Some("rsa-1".into());
+    let other_algorithm = jsonwebtoken::encode(
+        &ps,
+        &valid,
+        &EncodingKey::from_rsa_pem(&key_file("rsa-1.pem")).expect("key"),
+    )
+    .expect("sign");
     let refused = [
+        ("PS256", other_algorithm),
         (
             "expired",
             signed("rsa-1", &with(json!({ "exp": now() - 120 }))),

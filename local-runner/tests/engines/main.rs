@@ -135,8 +135,8 @@ struct Tally {
     lost: usize,
     /// Stored or shown more than once.
     duplicated: usize,
-    /// Read model and event store disagree about a cart.
-    diverged: Vec<CartId>,
+    /// Read model and event store disagree about a cart: how, for each.
+    diverged: Vec<String>,
 }
 
 async fn tally(
@@ -160,10 +160,53 @@ async fn tally(
             || stream.iter().map(|e| e.version).collect::<Vec<_>>()
                 != (1..=stream.len() as u64).collect::<Vec<_>>()
         {
-            tally.diverged.push(*cart);
+            let (shown, stored) = (unique(&shown), unique(&stored));
+            tally.diverged.push(format!(
+                "cart {cart} at version {}: stored, not shown {:?}; shown, not stored {:?}; accepted, in neither {:?}",
+                stream.len(),
+                stored.difference(&shown).collect::<Vec<_>>(),
+                shown.difference(&stored).collect::<Vec<_>>(),
+                orders
+                    .difference(&stored)
+                    .filter(|o| !shown.contains(o))
+                    .collect::<Vec<_>>(),
+            ));
         }
     }
     tally
+}
+
+/// What the run dead-lettered: stage and error of each record.
+async fn dead_letters(app: &TestApp, settings: &Settings) -> Vec<String> {
+    let mut consumer = app
+        .backends
+        .consumer(
+            &format!("diagnosis-{}", Uuid::new_v4()),
+            &[&settings.dead_letter_topic],
+        )
+        .expect("consumer");
+    let mut letters = Vec::new();
+    for _ in 0..5 {
+        let records = consumer
+            .poll(100, Duration::from_secs(1))
+            .await
+            .unwrap_or_default();
+        for r in records {
+            let header = |name: &str| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            letters.push(format!(
+                "{}: {}",
+                header("salestrack-dlq-stage"),
+                header("salestrack-dlq-error")
+            ));
+        }
+    }
+    letters
 }
 
 const PRODUCTS: [&str; 4] = ["Espresso machine", "Coffee grinder", "Milk jug", "Tamper"];
@@ -385,6 +428,11 @@ async fn a_sigkill_of(engine: Engine) {
     wait_for_carts(&app, &accepted).await;
     let events = event_store(&settings).await;
     let tally = tally(&app, &events, &accepted).await;
+    let letters = if tally.lost + tally.duplicated + tally.diverged.len() > 0 {
+        dead_letters(&app, &settings).await
+    } else {
+        Vec::new()
+    };
     eprintln!(
         "| {engine:?} | SIGKILL, restart on its data | {} | {refused} | {} | {} | {:.1} s | {:.1} s | {:.1} s |",
         tally.accepted,
@@ -399,7 +447,7 @@ async fn a_sigkill_of(engine: Engine) {
     assert_eq!(
         (tally.lost, tally.duplicated, tally.diverged.len()),
         (0, 0, 0),
-        "{engine:?}: {tally:?}"
+        "{engine:?}: {tally:#?}\ndead letters: {letters:#?}"
     );
     app.stop().await;
 }

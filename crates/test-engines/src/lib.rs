@@ -248,8 +248,14 @@ fn kafka_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
             data = data.display()
         ),
     );
-    let cluster_id =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    // Kafka's own `Uuid.randomUuid` draws again when the text starts with
+    // `-`: the storage tool's argument parser takes that for an option
+    // (one CI run in a few dozen failed so).
+    let cluster_id = std::iter::repeat_with(|| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    })
+    .find(|id| !id.starts_with('-'))
+    .unwrap_or_default();
     let format = std::process::Command::new("java")
         .args([
             "-cp",

@@ -249,8 +249,8 @@ fn kafka_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
         ),
     );
     // Kafka's own `Uuid.randomUuid` draws again when the text starts with
-    // `-`: the storage tool's argument parser takes that for an option
-    // (one CI run in a few dozen failed so).
+    // `-`: the storage tool's argument parser takes that for an option (1
+    // start in 64 would fail; a CI run did).
     let cluster_id = std::iter::repeat_with(|| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
     })

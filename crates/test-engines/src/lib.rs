@@ -101,9 +101,9 @@ fn retry_until(
     }
 }
 
-/// Runs an async client check on a runtime of its own, in a thread of its
-/// own: servers start from synchronous code that may itself run inside a
-/// test's runtime.
+/// Runs one async client check on a runtime of its own, in a thread of
+/// its own: servers start from synchronous code that may itself run inside
+/// a test's runtime.
 fn on_own_runtime<F>(check: impl FnOnce() -> F + Send + 'static) -> Result<(), String>
 where
     F: std::future::Future<Output = Result<(), String>>,
@@ -202,8 +202,14 @@ impl EngineServer {
         let within = self.engine.start_within();
         let ready = match self.engine {
             Engine::Kafka => retry_until(within, || kafka_answers(&address)),
-            Engine::Cassandra => on_own_runtime(move || cassandra_answers(address, within)),
-            Engine::OpenSearch => on_own_runtime(move || opensearch_answers(address, within)),
+            Engine::Cassandra => retry_until(within, || {
+                let address = address.clone();
+                on_own_runtime(move || cassandra_answers(address))
+            }),
+            Engine::OpenSearch => retry_until(within, || {
+                let address = address.clone();
+                on_own_runtime(move || opensearch_answers(address))
+            }),
         };
         if let Err(e) = ready {
             panic!(
@@ -213,6 +219,23 @@ impl EngineServer {
             );
         }
     }
+}
+
+/// `java` arguments for an engine that logs through log4j (Kafka,
+/// OpenSearch): a 512 MiB heap, warnings and errors only.
+fn log4j_jvm(classpath: &str, main: &str, args: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = [
+        "-Xms512m",
+        "-Xmx512m",
+        "-Dlog4j2.level=WARN",
+        "-cp",
+        classpath,
+        main,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    all.extend_from_slice(args);
+    all
 }
 
 /// A KRaft combined node: the storage formatted once, here, with a cluster
@@ -276,15 +299,11 @@ fn kafka_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
         String::from_utf8_lossy(&format.stdout),
         String::from_utf8_lossy(&format.stderr)
     );
-    let args = vec![
-        "-Xms512m".into(),
-        "-Xmx512m".into(),
-        "-Dlog4j2.level=WARN".into(),
-        "-cp".into(),
-        classpath.into(),
-        "kafka.Kafka".into(),
-        properties.display().to_string(),
-    ];
+    let args = log4j_jvm(
+        classpath,
+        "kafka.Kafka",
+        &[properties.display().to_string()],
+    );
     (port, args)
 }
 
@@ -362,68 +381,44 @@ fn cassandra_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
     (port, args)
 }
 
-async fn cassandra_answers(address: String, within: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let answer = async {
-            let session = scylla::client::session_builder::SessionBuilder::new()
-                .known_node(&address)
-                .build()
-                .await
-                .map_err(|e| e.to_string())?;
-            session
-                .query_unpaged("SELECT release_version FROM system.local", &[])
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<(), String>(())
-        }
-        .await;
-        match answer {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+async fn cassandra_answers(address: String) -> Result<(), String> {
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&address)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    session
+        .query_unpaged("SELECT release_version FROM system.local", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn opensearch_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
     let (port, transport) = (free_port(), free_port());
-    let args = vec![
-        "-Xms512m".into(),
-        "-Xmx512m".into(),
-        "-Dlog4j2.level=WARN".into(),
-        "-cp".into(),
-        classpath.into(),
-        "salestrack.OpenSearchNode".into(),
-        dir.join("home").display().to_string(),
-        port.to_string(),
-        transport.to_string(),
-    ];
+    let args = log4j_jvm(
+        classpath,
+        "salestrack.OpenSearchNode",
+        &[
+            dir.join("home").display().to_string(),
+            port.to_string(),
+            transport.to_string(),
+        ],
+    );
     (port, args)
 }
 
-async fn opensearch_answers(url: String, within: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    let client = reqwest::Client::new();
-    loop {
-        let answer = client
-            .get(format!(
-                "{url}/_cluster/health?wait_for_status=yellow&timeout=5s"
-            ))
-            .send()
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| {
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("cluster health answered {}", r.status()))
-                }
-            });
-        match answer {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
+async fn opensearch_answers(url: String) -> Result<(), String> {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{url}/_cluster/health?wait_for_status=yellow&timeout=5s"
+        ))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("cluster health answered {}", response.status()))
     }
 }

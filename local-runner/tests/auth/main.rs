@@ -132,9 +132,15 @@ fn signed(kid: &str, claims: &Value) -> String {
     } else {
         (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem))
     };
+    token(alg, kid, &key.expect("key"), claims)
+}
+
+/// A token whose header says `alg` and `kid`, signed with `key` whatever
+/// they say: the forgeries below.
+fn token(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, &key.expect("key")).expect("sign")
+    jsonwebtoken::encode(&header, claims, key).expect("sign")
 }
 
 fn segment(value: &Value) -> String {
@@ -218,40 +224,19 @@ async fn every_bad_token_is_refused_before_any_route_runs() {
     );
     // HS256 "signed" with the RSA public key as the secret: the classic
     // algorithm confusion.
-    let mut hs = Header::new(Algorithm::HS256);
-    hs.kid = Some("rsa-1".into());
-    let confused = jsonwebtoken::encode(
-        &hs,
-        &valid,
+    let rsa = EncodingKey::from_rsa_pem(&key_file("rsa-1.pem")).expect("key");
+    let confused = token(
+        Algorithm::HS256,
+        "rsa-1",
         &EncodingKey::from_secret(&key_file("rsa-1.pub.pem")),
-    )
-    .expect("sign");
-    let mut unknown_kid = Header::new(Algorithm::RS256);
-    unknown_kid.kid = Some("rsa-9".into());
-    let unknown = jsonwebtoken::encode(
-        &unknown_kid,
         &valid,
-        &EncodingKey::from_rsa_pem(&key_file("rsa-1.pem")).expect("key"),
-    )
-    .expect("sign");
+    );
+    let unknown = token(Algorithm::RS256, "rsa-9", &rsa, &valid);
     // ES256 header on the RSA key's kid: the key's type decides.
-    let mut mismatched = Header::new(Algorithm::ES256);
-    mismatched.kid = Some("rsa-1".into());
-    let mismatched = jsonwebtoken::encode(
-        &mismatched,
-        &valid,
-        &EncodingKey::from_ec_pem(&key_file("ec-1.pem")).expect("key"),
-    )
-    .expect("sign");
+    let ec = EncodingKey::from_ec_pem(&key_file("ec-1.pem")).expect("key");
+    let mismatched = token(Algorithm::ES256, "rsa-1", &ec, &valid);
     // PS256 is a sound algorithm, just not one salestrack accepts.
-    let mut ps = Header::new(Algorithm::PS256);
-    ps.kid = Some("rsa-1".into());
-    let other_algorithm = jsonwebtoken::encode(
-        &ps,
-        &valid,
-        &EncodingKey::from_rsa_pem(&key_file("rsa-1.pem")).expect("key"),
-    )
-    .expect("sign");
+    let other_algorithm = token(Algorithm::PS256, "rsa-1", &rsa, &valid);
     let refused = [
         ("PS256", other_algorithm),
         (

@@ -228,6 +228,7 @@ pub async fn projected_lines(read_store: &dyn ReadStore, expected: usize) -> any
         group_by: None,
         from: None,
         to: None,
+        ..Default::default()
     };
     let mut lines = 0;
     for _ in 0..600 {

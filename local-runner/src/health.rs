@@ -20,6 +20,7 @@ use utoipa::OpenApi;
 pub struct Loops {
     pub domain: Arc<LoopHealth>,
     pub projector: Arc<LoopHealth>,
+    pub payment: Arc<LoopHealth>,
 }
 
 #[derive(Clone)]
@@ -48,6 +49,7 @@ pub struct Readiness {
     pub projection_lag_threshold_ms: u64,
     pub domain_consumer: ConsumerState,
     pub projector_consumer: ConsumerState,
+    pub payment_consumer: ConsumerState,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -234,6 +236,7 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
     let loops = [
         ("domain", state.loops.domain.as_ref()),
         ("projector", state.loops.projector.as_ref()),
+        ("payment", state.loops.payment.as_ref()),
     ];
     let mut running = true;
     for (name, health) in loops {
@@ -279,6 +282,7 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
         projection_lag_threshold_ms: millis(state.max_projection_lag),
         domain_consumer: ConsumerState::from(state.loops.domain.as_ref()),
         projector_consumer: ConsumerState::from(state.loops.projector.as_ref()),
+        payment_consumer: ConsumerState::from(state.loops.payment.as_ref()),
     };
     let code = if up {
         StatusCode::OK

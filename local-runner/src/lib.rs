@@ -1,6 +1,7 @@
-//! The local runner: one process that hosts the command and query routes and
-//! the domain and projector consumer loops, against whatever backends the
-//! settings select (embedded SQLite when nothing is configured).
+//! The local runner: one process that hosts the command and query routes,
+//! the domain, projector and payment consumer loops and the checkout saga's
+//! timer, against whatever backends the settings select (embedded SQLite
+//! when nothing is configured).
 //!
 //! It calls the very same handlers the Lambda binaries call: HTTP routes are
 //! the functions' axum routers; Kafka-triggered handlers receive MSK-shaped
@@ -53,6 +54,37 @@ pub async fn rebuild_read_models() -> anyhow::Result<salestrack_elasticsearch::r
     Ok(rebuilt)
 }
 
+/// The checkout saga's timer in the runner: every `every`, sends
+/// `expire_checkout` for the checkouts past their deadline (see
+/// [`salestrack_payment::expire_due`]). Several runners may all run it:
+/// the commands are idempotent, and the domain settles each checkout once.
+async fn saga_timer(
+    backends: Backends,
+    clock: Arc<SystemClock>,
+    topics: salestrack_platform::Topics,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        let expired = salestrack_payment::expire_due(
+            backends.read_store.as_ref(),
+            backends.producer.as_ref(),
+            clock.as_ref(),
+            &topics,
+        )
+        .await;
+        if let Err(e) = expired {
+            tracing::warn!(error = %e, "the saga timer could not look for due checkouts; trying again");
+        }
+    }
+}
+
 /// Serves on `listener` until `shutdown` is cancelled, then stops accepting,
 /// lets the consumer loops finish their batch in flight and returns.
 pub async fn run(
@@ -80,6 +112,17 @@ pub async fn run(
         producer: Arc::clone(&backends.producer),
         clock: clock.clone(),
         topics: topics.clone(),
+        payment_timeout: Duration::from_millis(settings.payment_timeout_ms),
+    };
+    let payment = salestrack_payment::Deps {
+        ledger: Arc::clone(&backends.payment_ledger),
+        producer: Arc::clone(&backends.producer),
+        clock: clock.clone(),
+        topics: topics.clone(),
+        gateway: salestrack_payment::Gateway {
+            decline_rate: settings.payment_decline_rate,
+            delay: Duration::from_millis(settings.payment_delay_ms),
+        },
     };
     let projector = salestrack_projector::Deps {
         read_store: Arc::clone(&backends.read_store),
@@ -126,6 +169,26 @@ pub async fn run(
         Arc::clone(&projector_health),
         shutdown.clone(),
     ));
+    let payment_health = Arc::new(LoopHealth::default());
+    let payment_loop = tokio::spawn(consumer::run(
+        loop_config("payment"),
+        backends
+            .consumer(&settings.payment_group, &[&topics.payments])
+            .map_err(std::io::Error::other)?,
+        move |event| {
+            let deps = payment.clone();
+            async move { salestrack_payment::handler(event, &deps).await }
+        },
+        Arc::clone(&payment_health),
+        shutdown.clone(),
+    ));
+    let timer = tokio::spawn(saga_timer(
+        backends.clone(),
+        clock.clone(),
+        topics.clone(),
+        Duration::from_millis(settings.payment_sweep_ms.max(10)),
+        shutdown.clone(),
+    ));
 
     // The Prometheus recorder keeps histogram samples until they are
     // folded into buckets: by a scrape of /metrics, or here, so memory does
@@ -150,6 +213,7 @@ pub async fn run(
         health::Loops {
             domain: domain_health,
             projector: projector_health,
+            payment: payment_health,
         },
         auth,
     );
@@ -160,7 +224,14 @@ pub async fn run(
     // If the server failed on its own, the loops must stop too.
     shutdown.cancel();
     upkeep.abort();
-    for (name, handle) in [("domain", domain_loop), ("projector", projector_loop)] {
+    if let Err(e) = timer.await {
+        tracing::error!(error = %e, "the saga timer panicked");
+    }
+    for (name, handle) in [
+        ("domain", domain_loop),
+        ("projector", projector_loop),
+        ("payment", payment_loop),
+    ] {
         if let Err(e) = handle.await {
             tracing::error!(consumer = name, error = %e, "consumer loop panicked");
         }

@@ -20,7 +20,10 @@ pub mod schema;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 
+pub mod payment_ledger;
+
 pub use config::{parse_consistency, parse_serial_consistency, CassandraConfig};
+pub use payment_ledger::CassandraPaymentLedger;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -85,6 +88,7 @@ pub struct CassandraEventStore {
     session: Arc<Session>,
     statements: Arc<Statements>,
     keyspace: String,
+    serial_consistency: SerialConsistency,
 }
 
 impl CassandraEventStore {
@@ -106,7 +110,18 @@ impl CassandraEventStore {
             session: Arc::new(session),
             statements: Arc::new(statements),
             keyspace: config.keyspace,
+            serial_consistency: config.serial_consistency,
         })
+    }
+
+    /// The payment ledger in the same keyspace, on the same session.
+    pub async fn payment_ledger(&self) -> Result<CassandraPaymentLedger, CassandraError> {
+        CassandraPaymentLedger::prepare(
+            Arc::clone(&self.session),
+            &self.keyspace,
+            self.serial_consistency,
+        )
+        .await
     }
 
     async fn list_statements(&self) -> Result<&ListStatements, BackendError> {

@@ -269,4 +269,17 @@ mod apache_cassandra {
     }
 
     contract::every_event_store_check!(real_contract);
+
+    mod payment_ledger_contract {
+        use super::*;
+        use salestrack_core::ports::PaymentLedger;
+
+        async fn ledger() -> Option<((), Arc<dyn PaymentLedger>)> {
+            let store = store().await?;
+            let ledger = store.payment_ledger().await.expect("prepare the ledger");
+            Some(((), Arc::new(ledger)))
+        }
+
+        salestrack_port_tests::every_payment_ledger_check!();
+    }
 }

@@ -6,13 +6,32 @@
 //! - every line of a cart has the same currency and belongs to the same user;
 //! - cancelling needs an existing line; cancelling twice is a no-op;
 //! - a cart holds at most [`MAX_LINES_PER_CART`] lines, which bounds the stream
-//!   the domain function loads per command.
+//!   the domain function loads per command;
+//! - the checkout saga: only the owner's cart with an active line checks out
+//!   (a repeat is a no-op); a checked-out cart takes no line changes
+//!   (`cart_closed`); the checkout's payment answer pays or cancels it
+//!   (`payment_declined`), its deadline cancels it if still unanswered
+//!   (`payment_timeout`); an answer after that changes nothing, except that
+//!   a late success is refunded.
 
-use crate::command::{CancelOrder, Command, OrderLine, PlaceOrder};
-use crate::event::{Event, RecordedEvent};
-use crate::ids::OrderId;
+use crate::command::{
+    CancelOrder, CheckoutCart, Command, ExpireCheckout, OrderLine, PaymentResult, PlaceOrder,
+    RecordPayment,
+};
+use crate::event::{CancelReason, Checkout, Event, RecordedEvent};
+use crate::ids::{OrderId, PaymentId};
 use crate::money::Currency;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use std::collections::HashMap;
+
+/// What a decision depends on besides the cart and the command: the
+/// domain's clock and the saga's configured payment timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub now: DateTime<Utc>,
+    pub payment_timeout: chrono::Duration,
+}
 
 pub const MAX_LINES_PER_CART: usize = 1000;
 
@@ -24,7 +43,28 @@ pub struct Cart {
     pub(crate) version: u64,
     pub(crate) user_id: Option<String>,
     pub(crate) currency: Option<Currency>,
+    /// The first line's: what a checkout charges by default.
+    pub(crate) payment_method: Option<String>,
     pub(crate) lines: HashMap<OrderId, Line>,
+    pub(crate) checkout: Option<CheckoutState>,
+    pub(crate) settled: Option<Settled>,
+    /// Late payments refunded, with the version of their `refund_requested`.
+    pub(crate) refunds: Vec<(PaymentId, u64)>,
+}
+
+/// The checkout of a cart: where it is in the stream and its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckoutState {
+    pub(crate) version: u64,
+    pub(crate) expires_at: DateTime<Utc>,
+}
+
+/// How a checkout ended: paid, or cancelled (declined, timed out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settled {
+    pub(crate) version: u64,
+    pub(crate) payment_id: Option<PaymentId>,
+    pub(crate) paid: bool,
 }
 
 /// What the rules keep of a line: its content's digest (placing the same
@@ -36,6 +76,8 @@ pub(crate) struct Line {
     pub(crate) digest: LineDigest,
     pub(crate) placed_at: u64,
     pub(crate) cancelled_at: Option<u64>,
+    /// Subtotal plus tax: what the line adds to a checkout while active.
+    pub(crate) charge: Decimal,
 }
 
 /// SHA-256 of a line's fields in a fixed, length-prefixed order, money
@@ -92,6 +134,16 @@ pub enum DomainError {
     OrderNotFound { order_id: OrderId },
     #[error("the cart already holds the maximum of {max} lines")]
     CartFull { max: usize },
+    #[error("the cart is checked out: its lines can no longer change")]
+    CartClosed,
+    #[error("there is no such cart")]
+    CartNotFound,
+    #[error("the cart has no active line to check out")]
+    CartEmpty,
+    #[error("the cart has no checkout at version {checkout}")]
+    CheckoutNotFound { checkout: u64 },
+    #[error("the checkout runs until {expires_at}")]
+    CheckoutNotDue { expires_at: DateTime<Utc> },
 }
 
 impl DomainError {
@@ -103,6 +155,11 @@ impl DomainError {
             DomainError::OrderIdConflict { .. } => "order_id_conflict",
             DomainError::OrderNotFound { .. } => "order_not_found",
             DomainError::CartFull { .. } => "cart_full",
+            DomainError::CartClosed => "cart_closed",
+            DomainError::CartNotFound => "cart_not_found",
+            DomainError::CartEmpty => "cart_empty",
+            DomainError::CheckoutNotFound { .. } => "checkout_not_found",
+            DomainError::CheckoutNotDue { .. } => "checkout_not_due",
         }
     }
 }
@@ -133,12 +190,15 @@ impl Cart {
             Event::OrderPlaced(line) => {
                 self.user_id.get_or_insert_with(|| line.user_id.clone());
                 self.currency.get_or_insert(line.currency);
+                self.payment_method
+                    .get_or_insert_with(|| line.payment_method.clone());
                 self.lines.insert(
                     line.order_id,
                     Line {
                         digest: LineDigest::of(line),
                         placed_at: self.version,
                         cancelled_at: None,
+                        charge: line.subtotal.value() + line.tax_amount.value(),
                     },
                 );
             }
@@ -147,16 +207,56 @@ impl Cart {
                     line.cancelled_at.get_or_insert(self.version);
                 }
             }
+            Event::CheckoutStarted(checkout) => {
+                self.checkout.get_or_insert(CheckoutState {
+                    version: self.version,
+                    expires_at: checkout.expires_at,
+                });
+            }
+            Event::PaymentSucceeded { payment_id, .. } => {
+                self.settled.get_or_insert(Settled {
+                    version: self.version,
+                    payment_id: Some(*payment_id),
+                    paid: true,
+                });
+            }
+            Event::CartCancelled { payment_id, .. } => {
+                self.settled.get_or_insert(Settled {
+                    version: self.version,
+                    payment_id: *payment_id,
+                    paid: false,
+                });
+            }
+            Event::RefundRequested { payment_id, .. } => {
+                self.refunds.push((*payment_id, self.version));
+            }
         }
         self
     }
 
+    /// What the active lines add up to: subtotals plus tax.
+    fn active_charge(&self) -> Decimal {
+        self.lines
+            .values()
+            .filter(|l| l.cancelled_at.is_none())
+            .map(|l| l.charge)
+            .sum()
+    }
+
+    /// The cart's owner asked, or nobody in particular (authentication off).
+    fn asked_by_owner(&self, asker: Option<&String>) -> bool {
+        asker.is_none_or(|asker| self.user_id.as_ref() == Some(asker))
+    }
+
     /// Decides which events a command produces. An empty list means the command
     /// was already applied (an idempotent repeat).
-    pub fn decide(&self, command: &Command) -> Result<Vec<Event>, DomainError> {
+    pub fn decide(&self, command: &Command, at: &Context) -> Result<Vec<Event>, DomainError> {
         match command {
             Command::PlaceOrder(place) => self.place(place),
             Command::CancelOrder(cancel) => self.cancel(cancel),
+            Command::CheckoutCart(checkout) => self.check_out(checkout, at),
+            Command::RecordPayment(payment) => self.record_payment(payment),
+            Command::ExpireCheckout(expire) => self.expire(expire, at),
         }
     }
 
@@ -164,11 +264,105 @@ impl Cart {
     /// a repeated command: it re-publishes that event, so that a publish lost
     /// after a successful append is healed by the retry.
     pub fn satisfied_at(&self, command: &Command) -> Option<u64> {
-        let line = self.lines.get(&command.order_id())?;
         match command {
-            Command::PlaceOrder(_) => Some(line.placed_at),
-            Command::CancelOrder(_) => line.cancelled_at,
+            Command::PlaceOrder(p) => self.lines.get(&p.line.order_id).map(|l| l.placed_at),
+            Command::CancelOrder(c) => self.lines.get(&c.order_id)?.cancelled_at,
+            Command::CheckoutCart(_) => self.checkout.as_ref().map(|c| c.version),
+            Command::RecordPayment(p) => {
+                let settled = self.settled.as_ref()?;
+                if settled.payment_id == Some(p.payment_id) {
+                    return Some(settled.version);
+                }
+                self.refunds
+                    .iter()
+                    .find(|(id, _)| *id == p.payment_id)
+                    .map(|(_, version)| *version)
+            }
+            Command::ExpireCheckout(e) => self
+                .settled
+                .as_ref()
+                .filter(|s| s.payment_id.is_none() && self.checkout_at(e.checkout).is_ok())
+                .map(|s| s.version),
         }
+    }
+
+    /// Whether the cart's checkout is the one at stream version `checkout`.
+    fn checkout_at(&self, checkout: u64) -> Result<&CheckoutState, DomainError> {
+        self.checkout
+            .as_ref()
+            .filter(|c| c.version == checkout)
+            .ok_or(DomainError::CheckoutNotFound { checkout })
+    }
+
+    fn check_out(&self, command: &CheckoutCart, at: &Context) -> Result<Vec<Event>, DomainError> {
+        if self.version == 0 || !self.asked_by_owner(command.requested_by.as_ref()) {
+            return Err(DomainError::CartNotFound);
+        }
+        if self.checkout.is_some() {
+            return Ok(vec![]);
+        }
+        if !self.lines.values().any(|l| l.cancelled_at.is_none()) {
+            return Err(DomainError::CartEmpty);
+        }
+        let (Some(currency), Some(first_method)) = (self.currency, self.payment_method.as_ref())
+        else {
+            // A cart with a line has both: they come with the first line.
+            return Err(DomainError::CartEmpty);
+        };
+        Ok(vec![Event::CheckoutStarted(Checkout {
+            payment_method: command
+                .payment_method
+                .clone()
+                .unwrap_or_else(|| first_method.clone()),
+            amount: self.active_charge(),
+            currency,
+            expires_at: at.now + at.payment_timeout,
+        })])
+    }
+
+    fn record_payment(&self, payment: &RecordPayment) -> Result<Vec<Event>, DomainError> {
+        self.checkout_at(payment.checkout)?;
+        let Some(settled) = &self.settled else {
+            return Ok(vec![match payment.result {
+                PaymentResult::Succeeded => Event::PaymentSucceeded {
+                    payment_id: payment.payment_id,
+                    amount: payment.amount,
+                },
+                PaymentResult::Declined => Event::CartCancelled {
+                    reason: CancelReason::PaymentDeclined,
+                    payment_id: Some(payment.payment_id),
+                },
+            }]);
+        };
+        // The checkout has ended: a repeat, or an answer that came too late.
+        let late_success = payment.result == PaymentResult::Succeeded
+            && settled.payment_id != Some(payment.payment_id)
+            && !self.refunds.iter().any(|(id, _)| *id == payment.payment_id);
+        Ok(if late_success {
+            vec![Event::RefundRequested {
+                checkout: payment.checkout,
+                payment_id: payment.payment_id,
+                amount: payment.amount,
+            }]
+        } else {
+            vec![]
+        })
+    }
+
+    fn expire(&self, expire: &ExpireCheckout, at: &Context) -> Result<Vec<Event>, DomainError> {
+        let checkout = self.checkout_at(expire.checkout)?;
+        if self.settled.is_some() {
+            return Ok(vec![]);
+        }
+        if at.now < checkout.expires_at {
+            return Err(DomainError::CheckoutNotDue {
+                expires_at: checkout.expires_at,
+            });
+        }
+        Ok(vec![Event::CartCancelled {
+            reason: CancelReason::PaymentTimeout,
+            payment_id: None,
+        }])
     }
 
     fn place(&self, PlaceOrder { line }: &PlaceOrder) -> Result<Vec<Event>, DomainError> {
@@ -180,6 +374,9 @@ impl Cart {
                     order_id: line.order_id,
                 })
             };
+        }
+        if self.checkout.is_some() {
+            return Err(DomainError::CartClosed);
         }
         if self
             .user_id
@@ -205,15 +402,13 @@ impl Cart {
     fn cancel(&self, cancel: &CancelOrder) -> Result<Vec<Event>, DomainError> {
         // Another user's line reads as no line at all: a cancel tells its
         // sender nothing about carts that are not theirs.
-        let foreign = cancel
-            .requested_by
-            .as_ref()
-            .is_some_and(|asker| self.user_id.as_ref() != Some(asker));
+        let foreign = !self.asked_by_owner(cancel.requested_by.as_ref());
         match self.lines.get(&cancel.order_id).filter(|_| !foreign) {
             None => Err(DomainError::OrderNotFound {
                 order_id: cancel.order_id,
             }),
             Some(line) if line.cancelled_at.is_some() => Ok(vec![]),
+            Some(_) if self.checkout.is_some() => Err(DomainError::CartClosed),
             Some(_) => Ok(vec![Event::OrderCancelled {
                 order_id: cancel.order_id,
                 reason: cancel.reason.clone(),
@@ -246,7 +441,16 @@ mod tests {
 
     impl Scenario {
         fn when(self, command: Command) -> Result<Vec<Event>, DomainError> {
-            self.cart.decide(&command)
+            self.cart.decide(&command, &at())
+        }
+    }
+
+    fn at() -> Context {
+        Context {
+            now: chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 12, 0, 0)
+                .single()
+                .unwrap_or_default(),
+            payment_timeout: chrono::Duration::seconds(30),
         }
     }
 
@@ -443,5 +647,226 @@ mod tests {
         assert_eq!(scenario.cart.satisfied_at(&place(l.clone())), Some(2));
         assert_eq!(scenario.cart.satisfied_at(&cancel(&l)), Some(3));
         assert_eq!(scenario.cart.satisfied_at(&cancel(&other_line())), None);
+    }
+
+    // ------------------------------------------------------------ the saga
+
+    fn checkout() -> Command {
+        Command::CheckoutCart(CheckoutCart {
+            cart_id: line().cart_id,
+            payment_method: None,
+            requested_by: None,
+        })
+    }
+
+    fn started(amount: &str) -> Event {
+        Event::CheckoutStarted(Checkout {
+            payment_method: line().payment_method,
+            amount: amount.parse().expect("amount"),
+            currency: line().currency,
+            expires_at: at().now + at().payment_timeout,
+        })
+    }
+
+    /// The answer to the checkout at version `checkout`.
+    fn answer(checkout: u64, result: PaymentResult) -> Command {
+        Command::RecordPayment(RecordPayment {
+            cart_id: line().cart_id,
+            checkout,
+            payment_id: PaymentId::for_checkout(line().cart_id, checkout),
+            result,
+            amount: "427.98".parse().expect("amount"),
+            reason: None,
+        })
+    }
+
+    fn expire(checkout: u64) -> Command {
+        Command::ExpireCheckout(ExpireCheckout {
+            cart_id: line().cart_id,
+            checkout,
+        })
+    }
+
+    fn checked_out() -> Vec<Event> {
+        vec![Event::OrderPlaced(line()), started("427.98")]
+    }
+
+    #[test]
+    fn a_checkout_charges_the_active_lines_with_their_tax() {
+        let l = line();
+        let history = vec![
+            Event::OrderPlaced(l.clone()),
+            Event::OrderPlaced(other_line()),
+            Event::OrderCancelled {
+                order_id: other_line().order_id,
+                reason: None,
+            },
+        ];
+        // 389.98 subtotal + 38.00 tax; the cancelled line adds nothing.
+        assert_eq!(given(history).when(checkout()), Ok(vec![started("427.98")]));
+    }
+
+    #[test]
+    fn a_checkout_may_name_another_payment_method() {
+        let Command::CheckoutCart(mut c) = checkout() else {
+            unreachable!("checkout() builds a checkout")
+        };
+        c.payment_method = Some("test-decline".into());
+        let events = given(vec![Event::OrderPlaced(line())])
+            .when(Command::CheckoutCart(c))
+            .expect("ok");
+        assert!(
+            matches!(&events[..], [Event::CheckoutStarted(c)] if c.payment_method == "test-decline")
+        );
+    }
+
+    #[test]
+    fn only_an_owned_cart_with_an_active_line_checks_out() {
+        assert_eq!(
+            given(vec![]).when(checkout()),
+            Err(DomainError::CartNotFound)
+        );
+        let l = line();
+        let emptied = vec![
+            Event::OrderPlaced(l.clone()),
+            Event::OrderCancelled {
+                order_id: l.order_id,
+                reason: None,
+            },
+        ];
+        assert_eq!(given(emptied).when(checkout()), Err(DomainError::CartEmpty));
+        let Command::CheckoutCart(mut foreign) = checkout() else {
+            unreachable!("checkout() builds a checkout")
+        };
+        foreign.requested_by = Some("somebody-else".into());
+        assert_eq!(
+            given(vec![Event::OrderPlaced(l)]).when(Command::CheckoutCart(foreign)),
+            Err(DomainError::CartNotFound),
+            "another user's cart reads as no cart"
+        );
+    }
+
+    #[test]
+    fn a_repeated_checkout_is_a_no_op_that_finds_its_event() {
+        let scenario = given(checked_out());
+        assert_eq!(scenario.cart.satisfied_at(&checkout()), Some(2));
+        assert_eq!(scenario.when(checkout()), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_checked_out_cart_takes_no_line_changes() {
+        let l = line();
+        assert_eq!(
+            given(checked_out()).when(place(other_line())),
+            Err(DomainError::CartClosed)
+        );
+        assert_eq!(
+            given(checked_out()).when(cancel(&l)),
+            Err(DomainError::CartClosed)
+        );
+        assert_eq!(
+            given(checked_out()).when(place(l)),
+            Ok(vec![]),
+            "a repeated placement stays a no-op"
+        );
+    }
+
+    #[test]
+    fn a_successful_payment_pays_the_cart_once() {
+        let events = given(checked_out())
+            .when(answer(2, PaymentResult::Succeeded))
+            .expect("ok");
+        assert!(matches!(&events[..], [Event::PaymentSucceeded { .. }]));
+        let mut paid = checked_out();
+        paid.extend(events);
+        let scenario = given(paid);
+        assert_eq!(
+            scenario
+                .cart
+                .satisfied_at(&answer(2, PaymentResult::Succeeded)),
+            Some(3)
+        );
+        assert_eq!(scenario.when(answer(2, PaymentResult::Succeeded)), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_declined_payment_cancels_the_cart() {
+        let events = given(checked_out())
+            .when(answer(2, PaymentResult::Declined))
+            .expect("ok");
+        assert_eq!(
+            events,
+            vec![Event::CartCancelled {
+                reason: CancelReason::PaymentDeclined,
+                payment_id: Some(PaymentId::for_checkout(line().cart_id, 2)),
+            }]
+        );
+    }
+
+    #[test]
+    fn an_answer_for_another_checkout_is_rejected() {
+        assert_eq!(
+            given(checked_out()).when(answer(7, PaymentResult::Succeeded)),
+            Err(DomainError::CheckoutNotFound { checkout: 7 })
+        );
+        assert_eq!(
+            given(vec![Event::OrderPlaced(line())]).when(expire(2)),
+            Err(DomainError::CheckoutNotFound { checkout: 2 })
+        );
+    }
+
+    #[test]
+    fn the_deadline_cancels_an_unanswered_checkout_once_it_has_passed() {
+        let mut early = given(checked_out()).cart;
+        let not_yet = Context {
+            now: at().now + at().payment_timeout - chrono::Duration::milliseconds(1),
+            ..at()
+        };
+        assert!(matches!(
+            early.decide(&expire(2), &not_yet),
+            Err(DomainError::CheckoutNotDue { .. })
+        ));
+        let due = Context {
+            now: at().now + at().payment_timeout,
+            ..at()
+        };
+        let events = early.decide(&expire(2), &due).expect("due");
+        assert_eq!(
+            events,
+            vec![Event::CartCancelled {
+                reason: CancelReason::PaymentTimeout,
+                payment_id: None,
+            }]
+        );
+        early = early.apply(&RecordedEvent::number(
+            line().cart_id,
+            2,
+            CommandId(uuid::Uuid::nil()),
+            due.now,
+            events,
+        ));
+        assert_eq!(early.satisfied_at(&expire(2)), Some(3));
+        assert_eq!(early.decide(&expire(2), &due), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_late_success_changes_nothing_but_is_refunded_once() {
+        let mut timed_out = checked_out();
+        timed_out.push(Event::CartCancelled {
+            reason: CancelReason::PaymentTimeout,
+            payment_id: None,
+        });
+        let late = answer(2, PaymentResult::Succeeded);
+        let events = given(timed_out.clone()).when(late.clone()).expect("ok");
+        assert!(matches!(&events[..], [Event::RefundRequested { .. }]));
+        timed_out.extend(events);
+        let scenario = given(timed_out.clone());
+        assert_eq!(scenario.cart.satisfied_at(&late), Some(4));
+        assert_eq!(scenario.when(late), Ok(vec![]), "refunded once");
+        assert_eq!(
+            given(timed_out).when(answer(2, PaymentResult::Declined)),
+            Ok(vec![]),
+            "a late decline changes nothing"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! [`PlaceOrder::parse`] / [`CancelOrder::parse`], which check every field and
 //! report *all* problems at once, so a value of these types is always valid.
 
-use crate::ids::{CartId, CommandId, OrderId};
+use crate::ids::{CartId, CommandId, OrderId, PaymentId};
 use crate::money::{Currency, Money};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -47,6 +47,47 @@ pub struct CancelOrder {
     pub requested_by: Option<String>,
 }
 
+/// Closes an open cart and starts its payment (`POST /carts/{id}/checkout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutCart {
+    pub cart_id: CartId,
+    /// Overrides the payment method of the cart's first line.
+    pub payment_method: Option<String>,
+    /// The authenticated user who asked, when authentication is on: only
+    /// the cart's owner may check it out.
+    pub requested_by: Option<String>,
+}
+
+/// What the payment gateway answered for a checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentResult {
+    Succeeded,
+    Declined,
+}
+
+/// The payment function's answer to a checkout's payment request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordPayment {
+    pub cart_id: CartId,
+    /// The stream version of the `checkout_started` event it answers.
+    pub checkout: u64,
+    pub payment_id: PaymentId,
+    pub result: PaymentResult,
+    /// What was charged (the checkout's amount when it succeeded).
+    pub amount: Decimal,
+    /// Why the gateway declined, in its words.
+    pub reason: Option<String>,
+}
+
+/// The saga's deadline: cancels the checkout if it is still unanswered once
+/// its `expires_at` has passed on the domain's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpireCheckout {
+    pub cart_id: CartId,
+    pub checkout: u64,
+}
+
 // The large variant is the common one: boxing it would add an allocation
 // to nearly every value for no saving.
 #[allow(clippy::large_enum_variant)]
@@ -54,6 +95,9 @@ pub struct CancelOrder {
 pub enum Command {
     PlaceOrder(PlaceOrder),
     CancelOrder(CancelOrder),
+    CheckoutCart(CheckoutCart),
+    RecordPayment(RecordPayment),
+    ExpireCheckout(ExpireCheckout),
 }
 
 impl Command {
@@ -61,13 +105,20 @@ impl Command {
         match self {
             Command::PlaceOrder(c) => c.line.cart_id,
             Command::CancelOrder(c) => c.cart_id,
+            Command::CheckoutCart(c) => c.cart_id,
+            Command::RecordPayment(c) => c.cart_id,
+            Command::ExpireCheckout(c) => c.cart_id,
         }
     }
 
-    pub fn order_id(&self) -> OrderId {
+    /// The order line a command is about; cart-level commands have none.
+    pub fn order_id(&self) -> Option<OrderId> {
         match self {
-            Command::PlaceOrder(c) => c.line.order_id,
-            Command::CancelOrder(c) => c.order_id,
+            Command::PlaceOrder(c) => Some(c.line.order_id),
+            Command::CancelOrder(c) => Some(c.order_id),
+            Command::CheckoutCart(_) | Command::RecordPayment(_) | Command::ExpireCheckout(_) => {
+                None
+            }
         }
     }
 
@@ -77,6 +128,9 @@ impl Command {
         match self {
             Command::PlaceOrder(p) => Some(&p.line.user_id),
             Command::CancelOrder(c) => c.requested_by.as_deref(),
+            Command::CheckoutCart(c) => c.requested_by.as_deref(),
+            // The saga's own commands: sent by the system, not a user.
+            Command::RecordPayment(_) | Command::ExpireCheckout(_) => None,
         }
     }
 
@@ -85,20 +139,33 @@ impl Command {
         match self {
             Command::PlaceOrder(_) => PLACE_ORDER,
             Command::CancelOrder(_) => CANCEL_ORDER,
+            Command::CheckoutCart(_) => CHECKOUT_CART,
+            Command::RecordPayment(_) => RECORD_PAYMENT,
+            Command::ExpireCheckout(_) => EXPIRE_CHECKOUT,
         }
     }
 
-    /// The command id: from the client's idempotency key when given, else from the order id.
+    /// The command id: from the client's idempotency key when given, else
+    /// from the natural key (the order id; the cart for a checkout, the
+    /// checkout for the saga's commands), so a repeat maps onto the same id.
     pub fn derive_id(&self, idempotency_key: Option<&str>) -> CommandId {
-        match idempotency_key {
-            Some(key) => CommandId::from_idempotency_key(self.cart_id(), self.kind(), key),
-            None => CommandId::for_order(self.cart_id(), self.kind(), self.order_id()),
+        let (cart_id, kind) = (self.cart_id(), self.kind());
+        match (idempotency_key, self) {
+            (Some(key), _) => CommandId::from_idempotency_key(cart_id, kind, key),
+            (None, Command::PlaceOrder(c)) => CommandId::for_order(cart_id, kind, c.line.order_id),
+            (None, Command::CancelOrder(c)) => CommandId::for_order(cart_id, kind, c.order_id),
+            (None, Command::CheckoutCart(_)) => CommandId::for_cart(cart_id, kind, 0),
+            (None, Command::RecordPayment(c)) => CommandId::for_cart(cart_id, kind, c.checkout),
+            (None, Command::ExpireCheckout(c)) => CommandId::for_cart(cart_id, kind, c.checkout),
         }
     }
 }
 
 pub const PLACE_ORDER: &str = "place_order";
 pub const CANCEL_ORDER: &str = "cancel_order";
+pub const CHECKOUT_CART: &str = "checkout_cart";
+pub const RECORD_PAYMENT: &str = "record_payment";
+pub const EXPIRE_CHECKOUT: &str = "expire_checkout";
 
 /// One problem with one input field, machine-readable by `code`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -299,6 +366,21 @@ impl CancelOrder {
             }),
             None => Err(internal_inconsistency()),
         }
+    }
+}
+
+impl CheckoutCart {
+    /// Validates a checkout body (optional `payment_method`) for `cart_id`.
+    /// An absent body is `{}`.
+    pub fn parse(cart_id: CartId, body: &Value) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new(body, &["payment_method"])?;
+        let payment_method = f.optional_text("payment_method", MAX_SHORT_TEXT);
+        f.finish()?;
+        Ok(CheckoutCart {
+            cart_id,
+            payment_method: payment_method.flatten(),
+            requested_by: None,
+        })
     }
 }
 

@@ -2,8 +2,10 @@
 //! and published shape lives in [`crate::wire`].
 
 use crate::command::OrderLine;
-use crate::ids::{CartId, CommandId, EventId, OrderId};
+use crate::ids::{CartId, CommandId, EventId, OrderId, PaymentId};
+use crate::money::Currency;
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 
 // The large variant is the common one: boxing it would add an allocation
 // to nearly every value for no saving.
@@ -15,13 +17,73 @@ pub enum Event {
         order_id: OrderId,
         reason: Option<String>,
     },
+    /// The cart is closed and its payment requested; the saga has until
+    /// `expires_at` to hear from the gateway.
+    CheckoutStarted(Checkout),
+    /// The gateway charged the checkout: the cart is paid.
+    PaymentSucceeded {
+        payment_id: PaymentId,
+        amount: Decimal,
+    },
+    /// Compensation: the checkout failed (declined, or no answer in time)
+    /// and the cart is cancelled. Nothing is deleted.
+    CartCancelled {
+        reason: CancelReason,
+        /// The declined payment; none for a timeout.
+        payment_id: Option<PaymentId>,
+    },
+    /// A payment succeeded after its checkout had been cancelled: the money
+    /// goes back. The cart stays cancelled.
+    RefundRequested {
+        /// The stream version of the checkout the payment answered.
+        checkout: u64,
+        payment_id: PaymentId,
+        amount: Decimal,
+    },
+}
+
+/// What a checkout charges, and until when the saga waits for the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    pub payment_method: String,
+    /// The active lines' subtotals plus their tax at checkout time.
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why the saga cancelled a cart; the wire code is [`CancelReason::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CancelReason {
+    PaymentDeclined,
+    PaymentTimeout,
+}
+
+impl CancelReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            CancelReason::PaymentDeclined => "payment_declined",
+            CancelReason::PaymentTimeout => "payment_timeout",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<CancelReason> {
+        [CancelReason::PaymentDeclined, CancelReason::PaymentTimeout]
+            .into_iter()
+            .find(|r| r.code() == code)
+    }
 }
 
 impl Event {
-    pub fn order_id(&self) -> OrderId {
+    /// The order line the event is about; cart-level events have none.
+    pub fn order_id(&self) -> Option<OrderId> {
         match self {
-            Event::OrderPlaced(line) => line.order_id,
-            Event::OrderCancelled { order_id, .. } => *order_id,
+            Event::OrderPlaced(line) => Some(line.order_id),
+            Event::OrderCancelled { order_id, .. } => Some(*order_id),
+            Event::CheckoutStarted(_)
+            | Event::PaymentSucceeded { .. }
+            | Event::CartCancelled { .. }
+            | Event::RefundRequested { .. } => None,
         }
     }
 
@@ -29,6 +91,10 @@ impl Event {
         match self {
             Event::OrderPlaced(_) => "order_placed",
             Event::OrderCancelled { .. } => "order_cancelled",
+            Event::CheckoutStarted(_) => "checkout_started",
+            Event::PaymentSucceeded { .. } => "payment_succeeded",
+            Event::CartCancelled { .. } => "cart_cancelled",
+            Event::RefundRequested { .. } => "refund_requested",
         }
     }
 }

@@ -51,6 +51,12 @@ uuid_id!(
     CommandId
 );
 uuid_id!(
+    /// One payment of a checkout: derived from (cart, checkout version), it is
+    /// the idempotency key the gateway charges under, so a redelivered
+    /// payment request can never charge twice.
+    PaymentId
+);
+uuid_id!(
     /// One recorded event. Derived from (cart, version) so a replay has the same id.
     EventId
 );
@@ -68,6 +74,24 @@ impl CommandId {
     /// The command id when no key was supplied: the order id is the natural key.
     pub fn for_order(cart_id: CartId, kind: &str, order_id: OrderId) -> Self {
         let name = format!("order/{cart_id}/{kind}/{order_id}");
+        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+}
+
+impl CommandId {
+    /// The command id of a cart-level command (a checkout, a payment
+    /// answer, a deadline) without a client key: one per cart and `step`
+    /// (the checkout's stream version for the saga's commands, 0 for the
+    /// checkout itself).
+    pub fn for_cart(cart_id: CartId, kind: &str, step: u64) -> Self {
+        let name = format!("cart/{cart_id}/{kind}/{step}");
+        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+}
+
+impl PaymentId {
+    pub fn for_checkout(cart_id: CartId, checkout: u64) -> Self {
+        let name = format!("payment/{cart_id}/{checkout}");
         Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
     }
 }

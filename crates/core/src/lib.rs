@@ -36,4 +36,5 @@ pub mod topics {
     pub const EVENTS: &str = "sales.events";
     pub const OUTCOMES: &str = "sales.outcomes";
     pub const DEAD_LETTER: &str = "sales.dead-letter";
+    pub const PAYMENTS: &str = "sales.payments";
 }

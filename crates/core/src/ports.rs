@@ -5,8 +5,8 @@
 //! error is infrastructure and fails the batch or request (retryable).
 
 use crate::event::RecordedEvent;
-use crate::ids::{CartId, CommandId};
-use crate::read_model::{CartDetail, CartSummary, SalesLine};
+use crate::ids::{CartId, CommandId, PaymentId};
+use crate::read_model::{CartDetail, CartStatus, CartSummary, SalesLine};
 use crate::wire::Outcome;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -342,12 +342,57 @@ impl ReportDimension {
 /// Totals of active sales lines created in `[from, to)`, per time bucket
 /// (`interval`), per dimension value (`group_by`) and always per currency.
 /// Without interval and dimension: one total per currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SalesReportQuery {
     pub interval: Option<ReportInterval>,
     pub group_by: Option<ReportDimension>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// Which carts' lines count (`all` by default).
+    pub status: ReportStatus,
+}
+
+/// The carts whose active lines a report counts, by cart status.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    /// Every active line, whatever its cart's status.
+    #[default]
+    All,
+    /// Carts not yet settled: `open` and `checking_out`.
+    Open,
+    /// Confirmed sales only.
+    Paid,
+    /// Carts the checkout saga cancelled.
+    Cancelled,
+}
+
+impl ReportStatus {
+    /// The cart statuses counted; `None`: all of them.
+    pub fn cart_statuses(self) -> Option<&'static [CartStatus]> {
+        match self {
+            ReportStatus::All => None,
+            ReportStatus::Open => Some(&[CartStatus::Open, CartStatus::CheckingOut]),
+            ReportStatus::Paid => Some(&[CartStatus::Paid]),
+            ReportStatus::Cancelled => Some(&[CartStatus::Cancelled]),
+        }
+    }
+
+    /// Whether a line of a cart in `status` counts.
+    pub fn counts(self, status: CartStatus) -> bool {
+        self.cart_statuses().is_none_or(|s| s.contains(&status))
+    }
+}
+
+/// A checkout still waiting for its payment answer past its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueCheckout {
+    pub cart_id: CartId,
+    /// The stream version of its `checkout_started`.
+    pub checkout: u64,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Totals of the active sales lines of one bucket, per currency (amounts in
@@ -436,7 +481,63 @@ pub trait ReadStore: Send + Sync {
         &self,
         query: &SalesReportQuery,
     ) -> Result<Vec<SalesBucket>, BackendError>;
+    /// Up to `limit` carts `checking_out` whose deadline is at or before
+    /// `now`, earliest deadline first: what the saga's timer cancels.
+    async fn due_checkouts(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueCheckout>, BackendError>;
     /// Cheap reachability check for readiness probes.
+    async fn ping(&self) -> Result<(), BackendError>;
+}
+
+// ------------------------------------------------------------------ payments
+
+/// How the gateway answered a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeStatus {
+    Succeeded,
+    Declined,
+}
+
+/// One charge of the payment ledger: at most one per checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub payment_id: PaymentId,
+    pub cart_id: CartId,
+    /// The stream version of the checkout it charged.
+    pub checkout: u64,
+    pub status: ChargeStatus,
+    pub amount: Decimal,
+    pub currency: String,
+    pub payment_method: String,
+    /// Why it was declined.
+    pub decline_reason: Option<String>,
+    pub charged_at: DateTime<Utc>,
+    /// Set once when a late payment was given back.
+    pub refunded_at: Option<DateTime<Utc>>,
+}
+
+/// The mock gateway's durable book of charges. Charging is idempotent per
+/// checkout: the first charge recorded wins, and every later attempt (a
+/// redelivered request) gets that one back.
+#[async_trait]
+pub trait PaymentLedger: Send + Sync {
+    /// Records `charge` unless its checkout already has one, atomically;
+    /// answers the charge the ledger holds afterwards.
+    async fn charge_once(&self, charge: &Charge) -> Result<Charge, BackendError>;
+    /// Marks the checkout's charge refunded (once; the first time stays).
+    /// `None`: nothing was charged.
+    async fn refund(
+        &self,
+        cart_id: CartId,
+        checkout: u64,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Charge>, BackendError>;
+    /// Every charge of a cart, by checkout.
+    async fn charges(&self, cart_id: CartId) -> Result<Vec<Charge>, BackendError>;
     async fn ping(&self) -> Result<(), BackendError>;
 }
 

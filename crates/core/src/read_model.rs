@@ -7,7 +7,7 @@
 
 use crate::command::OrderLine;
 use crate::event::{Event, RecordedEvent};
-use crate::ids::{CartId, OrderId};
+use crate::ids::{CartId, OrderId, PaymentId};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -15,10 +15,51 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CartStatus {
-    /// At least one line is active.
+    /// Takes new lines and cancellations (also once every line is cancelled).
     Open,
-    /// Every line was cancelled.
+    /// Checked out: closed, its payment requested and not yet answered.
+    CheckingOut,
+    /// The payment succeeded: a confirmed sale.
+    Paid,
+    /// Compensated: the payment was declined or did not answer in time
+    /// (`status_reason` says which). Its lines stay listed.
     Cancelled,
+}
+
+impl CartStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CartStatus::Open => "open",
+            CartStatus::CheckingOut => "checking_out",
+            CartStatus::Paid => "paid",
+            CartStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A cart's checkout: what it charges and how its payment went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckoutInfo {
+    /// Stream version of the `checkout_started` event.
+    pub version: u64,
+    pub payment_method: String,
+    /// Active subtotals plus tax at checkout time.
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    pub started_at: DateTime<Utc>,
+    /// When an unanswered payment is given up (`payment_timeout`).
+    pub expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<PaymentId>,
+    /// When the checkout ended: paid or cancelled, and at which version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_version: Option<u64>,
+    /// A payment that succeeded after the cancellation, sent back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub refunded: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -48,6 +89,11 @@ pub struct CartDetail {
     pub subtotal: Decimal,
     pub items: Vec<CartItem>,
     pub status: CartStatus,
+    /// Why the cart is `cancelled`: `payment_declined` or `payment_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<CheckoutInfo>,
     pub version: u64,
 }
 
@@ -90,6 +136,15 @@ pub struct CartSummary {
     pub currency: String,
     pub item_count: u32,
     pub status: CartStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// The checkout's `checkout_started` version while it is `checking_out`:
+    /// what the saga's deadline names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_version: Option<u64>,
+    /// When the checkout's payment is given up, while it is `checking_out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_expires_at: Option<DateTime<Utc>>,
     pub version: u64,
 }
 
@@ -116,7 +171,15 @@ pub struct SalesLine {
     #[schema(value_type = String)]
     pub subtotal: Decimal,
     pub status: LineStatus,
+    /// The cart's status: reports can count only confirmed (`paid`) sales.
+    /// Absent in documents projected before the checkout saga: `open`.
+    #[serde(default = "open")]
+    pub cart_status: CartStatus,
     pub version: u64,
+}
+
+fn open() -> CartStatus {
+    CartStatus::Open
 }
 
 impl SalesLine {
@@ -148,13 +211,13 @@ pub fn step(document_version: u64, event_version: u64) -> Step {
 }
 
 impl CartDetail {
-    /// Folds one event into the document. `None` in, cancel event: `None` out
-    /// (a cancel cannot start a stream).
+    /// Folds one event into the document. `None` in, any event but a
+    /// placement: `None` out (only a line can start a stream).
     pub fn apply(doc: Option<CartDetail>, e: &RecordedEvent) -> Option<CartDetail> {
         let mut doc = match (doc, &e.event) {
             (Some(doc), _) => doc,
             (None, Event::OrderPlaced(line)) => CartDetail::open(e.cart_id, line),
-            (None, Event::OrderCancelled { .. }) => return None,
+            (None, _) => return None,
         };
         match &e.event {
             Event::OrderPlaced(line) => {
@@ -166,6 +229,42 @@ impl CartDetail {
                 if let Some(item) = doc.items.iter_mut().find(|i| i.order_id == *order_id) {
                     item.status = LineStatus::Cancelled;
                     item.version = e.version;
+                }
+            }
+            Event::CheckoutStarted(c) => {
+                doc.status = CartStatus::CheckingOut;
+                doc.checkout = Some(CheckoutInfo {
+                    version: e.version,
+                    payment_method: c.payment_method.clone(),
+                    amount: c.amount,
+                    started_at: e.recorded_at,
+                    expires_at: c.expires_at,
+                    payment_id: None,
+                    settled_at: None,
+                    settled_version: None,
+                    refunded: None,
+                });
+            }
+            Event::PaymentSucceeded { payment_id, .. } => {
+                doc.status = CartStatus::Paid;
+                if let Some(checkout) = &mut doc.checkout {
+                    checkout.payment_id = Some(*payment_id);
+                    checkout.settled_at = Some(e.recorded_at);
+                    checkout.settled_version = Some(e.version);
+                }
+            }
+            Event::CartCancelled { reason, payment_id } => {
+                doc.status = CartStatus::Cancelled;
+                doc.status_reason = Some(reason.code().into());
+                if let Some(checkout) = &mut doc.checkout {
+                    checkout.payment_id = *payment_id;
+                    checkout.settled_at = Some(e.recorded_at);
+                    checkout.settled_version = Some(e.version);
+                }
+            }
+            Event::RefundRequested { amount, .. } => {
+                if let Some(checkout) = &mut doc.checkout {
+                    checkout.refunded = Some(*amount);
                 }
             }
         }
@@ -194,6 +293,8 @@ impl CartDetail {
             subtotal: Decimal::ZERO,
             items: Vec::new(),
             status: CartStatus::Open,
+            status_reason: None,
+            checkout: None,
             version: 0,
         }
     }
@@ -205,11 +306,13 @@ impl CartDetail {
     fn recompute(&mut self) {
         self.tax_amount = self.active_items().map(|i| i.tax_amount).sum();
         self.subtotal = self.active_items().map(|i| i.subtotal).sum();
-        self.status = if self.active_items().next().is_some() {
-            CartStatus::Open
-        } else {
-            CartStatus::Cancelled
-        };
+    }
+
+    /// The stream version of the cart's last status change (0: still open).
+    fn status_version(&self) -> u64 {
+        self.checkout
+            .as_ref()
+            .map_or(0, |c| c.settled_version.unwrap_or(c.version))
     }
 
     pub fn summary(&self) -> CartSummary {
@@ -230,6 +333,17 @@ impl CartDetail {
             currency: self.currency.clone(),
             item_count: u32::try_from(self.active_items().count()).unwrap_or(u32::MAX),
             status: self.status,
+            status_reason: self.status_reason.clone(),
+            checkout_version: self
+                .checkout
+                .as_ref()
+                .filter(|_| self.status == CartStatus::CheckingOut)
+                .map(|c| c.version),
+            checkout_expires_at: self
+                .checkout
+                .as_ref()
+                .filter(|_| self.status == CartStatus::CheckingOut)
+                .map(|c| c.expires_at),
             version: self.version,
         }
     }
@@ -253,7 +367,9 @@ impl CartDetail {
             tax_amount: item.tax_amount,
             subtotal: item.subtotal,
             status: item.status,
-            version: item.version,
+            cart_status: self.status,
+            // A line's document changes with its cart's status too.
+            version: item.version.max(self.status_version()),
         })
     }
 }
@@ -329,7 +445,7 @@ mod tests {
     }
 
     #[test]
-    fn cancelling_every_line_cancels_the_cart() {
+    fn cancelling_every_line_leaves_an_open_empty_cart() {
         let l = line();
         let events = stream(vec![
             Event::OrderPlaced(l.clone()),
@@ -338,10 +454,62 @@ mod tests {
                 reason: None,
             },
         ]);
+        let doc = CartDetail::fold(&events).expect("cart");
+        assert_eq!((doc.status, doc.subtotal), (CartStatus::Open, Decimal::ZERO));
+    }
+
+    fn checkout_started() -> Event {
+        Event::CheckoutStarted(crate::event::Checkout {
+            payment_method: "card".into(),
+            amount: "427.98".parse().expect("amount"),
+            currency: line().currency,
+            expires_at: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn the_saga_moves_the_cart_and_its_lines_through_their_statuses() {
+        let l = line();
+        let mut events = vec![Event::OrderPlaced(l.clone()), checkout_started()];
+        let doc = CartDetail::fold(&stream(events.clone())).expect("cart");
+        assert_eq!(doc.status, CartStatus::CheckingOut);
+        let summary = doc.summary();
+        assert_eq!(summary.checkout_version, Some(2));
+        assert!(summary.checkout_expires_at.is_some());
+        let sales = doc.sales_line(l.order_id).expect("line");
+        assert_eq!((sales.cart_status, sales.version), (CartStatus::CheckingOut, 2));
+
+        let payment_id = PaymentId::for_checkout(l.cart_id, 2);
+        let mut paid = events.clone();
+        paid.push(Event::PaymentSucceeded {
+            payment_id,
+            amount: "427.98".parse().expect("amount"),
+        });
+        let doc = CartDetail::fold(&stream(paid)).expect("cart");
+        assert_eq!(doc.status, CartStatus::Paid);
+        let checkout = doc.checkout.clone().expect("checkout");
+        assert_eq!((checkout.payment_id, checkout.settled_version), (Some(payment_id), Some(3)));
+        assert_eq!(doc.summary().checkout_version, None, "no longer due");
+        assert_eq!(doc.sales_line(l.order_id).expect("line").version, 3);
+
+        events.push(Event::CartCancelled {
+            reason: crate::event::CancelReason::PaymentTimeout,
+            payment_id: None,
+        });
+        let doc = CartDetail::fold(&stream(events)).expect("cart");
+        assert_eq!(doc.status, CartStatus::Cancelled);
+        assert_eq!(doc.status_reason.as_deref(), Some("payment_timeout"));
+        assert_eq!(doc.subtotal.to_string(), "389.98", "nothing is deleted");
+        let sales = doc.sales_line(l.order_id).expect("line");
         assert_eq!(
-            CartDetail::fold(&events).expect("cart").status,
-            CartStatus::Cancelled
+            (sales.status, sales.cart_status),
+            (LineStatus::Active, CartStatus::Cancelled)
         );
+    }
+
+    #[test]
+    fn a_saga_event_cannot_start_a_stream() {
+        assert_eq!(CartDetail::fold(&stream(vec![checkout_started()])), None);
     }
 
     #[test]

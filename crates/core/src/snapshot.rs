@@ -7,8 +7,10 @@
 //! decode; the loader (the domain function's `Carts`) then folds the cart
 //! from its first event as if there were none.
 
-use crate::aggregate::{Cart, Line, LineDigest};
-use crate::ids::{CartId, OrderId};
+use crate::aggregate::{Cart, CheckoutState, Line, LineDigest, Settled};
+use crate::ids::{CartId, OrderId, PaymentId};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use crate::money::Currency;
 use crate::ports::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -18,14 +20,18 @@ use std::collections::HashMap;
 /// below or [`LineDigest`] changes: older snapshots are then ignored and
 /// replaced.
 ///
-/// Format 1: `[u32 header length][header: JSON {user_id, currency}]` then
-/// one fixed 64-byte record per line, ordered by `placed_at`:
-/// `[order id: 16][digest: 32][placed_at: u64][cancelled_at: u64, 0 = no]`,
-/// integers big-endian. A line costs 64 bytes whatever its content, and
-/// restoring is a copy per line, no parsing.
-pub const FORMAT: u32 = 1;
+/// Format 2: `[u32 header length][header: JSON {user_id, currency,
+/// payment_method, checkout, settled, refunds}]` then one fixed 80-byte
+/// record per line, ordered by `placed_at`: `[order id: 16][digest:
+/// 32][placed_at: u64][cancelled_at: u64, 0 = no][charge: 16, rust_decimal's
+/// serialized form]`, integers big-endian. A line costs 80 bytes whatever
+/// its content, and restoring is a copy per line, no parsing.
+///
+/// Format 1 (64-byte lines, no checkout) predates the checkout saga: its
+/// carts lack each line's charge, so it is ignored and replaced.
+pub const FORMAT: u32 = 2;
 
-const LINE: usize = 64;
+const LINE: usize = 80;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -33,6 +39,28 @@ struct Header {
     user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     currency: Option<Currency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payment_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkout: Option<CheckoutHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settled: Option<SettledHeader>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    refunds: Vec<(PaymentId, u64)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckoutHeader {
+    version: u64,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SettledHeader {
+    version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payment_id: Option<PaymentId>,
+    paid: bool,
 }
 
 /// The snapshot of `cart` as it stands.
@@ -40,8 +68,19 @@ pub fn take(cart_id: CartId, cart: &Cart) -> Snapshot {
     let header = Header {
         user_id: cart.user_id.clone(),
         currency: cart.currency,
+        payment_method: cart.payment_method.clone(),
+        checkout: cart.checkout.as_ref().map(|c| CheckoutHeader {
+            version: c.version,
+            expires_at: c.expires_at,
+        }),
+        settled: cart.settled.as_ref().map(|s| SettledHeader {
+            version: s.version,
+            payment_id: s.payment_id,
+            paid: s.paid,
+        }),
+        refunds: cart.refunds.clone(),
     };
-    // Two optional strings: serializing cannot fail.
+    // Strings, numbers and ids only: serializing cannot fail.
     let header = serde_json::to_vec(&header).unwrap_or_default();
     let mut lines: Vec<_> = cart.lines.iter().collect();
     // Stable bytes for the same state.
@@ -54,6 +93,7 @@ pub fn take(cart_id: CartId, cart: &Cart) -> Snapshot {
         state.extend_from_slice(&l.digest.0);
         state.extend_from_slice(&l.placed_at.to_be_bytes());
         state.extend_from_slice(&l.cancelled_at.unwrap_or(0).to_be_bytes());
+        state.extend_from_slice(&l.charge.serialize());
     }
     Snapshot {
         cart_id,
@@ -100,7 +140,8 @@ pub fn restore(snapshot: &Snapshot) -> Result<Cart, Unusable> {
     for record in records.chunks_exact(LINE) {
         let (id, rest) = record.split_at(16);
         let (digest, rest) = rest.split_at(32);
-        let (placed_at, cancelled_at) = rest.split_at(8);
+        let (placed_at, rest) = rest.split_at(8);
+        let (cancelled_at, charge) = rest.split_at(8);
         let number = |bytes: &[u8]| {
             <[u8; 8]>::try_from(bytes)
                 .map(u64::from_be_bytes)
@@ -111,6 +152,7 @@ pub fn restore(snapshot: &Snapshot) -> Result<Cart, Unusable> {
             digest: LineDigest(<[u8; 32]>::try_from(digest).map_err(corrupt)?),
             placed_at: number(placed_at)?,
             cancelled_at: Some(number(cancelled_at)?).filter(|v| *v != 0),
+            charge: Decimal::deserialize(<[u8; 16]>::try_from(charge).map_err(corrupt)?),
         };
         if line.placed_at == 0 || line.placed_at > snapshot.version {
             return Err(corrupt(format!(
@@ -122,11 +164,29 @@ pub fn restore(snapshot: &Snapshot) -> Result<Cart, Unusable> {
             return Err(corrupt(format!("line {order_id} twice")));
         }
     }
+    let within = |version: u64| version > 0 && version <= snapshot.version;
+    if header.checkout.as_ref().is_some_and(|c| !within(c.version))
+        || header.settled.as_ref().is_some_and(|s| !within(s.version))
+        || header.refunds.iter().any(|(_, v)| !within(*v))
+    {
+        return Err(corrupt("a checkout step past the snapshot's version"));
+    }
     Ok(Cart {
         version: snapshot.version,
         user_id: header.user_id,
         currency: header.currency,
+        payment_method: header.payment_method,
         lines,
+        checkout: header.checkout.map(|c| CheckoutState {
+            version: c.version,
+            expires_at: c.expires_at,
+        }),
+        settled: header.settled.map(|s| Settled {
+            version: s.version,
+            payment_id: s.payment_id,
+            paid: s.paid,
+        }),
+        refunds: header.refunds,
     })
 }
 
@@ -182,7 +242,11 @@ mod tests {
             Command::PlaceOrder(PlaceOrder { line: foreign }),
             Command::PlaceOrder(PlaceOrder { line: line() }),
         ] {
-            assert_eq!(restored.decide(&command), cart.decide(&command));
+            let at = crate::aggregate::Context {
+                now: Utc::now(),
+                payment_timeout: chrono::Duration::seconds(30),
+            };
+            assert_eq!(restored.decide(&command, &at), cart.decide(&command, &at));
             assert_eq!(restored.satisfied_at(&command), cart.satisfied_at(&command));
         }
     }
@@ -199,10 +263,54 @@ mod tests {
         for broken in [
             b"{not json".to_vec(),
             whole[..whole.len() - 1].to_vec(),
-            [whole.as_slice(), &whole[whole.len() - 64..]].concat(),
+            [whole.as_slice(), &whole[whole.len() - LINE..]].concat(),
         ] {
             snapshot.state = broken;
             assert!(matches!(restore(&snapshot), Err(Unusable::Corrupt(_))));
         }
+    }
+
+    #[test]
+    fn a_checked_out_cancelled_and_refunded_cart_survives_its_snapshot() {
+        use crate::event::{CancelReason, Checkout};
+        let l = line();
+        let payment_id = crate::ids::PaymentId::for_checkout(l.cart_id, 2);
+        let events = RecordedEvent::number(
+            l.cart_id,
+            0,
+            CommandId(uuid::Uuid::nil()),
+            Utc::now(),
+            vec![
+                Event::OrderPlaced(l.clone()),
+                Event::CheckoutStarted(Checkout {
+                    payment_method: "card".into(),
+                    amount: "427.98".parse().expect("amount"),
+                    currency: l.currency,
+                    expires_at: Utc::now(),
+                }),
+                Event::CartCancelled {
+                    reason: CancelReason::PaymentTimeout,
+                    payment_id: None,
+                },
+                Event::RefundRequested {
+                    checkout: 2,
+                    payment_id,
+                    amount: "427.98".parse().expect("amount"),
+                },
+            ],
+        );
+        let cart = Cart::from_history(&events);
+        let restored = restore(&take(l.cart_id, &cart)).expect("restore");
+        assert_eq!(restored, cart);
+    }
+
+    #[test]
+    fn a_format_1_snapshot_is_ignored() {
+        let mut snapshot = take(line().cart_id, &Cart::from_history(&history()));
+        snapshot.format = 1;
+        assert!(matches!(
+            restore(&snapshot),
+            Err(Unusable::Format { found: 1 })
+        ));
     }
 }

@@ -6,10 +6,13 @@
 //! of serde's buffered enum paths (they mangle arbitrary-precision numbers).
 
 use crate::command::{
-    CancelOrder, Command, OrderLine, PlaceOrder, ValidationErrors, CANCEL_ORDER, PLACE_ORDER,
+    CancelOrder, CheckoutCart, Command, ExpireCheckout, OrderLine, PaymentResult, PlaceOrder,
+    RecordPayment, ValidationErrors, CANCEL_ORDER, CHECKOUT_CART, EXPIRE_CHECKOUT, PLACE_ORDER,
+    RECORD_PAYMENT,
 };
-use crate::event::{Event, RecordedEvent};
-use crate::ids::{CartId, CommandId, EventId, OrderId};
+use crate::event::{CancelReason, Checkout, Event, RecordedEvent};
+use crate::ids::{CartId, CommandId, EventId, OrderId, PaymentId};
+use rust_decimal::Decimal;
 use crate::money::{Currency, Money};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -146,6 +149,32 @@ pub struct CancelOrderV1 {
     pub requested_by: Option<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckoutCartV1 {
+    cart_id: CartId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payment_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RecordPaymentV1 {
+    cart_id: CartId,
+    checkout: u64,
+    payment_id: PaymentId,
+    result: PaymentResult,
+    amount: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ExpireCheckoutV1 {
+    cart_id: CartId,
+    checkout: u64,
+}
+
 // ---------------------------------------------------------------- commands
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +205,23 @@ impl CommandRecord {
                 reason: c.reason.clone(),
                 requested_by: c.requested_by.clone(),
             }),
+            Command::CheckoutCart(c) => to_value(&CheckoutCartV1 {
+                cart_id: c.cart_id,
+                payment_method: c.payment_method.clone(),
+                requested_by: c.requested_by.clone(),
+            }),
+            Command::RecordPayment(p) => to_value(&RecordPaymentV1 {
+                cart_id: p.cart_id,
+                checkout: p.checkout,
+                payment_id: p.payment_id,
+                result: p.result,
+                amount: p.amount,
+                reason: p.reason.clone(),
+            }),
+            Command::ExpireCheckout(e) => to_value(&ExpireCheckoutV1 {
+                cart_id: e.cart_id,
+                checkout: e.checkout,
+            }),
         };
         to_bytes(&CommandEnvelope {
             schema_version: SCHEMA_VERSION,
@@ -199,6 +245,32 @@ impl CommandRecord {
                     order_id: c.order_id,
                     reason: c.reason,
                     requested_by: c.requested_by,
+                })
+            }
+            CHECKOUT_CART => {
+                let c: CheckoutCartV1 = from_value(CHECKOUT_CART, envelope.data)?;
+                Command::CheckoutCart(CheckoutCart {
+                    cart_id: c.cart_id,
+                    payment_method: c.payment_method,
+                    requested_by: c.requested_by,
+                })
+            }
+            RECORD_PAYMENT => {
+                let p: RecordPaymentV1 = from_value(RECORD_PAYMENT, envelope.data)?;
+                Command::RecordPayment(RecordPayment {
+                    cart_id: p.cart_id,
+                    checkout: p.checkout,
+                    payment_id: p.payment_id,
+                    result: p.result,
+                    amount: p.amount,
+                    reason: p.reason,
+                })
+            }
+            EXPIRE_CHECKOUT => {
+                let e: ExpireCheckoutV1 = from_value(EXPIRE_CHECKOUT, envelope.data)?;
+                Command::ExpireCheckout(ExpireCheckout {
+                    cart_id: e.cart_id,
+                    checkout: e.checkout,
                 })
             }
             other => {
@@ -244,7 +316,58 @@ pub fn encode_event_data(event: &Event) -> Value {
             order_id: *order_id,
             reason: reason.clone(),
         }),
+        Event::CheckoutStarted(c) => to_value(&CheckoutStartedV1 {
+            payment_method: c.payment_method.clone(),
+            amount: c.amount,
+            currency: c.currency,
+            expires_at: c.expires_at,
+        }),
+        Event::PaymentSucceeded { payment_id, amount } => to_value(&PaymentV1 {
+            payment_id: *payment_id,
+            amount: *amount,
+        }),
+        Event::CartCancelled { reason, payment_id } => to_value(&CartCancelledV1 {
+            reason: reason.code().into(),
+            payment_id: *payment_id,
+        }),
+        Event::RefundRequested {
+            checkout,
+            payment_id,
+            amount,
+        } => to_value(&RefundRequestedV1 {
+            checkout: *checkout,
+            payment_id: *payment_id,
+            amount: *amount,
+        }),
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckoutStartedV1 {
+    payment_method: String,
+    amount: Decimal,
+    currency: Currency,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PaymentV1 {
+    payment_id: PaymentId,
+    amount: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefundRequestedV1 {
+    checkout: u64,
+    payment_id: PaymentId,
+    amount: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CartCancelledV1 {
+    reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payment_id: Option<PaymentId>,
 }
 
 fn event_envelope(e: &RecordedEvent) -> EventEnvelope {
@@ -294,10 +417,124 @@ pub fn decode_event_data(kind: &str, data: Value) -> Result<Event, DecodeError> 
                 reason: c.reason,
             })
         }
+        "checkout_started" => {
+            let c: CheckoutStartedV1 = from_value("checkout_started", data)?;
+            Ok(Event::CheckoutStarted(Checkout {
+                payment_method: c.payment_method,
+                amount: c.amount,
+                currency: c.currency,
+                expires_at: c.expires_at,
+            }))
+        }
+        "payment_succeeded" => {
+            let p: PaymentV1 = from_value("payment_succeeded", data)?;
+            Ok(Event::PaymentSucceeded {
+                payment_id: p.payment_id,
+                amount: p.amount,
+            })
+        }
+        "cart_cancelled" => {
+            let c: CartCancelledV1 = from_value("cart_cancelled", data)?;
+            let reason = CancelReason::from_code(&c.reason).ok_or(DecodeError::UnknownType {
+                what: "cancel reason",
+                kind: c.reason,
+            })?;
+            Ok(Event::CartCancelled {
+                reason,
+                payment_id: c.payment_id,
+            })
+        }
+        "refund_requested" => {
+            let r: RefundRequestedV1 = from_value("refund_requested", data)?;
+            Ok(Event::RefundRequested {
+                checkout: r.checkout,
+                payment_id: r.payment_id,
+                amount: r.amount,
+            })
+        }
         other => Err(DecodeError::UnknownType {
             what: "event",
             kind: other.into(),
         }),
+    }
+}
+
+// ---------------------------------------------------------------- payments
+
+/// What the domain asks of the payment gateway, on the payments topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentRequestKind {
+    /// Charge a checkout (from `checkout_started`).
+    Charge,
+    /// Give back a payment that succeeded after its checkout was cancelled
+    /// (from `refund_requested`).
+    Refund,
+}
+
+/// A payment request, keyed by cart like every other record about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequest {
+    pub schema_version: u32,
+    #[serde(rename = "type")]
+    pub kind: PaymentRequestKind,
+    /// The gateway's idempotency key: one per checkout.
+    pub payment_id: PaymentId,
+    pub cart_id: CartId,
+    /// The stream version of the checkout's `checkout_started`.
+    pub checkout: u64,
+    pub amount: Decimal,
+    /// The checkout's currency and payment method (charges only: a refund
+    /// goes back the way its charge came).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<String>,
+    /// When the domain stops waiting for the answer (charges only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the domain recorded the event that asked.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl PaymentRequest {
+    /// The request an event asks for: `checkout_started` charges,
+    /// `refund_requested` refunds; other events ask nothing.
+    pub fn for_event(e: &RecordedEvent) -> Option<PaymentRequest> {
+        let request = |kind, checkout, amount| PaymentRequest {
+            schema_version: SCHEMA_VERSION,
+            kind,
+            payment_id: PaymentId::for_checkout(e.cart_id, checkout),
+            cart_id: e.cart_id,
+            checkout,
+            amount,
+            currency: None,
+            payment_method: None,
+            expires_at: None,
+            requested_at: e.recorded_at,
+        };
+        match &e.event {
+            Event::CheckoutStarted(c) => Some(PaymentRequest {
+                currency: Some(c.currency),
+                payment_method: Some(c.payment_method.clone()),
+                expires_at: Some(c.expires_at),
+                ..request(PaymentRequestKind::Charge, e.version, c.amount)
+            }),
+            Event::RefundRequested {
+                checkout, amount, ..
+            } => Some(request(PaymentRequestKind::Refund, *checkout, *amount)),
+            _ => None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        to_bytes(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let request: PaymentRequest = json("payment request", bytes)?;
+        check_schema(request.schema_version)?;
+        Ok(request)
     }
 }
 
@@ -310,8 +547,12 @@ pub struct Outcome {
     pub schema_version: u32,
     pub command_id: CommandId,
     pub cart_id: CartId,
-    pub order_id: OrderId,
-    /// `place_order` or `cancel_order`.
+    /// The order line of `place_order` and `cancel_order`; none for the
+    /// cart-level commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    /// `place_order`, `cancel_order`, `checkout_cart`, `record_payment` or
+    /// `expire_checkout`.
     pub command_type: String,
     pub status: OutcomeStatus,
     /// The cart's stream version once the command was decided.
@@ -439,5 +680,116 @@ mod tests {
             decode_event(b"\xff\x00nope"),
             Err(DecodeError::Json { .. })
         ));
+    }
+
+    #[test]
+    fn the_sagas_commands_survive_the_round_trip() {
+        let cart_id = line().cart_id;
+        let payment_id = PaymentId::for_checkout(cart_id, 3);
+        for command in [
+            Command::CheckoutCart(CheckoutCart {
+                cart_id,
+                payment_method: Some("test-decline".into()),
+                requested_by: Some("user-42".into()),
+            }),
+            Command::RecordPayment(RecordPayment {
+                cart_id,
+                checkout: 3,
+                payment_id,
+                result: PaymentResult::Declined,
+                amount: "427.98".parse().expect("amount"),
+                reason: Some("insufficient funds".into()),
+            }),
+            Command::ExpireCheckout(ExpireCheckout {
+                cart_id,
+                checkout: 3,
+            }),
+        ] {
+            let record = CommandRecord {
+                command_id: command.derive_id(None),
+                accepted_at: at(),
+                command,
+            };
+            assert_eq!(
+                CommandRecord::decode(&record.encode()).expect("decodes"),
+                record
+            );
+        }
+    }
+
+    #[test]
+    fn the_sagas_events_survive_the_round_trip() {
+        let cart_id = line().cart_id;
+        let payment_id = PaymentId::for_checkout(cart_id, 2);
+        let amount: Decimal = "427.98".parse().expect("amount");
+        let events = RecordedEvent::number(
+            cart_id,
+            1,
+            CommandId(uuid::Uuid::from_u128(7)),
+            at(),
+            vec![
+                Event::CheckoutStarted(Checkout {
+                    payment_method: "card".into(),
+                    amount,
+                    currency: line().currency,
+                    expires_at: at(),
+                }),
+                Event::PaymentSucceeded { payment_id, amount },
+                Event::CartCancelled {
+                    reason: CancelReason::PaymentDeclined,
+                    payment_id: Some(payment_id),
+                },
+                Event::RefundRequested {
+                    checkout: 2,
+                    payment_id,
+                    amount,
+                },
+            ],
+        );
+        for e in events {
+            assert_eq!(decode_event(&encode_event(&e)).expect("decodes"), e);
+        }
+    }
+
+    #[test]
+    fn a_checkout_asks_for_a_charge_and_a_late_payment_for_a_refund() {
+        let cart_id = line().cart_id;
+        let amount: Decimal = "427.98".parse().expect("amount");
+        let events = RecordedEvent::number(
+            cart_id,
+            1,
+            CommandId(uuid::Uuid::from_u128(7)),
+            at(),
+            vec![
+                Event::CheckoutStarted(Checkout {
+                    payment_method: "card".into(),
+                    amount,
+                    currency: line().currency,
+                    expires_at: at(),
+                }),
+                Event::RefundRequested {
+                    checkout: 2,
+                    payment_id: PaymentId::for_checkout(cart_id, 2),
+                    amount,
+                },
+            ],
+        );
+        let charge = PaymentRequest::for_event(&events[0]).expect("a charge");
+        assert_eq!((charge.kind, charge.checkout), (PaymentRequestKind::Charge, 2));
+        assert_eq!(charge.payment_id, PaymentId::for_checkout(cart_id, 2));
+        assert_eq!(PaymentRequest::decode(&charge.encode()).expect("decodes"), charge);
+        let refund = PaymentRequest::for_event(&events[1]).expect("a refund");
+        assert_eq!(
+            (refund.kind, refund.payment_id),
+            (PaymentRequestKind::Refund, charge.payment_id)
+        );
+        let placed = RecordedEvent::number(
+            cart_id,
+            0,
+            CommandId(uuid::Uuid::from_u128(7)),
+            at(),
+            vec![Event::OrderPlaced(line())],
+        );
+        assert_eq!(PaymentRequest::for_event(&placed[0]), None);
     }
 }

@@ -157,14 +157,49 @@ mod tests {
         CartDetail::fold(&events).expect("cart")
     }
 
+    /// A cart through every step of the saga: every optional field is set.
+    fn checked_out(steps: usize) -> CartDetail {
+        use salestrack_core::event::{CancelReason, Checkout};
+        use salestrack_core::ids::PaymentId;
+        let payment_id = PaymentId::for_checkout(line().cart_id, 3);
+        let amount: rust_decimal::Decimal = "427.98".parse().expect("amount");
+        let saga = vec![
+            Event::CheckoutStarted(Checkout {
+                payment_method: "card".into(),
+                amount,
+                currency: line().currency,
+                expires_at: Utc::now(),
+            }),
+            Event::CartCancelled {
+                reason: CancelReason::PaymentDeclined,
+                payment_id: Some(payment_id),
+            },
+            Event::RefundRequested {
+                checkout: 3,
+                payment_id,
+                amount,
+            },
+        ];
+        let mut events = vec![Event::OrderPlaced(line()), Event::OrderPlaced(other_line())];
+        events.extend(saga.into_iter().take(steps));
+        let events =
+            RecordedEvent::number(line().cart_id, 0, CommandId(uuid::Uuid::nil()), Utc::now(), events);
+        CartDetail::fold(&events).expect("cart")
+    }
+
     #[test]
     fn the_cart_detail_template_maps_every_field() {
-        assert_covers(ReadDocument::CartDetail(detail()));
+        assert_covers(ReadDocument::CartDetail(checked_out(3)));
     }
 
     #[test]
     fn the_cart_summary_template_maps_every_field() {
-        assert_covers(ReadDocument::CartSummary(detail().summary()));
+        // Never both at once: a reason only when cancelled, the deadline
+        // only while checking out. The mapping must take either.
+        let mut summary = checked_out(1).summary();
+        summary.status_reason = checked_out(2).summary().status_reason;
+        assert!(summary.status_reason.is_some() && summary.checkout_version.is_some());
+        assert_covers(ReadDocument::CartSummary(summary));
     }
 
     #[test]
@@ -179,7 +214,7 @@ mod tests {
             schema_version: SCHEMA_VERSION,
             command_id: CommandId(uuid::Uuid::nil()),
             cart_id: line().cart_id,
-            order_id: line().order_id,
+            order_id: Some(line().order_id),
             command_type: "place_order".into(),
             status: OutcomeStatus::Rejected,
             version: 1,

@@ -6,7 +6,7 @@ use crate::indices::{Layout, Model, ALL_MODELS};
 use crate::NAME;
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -16,7 +16,7 @@ use elasticsearch::Elasticsearch;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::{display_sum, from_minor_units};
 use salestrack_core::ports::{
-    BackendError, CartPage, CartSearch, ReadDocument, ReadStore, ReportDimension, SalesBucket,
+    BackendError, CartPage, CartSearch, DueCheckout, ReadDocument, ReadStore, ReportDimension, SalesBucket,
     SalesReportQuery, Upsert,
 };
 use salestrack_core::read_model::{CartDetail, CartSummary};
@@ -755,13 +755,24 @@ impl ReadStore for EsReadStore {
         query: &SalesReportQuery,
     ) -> Result<Vec<SalesBucket>, BackendError> {
         let (levels, aggs) = report_aggregation(query);
+        let mut filter = vec![
+            json!({ "term": { "status": "active" } }),
+            created_at_range(query.from, query.to),
+        ];
+        if let Some(statuses) = query.status.cart_statuses() {
+            let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            // Lines projected before the saga have no `cart_status`: open.
+            let open = json!({ "bool": { "must_not": { "exists": { "field": "cart_status" } } } });
+            let mut any = vec![json!({ "terms": { "cart_status": statuses } })];
+            if statuses.contains(&"open") {
+                any.push(open);
+            }
+            filter.push(json!({ "bool": { "should": any, "minimum_should_match": 1 } }));
+        }
         let body = json!({
             "size": 0,
             "track_total_hits": false,
-            "query": { "bool": { "filter": [
-                { "term": { "status": "active" } },
-                created_at_range(query.from, query.to),
-            ]}},
+            "query": { "bool": { "filter": filter } },
             "aggs": aggs,
         });
         let answer = self
@@ -777,6 +788,47 @@ impl ReadStore for EsReadStore {
         )?;
         buckets.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         Ok(buckets)
+    }
+
+    async fn due_checkouts(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueCheckout>, BackendError> {
+        let body = json!({
+            "size": limit.clamp(1, 10_000),
+            "track_total_hits": false,
+            "_source": ["cart_id", "checkout_version", "checkout_expires_at"],
+            "query": { "bool": { "filter": [
+                { "term": { "status": "checking_out" } },
+                { "range": { "checkout_expires_at": { "lte": now.to_rfc3339_opts(SecondsFormat::Micros, true) } } },
+            ]}},
+            "sort": [ { "checkout_expires_at": "asc" }, { "cart_id": "asc" } ],
+        });
+        let answer = self
+            .search(&self.layout.alias(Model::CartSummary), &body)
+            .await?;
+        answer["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|hit| {
+                let source = &hit["_source"];
+                let corrupt = || BackendError::new(NAME, format!("corrupt due checkout: {source}"));
+                Ok(DueCheckout {
+                    cart_id: source["cart_id"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(corrupt)?,
+                    checkout: source["checkout_version"].as_u64().ok_or_else(corrupt)?,
+                    expires_at: source["checkout_expires_at"]
+                        .as_str()
+                        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                        .ok_or_else(corrupt)?
+                        .with_timezone(&Utc),
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
@@ -809,6 +861,7 @@ mod tests {
             group_by: Some(ReportDimension::Seller),
             from: None,
             to: None,
+            ..Default::default()
         };
         let (levels, _) = report_aggregation(&query);
         let answer = json!({ "buckets": [ { "key": 1795132800000_i64, "doc_count": 2, "group": {

@@ -79,6 +79,7 @@ async fn an_interrupted_rebuild_resumes_and_completes(server: &str, store: EsRea
             group_by: Some(ReportDimension::Product),
             from: None,
             to: None,
+            ..Default::default()
         })
         .await
         .expect("report");

@@ -8,15 +8,18 @@
 //! - [`bus`]: partitioned, durable log with consumer-group offsets.
 //! - [`event_store`]: streams with a unique (cart, version).
 //! - [`read_store`]: version-guarded documents, search and report aggregation.
+//! - [`payment_ledger`]: the mock gateway's charges, one per checkout.
 //! - [`sqlite`]: the connection wrapper they share.
 
 pub mod bus;
 pub mod event_store;
+pub mod payment_ledger;
 pub mod read_store;
 pub mod sqlite;
 
 pub use bus::{EmbeddedBus, EmbeddedConsumer};
 pub use event_store::EmbeddedEventStore;
+pub use payment_ledger::EmbeddedPaymentLedger;
 pub use read_store::EmbeddedReadStore;
 
 use salestrack_core::ports::BackendError;

@@ -11,8 +11,8 @@ use rust_decimal::Decimal;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::display_sum;
 use salestrack_core::ports::{
-    BackendError, CartPage, CartSearch, ReadDocument, ReadStore, SalesBucket, SalesReportQuery,
-    Upsert,
+    BackendError, CartPage, CartSearch, DueCheckout, ReadDocument, ReadStore, SalesBucket,
+    SalesReportQuery, Upsert,
 };
 use salestrack_core::read_model::{CartDetail, CartSummary, LineStatus, SalesLine};
 use salestrack_core::wire::Outcome;
@@ -39,6 +39,30 @@ CREATE INDEX IF NOT EXISTS sales_lines_by_day ON sales_lines (day);
 CREATE TABLE IF NOT EXISTS command_status (
     command_id TEXT PRIMARY KEY, version INTEGER NOT NULL, doc TEXT NOT NULL
 ) WITHOUT ROWID;
+-- The carts checking out, by deadline: what the saga's timer looks for.
+-- Kept by triggers from the summaries actually written (the version guard
+-- skips older ones), so it never disagrees with them.
+CREATE TABLE IF NOT EXISTS checkouts_due (
+    cart_id TEXT PRIMARY KEY, checkout INTEGER NOT NULL, expires_at TEXT NOT NULL,
+    expires_at_jd REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS checkouts_due_by_deadline ON checkouts_due (expires_at_jd);
+CREATE TRIGGER IF NOT EXISTS cart_summary_due_insert AFTER INSERT ON cart_summary BEGIN
+    DELETE FROM checkouts_due WHERE cart_id = NEW.cart_id;
+    INSERT INTO checkouts_due
+        SELECT NEW.cart_id, json_extract(NEW.doc, '$.checkout_version'),
+               json_extract(NEW.doc, '$.checkout_expires_at'),
+               julianday(json_extract(NEW.doc, '$.checkout_expires_at'))
+        WHERE json_extract(NEW.doc, '$.checkout_version') IS NOT NULL;
+END;
+CREATE TRIGGER IF NOT EXISTS cart_summary_due_update AFTER UPDATE ON cart_summary BEGIN
+    DELETE FROM checkouts_due WHERE cart_id = NEW.cart_id;
+    INSERT INTO checkouts_due
+        SELECT NEW.cart_id, json_extract(NEW.doc, '$.checkout_version'),
+               json_extract(NEW.doc, '$.checkout_expires_at'),
+               julianday(json_extract(NEW.doc, '$.checkout_expires_at'))
+        WHERE json_extract(NEW.doc, '$.checkout_version') IS NOT NULL;
+END;
 ";
 
 const NAME: &str = "embedded read store";
@@ -162,7 +186,8 @@ type Buckets = BTreeMap<(Option<DateTime<Utc>>, Option<String>, String), SalesBu
 /// Adds `line` to its bucket when it lies in the report's time range.
 fn add_to_report(buckets: &mut Buckets, query: &SalesReportQuery, line: &SalesLine) {
     let in_range = query.from.is_none_or(|from| line.created_at >= from)
-        && query.to.is_none_or(|to| line.created_at < to);
+        && query.to.is_none_or(|to| line.created_at < to)
+        && query.status.counts(line.cart_status);
     if !in_range {
         return;
     }
@@ -441,6 +466,42 @@ impl ReadStore for EmbeddedReadStore {
                 b
             })
             .collect())
+    }
+
+    async fn due_checkouts(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueCheckout>, BackendError> {
+        let err = self.db.err();
+        let rows: Vec<(String, i64, String)> = self
+            .db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT cart_id, checkout, expires_at FROM checkouts_due                          WHERE expires_at_jd <= julianday(?1) ORDER BY expires_at_jd LIMIT ?2",
+                    )
+                    .map_err(err)?;
+                let rows = stmt
+                    .query_map(params![now.to_rfc3339(), limit], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .map_err(err)?;
+                rows.collect::<Result<_, _>>().map_err(err)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(cart_id, checkout, expires_at)| {
+                let corrupt = |e: &dyn std::fmt::Display| BackendError::new(NAME, format!("checkouts_due: {e}"));
+                Ok(DueCheckout {
+                    cart_id: cart_id.parse().map_err(|e| corrupt(&e))?,
+                    checkout: u64::try_from(checkout).map_err(|e| corrupt(&e))?,
+                    expires_at: DateTime::parse_from_rfc3339(&expires_at)
+                        .map_err(|e| corrupt(&e))?
+                        .with_timezone(&Utc),
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), BackendError> {

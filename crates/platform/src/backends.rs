@@ -9,9 +9,11 @@ use crate::config::{EsRefresh, Settings};
 use salestrack_cassandra::{
     parse_consistency, parse_serial_consistency, CassandraConfig, CassandraEventStore,
 };
-use salestrack_core::ports::{BackendError, Consumer, EventStore, Producer, ReadStore};
+use salestrack_core::ports::{
+    BackendError, Consumer, EventStore, PaymentLedger, Producer, ReadStore,
+};
 use salestrack_elasticsearch::{EsConfig, EsReadStore, RefreshPolicy};
-use salestrack_embedded::{Embedded, EmbeddedBus};
+use salestrack_embedded::{Embedded, EmbeddedBus, EmbeddedPaymentLedger};
 use salestrack_kafka::{KafkaBus, KafkaConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +31,9 @@ pub struct Backends {
     pub producer: Arc<dyn Producer>,
     pub event_store: Arc<dyn EventStore>,
     pub read_store: Arc<dyn ReadStore>,
+    /// The mock payment gateway's ledger: in the Cassandra keyspace when
+    /// Cassandra is configured, else embedded SQLite.
+    pub payment_ledger: Arc<dyn PaymentLedger>,
     bus: Bus,
     description: String,
 }
@@ -71,6 +76,7 @@ async fn connect_kafka(
                     &topics.events,
                     &topics.outcomes,
                     &topics.dead_letter,
+                    &topics.payments,
                 ],
                 settings.partitions,
                 settings.kafka_replication_factor,
@@ -158,24 +164,29 @@ impl Backends {
                 );
                 (Arc::new(EsReadStore::connect(config).await?), description)
             };
-        let (event_store, event_description): (Arc<dyn EventStore>, String) =
-            if settings.cassandra_contact_points.trim().is_empty() {
-                (
-                    Arc::new(embedded.event_store),
-                    format!("embedded SQLite in {}", settings.data_dir.display()),
-                )
-            } else {
-                let config = cassandra_config(settings)?;
-                let description = format!(
-                    "Cassandra at {} (keyspace {})",
-                    config.contact_points.join(","),
-                    config.keyspace
-                );
-                (
-                    Arc::new(CassandraEventStore::connect(config).await?),
-                    description,
-                )
-            };
+        let (event_store, payment_ledger, event_description): (
+            Arc<dyn EventStore>,
+            Arc<dyn PaymentLedger>,
+            String,
+        ) = if settings.cassandra_contact_points.trim().is_empty() {
+            (
+                Arc::new(embedded.event_store),
+                Arc::new(EmbeddedPaymentLedger::open(
+                    &settings.data_dir.join("payments.sqlite"),
+                )?),
+                format!("embedded SQLite in {}", settings.data_dir.display()),
+            )
+        } else {
+            let config = cassandra_config(settings)?;
+            let description = format!(
+                "Cassandra at {} (keyspace {})",
+                config.contact_points.join(","),
+                config.keyspace
+            );
+            let store = CassandraEventStore::connect(config).await?;
+            let ledger = store.payment_ledger().await?;
+            (Arc::new(store), Arc::new(ledger), description)
+        };
         let stores = format!("event store: {event_description}; read store: {read_description}");
         let (bus, producer, description): (Bus, Arc<dyn Producer>, String) =
             if settings.kafka_brokers.trim().is_empty() {
@@ -194,6 +205,7 @@ impl Backends {
             producer,
             event_store,
             read_store,
+            payment_ledger,
             bus,
             description,
         })

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Where the local runner listens (`SALESTRACK_HTTP_ADDR`).
@@ -22,11 +22,25 @@ pub struct Settings {
     pub events_topic: String,
     pub outcomes_topic: String,
     pub dead_letter_topic: String,
+    /// Payment requests, from the domain to the payment function.
+    pub payments_topic: String,
     /// Consumer group of the domain loop (the event source mapping's
     /// `ConsumerGroupId`): two deployments sharing a cluster need their own.
     pub domain_group: String,
     /// Consumer group of the projector loop.
     pub projector_group: String,
+    /// Consumer group of the payment loop.
+    pub payment_group: String,
+    /// How long a checkout waits for its payment answer before the saga
+    /// cancels it (`payment_timeout`).
+    pub payment_timeout_ms: u64,
+    /// The mock gateway declines this share of charges at random (0.0..=1.0).
+    pub payment_decline_rate: f64,
+    /// The mock gateway answers this much later.
+    pub payment_delay_ms: u64,
+    /// How often the runner's saga timer looks for checkouts past their
+    /// deadline.
+    pub payment_sweep_ms: u64,
     /// Most records handed to a handler in one batch.
     pub batch_size: usize,
     /// How long an idle consumer waits for records before polling again.
@@ -167,8 +181,14 @@ impl Default for Settings {
             events_topic: topics::EVENTS.into(),
             outcomes_topic: topics::OUTCOMES.into(),
             dead_letter_topic: topics::DEAD_LETTER.into(),
+            payments_topic: topics::PAYMENTS.into(),
             domain_group: "salestrack-domain".into(),
             projector_group: "salestrack-projector".into(),
+            payment_group: "salestrack-payment".into(),
+            payment_timeout_ms: 30_000,
+            payment_decline_rate: 0.0,
+            payment_delay_ms: 0,
+            payment_sweep_ms: 1_000,
             batch_size: 100,
             poll_wait_ms: 500,
             max_retry_attempts: 10,
@@ -256,9 +276,16 @@ pub struct ConfigError(#[from] Box<figment::Error>);
 impl Settings {
     /// Defaults, overridden by `SALESTRACK_*` variables. Fails fast on a bad or unknown one.
     pub fn from_env() -> Result<Settings, ConfigError> {
-        Self::figment()
+        let settings: Settings = Self::figment()
             .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+            .map_err(|e| ConfigError(Box::new(e)))?;
+        if !(0.0..=1.0).contains(&settings.payment_decline_rate) {
+            return Err(ConfigError(Box::new(figment::Error::from(format!(
+                "SALESTRACK_PAYMENT_DECLINE_RATE must be within 0.0..=1.0, got {}",
+                settings.payment_decline_rate
+            )))));
+        }
+        Ok(settings)
     }
 
     pub fn figment() -> Figment {
@@ -274,6 +301,7 @@ impl Settings {
             events: self.events_topic.clone(),
             outcomes: self.outcomes_topic.clone(),
             dead_letter: self.dead_letter_topic.clone(),
+            payments: self.payments_topic.clone(),
         }
     }
 }
@@ -285,6 +313,7 @@ pub struct Topics {
     pub events: String,
     pub outcomes: String,
     pub dead_letter: String,
+    pub payments: String,
 }
 
 impl Default for Topics {

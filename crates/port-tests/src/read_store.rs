@@ -8,7 +8,8 @@ use salestrack_core::event::Event;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::Money;
 use salestrack_core::ports::{
-    CartSearch, ReadDocument, ReadStore, ReportDimension, ReportInterval, SalesReportQuery, Upsert,
+    CartSearch, ReadDocument, ReadStore, ReportDimension, ReportInterval, ReportStatus,
+    SalesReportQuery, Upsert,
 };
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::wire::{Outcome, OutcomeStatus, SCHEMA_VERSION};
@@ -26,7 +27,12 @@ pub async fn project(
     for e in events {
         let at_e =
             CartDetail::fold(events.iter().take_while(|x| x.version <= e.version)).expect("a cart");
-        if let Some(line) = at_e.sales_line(e.event.order_id()) {
+        // A cart-level event (the saga's) changes every line's cart status.
+        let touched: Vec<_> = match e.event.order_id() {
+            Some(order_id) => vec![order_id],
+            None => at_e.items.iter().map(|i| i.order_id).collect(),
+        };
+        for line in touched.into_iter().filter_map(|id| at_e.sales_line(id)) {
             store
                 .upsert(ReadDocument::SalesLine(line))
                 .await
@@ -116,7 +122,7 @@ pub async fn command_status_keeps_the_first_decision_at_a_version(store: Arc<dyn
         schema_version: SCHEMA_VERSION,
         command_id: CommandId(Uuid::new_v4()),
         cart_id: new_cart(),
-        order_id: salestrack_core::ids::OrderId(Uuid::new_v4()),
+        order_id: Some(salestrack_core::ids::OrderId(Uuid::new_v4())),
         command_type: "place_order".into(),
         status: OutcomeStatus::Applied,
         version: 3,
@@ -417,6 +423,7 @@ pub async fn the_sales_report_sums_exact_money_of_active_lines(store: Arc<dyn Re
                     group_by: Some(ReportDimension::Seller),
                     from,
                     to,
+                    status: ReportStatus::All,
                 })
                 .await
                 .expect("report");
@@ -537,6 +544,7 @@ pub async fn a_report_without_interval_or_dimension_totals_each_currency(
             group_by: None,
             from: Some(utc(2031, 1, 1, 0, 0)),
             to: Some(utc(2031, 1, 2, 0, 0)),
+            status: ReportStatus::All,
         })
         .await
         .expect("report");
@@ -560,4 +568,125 @@ pub async fn a_report_without_interval_or_dimension_totals_each_currency(
         ],
         "never adds two currencies together"
     );
+}
+
+/// The saga's events after a cart's `lines` placements: checked out at
+/// version `lines + 1` with deadline `expires_at`, then `settle`d.
+fn saga(
+    cart: CartId,
+    lines: Vec<OrderLine>,
+    expires_at: DateTime<Utc>,
+    settle: Option<Event>,
+) -> Vec<salestrack_core::event::RecordedEvent> {
+    use salestrack_core::event::Checkout;
+    let currency = lines[0].currency;
+    let mut events: Vec<Event> = lines.into_iter().map(Event::OrderPlaced).collect();
+    events.push(Event::CheckoutStarted(Checkout {
+        payment_method: "card".into(),
+        amount: Decimal::ONE,
+        currency,
+        expires_at,
+    }));
+    events.extend(settle);
+    recorded(cart, 0, events)
+}
+
+fn paid(cart: CartId, checkout: u64) -> Event {
+    Event::PaymentSucceeded {
+        payment_id: salestrack_core::ids::PaymentId::for_checkout(cart, checkout),
+        amount: Decimal::ONE,
+    }
+}
+
+fn timed_out() -> Event {
+    Event::CartCancelled {
+        reason: salestrack_core::event::CancelReason::PaymentTimeout,
+        payment_id: None,
+    }
+}
+
+pub async fn a_report_counts_the_lines_of_carts_in_the_status_asked(store: Arc<dyn ReadStore>) {
+    // A day no other check writes to; each cart's lines cost 100 + minute.
+    let day = |minute: u32| utc(2032, 2, 3, 10, minute);
+    let line = |cart: CartId, minute: u32| {
+        let mut l = line_of(cart, "reporter", "gadget", minute);
+        l.created_at = day(minute);
+        l.quantity = 1;
+        l.discounts = Money::ZERO;
+        l.amount = Money::non_negative(Decimal::from(100 + minute)).expect("money");
+        l.subtotal = l.amount;
+        l
+    };
+    let (open, checking, paid_cart, cancelled) = (new_cart(), new_cart(), new_cart(), new_cart());
+    let far = utc(2099, 1, 1, 0, 0);
+    project(store.as_ref(), &recorded(open, 0, vec![Event::OrderPlaced(line(open, 1))])).await;
+    project(store.as_ref(), &saga(checking, vec![line(checking, 2)], far, None)).await;
+    let (a, b) = (line(paid_cart, 3), line(paid_cart, 4));
+    project(store.as_ref(), &saga(paid_cart, vec![a, b], far, Some(paid(paid_cart, 3)))).await;
+    project(
+        store.as_ref(),
+        &saga(cancelled, vec![line(cancelled, 5)], far, Some(timed_out())),
+    )
+    .await;
+    let revenue = |status| {
+        let store = store.clone();
+        async move {
+            let buckets = store
+                .sales_report(&SalesReportQuery {
+                    interval: None,
+                    group_by: None,
+                    from: Some(day(0)),
+                    to: Some(day(59)),
+                    status,
+                })
+                .await
+                .expect("report");
+            buckets
+                .iter()
+                .map(|b| (b.revenue.to_string(), b.orders))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(revenue(ReportStatus::All).await, vec![("515.00".into(), 5)]);
+    assert_eq!(revenue(ReportStatus::Open).await, vec![("203.00".into(), 2)]);
+    assert_eq!(revenue(ReportStatus::Paid).await, vec![("207.00".into(), 2)]);
+    assert_eq!(revenue(ReportStatus::Cancelled).await, vec![("105.00".into(), 1)]);
+}
+
+pub async fn due_checkouts_are_the_carts_checking_out_past_their_deadline(
+    store: Arc<dyn ReadStore>,
+) {
+    let now = Utc::now();
+    let seconds = chrono::Duration::seconds;
+    let (late, later, early, settled, open) =
+        (new_cart(), new_cart(), new_cart(), new_cart(), new_cart());
+    let one = |cart| vec![line_of(cart, "sweeper", "gadget", 1)];
+    project(store.as_ref(), &saga(late, one(late), now - seconds(60), None)).await;
+    project(store.as_ref(), &saga(later, one(later), now - seconds(30), None)).await;
+    project(store.as_ref(), &saga(early, one(early), now + seconds(600), None)).await;
+    project(
+        store.as_ref(),
+        &saga(settled, one(settled), now - seconds(60), Some(paid(settled, 2))),
+    )
+    .await;
+    project(
+        store.as_ref(),
+        &recorded(open, 0, vec![Event::OrderPlaced(one(open).remove(0))]),
+    )
+    .await;
+    let ours = [late, later, early, settled, open];
+    let due: Vec<_> = store
+        .due_checkouts(now, 10_000)
+        .await
+        .expect("due checkouts")
+        .into_iter()
+        .filter(|d| ours.contains(&d.cart_id))
+        .collect();
+    assert_eq!(
+        due.iter().map(|d| (d.cart_id, d.checkout)).collect::<Vec<_>>(),
+        vec![(late, 2), (later, 2)],
+        "earliest deadline first; neither the settled, the early nor the open cart"
+    );
+    let deadline = now - seconds(60);
+    assert!((due[0].expires_at - deadline).num_milliseconds().abs() <= 1);
 }

@@ -1,4 +1,5 @@
-//! The command function: `POST /orders` and `POST /orders/{order_id}/cancel`.
+//! The command function: `POST /orders`, `POST /orders/{order_id}/cancel`
+//! and `POST /carts/{cart_id}/checkout`.
 //! Validates the request, produces one command record keyed by cart id, and
 //! answers `202` as soon as the bus has it durably. Never waits for the domain.
 //!
@@ -11,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use salestrack_core::command::{CancelOrder, Command, PlaceOrder};
+use salestrack_core::command::{CancelOrder, CheckoutCart, Command, PlaceOrder};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::ports::{Clock, OutboundRecord, Producer};
@@ -39,7 +40,9 @@ pub struct CommandState {
 pub struct Accepted {
     pub command_id: CommandId,
     pub cart_id: CartId,
-    pub order_id: OrderId,
+    /// The order line, for `POST /orders` and its cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
     /// Pass to the query side (`consistency_token`) to read your own write.
     pub consistency_token: String,
     /// Where to follow the command: `/commands/{command_id}`.
@@ -52,6 +55,14 @@ pub struct CancelRequest {
     #[schema(value_type = String, format = Uuid)]
     pub cart_id: uuid::Uuid,
     pub reason: Option<String>,
+}
+
+/// Body of `POST /carts/{cart_id}/checkout`; optional as a whole.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct CheckoutRequest {
+    /// Charge this way instead of the first line's payment method
+    /// (`test-decline` and `test-timeout` drive the mock gateway).
+    pub payment_method: Option<String>,
 }
 
 /// Body of `POST /orders` (documentation of the wire shape; parsing is field by field).
@@ -93,8 +104,8 @@ pub struct OrderRequest {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(place_order, cancel_order),
-    components(schemas(Accepted, CancelRequest, OrderRequest, ErrorBody))
+    paths(place_order, cancel_order, checkout_cart),
+    components(schemas(Accepted, CancelRequest, CheckoutRequest, OrderRequest, ErrorBody))
 )]
 pub struct CommandApi;
 
@@ -103,6 +114,7 @@ pub fn router(state: CommandState) -> Router {
     Router::new()
         .route("/orders", post(place_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
+        .route("/carts/{cart_id}/checkout", post(checkout_cart))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
 }
@@ -178,6 +190,42 @@ pub async fn cancel_order(
     accept(&state, command, key.as_deref(), trace_of(&headers)).await
 }
 
+/// Check a cart out: close it and start its payment. The saga's outcome
+/// (`paid`, or `cancelled` with `payment_declined` / `payment_timeout`)
+/// shows in the cart and in `GET /commands/{command_id}`.
+#[utoipa::path(
+    post, path = "/carts/{cart_id}/checkout", tag = "commands",
+    params(
+        ("cart_id" = String, Path, format = Uuid, description = "The cart to check out"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe; defaults to the cart (one checkout per cart)"),
+    ),
+    request_body(content = Option<CheckoutRequest>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Durably accepted", body = Accepted),
+        (status = 400, description = "Invalid fields", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn checkout_cart(
+    State(state): State<CommandState>,
+    Extension(access): Extension<Access>,
+    Path(cart_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let cart_id: CartId = cart_id.parse().map_err(|_| {
+        ApiError::bad_request("invalid_path", "the cart id in the path must be a UUID")
+    })?;
+    let json = read_optional_json(&headers, body, state.max_body_bytes).await?;
+    let key = idempotency_key(&headers)?;
+    let mut checkout = CheckoutCart::parse(cart_id, &json)?;
+    // Only the cart's owner may check it out: the domain compares.
+    checkout.requested_by = access.owner().map(str::to_owned);
+    let command = Command::CheckoutCart(checkout);
+    accept(&state, command, key.as_deref(), trace_of(&headers)).await
+}
+
 /// The caller's W3C trace context, if its `traceparent` header is valid.
 fn trace_of(headers: &HeaderMap) -> Option<TraceParent> {
     headers
@@ -199,7 +247,8 @@ async fn accept(
         || TraceParent::for_command(command_id),
         |t| t.command_in(command_id),
     );
-    let span = tracing::info_span!("accept", %command_id, %cart_id, %order_id, kind = command.kind(),
+    let span = tracing::info_span!("accept", %command_id, %cart_id,
+        order_id = order_id.map(tracing::field::display), kind = command.kind(),
         trace_id = %trace.trace_id_hex());
     salestrack_platform::telemetry::continue_trace(&span, &trace);
     async {
@@ -258,6 +307,29 @@ async fn accept(
     }
     .instrument(span)
     .await
+}
+
+/// A body that may be left out: none (no content type, no length) is `{}`.
+async fn read_optional_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let declared_empty = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    let untyped = headers.get(header::CONTENT_TYPE).is_none();
+    if declared_empty || untyped {
+        let bytes = to_bytes(body, limit)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(serde_json::Value::Object(Default::default()));
+        }
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    read_json(headers, body, limit).await
 }
 
 /// Checks the content type, enforces the size limit while reading, parses JSON.

@@ -30,7 +30,7 @@
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use lambda_runtime::LambdaEvent;
-use salestrack_core::aggregate::{Cart, DomainError};
+use salestrack_core::aggregate::{Cart, Context, DomainError};
 use salestrack_core::event::RecordedEvent;
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::CartId;
@@ -38,7 +38,8 @@ use salestrack_core::ports::{
     AppendError, BackendError, Clock, EventStore, OutboundRecord, Producer, StreamAppend,
 };
 use salestrack_core::wire::{
-    self, CommandRecord, DecodeError, Outcome, OutcomeStatus, Reason, SCHEMA_VERSION,
+    self, CommandRecord, DecodeError, Outcome, OutcomeStatus, PaymentRequest, Reason,
+    SCHEMA_VERSION,
 };
 use salestrack_msk::{self as msk, BatchResult, Record, RecordError};
 use salestrack_platform::Topics;
@@ -62,6 +63,8 @@ pub struct Deps {
     pub producer: Arc<dyn Producer>,
     pub clock: Arc<dyn Clock>,
     pub topics: Topics,
+    /// How long a checkout waits for its payment answer.
+    pub payment_timeout: std::time::Duration,
 }
 
 /// Counts of what happened to a batch's records.
@@ -431,9 +434,14 @@ async fn plan(cart: Cart, commands: &[Incoming], deps: &Deps) -> Result<Plan, Ha
         decisions: Vec::with_capacity(commands.len()),
         cart,
     };
+    let at = Context {
+        now: deps.clock.now(),
+        payment_timeout: chrono::Duration::from_std(deps.payment_timeout)
+            .unwrap_or(chrono::Duration::MAX),
+    };
     for incoming in commands {
         let record = &incoming.command;
-        let decided = command_span(incoming).in_scope(|| plan.cart.decide(&record.command));
+        let decided = command_span(incoming).in_scope(|| plan.cart.decide(&record.command, &at));
         let decision = match decided {
             Err(reason) => {
                 command_span(incoming).in_scope(|| {
@@ -489,6 +497,9 @@ fn finish(cart: &CartCommands<'_>, plan: Plan, deps: &Deps) -> Vec<Decided> {
         .iter()
         .zip(plan.decisions)
         .map(|(incoming, (handled, events, outcome))| {
+            if matches!(handled, Handled::Applied) {
+                events.iter().for_each(count_saga_step);
+            }
             command_span(incoming).in_scope(|| {
                 tracing::info!(
                     result = handled.label(),
@@ -502,6 +513,20 @@ fn finish(cart: &CartCommands<'_>, plan: Plan, deps: &Deps) -> Vec<Decided> {
             }
         })
         .collect()
+}
+
+/// The checkout saga's steps as they are stored: checkouts started, paid,
+/// cancelled (by reason) and late payments refunded.
+fn count_saga_step(e: &RecordedEvent) {
+    use salestrack_core::event::Event;
+    let step = match &e.event {
+        Event::CheckoutStarted(_) => "started",
+        Event::PaymentSucceeded { .. } => "paid",
+        Event::CartCancelled { reason, .. } => reason.code(),
+        Event::RefundRequested { .. } => "refunded",
+        Event::OrderPlaced(_) | Event::OrderCancelled { .. } => return,
+    };
+    metrics::counter!("salestrack_checkouts_total", "step" => step).increment(1);
 }
 
 fn outcome(record: &CommandRecord, version: u64, deps: &Deps) -> Outcome {
@@ -565,6 +590,24 @@ fn publication(
             ],
         })
         .collect();
+    // The saga's requests to the payment gateway: a checkout asks for a
+    // charge, a late payment for a refund. Republished with their event, so
+    // a lost request is healed by a repeated command like a lost event.
+    records.extend(events.iter().filter_map(|e| {
+        let request = PaymentRequest::for_event(e)?;
+        Some(OutboundRecord {
+            topic: deps.topics.payments.clone(),
+            key: e.cart_id.to_string().into_bytes(),
+            value: request.encode(),
+            headers: vec![
+                (h::MESSAGE_TYPE.into(), b"payment_request".to_vec()),
+                (h::SCHEMA_VERSION.into(), schema.clone()),
+                (h::EVENT_ID.into(), e.event_id.to_string().into_bytes()),
+                (h::COMMAND_ID.into(), e.command_id.to_string().into_bytes()),
+                trace.event_in(e.event_id).header(),
+            ],
+        })
+    }));
     records.push(OutboundRecord {
         topic: deps.topics.outcomes.clone(),
         key: outcome.cart_id.to_string().into_bytes(),

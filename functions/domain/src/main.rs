@@ -14,6 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         producer: backends.producer,
         clock: Arc::new(SystemClock),
         topics: settings.topics(),
+        payment_timeout: std::time::Duration::from_millis(settings.payment_timeout_ms),
     };
     let deps = &deps;
     // Failed records go back as a partial-batch response, never as an error:

@@ -103,7 +103,7 @@ pub enum Poison {
     Decode(#[from] DecodeError),
     #[error("no projection consumes topic {0:?}")]
     UnknownTopic(String),
-    #[error("event {version} of cart {cart_id} cancels a line of a cart that has none")]
+    #[error("event {version} of cart {cart_id} changes a cart that has no line")]
     CancelBeforePlace {
         cart_id: salestrack_core::ids::CartId,
         version: u64,
@@ -399,8 +399,13 @@ async fn fold_event(
         Step::Apply => {
             // `apply` only answers `None` for a first event that cancels,
             // when there was no detail to lose.
-            *detail = Some(CartDetail::apply(detail.take(), e).ok_or_else(cancel_before_place)?);
-            touch(e.event.order_id());
+            let folded = CartDetail::apply(detail.take(), e).ok_or_else(cancel_before_place)?;
+            match e.event.order_id() {
+                Some(order_id) => touch(order_id),
+                // A saga event changes the cart's status on every line.
+                None => folded.items.iter().for_each(|i| touch(i.order_id)),
+            }
+            *detail = Some(folded);
             Ok(BatchReport {
                 projected: 1,
                 ..BatchReport::default()

@@ -43,6 +43,7 @@ async fn documents(store: &dyn ReadStore, cart: CartId) -> String {
             group_by: Some(ReportDimension::Product),
             from: None,
             to: None,
+            ..Default::default()
         })
         .await
         .expect("report");

@@ -23,11 +23,12 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::money::Currency;
+use salestrack_core::command::CHECKOUT_CART;
 use salestrack_core::ports::{
-    CartSearch, ReadStore, ReportDimension, ReportInterval, SalesBucket, SalesReportQuery,
-    SearchCursor,
+    CartSearch, ReadStore, ReportDimension, ReportInterval, ReportStatus, SalesBucket,
+    SalesReportQuery, SearchCursor,
 };
-use salestrack_core::read_model::{CartDetail, CartSummary};
+use salestrack_core::read_model::{CartDetail, CartStatus, CartSummary};
 use salestrack_core::token::ConsistencyToken;
 use salestrack_core::wire::{Outcome, OutcomeStatus, Reason};
 use salestrack_platform::auth::{self, Access, Authenticator};
@@ -449,6 +450,13 @@ pub struct CommandStatus {
     pub reason: Option<Reason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<DateTime<Utc>>,
+    /// For a checkout: where its cart stands now (`checking_out`, `paid`,
+    /// `cancelled`), as far as the read models have it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cart_status: Option<CartStatus>,
+    /// Why the cart was cancelled: `payment_declined` or `payment_timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cart_status_reason: Option<String>,
 }
 
 impl From<Outcome> for CommandStatus {
@@ -460,13 +468,35 @@ impl From<Outcome> for CommandStatus {
                 OutcomeStatus::Applied => CommandState::Applied,
                 OutcomeStatus::Rejected => CommandState::Rejected,
             },
-            order_id: Some(o.order_id),
+            order_id: o.order_id,
             command_type: Some(o.command_type),
             version: Some(o.version),
             duplicate: Some(o.duplicate),
             reason: o.reason,
             decided_at: Some(o.decided_at),
+            cart_status: None,
+            cart_status_reason: None,
         }
+    }
+}
+
+impl QueryState {
+    /// A decided command's status; a checkout's carries its cart's status.
+    async fn decided(&self, outcome: Outcome, access: &Access) -> Result<CommandStatus, ApiError> {
+        let checkout = outcome.command_type == CHECKOUT_CART;
+        let cart_id = outcome.cart_id;
+        let mut status = CommandStatus::from(outcome);
+        if checkout {
+            let summary = match access.owner() {
+                None => self.read_store.cart_summary(cart_id).await?,
+                Some(owner) => self.read_store.owned_cart_summary(cart_id, owner).await?,
+            };
+            if let Some(summary) = summary {
+                status.cart_status = Some(summary.status);
+                status.cart_status_reason = summary.status_reason;
+            }
+        }
+        Ok(status)
     }
 }
 
@@ -492,7 +522,7 @@ pub async fn get_command(
             "the consistency token belongs to another command",
         )),
         Some(t) => match state.reach(t, &access).await? {
-            Some(outcome) => Ok(Json(outcome.into())),
+            Some(outcome) => Ok(Json(state.decided(outcome, &access).await?)),
             None => Ok(Json(CommandStatus {
                 command_id,
                 cart_id: t.cart_id,
@@ -503,10 +533,12 @@ pub async fn get_command(
                 duplicate: None,
                 reason: None,
                 decided_at: None,
+                cart_status: None,
+                cart_status_reason: None,
             })),
         },
         None => match state.command_status(command_id, &access).await? {
-            Some(outcome) => Ok(Json(outcome.into())),
+            Some(outcome) => Ok(Json(state.decided(outcome, &access).await?)),
             None => Err(ApiError::NotFound(format!(
                 "no decision for command {command_id} yet (unknown, or not processed yet: pass its consistency_token to wait)"
             ))),
@@ -524,6 +556,10 @@ pub struct ReportParams {
     pub from: Option<String>,
     /// End: a date is inclusive (the whole day), an RFC 3339 time exclusive.
     pub to: Option<String>,
+    /// Which carts count, by status: `all` (default: every active line),
+    /// `open` (open and checking out), `paid` (confirmed sales only) or
+    /// `cancelled` (compensated checkouts).
+    pub status: Option<String>,
     /// The `consistency_token` of a `202`: wait until the projection reached it.
     pub consistency_token: Option<String>,
 }
@@ -539,6 +575,8 @@ pub struct SalesReport {
     pub from: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<DateTime<Utc>>,
+    /// Which carts' lines were counted.
+    pub status: ReportStatus,
     /// Units, revenue (subtotal), tax and order lines of active lines per
     /// bucket, ordered by period, key and currency.
     pub buckets: Vec<SalesBucket>,
@@ -629,6 +667,17 @@ pub async fn sales_report(
             ("payment_method", ReportDimension::PaymentMethod),
         ],
     )?;
+    let status = choice(
+        "status",
+        p.status.as_deref(),
+        &[
+            ("all", ReportStatus::All),
+            ("open", ReportStatus::Open),
+            ("paid", ReportStatus::Paid),
+            ("cancelled", ReportStatus::Cancelled),
+        ],
+    )?
+    .unwrap_or_default();
     let from = bound("from", p.from.as_deref(), false)?;
     let to = bound("to", p.to.as_deref(), true)?;
     if let (Some(f), Some(t)) = (from, to) {
@@ -650,6 +699,7 @@ pub async fn sales_report(
         group_by,
         from,
         to,
+        status,
     };
     let buckets = state.read_store.sales_report(&query).await?;
     Ok(answer(
@@ -659,6 +709,7 @@ pub async fn sales_report(
             group_by,
             from,
             to,
+            status,
             buckets,
         }),
     ))

@@ -151,7 +151,7 @@ async fn tally(
     for (cart, orders) in accepted {
         let shown = items(app, *cart).await;
         let stream = events.read_stream(*cart).await.expect("stream");
-        let stored: Vec<OrderId> = stream.iter().map(|e| e.event.order_id()).collect();
+        let stored: Vec<OrderId> = stream.iter().filter_map(|e| e.event.order_id()).collect();
         let unique = |ids: &[OrderId]| ids.iter().copied().collect::<BTreeSet<_>>();
         tally.lost += orders.difference(&unique(&shown)).count();
         tally.duplicated += shown.len() - unique(&shown).len();

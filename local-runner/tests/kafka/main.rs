@@ -86,7 +86,7 @@ async fn check_carts(
         assert_eq!(summary["subtotal"], total.to_string(), "cart {cart}");
 
         let stream = events.read_stream(*cart).await.expect("stream");
-        let stored: Vec<OrderId> = stream.iter().map(|e| e.event.order_id()).collect();
+        let stored: Vec<OrderId> = stream.iter().filter_map(|e| e.event.order_id()).collect();
         assert_eq!(
             stored.len(),
             orders.len(),
@@ -221,7 +221,7 @@ async fn two_instances_under_duplicate_load(on: On) {
         }
         let stream = stored.read_stream(*cart).await.expect("stream");
         if stream.len() != orders.len() {
-            let stored: BTreeSet<OrderId> = stream.iter().map(|e| e.event.order_id()).collect();
+            let stored: BTreeSet<OrderId> = stream.iter().filter_map(|e| e.event.order_id()).collect();
             let missing: Vec<OrderId> = orders.difference(&stored).copied().collect();
             panic!(
                 "cart {cart}: {} of {} orders in the event store; missing {missing:?}; {}",
@@ -410,7 +410,7 @@ async fn a_sigkill_mid_load_loses_no_accepted_order(on: On) {
     let events = event_store(dir.path());
     for (cart, orders) in &expected {
         let stream = events.read_stream(*cart).await.expect("stream");
-        let stored: Vec<OrderId> = stream.iter().map(|e| e.event.order_id()).collect();
+        let stored: Vec<OrderId> = stream.iter().filter_map(|e| e.event.order_id()).collect();
         let unique: BTreeSet<OrderId> = stored.iter().copied().collect();
         assert_eq!(
             unique.len(),

@@ -62,7 +62,24 @@ mod read_store_contract {
         search_pages_with_a_cursor_without_gaps_or_repeats,
         the_sales_report_sums_exact_money_of_active_lines,
         a_report_without_interval_or_dimension_totals_each_currency,
+        a_report_counts_the_lines_of_carts_in_the_status_asked,
+        due_checkouts_are_the_carts_checking_out_past_their_deadline,
     );
+}
+
+mod payment_ledger_contract {
+    use salestrack_core::ports::PaymentLedger;
+    use salestrack_embedded::EmbeddedPaymentLedger;
+    use std::sync::Arc;
+    use tempfile::TempDir;
+
+    async fn ledger() -> Option<(TempDir, Arc<dyn PaymentLedger>)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = EmbeddedPaymentLedger::open(&dir.path().join("payments.sqlite")).expect("open");
+        Some((dir, Arc::new(ledger)))
+    }
+
+    salestrack_port_tests::every_payment_ledger_check!();
 }
 
 mod bus_contract {

@@ -92,17 +92,17 @@ async fn a_carts_commands_in_one_batch_are_decided_in_order_and_appended_at_once
     );
 
     let stream = w.store.read_stream(l1.cart_id).await.expect("stream");
-    let kinds: Vec<(u64, &str, OrderId)> = stream
+    let kinds: Vec<(u64, &str, Option<OrderId>)> = stream
         .iter()
         .map(|e| (e.version, e.event.kind(), e.event.order_id()))
         .collect();
     assert_eq!(
         kinds,
         vec![
-            (1, "order_placed", l1.order_id),
-            (2, "order_placed", l2.order_id),
-            (3, "order_cancelled", l2.order_id),
-            (4, "order_placed", l3.order_id),
+            (1, "order_placed", Some(l1.order_id)),
+            (2, "order_placed", Some(l2.order_id)),
+            (3, "order_cancelled", Some(l2.order_id)),
+            (4, "order_placed", Some(l3.order_id)),
         ]
     );
 
@@ -157,17 +157,17 @@ async fn a_lost_append_race_decides_all_of_the_carts_commands_again() {
     .await;
     assert_eq!((result.report.applied, result.failures.len()), (3, 0));
     let stream = w.store.read_stream(l1.cart_id).await.expect("stream");
-    let order: Vec<(u64, OrderId)> = stream
+    let order: Vec<(u64, Option<OrderId>)> = stream
         .iter()
         .map(|e| (e.version, e.event.order_id()))
         .collect();
     assert_eq!(
         order,
         vec![
-            (1, other_line().order_id),
-            (2, l1.order_id),
-            (3, l2.order_id),
-            (4, l1.order_id),
+            (1, Some(other_line().order_id)),
+            (2, Some(l1.order_id)),
+            (3, Some(l2.order_id)),
+            (4, Some(l1.order_id)),
         ],
         "the rival's event first, then ours in command order"
     );

@@ -56,6 +56,7 @@ impl World {
             producer: Arc::new(self.bus.clone()),
             clock: Arc::new(SystemClock),
             topics: self.topics.clone(),
+            payment_timeout: Duration::from_secs(30),
         }
     }
 
@@ -510,7 +511,7 @@ async fn a_command_that_loses_an_append_race_is_decided_again_on_the_new_stream(
     );
     assert_eq!(
         stream[1].event.order_id(),
-        line().order_id,
+        Some(line().order_id),
         "our line landed after the rival's"
     );
 }

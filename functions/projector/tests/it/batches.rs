@@ -126,6 +126,14 @@ impl ReadStore for Watched {
         self.inner.sales_report(query).await
     }
 
+    async fn due_checkouts(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<salestrack_core::ports::DueCheckout>, BackendError> {
+        self.inner.due_checkouts(now, limit).await
+    }
+
     async fn ping(&self) -> Result<(), BackendError> {
         self.inner.ping().await
     }

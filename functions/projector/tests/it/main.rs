@@ -137,6 +137,7 @@ async fn events_fold_into_cart_detail_summary_and_sales_lines() {
             group_by: Some(ReportDimension::Product),
             from: None,
             to: None,
+            ..Default::default()
         })
         .await
         .expect("report");
@@ -218,6 +219,7 @@ async fn a_gap_refolds_the_cart_from_the_event_store() {
             group_by: Some(ReportDimension::Product),
             from: None,
             to: None,
+            ..Default::default()
         })
         .await
         .expect("report");

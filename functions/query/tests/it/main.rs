@@ -83,7 +83,7 @@ fn outcome(command_id: CommandId, status: OutcomeStatus, version: u64) -> Outcom
         schema_version: SCHEMA_VERSION,
         command_id,
         cart_id: line().cart_id,
-        order_id: line().order_id,
+        order_id: Some(line().order_id),
         command_type: "place_order".into(),
         status,
         version,

@@ -1,0 +1,47 @@
+//! The payment function on AWS Lambda: MSK batches of the payments topic
+//! (the mock gateway), and the saga's timer on an EventBridge schedule.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use lambda_runtime::{service_fn, LambdaEvent};
+use salestrack_core::ports::SystemClock;
+use salestrack_payment::{expire_due, handler, Deps, Gateway};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let (settings, backends) = salestrack_platform::start().await?;
+    let read_store = backends.read_store;
+    let deps = Deps {
+        ledger: backends.payment_ledger,
+        producer: backends.producer,
+        clock: Arc::new(SystemClock),
+        topics: settings.topics(),
+        gateway: Gateway {
+            decline_rate: settings.payment_decline_rate,
+            delay: Duration::from_millis(settings.payment_delay_ms),
+        },
+    };
+    let (deps, read_store) = (&deps, &read_store);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let (payload, context) = event.into_parts();
+        // The schedule's EventBridge event: run the saga's timer.
+        if payload.get("source").and_then(Value::as_str) == Some("aws.events") {
+            let sent = expire_due(
+                read_store.as_ref(),
+                deps.producer.as_ref(),
+                deps.clock.as_ref(),
+                &deps.topics,
+            )
+            .await?;
+            return Ok::<_, lambda_runtime::Error>(json!({ "expired": sent }));
+        }
+        // Otherwise an MSK batch. Failed records go back as a partial-batch
+        // response, never as an error (ReportBatchItemFailures).
+        let batch: KafkaEvent = serde_json::from_value(payload)?;
+        let result = handler(LambdaEvent::new(batch, context), deps).await;
+        Ok(serde_json::to_value(result.response())?)
+    }))
+    .await
+}

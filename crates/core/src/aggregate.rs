@@ -786,7 +786,10 @@ mod tests {
                 .satisfied_at(&answer(2, PaymentResult::Succeeded)),
             Some(3)
         );
-        assert_eq!(scenario.when(answer(2, PaymentResult::Succeeded)), Ok(vec![]));
+        assert_eq!(
+            scenario.when(answer(2, PaymentResult::Succeeded)),
+            Ok(vec![])
+        );
     }
 
     #[test]

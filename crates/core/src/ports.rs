@@ -353,9 +353,7 @@ pub struct SalesReportQuery {
 }
 
 /// The carts whose active lines a report counts, by cart status.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportStatus {
     /// Every active line, whatever its cart's status.

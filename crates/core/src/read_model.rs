@@ -455,7 +455,10 @@ mod tests {
             },
         ]);
         let doc = CartDetail::fold(&events).expect("cart");
-        assert_eq!((doc.status, doc.subtotal), (CartStatus::Open, Decimal::ZERO));
+        assert_eq!(
+            (doc.status, doc.subtotal),
+            (CartStatus::Open, Decimal::ZERO)
+        );
     }
 
     fn checkout_started() -> Event {
@@ -477,7 +480,10 @@ mod tests {
         assert_eq!(summary.checkout_version, Some(2));
         assert!(summary.checkout_expires_at.is_some());
         let sales = doc.sales_line(l.order_id).expect("line");
-        assert_eq!((sales.cart_status, sales.version), (CartStatus::CheckingOut, 2));
+        assert_eq!(
+            (sales.cart_status, sales.version),
+            (CartStatus::CheckingOut, 2)
+        );
 
         let payment_id = PaymentId::for_checkout(l.cart_id, 2);
         let mut paid = events.clone();
@@ -488,7 +494,10 @@ mod tests {
         let doc = CartDetail::fold(&stream(paid)).expect("cart");
         assert_eq!(doc.status, CartStatus::Paid);
         let checkout = doc.checkout.clone().expect("checkout");
-        assert_eq!((checkout.payment_id, checkout.settled_version), (Some(payment_id), Some(3)));
+        assert_eq!(
+            (checkout.payment_id, checkout.settled_version),
+            (Some(payment_id), Some(3))
+        );
         assert_eq!(doc.summary().checkout_version, None, "no longer due");
         assert_eq!(doc.sales_line(l.order_id).expect("line").version, 3);
 

@@ -9,10 +9,10 @@
 
 use crate::aggregate::{Cart, CheckoutState, Line, LineDigest, Settled};
 use crate::ids::{CartId, OrderId, PaymentId};
-use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use crate::money::Currency;
 use crate::ports::Snapshot;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 

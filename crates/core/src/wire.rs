@@ -12,9 +12,9 @@ use crate::command::{
 };
 use crate::event::{CancelReason, Checkout, Event, RecordedEvent};
 use crate::ids::{CartId, CommandId, EventId, OrderId, PaymentId};
-use rust_decimal::Decimal;
 use crate::money::{Currency, Money};
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -775,9 +775,15 @@ mod tests {
             ],
         );
         let charge = PaymentRequest::for_event(&events[0]).expect("a charge");
-        assert_eq!((charge.kind, charge.checkout), (PaymentRequestKind::Charge, 2));
+        assert_eq!(
+            (charge.kind, charge.checkout),
+            (PaymentRequestKind::Charge, 2)
+        );
         assert_eq!(charge.payment_id, PaymentId::for_checkout(cart_id, 2));
-        assert_eq!(PaymentRequest::decode(&charge.encode()).expect("decodes"), charge);
+        assert_eq!(
+            PaymentRequest::decode(&charge.encode()).expect("decodes"),
+            charge
+        );
         let refund = PaymentRequest::for_event(&events[1]).expect("a refund");
         assert_eq!(
             (refund.kind, refund.payment_id),

@@ -182,8 +182,13 @@ mod tests {
         ];
         let mut events = vec![Event::OrderPlaced(line()), Event::OrderPlaced(other_line())];
         events.extend(saga.into_iter().take(steps));
-        let events =
-            RecordedEvent::number(line().cart_id, 0, CommandId(uuid::Uuid::nil()), Utc::now(), events);
+        let events = RecordedEvent::number(
+            line().cart_id,
+            0,
+            CommandId(uuid::Uuid::nil()),
+            Utc::now(),
+            events,
+        );
         CartDetail::fold(&events).expect("cart")
     }
 

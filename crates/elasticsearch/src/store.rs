@@ -16,8 +16,8 @@ use elasticsearch::Elasticsearch;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::{display_sum, from_minor_units};
 use salestrack_core::ports::{
-    BackendError, CartPage, CartSearch, DueCheckout, ReadDocument, ReadStore, ReportDimension, SalesBucket,
-    SalesReportQuery, Upsert,
+    BackendError, CartPage, CartSearch, DueCheckout, ReadDocument, ReadStore, ReportDimension,
+    SalesBucket, SalesReportQuery, Upsert,
 };
 use salestrack_core::read_model::{CartDetail, CartSummary};
 use salestrack_core::wire::Outcome;

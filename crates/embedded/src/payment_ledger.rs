@@ -116,7 +116,9 @@ impl PaymentLedger for EmbeddedPaymentLedger {
                 let mut stmt = c
                     .prepare_cached("SELECT doc FROM charges WHERE cart_id = ?1 ORDER BY checkout")
                     .map_err(err)?;
-                let rows = stmt.query_map(params![key], |row| row.get(0)).map_err(err)?;
+                let rows = stmt
+                    .query_map(params![key], |row| row.get(0))
+                    .map_err(err)?;
                 rows.collect::<Result<_, _>>().map_err(err)
             })
             .await?;

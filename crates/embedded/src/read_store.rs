@@ -492,7 +492,9 @@ impl ReadStore for EmbeddedReadStore {
             .await?;
         rows.into_iter()
             .map(|(cart_id, checkout, expires_at)| {
-                let corrupt = |e: &dyn std::fmt::Display| BackendError::new(NAME, format!("checkouts_due: {e}"));
+                let corrupt = |e: &dyn std::fmt::Display| {
+                    BackendError::new(NAME, format!("checkouts_due: {e}"))
+                };
                 Ok(DueCheckout {
                     cart_id: cart_id.parse().map_err(|e| corrupt(&e))?,
                     checkout: u64::try_from(checkout).map_err(|e| corrupt(&e))?,

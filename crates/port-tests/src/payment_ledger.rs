@@ -22,9 +22,7 @@ fn charge(cart_id: CartId, checkout: u64, status: ChargeStatus) -> Charge {
     }
 }
 
-pub async fn a_checkout_is_charged_once_however_often_it_is_asked(
-    ledger: Arc<dyn PaymentLedger>,
-) {
+pub async fn a_checkout_is_charged_once_however_often_it_is_asked(ledger: Arc<dyn PaymentLedger>) {
     let cart = new_cart();
     // Attempts that would decide differently (a random decline rate):
     // whichever is recorded first is every attempt's answer.

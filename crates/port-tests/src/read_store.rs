@@ -619,10 +619,22 @@ pub async fn a_report_counts_the_lines_of_carts_in_the_status_asked(store: Arc<d
     };
     let (open, checking, paid_cart, cancelled) = (new_cart(), new_cart(), new_cart(), new_cart());
     let far = utc(2099, 1, 1, 0, 0);
-    project(store.as_ref(), &recorded(open, 0, vec![Event::OrderPlaced(line(open, 1))])).await;
-    project(store.as_ref(), &saga(checking, vec![line(checking, 2)], far, None)).await;
+    project(
+        store.as_ref(),
+        &recorded(open, 0, vec![Event::OrderPlaced(line(open, 1))]),
+    )
+    .await;
+    project(
+        store.as_ref(),
+        &saga(checking, vec![line(checking, 2)], far, None),
+    )
+    .await;
     let (a, b) = (line(paid_cart, 3), line(paid_cart, 4));
-    project(store.as_ref(), &saga(paid_cart, vec![a, b], far, Some(paid(paid_cart, 3)))).await;
+    project(
+        store.as_ref(),
+        &saga(paid_cart, vec![a, b], far, Some(paid(paid_cart, 3))),
+    )
+    .await;
     project(
         store.as_ref(),
         &saga(cancelled, vec![line(cancelled, 5)], far, Some(timed_out())),
@@ -648,9 +660,18 @@ pub async fn a_report_counts_the_lines_of_carts_in_the_status_asked(store: Arc<d
         }
     };
     assert_eq!(revenue(ReportStatus::All).await, vec![("515.00".into(), 5)]);
-    assert_eq!(revenue(ReportStatus::Open).await, vec![("203.00".into(), 2)]);
-    assert_eq!(revenue(ReportStatus::Paid).await, vec![("207.00".into(), 2)]);
-    assert_eq!(revenue(ReportStatus::Cancelled).await, vec![("105.00".into(), 1)]);
+    assert_eq!(
+        revenue(ReportStatus::Open).await,
+        vec![("203.00".into(), 2)]
+    );
+    assert_eq!(
+        revenue(ReportStatus::Paid).await,
+        vec![("207.00".into(), 2)]
+    );
+    assert_eq!(
+        revenue(ReportStatus::Cancelled).await,
+        vec![("105.00".into(), 1)]
+    );
 }
 
 pub async fn due_checkouts_are_the_carts_checking_out_past_their_deadline(
@@ -661,12 +682,29 @@ pub async fn due_checkouts_are_the_carts_checking_out_past_their_deadline(
     let (late, later, early, settled, open) =
         (new_cart(), new_cart(), new_cart(), new_cart(), new_cart());
     let one = |cart| vec![line_of(cart, "sweeper", "gadget", 1)];
-    project(store.as_ref(), &saga(late, one(late), now - seconds(60), None)).await;
-    project(store.as_ref(), &saga(later, one(later), now - seconds(30), None)).await;
-    project(store.as_ref(), &saga(early, one(early), now + seconds(600), None)).await;
     project(
         store.as_ref(),
-        &saga(settled, one(settled), now - seconds(60), Some(paid(settled, 2))),
+        &saga(late, one(late), now - seconds(60), None),
+    )
+    .await;
+    project(
+        store.as_ref(),
+        &saga(later, one(later), now - seconds(30), None),
+    )
+    .await;
+    project(
+        store.as_ref(),
+        &saga(early, one(early), now + seconds(600), None),
+    )
+    .await;
+    project(
+        store.as_ref(),
+        &saga(
+            settled,
+            one(settled),
+            now - seconds(60),
+            Some(paid(settled, 2)),
+        ),
     )
     .await;
     project(
@@ -683,7 +721,9 @@ pub async fn due_checkouts_are_the_carts_checking_out_past_their_deadline(
         .filter(|d| ours.contains(&d.cart_id))
         .collect();
     assert_eq!(
-        due.iter().map(|d| (d.cart_id, d.checkout)).collect::<Vec<_>>(),
+        due.iter()
+            .map(|d| (d.cart_id, d.checkout))
+            .collect::<Vec<_>>(),
         vec![(late, 2), (later, 2)],
         "earliest deadline first; neither the settled, the early nor the open cart"
     );

@@ -176,11 +176,14 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
         ("failed", keyed.failures.len()),
     ] {
         if n > 0 {
-            metrics::counter!("salestrack_payments_total", "result" => result)
-                .increment(n as u64);
+            metrics::counter!("salestrack_payments_total", "result" => result).increment(n as u64);
         }
     }
-    tracing::info!(?report, failed = keyed.failures.len(), "payment batch handled");
+    tracing::info!(
+        ?report,
+        failed = keyed.failures.len(),
+        "payment batch handled"
+    );
     BatchResult {
         report,
         failures: keyed.failures,
@@ -229,18 +232,13 @@ async fn handle(incoming: Incoming, deps: &Deps) -> Result<Handled, HandlerError
                 found = refunded.is_some(), "late payment refunded");
             handled.report.refunded = 1;
         }
-        PaymentRequestKind::Charge
-            if request.payment_method.as_deref() == Some(NEVER_ANSWERED) =>
-        {
+        PaymentRequestKind::Charge if request.payment_method.as_deref() == Some(NEVER_ANSWERED) => {
             tracing::info!(cart_id = %request.cart_id, checkout = request.checkout,
                 "test-timeout: the gateway never answers");
             handled.report.unanswered = 1;
         }
         PaymentRequestKind::Charge => {
-            let stored = deps
-                .ledger
-                .charge_once(&charge(&request, deps))
-                .await?;
+            let stored = deps.ledger.charge_once(&charge(&request, deps)).await?;
             match stored.status {
                 ChargeStatus::Succeeded => handled.report.succeeded = 1,
                 ChargeStatus::Declined => handled.report.declined = 1,
@@ -368,7 +366,10 @@ pub async fn expire_due(
     if sent > 0 {
         producer.send_all(records).await?;
         metrics::counter!("salestrack_checkouts_expired_total").increment(sent as u64);
-        tracing::info!(sent, "expire_checkout sent for checkouts past their deadline");
+        tracing::info!(
+            sent,
+            "expire_checkout sent for checkouts past their deadline"
+        );
     }
     Ok(sent)
 }

@@ -21,9 +21,9 @@ use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
+use salestrack_core::command::CHECKOUT_CART;
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::money::Currency;
-use salestrack_core::command::CHECKOUT_CART;
 use salestrack_core::ports::{
     CartSearch, ReadStore, ReportDimension, ReportInterval, ReportStatus, SalesBucket,
     SalesReportQuery, SearchCursor,

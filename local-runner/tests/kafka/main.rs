@@ -221,7 +221,8 @@ async fn two_instances_under_duplicate_load(on: On) {
         }
         let stream = stored.read_stream(*cart).await.expect("stream");
         if stream.len() != orders.len() {
-            let stored: BTreeSet<OrderId> = stream.iter().filter_map(|e| e.event.order_id()).collect();
+            let stored: BTreeSet<OrderId> =
+                stream.iter().filter_map(|e| e.event.order_id()).collect();
             let missing: Vec<OrderId> = orders.difference(&stored).copied().collect();
             panic!(
                 "cart {cart}: {} of {} orders in the event store; missing {missing:?}; {}",
@@ -318,6 +319,8 @@ fn runner_process(settings: &Settings, port: u16) -> tokio::process::Child {
         .env("SALESTRACK_DEAD_LETTER_TOPIC", &settings.dead_letter_topic)
         .env("SALESTRACK_DOMAIN_GROUP", &settings.domain_group)
         .env("SALESTRACK_PROJECTOR_GROUP", &settings.projector_group)
+        .env("SALESTRACK_PAYMENTS_TOPIC", &settings.payments_topic)
+        .env("SALESTRACK_PAYMENT_GROUP", &settings.payment_group)
         .env("SALESTRACK_PARTITIONS", "4")
         .env("SALESTRACK_POLL_WAIT_MS", "50")
         .env("SALESTRACK_KAFKA_BATCH_WINDOW_MS", "20")

@@ -75,7 +75,8 @@ mod payment_ledger_contract {
 
     async fn ledger() -> Option<(TempDir, Arc<dyn PaymentLedger>)> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = EmbeddedPaymentLedger::open(&dir.path().join("payments.sqlite")).expect("open");
+        let ledger =
+            EmbeddedPaymentLedger::open(&dir.path().join("payments.sqlite")).expect("open");
         Some((dir, Arc::new(ledger)))
     }
 

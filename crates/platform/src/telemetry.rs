@@ -124,6 +124,12 @@ pub fn prometheus() -> PrometheusHandle {
                         &fine,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("salestrack_payment_answer_seconds".into()),
+                        &fine,
+                    )
+                })
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -189,6 +195,23 @@ fn describe() {
     describe_counter!(
         "salestrack_query_stale_reads_total",
         "reads whose consistency wait ran out"
+    );
+    describe_counter!(
+        "salestrack_checkouts_total",
+        "checkout saga steps stored, by step: started, paid, payment_declined, payment_timeout, refunded"
+    );
+    describe_counter!(
+        "salestrack_payments_total",
+        "payment requests the mock gateway handled, by result"
+    );
+    describe_counter!(
+        "salestrack_checkouts_expired_total",
+        "expire_checkout commands the saga's timer sent"
+    );
+    describe_histogram!(
+        "salestrack_payment_answer_seconds",
+        Unit::Seconds,
+        "checkout recorded -> the gateway's answer on the bus"
     );
     describe_counter!(
         "salestrack_kafka_offsets_skipped_total",

@@ -194,6 +194,7 @@ fn the_keyspaces_tables_in_the_template_match_the_cql_schema() {
     for (resource, table, at_least) in [
         ("EventsTable", "events", 8),
         ("SnapshotsTable", "snapshots", 4),
+        ("PaymentsTable", "payments", 4),
     ] {
         let mut declared = template_columns(&template, resource);
         let mut expected = cql_columns(table);

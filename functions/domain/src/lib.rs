@@ -472,11 +472,13 @@ async fn plan(cart: Cart, commands: &[Incoming], deps: &Deps) -> Result<Plan, Ha
                 (Handled::Duplicate, earlier, outcome)
             }
             Ok(events) => {
+                // Recorded at the time the decision was made on, so that a
+                // checkout's deadline is exactly its timeout after it.
                 let recorded = RecordedEvent::number(
                     record.command.cart_id(),
                     plan.cart.version(),
                     record.command_id,
-                    deps.clock.now(),
+                    at.now,
                     events,
                 );
                 plan.cart = std::mem::take(&mut plan.cart).apply(&recorded);

@@ -1,9 +1,9 @@
 //! Each Lambda binary under `cargo lambda watch` (the Lambda runtime API
 //! emulator), invoked with the committed fixtures in its `fixtures/` folder:
-//! the function URL requests of command and query, and real MSK batches for
-//! domain and projector.
+//! the function URL requests of command and query, real MSK batches for
+//! domain, projector and payment, and the payment function's schedule.
 //!
-//! All four share one embedded data directory, so the query function reads
+//! All five share one embedded data directory, so the query function reads
 //! what the projector wrote. Needs `cargo lambda` on PATH: `.ci/run`
 //! installs it and sets `REQUIRE_CARGO_LAMBDA=1`, which turns a
 //! missing tool into a failure; elsewhere the test says why it skips.
@@ -221,6 +221,19 @@ fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
         json!({"batchItemFailures": []})
     );
     drop(projector);
+
+    let payment = Watch::start("payment", data.path(), logs.path());
+    assert_eq!(
+        payment.invoke("charge.json"),
+        json!({"batchItemFailures": []}),
+        "the mock gateway charges the fixture's checkout"
+    );
+    assert_eq!(
+        payment.invoke("schedule.json"),
+        json!({"expired": 0}),
+        "the schedule runs the saga's timer: no checkout is past its deadline"
+    );
+    drop(payment);
 
     let query = Watch::start("query", data.path(), logs.path());
     let (status, command_status) = http(&query.invoke("get-command-status.json"));

@@ -587,3 +587,76 @@ async fn carts_on_different_partitions_are_all_handled() {
         1
     );
 }
+
+/// A batch of `commands`, in order, on partition 0.
+fn batch_of_commands(commands: Vec<Command>) -> KafkaEvent {
+    let records: Vec<BusRecord> = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, command)| {
+            let key = command.cart_id().to_string().into_bytes();
+            let record = CommandRecord {
+                command_id: command.derive_id(None),
+                accepted_at: Utc::now(),
+                command,
+            };
+            BusRecord {
+                topic: "sales.commands".into(),
+                partition: 0,
+                offset: i as i64,
+                timestamp: Utc::now(),
+                key: Some(key),
+                value: Some(record.encode()),
+                headers: vec![],
+            }
+        })
+        .collect();
+    salestrack_msk::batch(&records, "arn:test", "test")
+}
+
+#[tokio::test]
+async fn a_checkout_asks_the_gateway_and_a_repeat_asks_again_without_a_second_checkout() {
+    use salestrack_core::command::CheckoutCart;
+    use salestrack_core::wire::{PaymentRequest, PaymentRequestKind};
+    let w = world();
+    let l = line();
+    let checkout = Command::CheckoutCart(CheckoutCart {
+        cart_id: l.cart_id,
+        payment_method: None,
+        requested_by: None,
+    });
+    let report = w
+        .run(batch_of_commands(vec![
+            Command::PlaceOrder(PlaceOrder { line: l.clone() }),
+            checkout.clone(),
+        ]))
+        .await;
+    assert_eq!(report.applied, 2);
+    // Redelivered: a repeat, which asks the gateway again (the ledger
+    // keeps that from charging twice).
+    let report = w.run(batch_of_commands(vec![checkout])).await;
+    assert_eq!(report.duplicates, 1);
+    let stream = w.store.read_stream(l.cart_id).await.expect("stream");
+    assert_eq!(
+        stream.iter().map(|e| e.event.kind()).collect::<Vec<_>>(),
+        ["order_placed", "checkout_started"]
+    );
+    let requests: Vec<PaymentRequest> = w
+        .topic(&w.topics.payments)
+        .await
+        .iter()
+        .map(|r| PaymentRequest::decode(r.value.as_deref().expect("value")).expect("request"))
+        .collect();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0], requests[1], "the same request both times");
+    assert_eq!(requests[0].kind, PaymentRequestKind::Charge);
+    assert_eq!(requests[0].checkout, 2);
+    assert_eq!(
+        requests[0].amount.to_string(),
+        "427.98",
+        "subtotal plus tax"
+    );
+    assert_eq!(requests[0].payment_method.as_deref(), Some("card"));
+    let deadline = requests[0].expires_at.expect("a deadline") - stream[1].recorded_at;
+    assert_eq!(deadline.num_seconds(), 30, "the configured payment timeout");
+}

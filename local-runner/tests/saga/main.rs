@@ -698,3 +698,34 @@ async fn a_sigkill_mid_checkout_leaves_no_cart_stuck_and_none_charged_twice() {
         );
     }
 }
+
+/// The same on the engines users run: Apache Kafka, the ledger and event
+/// store on Apache Cassandra (LWT), the read models and the timer's due
+/// checkouts on OpenSearch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_checkouts_end_in_the_right_state_on_kafka_cassandra_and_opensearch() {
+    use salestrack_platform::config::EsRefresh;
+    use salestrack_test_engines::{Engine, EngineServer};
+    let (Some(kafka), Some(cassandra), Some(opensearch)) = (
+        EngineServer::shared(Engine::Kafka),
+        EngineServer::shared(Engine::Cassandra),
+        EngineServer::shared(Engine::OpenSearch),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = Uuid::new_v4().simple().to_string();
+    let settings = Settings {
+        cassandra_contact_points: cassandra.address(),
+        cassandra_keyspace: format!("saga{run}"),
+        elasticsearch_url: opensearch.address(),
+        elasticsearch_index_prefix: format!("saga-{run}"),
+        elasticsearch_refresh: EsRefresh::WaitFor,
+        elasticsearch_shards: Some(1),
+        elasticsearch_replicas: Some(0),
+        elasticsearch_refresh_interval: Some("50ms".into()),
+        consistency_wait_ms: 20_000,
+        ..kafka_settings(&kafka.address(), dir.path())
+    };
+    many_checkouts_end_in_the_right_state(settings).await;
+}

@@ -6,8 +6,8 @@
 //! cargo run --release -p salestrack-loadtest -- --host http://127.0.0.1:8080 --run-time 30s
 //! ```
 //!
-//! Three scenarios (see `scenario`): write-heavy placement, mixed reads and
-//! writes, and read-your-writes; `--scenarios writeheavy` (or any list)
+//! Four scenarios (see `scenario`): write-heavy placement, mixed reads and
+//! writes, read-your-writes, and checkout; `--scenarios writeheavy` (or any list)
 //! picks, all run weighted by default. `--report-file run.html
 //! --report-file run.json` writes goose's reports. Without `--host` a runner
 //! is started in-process on a free loopback port over a fresh data
@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         .register_scenario(scenario::write_heavy())
         .register_scenario(scenario::mixed_read_write())
         .register_scenario(scenario::read_your_writes())
+        .register_scenario(scenario::checkout())
         .set_default(GooseDefault::Users, 8)?
         .set_default(GooseDefault::IncreaseRate, "8")?;
     // Goose refuses an iteration count beside a run time: the default count

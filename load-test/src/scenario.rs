@@ -7,7 +7,9 @@
 //!   report), reads without a token;
 //! - `readyourwrites`: place a line, then read the cart with the write's
 //!   consistency token: the `GET` latency is the command-to-visible latency
-//!   through bus, domain and projector.
+//!   through bus, domain and projector;
+//! - `checkout`: fill a cart (1 to 10 lines), check it out, start the next:
+//!   the checkout saga through domain, payment gateway and back.
 
 use goose::prelude::*;
 use rand::seq::IndexedRandom;
@@ -20,6 +22,9 @@ use std::time::Duration;
 
 /// The name every placement request is counted under.
 pub const PLACE: &str = "POST /orders";
+
+/// The name every checkout request is counted under.
+pub const CHECKOUT: &str = "POST /carts/{id}/checkout";
 
 const PRODUCTS: [&str; 8] = [
     "Espresso machine",
@@ -117,6 +122,41 @@ pub fn read_your_writes() -> Scenario {
         .unwrap_or_else(|e| panic!("{e}"))
         .register_transaction(transaction!(place_order).set_name("place order"))
         .register_transaction(transaction!(read_own_write).set_name("read own write"))
+}
+
+pub fn checkout() -> Scenario {
+    scenario!("Checkout")
+        .set_weight(1)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .register_transaction(transaction!(place_order).set_name("place order"))
+        .register_transaction(transaction!(check_out).set_name("check out"))
+}
+
+/// Checks the session's cart out once it has all its lines; the next
+/// placement starts a new cart.
+async fn check_out(user: &mut GooseUser) -> TransactionResult {
+    let Some(session) = user
+        .get_session_data::<Session>()
+        .filter(|s| s.lines >= s.size)
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let path = format!("/carts/{}/checkout", session.cart);
+    let builder = user
+        .get_request_builder(&GooseMethod::Post, &path)?
+        .json(&json!({}));
+    let request = GooseRequest::builder()
+        .method(GooseMethod::Post)
+        .path(path.as_str())
+        .name(CHECKOUT)
+        .expect_status_code(202)
+        .set_request_builder(builder)
+        .build();
+    user.request(request).await?;
+    // Full, so the next placement opens a new cart.
+    user.set_session_data(Session { size: 0, ..session });
+    Ok(())
 }
 
 async fn place_order(user: &mut GooseUser) -> TransactionResult {

@@ -24,6 +24,11 @@
 //!    Debian this bench starts (fsync on), where an answered request is
 //!    already visible;
 //!
+//! 5. the checkout saga on a fresh embedded runner (goose checkout scenario:
+//!    carts of 1 to 10 lines, then `POST /carts/{id}/checkout`, no
+//!    declines): checkouts paid per second end to end beside the order
+//!    lines, and the time to payment from the runner's histogram;
+//!
 //! and once, at 16 users (or the largest count below it), a fresh embedded
 //! runner offered half its sustained rate: command -> visible p50/p99 from
 //! its own histogram. Every server's peak RSS (`VmHWM`) and CPU time
@@ -251,14 +256,16 @@ impl Load {
     }
 }
 
-async fn load(
+/// Runs `scenario` for the phase's time; its metrics and how long it took.
+async fn attack(
     host: &str,
     users: usize,
     o: &Options,
     throttle: Option<usize>,
-) -> anyhow::Result<Load> {
+    scenario: Scenario,
+) -> anyhow::Result<(goose::metrics::GooseMetrics, f64)> {
     let mut attack = GooseAttack::initialize_with_config(GooseConfiguration::default())?
-        .register_scenario(scenario::write_heavy())
+        .register_scenario(scenario)
         .set_default(GooseDefault::Host, host)?
         .set_default(GooseDefault::Users, users)?
         .set_default(GooseDefault::IncreaseRate, users.to_string().as_str())?
@@ -276,17 +283,86 @@ async fn load(
     }
     let started = Instant::now();
     let metrics = attack.execute().await?;
-    let seconds = started.elapsed().as_secs_f64();
+    Ok((metrics, started.elapsed().as_secs_f64()))
+}
+
+/// The requests named `name` of a run.
+fn requests(
+    metrics: &goose::metrics::GooseMetrics,
+    name: &str,
+    seconds: f64,
+) -> anyhow::Result<Load> {
     let post = metrics
         .requests
-        .get(&format!("POST {}", scenario::PLACE))
-        .context("no POST /orders was made")?;
+        .get(name)
+        .with_context(|| format!("no {name} was made"))?;
     Ok(Load {
         accepted: post.success_count,
         failed: post.fail_count,
         seconds,
         p50_ms: post.raw_data.percentile_us(0.5) as f64 / 1e3,
         p99_ms: post.raw_data.percentile_us(0.99) as f64 / 1e3,
+    })
+}
+
+async fn load(
+    host: &str,
+    users: usize,
+    o: &Options,
+    throttle: Option<usize>,
+) -> anyhow::Result<Load> {
+    let (metrics, seconds) = attack(host, users, o, throttle, scenario::write_heavy()).await?;
+    requests(&metrics, &format!("POST {}", scenario::PLACE), seconds)
+}
+
+/// The checkout saga under load: users fill carts of 1 to 10 lines and
+/// check them out, against a fresh embedded runner whose gateway declines
+/// nothing; then until every accepted checkout is paid.
+struct Checkouts {
+    checkouts: Load,
+    lines: Load,
+    /// Accepted checkouts / (load time + time until the last one was paid).
+    paid_per_second: f64,
+    /// Checkout recorded -> the gateway's answer on the bus.
+    answer_p50_ms: Option<f64>,
+    answer_p99_ms: Option<f64>,
+}
+
+/// The runner's counter `salestrack_checkouts_total{step="paid"}`.
+async fn paid(url: &str) -> anyhow::Result<u64> {
+    let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    Ok(metrics
+        .lines()
+        .filter(|l| l.starts_with("salestrack_checkouts_total{") && l.contains("step=\"paid\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
+async fn checkout_phase(users: usize, o: &Options) -> anyhow::Result<Checkouts> {
+    let server = Server::runner_with(None, &[("SALESTRACK_PAYMENT_DECLINE_RATE", "0".into())])?;
+    server.wait_ready("/health/ready").await?;
+    let started = Instant::now();
+    let (metrics, seconds) = attack(&server.url, users, o, None, scenario::checkout()).await?;
+    let checkouts = requests(&metrics, scenario::CHECKOUT, seconds)?;
+    let lines = requests(&metrics, scenario::PLACE, seconds)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while paid(&server.url).await? < checkouts.accepted as u64 {
+        if Instant::now() > deadline {
+            bail!("the checkouts were not all paid within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paid_per_second = checkouts.accepted as f64 / started.elapsed().as_secs_f64();
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await?
+        .text()
+        .await?;
+    Ok(Checkouts {
+        checkouts,
+        lines,
+        paid_per_second,
+        answer_p50_ms: quantile(&text, "salestrack_payment_answer_seconds", 0.5).map(|s| s * 1e3),
+        answer_p99_ms: quantile(&text, "salestrack_payment_answer_seconds", 0.99).map(|s| s * 1e3),
     })
 }
 
@@ -692,6 +768,8 @@ struct Round {
     lingers: Vec<(u64, EndToEnd)>,
     /// On the real engines, with each engine's CPU ms per order.
     engines: Option<(EndToEnd, [f64; 3])>,
+    /// The checkout saga on the embedded backends.
+    checkout: Checkouts,
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -735,6 +813,38 @@ fn print_round(r: &Round) {
         phase("runner, Kafka + Cassandra + OpenSearch", e);
         println!(
             "    of its CPU per order: Kafka {kafka:.2} ms, Cassandra {cassandra:.2} ms, OpenSearch {opensearch:.2} ms"
+        );
+    }
+    let c = &r.checkout;
+    println!(
+        "  {:<38}{:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms; end to end {:.0} checkouts paid/s beside {:.0} lines/s; time to payment p50 {} p99 {}",
+        "checkout saga, embedded",
+        c.checkouts.rate(),
+        c.checkouts.p50_ms,
+        c.checkouts.p99_ms,
+        c.paid_per_second,
+        c.lines.rate(),
+        opt(c.answer_p50_ms, " ms"),
+        opt(c.answer_p99_ms, " ms"),
+    );
+}
+
+/// Checkouts beside order lines, end to end on the embedded backends.
+fn print_checkout_table(rounds: &[Round]) {
+    println!("\n| users | end-to-end order lines/s (write-heavy) | checkouts paid/s, end to end | order lines/s in the checkout run | checkout POST p50 / p99 | time to payment p50 / p99 |");
+    println!("|---|---|---|---|---|---|");
+    for r in rounds {
+        let c = &r.checkout;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} ms | {} / {} |",
+            r.users,
+            r.embedded.sustained,
+            c.paid_per_second,
+            c.lines.rate(),
+            c.checkouts.p50_ms,
+            c.checkouts.p99_ms,
+            opt(c.answer_p50_ms, " ms"),
+            opt(c.answer_p99_ms, " ms"),
         );
     }
 }
@@ -870,6 +980,9 @@ async fn main() -> anyhow::Result<()> {
             Some(engines) => Some(engines_phase(users, &o, engines).await?),
             None => None,
         };
+        let checkout = checkout_phase(users, &o)
+            .await
+            .with_context(|| format!("checkout phase, {users} users"))?;
         let round = Round {
             users,
             bare,
@@ -878,6 +991,7 @@ async fn main() -> anyhow::Result<()> {
             peer,
             lingers,
             engines: on_engines,
+            checkout,
         };
         print_round(&round);
         rounds.push(round);
@@ -917,6 +1031,7 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(steady);
     print_table(&rounds);
+    print_checkout_table(&rounds);
     if let Some(engines) = &engines {
         print_engines_table(&rounds, engines);
     }

@@ -343,8 +343,8 @@ async fn checkout_phase(users: usize, o: &Options) -> anyhow::Result<Checkouts> 
     server.wait_ready("/health/ready").await?;
     let started = Instant::now();
     let (metrics, seconds) = attack(&server.url, users, o, None, scenario::checkout()).await?;
-    let checkouts = requests(&metrics, scenario::CHECKOUT, seconds)?;
-    let lines = requests(&metrics, scenario::PLACE, seconds)?;
+    let checkouts = requests(&metrics, &format!("POST {}", scenario::CHECKOUT), seconds)?;
+    let lines = requests(&metrics, &format!("POST {}", scenario::PLACE), seconds)?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while paid(&server.url).await? < checkouts.accepted as u64 {
         if Instant::now() > deadline {

@@ -110,6 +110,9 @@ pub struct RecordedEvent {
     pub command_id: CommandId,
     pub recorded_at: DateTime<Utc>,
     pub event: Event,
+    /// The schema version of its type it was stored in: what it was decoded
+    /// (and upcast) from, or, for a new event, the version this build writes.
+    pub schema_version: u32,
 }
 
 impl RecordedEvent {
@@ -131,6 +134,7 @@ impl RecordedEvent {
                 version,
                 command_id,
                 recorded_at,
+                schema_version: crate::wire::event_schema_version(event.kind()),
                 event,
             })
             .collect()

@@ -370,9 +370,16 @@ struct CartCancelledV1 {
     payment_id: Option<PaymentId>,
 }
 
+/// The schema version this build writes events of type `kind` in.
+pub fn event_schema_version(kind: &str) -> u32 {
+    match kind {
+        _ => SCHEMA_VERSION,
+    }
+}
+
 fn event_envelope(e: &RecordedEvent) -> EventEnvelope {
     EventEnvelope {
-        schema_version: SCHEMA_VERSION,
+        schema_version: event_schema_version(e.event.kind()),
         kind: e.event.kind().into(),
         event_id: e.event_id,
         cart_id: e.cart_id,
@@ -401,6 +408,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
         version: envelope.version,
         command_id: envelope.command_id,
         recorded_at: envelope.recorded_at,
+        schema_version: envelope.schema_version,
         event,
     })
 }

@@ -125,6 +125,7 @@ pub fn app(
     });
     let query = salestrack_query::router(salestrack_query::QueryState {
         read_store: Arc::clone(&backends.read_store),
+        event_store: Arc::clone(&backends.event_store),
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
         auth,
     });

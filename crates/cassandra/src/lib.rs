@@ -337,7 +337,7 @@ fn event_row(e: &RecordedEvent) -> EventRow {
         e.event.kind(),
         e.command_id.0,
         CqlTimestamp(e.recorded_at.timestamp_millis()),
-        wire::SCHEMA_VERSION as i32,
+        wire::event_schema_version(e.event.kind()) as i32,
         wire::encode_event(e),
     )
 }

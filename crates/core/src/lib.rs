@@ -11,6 +11,7 @@
 //! - [`aggregate`]: the cart's `decide` / `evolve`.
 //! - [`read_model`]: cart detail, cart summary and sales lines as folds.
 //! - [`wire`]: versioned JSON envelopes for commands, events and outcomes.
+//! - [`upcast`]: every earlier event schema version to the current one.
 //! - [`headers`]: Kafka header names and the W3C trace context.
 //! - [`token`]: the read-your-writes consistency token.
 //! - [`snapshot`]: the versioned snapshot format of a cart's decision state.
@@ -28,6 +29,7 @@ pub mod read_model;
 pub mod snapshot;
 pub mod testing;
 pub mod token;
+pub mod upcast;
 pub mod wire;
 
 /// Topic names, shared by every role. Overridable through configuration.

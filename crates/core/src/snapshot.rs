@@ -65,24 +65,36 @@ struct SettledHeader {
 
 /// The snapshot of `cart` as it stands.
 pub fn take(cart_id: CartId, cart: &Cart) -> Snapshot {
+    // Every field of the decision state, by name: a field added to `Cart`
+    // does not compile here until it is written (and `FORMAT` bumped).
+    let Cart {
+        version,
+        user_id,
+        currency,
+        payment_method,
+        lines,
+        checkout,
+        settled,
+        refunds,
+    } = cart;
     let header = Header {
-        user_id: cart.user_id.clone(),
-        currency: cart.currency,
-        payment_method: cart.payment_method.clone(),
-        checkout: cart.checkout.as_ref().map(|c| CheckoutHeader {
+        user_id: user_id.clone(),
+        currency: *currency,
+        payment_method: payment_method.clone(),
+        checkout: checkout.as_ref().map(|c| CheckoutHeader {
             version: c.version,
             expires_at: c.expires_at,
         }),
-        settled: cart.settled.as_ref().map(|s| SettledHeader {
+        settled: settled.as_ref().map(|s| SettledHeader {
             version: s.version,
             payment_id: s.payment_id,
             paid: s.paid,
         }),
-        refunds: cart.refunds.clone(),
+        refunds: refunds.clone(),
     };
     // Strings, numbers and ids only: serializing cannot fail.
     let header = serde_json::to_vec(&header).unwrap_or_default();
-    let mut lines: Vec<_> = cart.lines.iter().collect();
+    let mut lines: Vec<_> = lines.iter().collect();
     // Stable bytes for the same state.
     lines.sort_by_key(|(_, l)| l.placed_at);
     let mut state = Vec::with_capacity(4 + header.len() + LINE * lines.len());
@@ -97,7 +109,7 @@ pub fn take(cart_id: CartId, cart: &Cart) -> Snapshot {
     }
     Snapshot {
         cart_id,
-        version: cart.version,
+        version: *version,
         format: FORMAT,
         state,
     }

@@ -36,6 +36,14 @@ pub enum DecodeError {
     UnknownType { what: &'static str, kind: String },
     #[error("invalid command: {0}")]
     InvalidCommand(#[from] ValidationErrors),
+    #[error("{kind} version {from} cannot be upcast: {why}")]
+    Upcast {
+        kind: &'static str,
+        from: u32,
+        why: String,
+    },
+    #[error("{kind}: {why}")]
+    Inconsistent { kind: &'static str, why: String },
 }
 
 fn json<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
@@ -308,10 +316,10 @@ pub fn encode_event(e: &RecordedEvent) -> Vec<u8> {
     to_bytes(&event_envelope(e))
 }
 
-/// The `data` part only, for stores that keep the envelope in columns.
+/// The `data` part only, in the current version of its type.
 pub fn encode_event_data(event: &Event) -> Value {
     match event {
-        Event::OrderPlaced(line) => to_value(&OrderLineV1::from(line)),
+        Event::OrderPlaced(line) => to_value(&OrderPlacedV2::from(line)),
         Event::OrderCancelled { order_id, reason } => to_value(&OrderCancelledV1 {
             order_id: *order_id,
             reason: reason.clone(),
@@ -372,9 +380,7 @@ struct CartCancelledV1 {
 
 /// The schema version this build writes events of type `kind` in.
 pub fn event_schema_version(kind: &str) -> u32 {
-    match kind {
-        _ => SCHEMA_VERSION,
-    }
+    crate::upcast::current_version(kind)
 }
 
 fn event_envelope(e: &RecordedEvent) -> EventEnvelope {
@@ -397,11 +403,106 @@ struct OrderCancelledV1 {
     reason: Option<String>,
 }
 
+/// Money as it is stored since `order_placed` version 2.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MoneyV2 {
+    amount: Money,
+    currency: Currency,
+}
+
+/// `order_placed`, version 2: every amount with its currency.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OrderPlacedV2 {
+    order_id: OrderId,
+    cart_id: CartId,
+    user_id: String,
+    product_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    product_info: Option<String>,
+    quantity: u32,
+    unit_price: MoneyV2,
+    discounts: MoneyV2,
+    tax: MoneyV2,
+    subtotal: MoneyV2,
+    payment_method: String,
+    shipping_address: String,
+    billing_address: String,
+    shipping_method: String,
+    seller_info: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<&OrderLine> for OrderPlacedV2 {
+    fn from(l: &OrderLine) -> Self {
+        let money = |amount: Money| MoneyV2 {
+            amount,
+            currency: l.currency,
+        };
+        OrderPlacedV2 {
+            order_id: l.order_id,
+            cart_id: l.cart_id,
+            user_id: l.user_id.clone(),
+            product_name: l.product_name.clone(),
+            product_info: l.product_info.clone(),
+            quantity: l.quantity,
+            unit_price: money(l.amount),
+            discounts: money(l.discounts),
+            tax: money(l.tax_amount),
+            subtotal: money(l.subtotal),
+            payment_method: l.payment_method.clone(),
+            shipping_address: l.shipping_address.clone(),
+            billing_address: l.billing_address.clone(),
+            shipping_method: l.shipping_method.clone(),
+            seller_info: l.seller_info.clone(),
+            created_at: l.created_at,
+        }
+    }
+}
+
+impl TryFrom<OrderPlacedV2> for OrderLine {
+    type Error = DecodeError;
+
+    /// A line has one currency: money in several is not a line.
+    fn try_from(l: OrderPlacedV2) -> Result<Self, DecodeError> {
+        let currency = l.unit_price.currency;
+        if [&l.discounts, &l.tax, &l.subtotal]
+            .iter()
+            .any(|m| m.currency != currency)
+        {
+            return Err(DecodeError::Inconsistent {
+                kind: "order_placed",
+                why: "a line's money is in more than one currency".into(),
+            });
+        }
+        Ok(OrderLine {
+            order_id: l.order_id,
+            cart_id: l.cart_id,
+            user_id: l.user_id,
+            product_name: l.product_name,
+            product_info: l.product_info,
+            quantity: l.quantity,
+            amount: l.unit_price.amount,
+            discounts: l.discounts.amount,
+            tax_amount: l.tax.amount,
+            subtotal: l.subtotal.amount,
+            payment_method: l.payment_method,
+            shipping_address: l.shipping_address,
+            billing_address: l.billing_address,
+            shipping_method: l.shipping_method,
+            currency,
+            seller_info: l.seller_info,
+            created_at: l.created_at,
+        })
+    }
+}
+
 /// Events are facts: decoding does not re-apply today's validation rules.
+/// Every earlier version of a type is upcast to the current one first
+/// ([`crate::upcast`]).
 pub fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
     let envelope: EventEnvelope = json("event", bytes)?;
-    check_schema(envelope.schema_version)?;
-    let event = decode_event_data(&envelope.kind, envelope.data)?;
+    let data = crate::upcast::to_current(&envelope.kind, envelope.schema_version, envelope.data)?;
+    let event = decode_event_data(&envelope.kind, data)?;
     Ok(RecordedEvent {
         event_id: envelope.event_id,
         cart_id: envelope.cart_id,
@@ -416,7 +517,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
 pub fn decode_event_data(kind: &str, data: Value) -> Result<Event, DecodeError> {
     match kind {
         "order_placed" => Ok(Event::OrderPlaced(
-            from_value::<OrderLineV1>("order_placed", data)?.into(),
+            from_value::<OrderPlacedV2>("order_placed", data)?.try_into()?,
         )),
         "order_cancelled" => {
             let c: OrderCancelledV1 = from_value("order_cancelled", data)?;
@@ -805,5 +906,46 @@ mod tests {
             vec![Event::OrderPlaced(line())],
         );
         assert_eq!(PaymentRequest::for_event(&placed[0]), None);
+    }
+
+    fn placed_envelope(version: u32, data: Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schema_version": version, "type": "order_placed",
+            "event_id": uuid::Uuid::nil(), "cart_id": line().cart_id, "version": 1,
+            "command_id": uuid::Uuid::nil(), "recorded_at": "2026-12-02T09:00:00Z", "data": data
+        }))
+        .expect("json")
+    }
+
+    #[test]
+    fn an_event_of_a_future_schema_version_is_refused_not_guessed() {
+        let data = encode_event_data(&Event::OrderPlaced(line()));
+        assert!(decode_event(&placed_envelope(2, data.clone())).is_ok());
+        assert!(matches!(
+            decode_event(&placed_envelope(3, data)),
+            Err(DecodeError::SchemaVersion(3))
+        ));
+    }
+
+    #[test]
+    fn a_line_with_money_in_two_currencies_is_not_a_line() {
+        let mut data = encode_event_data(&Event::OrderPlaced(line()));
+        data["tax"]["currency"] = serde_json::json!("USD");
+        assert!(matches!(
+            decode_event(&placed_envelope(2, data)),
+            Err(DecodeError::Inconsistent { .. })
+        ));
+    }
+
+    #[test]
+    fn version_1_and_version_2_of_a_line_decode_to_the_same_line() {
+        let v2 = encode_event_data(&Event::OrderPlaced(line()));
+        let v1 = to_value(&OrderLineV1::from(&line()));
+        let (a, b) = (
+            decode_event(&placed_envelope(1, v1)).expect("v1"),
+            decode_event(&placed_envelope(2, v2)).expect("v2"),
+        );
+        assert_eq!(a.event, b.event);
+        assert_eq!((a.schema_version, b.schema_version), (1, 2));
     }
 }

@@ -213,10 +213,15 @@ fn this_build_folds_its_own_events_as_the_corpus_says() {
             .map(|e| wire::decode_event(&wire::encode_event(e)).expect("decodes"))
             .collect();
         for release in std::fs::read_dir(corpus_dir()).expect("corpus") {
-            let dir = release.expect("entry").path().join(stream);
-            let expected: Value =
-                serde_json::from_slice(&std::fs::read(dir.join("expected.json")).expect("expected"))
-                    .expect("JSON");
+            let release = release.expect("entry").path();
+            if !release.is_dir() {
+                continue;
+            }
+            let dir = release.join(stream);
+            let expected: Value = serde_json::from_slice(
+                &std::fs::read(dir.join("expected.json")).expect("expected"),
+            )
+            .expect("JSON");
             assert_eq!(folded(&again), expected, "{}", dir.display());
         }
     }
@@ -230,7 +235,11 @@ fn write_the_corpus_of_this_release() {
         panic!("set SALESTRACK_WRITE_CORPUS to the release's directory name");
     };
     let root = corpus_dir().join(&release);
-    assert!(!root.exists(), "{} is committed: never rewritten", root.display());
+    assert!(
+        !root.exists(),
+        "{} is committed: never rewritten",
+        root.display()
+    );
     for (stream, events) in streams() {
         let dir = root.join(stream);
         std::fs::create_dir_all(&dir).expect("mkdir");
@@ -248,4 +257,57 @@ fn write_the_corpus_of_this_release() {
         std::fs::write(dir.join("manifest.json"), pretty(&json!(manifest))).expect("write");
         std::fs::write(dir.join("expected.json"), pretty(&folded(&events))).expect("write");
     }
+}
+
+/// The snapshot of the corpus's richest cart, as this build takes it.
+fn golden_cart() -> (CartId, Cart) {
+    let (_, events) = streams().remove(1);
+    (events[0].cart_id, Cart::from_history(&events))
+}
+
+fn golden_path() -> PathBuf {
+    corpus_dir().join(format!(
+        "snapshot-format-{}.bin",
+        salestrack_core::snapshot::FORMAT
+    ))
+}
+
+#[test]
+fn the_snapshot_format_is_tied_to_the_decision_state() {
+    use salestrack_core::snapshot::{restore, take};
+    let (cart_id, cart) = golden_cart();
+    let golden = std::fs::read(golden_path()).unwrap_or_else(|_| {
+        panic!(
+            "no {}: a new snapshot FORMAT commits its golden bytes \
+             (SALESTRACK_WRITE_SNAPSHOT=1 cargo test -p salestrack-core --test corpus -- --ignored)",
+            golden_path().display()
+        )
+    });
+    assert_eq!(
+        take(cart_id, &cart).state,
+        golden,
+        "the snapshot layout changed without a new snapshot::FORMAT: bump it (older snapshots are then ignored) and commit its golden bytes"
+    );
+    let stored = salestrack_core::ports::Snapshot {
+        cart_id,
+        version: cart.version(),
+        format: salestrack_core::snapshot::FORMAT,
+        state: golden,
+    };
+    assert_eq!(restore(&stored).expect("restores"), cart);
+}
+
+#[test]
+#[ignore = "writes the golden snapshot of a new snapshot::FORMAT"]
+fn write_the_golden_snapshot_of_this_format() {
+    if std::env::var_os("SALESTRACK_WRITE_SNAPSHOT").is_none() {
+        panic!("set SALESTRACK_WRITE_SNAPSHOT=1");
+    }
+    assert!(!golden_path().exists(), "committed: never rewritten");
+    let (cart_id, cart) = golden_cart();
+    std::fs::write(
+        golden_path(),
+        salestrack_core::snapshot::take(cart_id, &cart).state,
+    )
+    .expect("write");
 }

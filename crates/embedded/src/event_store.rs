@@ -46,6 +46,36 @@ impl EmbeddedEventStore {
             db: Db::open(NAME, path, Durability::Full, SCHEMA)?,
         })
     }
+
+    /// Appends events as stored bytes, kept verbatim (a restore, a
+    /// migration from another store, old releases' events): each envelope
+    /// must decode (upcast from any earlier version) and they must continue
+    /// `cart_id`'s stream after `expected_version`, like an append.
+    pub async fn import(
+        &self,
+        cart_id: CartId,
+        expected_version: u64,
+        envelopes: Vec<Vec<u8>>,
+    ) -> Result<(), AppendError> {
+        let events = envelopes
+            .iter()
+            .map(|bytes| wire::decode_event(bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BackendError::refused(NAME, format!("an envelope to import: {e}")))?;
+        let mut rows = Rows::of(&StreamAppend {
+            cart_id,
+            expected_version,
+            events: &events,
+        })?;
+        for (row, bytes) in rows.rows.iter_mut().zip(envelopes) {
+            row.5 = bytes;
+        }
+        let err = self.db.err();
+        self.db
+            .write(move |c| Ok(rows.append(c, err)))
+            .await
+            .map_err(AppendError::from)?
+    }
 }
 
 /// SQLite integers are signed: versions beyond `i64::MAX` cannot exist, so

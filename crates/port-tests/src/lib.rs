@@ -44,3 +44,41 @@ pub fn line_of(cart: CartId, user: &str, product: &str, minute: u32) -> OrderLin
 pub fn recorded(cart: CartId, after: u64, events: Vec<Event>) -> Vec<RecordedEvent> {
     RecordedEvent::number(cart, after, CommandId(Uuid::new_v4()), at(0), events)
 }
+
+/// The old-event corpus of `crates/core/tests/corpus`: the stored bytes of
+/// `stream`'s events as `release` wrote them, in stream order.
+pub fn corpus(release: &str, stream: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/corpus")
+        .join(release)
+        .join(stream);
+    let manifest: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("corpus manifest"))
+            .expect("corpus manifest JSON");
+    manifest
+        .iter()
+        .map(|entry| {
+            let file = entry["file"].as_str().expect("file");
+            std::fs::read(dir.join(file)).expect("corpus event")
+        })
+        .collect()
+}
+
+/// The oldest release's corpus, the same events as this build writes
+/// them, and a mix: the first `old` events as the oldest release stored
+/// them, the rest as this build does.
+pub fn mixed_corpus(stream: &str, old: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    use salestrack_core::wire::{decode_event, encode_event};
+    let oldest = corpus("r1-before-money-with-currency", stream);
+    let new: Vec<Vec<u8>> = oldest
+        .iter()
+        .map(|bytes| encode_event(&decode_event(bytes).expect("the corpus decodes")))
+        .collect();
+    let mixed = oldest
+        .iter()
+        .take(old)
+        .chain(new.iter().skip(old))
+        .cloned()
+        .collect();
+    (mixed, new)
+}

@@ -584,7 +584,12 @@ fn publication(
             value: wire::encode_event(e),
             headers: vec![
                 (h::MESSAGE_TYPE.into(), e.event.kind().as_bytes().to_vec()),
-                (h::SCHEMA_VERSION.into(), schema.clone()),
+                (
+                    h::SCHEMA_VERSION.into(),
+                    wire::event_schema_version(e.event.kind())
+                        .to_string()
+                        .into_bytes(),
+                ),
                 (h::EVENT_ID.into(), e.event_id.to_string().into_bytes()),
                 (h::COMMAND_ID.into(), e.command_id.to_string().into_bytes()),
                 trace.event_in(e.event_id).header(),

@@ -25,7 +25,7 @@ use salestrack_core::command::CHECKOUT_CART;
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::money::Currency;
 use salestrack_core::ports::{
-    CartSearch, ReadStore, ReportDimension, ReportInterval, ReportStatus, SalesBucket,
+    CartSearch, EventStore, ReadStore, ReportDimension, ReportInterval, ReportStatus, SalesBucket,
     SalesReportQuery, SearchCursor,
 };
 use salestrack_core::read_model::{CartDetail, CartStatus, CartSummary};
@@ -38,9 +38,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+pub mod history;
+
 #[derive(Clone)]
 pub struct QueryState {
     pub read_store: Arc<dyn ReadStore>,
+    /// Read only, for time travel and history: the query function never
+    /// appends.
+    pub event_store: Arc<dyn EventStore>,
     /// Upper bound on a read-your-writes wait.
     pub consistency_wait: Duration,
     /// Bearer-token authentication; `None`: open to anyone who can reach it.
@@ -52,9 +57,19 @@ pub const MAX_LIMIT: u32 = 100;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(get_cart, get_cart_summary, search_carts, get_command, sales_report),
+    paths(
+        get_cart,
+        get_cart_summary,
+        history::get_history,
+        search_carts,
+        get_command,
+        sales_report
+    ),
     components(schemas(
         CartDetail,
+        history::CartAsOf,
+        history::CartHistory,
+        history::HistoryEntry,
         CartSummary,
         CartList,
         CommandStatus,
@@ -75,6 +90,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/carts", get(search_carts))
         .route("/carts/{cart_id}", get(get_cart))
         .route("/carts/{cart_id}/summary", get(get_cart_summary))
+        .route("/carts/{cart_id}/history", get(history::get_history))
         .route("/commands/{command_id}", get(get_command))
         .route("/reports/sales", get(sales_report))
         .with_state(state)
@@ -221,10 +237,10 @@ impl QueryState {
 /// The full cart: lines, totals, status and stream version.
 #[utoipa::path(
     get, path = "/carts/{cart_id}", tag = "queries",
-    params(("cart_id" = String, Path, format = Uuid), ConsistencyParams),
+    params(("cart_id" = String, Path, format = Uuid), CartParams),
     responses(
-        (status = 200, body = CartDetail),
-        (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 404, description = "No such cart, or not the caller's", body = ErrorBody),
+        (status = 200, description = "The cart detail; with `as_of_version` or `as_of`, as it was then (`CartAsOf`: the same plus `as_of`)", body = CartDetail),
+        (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 404, description = "No such cart, or not the caller's; or a version past the stream's head, or an instant before its first event", body = ErrorBody),
         (status = 503, description = "Backend unavailable", body = ErrorBody),
     )
 )]
@@ -232,12 +248,19 @@ pub async fn get_cart(
     State(state): State<QueryState>,
     Extension(access): Extension<Access>,
     Path(cart_id): Path<String>,
-    Query(params): Query<ConsistencyParams>,
+    Query(params): Query<CartParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cart_id: CartId = path_id(&cart_id, "cart id")?;
+    if let Some(as_of) = history::as_of(params.as_of_version.as_deref(), params.as_of.as_deref())? {
+        let past = history::cart_as_of(&state, &access, cart_id, as_of).await?;
+        return Ok(Json(past).into_response());
+    }
+    let consistency = ConsistencyParams {
+        consistency_token: params.consistency_token,
+    };
     let fresh = state
-        .freshness(token(&params, &headers)?, Some(cart_id), &access)
+        .freshness(token(&consistency, &headers)?, Some(cart_id), &access)
         .await?;
     let detail = match access.owner() {
         None => state.read_store.cart_detail(cart_id).await?,
@@ -247,6 +270,18 @@ pub async fn get_cart(
         fresh,
         detail.ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}"))),
     ))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct CartParams {
+    /// The `consistency_token` of a `202`: wait until the projection reached it.
+    pub consistency_token: Option<String>,
+    /// The cart as it was after its event at this stream version, folded
+    /// from the event store (with `as_of`: when it became so).
+    pub as_of_version: Option<String>,
+    /// The cart as it was at this RFC 3339 instant, folded from the event
+    /// store.
+    pub as_of: Option<String>,
 }
 
 /// The cart summary: product names as one text, totals, addresses.
@@ -304,6 +339,23 @@ pub struct CartList {
     pub next_cursor: Option<String>,
 }
 
+/// A page size: 1..=[`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+fn limit(text: Option<&str>) -> Result<u32, ApiError> {
+    match text {
+        None => Ok(DEFAULT_LIMIT),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("`limit` must be an integer in 1..={MAX_LIMIT}"),
+                )
+            }),
+    }
+}
+
 fn datetime(name: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     text.map(|t| {
         DateTime::parse_from_rfc3339(t)
@@ -358,19 +410,7 @@ pub async fn search_carts(
     Query(p): Query<SearchParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = match p.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    format!("`limit` must be an integer in 1..={MAX_LIMIT}"),
-                )
-            })?,
-    };
+    let limit = limit(p.limit.as_deref())?;
     let currency = p
         .currency
         .filter(|c| !c.is_empty())

@@ -10,6 +10,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let health = health::router(backends.clone(), &[Dependency::ReadStore]);
     let state = QueryState {
         read_store: backends.read_store,
+        // Read only: time travel and history.
+        event_store: backends.event_store,
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
         auth: salestrack_platform::auth::Authenticator::from_settings(&settings)
             .await?

@@ -414,8 +414,13 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
     for path in [
         format!("/carts/{cart}"),
         format!("/carts/{cart}/summary"),
+        format!("/carts/{cart}?as_of_version=1"),
+        format!("/carts/{cart}?as_of=2099-01-01T00:00:00Z"),
+        format!("/carts/{cart}/history"),
         format!("/commands/{alice_command}"),
     ] {
+        let (status, mine) = get(&app, &alice, &path).await;
+        assert_eq!(status, StatusCode::OK, "Alice, {path}: {mine}");
         let (status, body) = get(&app, &bob, &path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
         assert!(

@@ -27,8 +27,11 @@ struct App {
 fn spawn_app(wait: Duration) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("store");
+    let events = salestrack_embedded::EmbeddedEventStore::open(&dir.path().join("events.sqlite"))
+        .expect("event store");
     let router = router(QueryState {
         read_store: Arc::new(store.clone()),
+        event_store: Arc::new(events),
         consistency_wait: wait,
         auth: None,
     });

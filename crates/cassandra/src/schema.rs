@@ -80,7 +80,7 @@ mod tests {
             "{'class': 'SimpleStrategy', 'replication_factor': 1}",
         )
         .expect("render");
-        assert_eq!(statements.len(), 3, "{statements:#?}");
+        assert_eq!(statements.len(), 4, "{statements:#?}");
         assert_eq!(
             statements[0],
             "CREATE KEYSPACE IF NOT EXISTS sales_test WITH replication = \
@@ -88,6 +88,7 @@ mod tests {
         );
         assert!(statements[1].starts_with("CREATE TABLE IF NOT EXISTS sales_test.events ("));
         assert!(statements[2].starts_with("CREATE TABLE IF NOT EXISTS sales_test.snapshots ("));
+        assert!(statements[3].starts_with("CREATE TABLE IF NOT EXISTS sales_test.payments ("));
         assert!(
             statements.iter().all(|s| !s.contains("salestrack.")),
             "no statement left on the file's keyspace"

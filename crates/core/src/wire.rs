@@ -13,6 +13,7 @@ use crate::command::{
 use crate::event::{CancelReason, Checkout, Event, RecordedEvent};
 use crate::ids::{CartId, CommandId, EventId, OrderId, PaymentId};
 use crate::money::{Currency, Money};
+use crate::ports::OutboundRecord;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -238,6 +239,34 @@ impl CommandRecord {
             accepted_at: self.accepted_at,
             data,
         })
+    }
+
+    /// The record on the commands topic: keyed by cart (one partition keeps
+    /// a cart's commands in order), with the headers every consumer reads.
+    pub fn outbound(&self, topic: &str, trace: crate::headers::TraceParent) -> OutboundRecord {
+        use crate::headers as h;
+        OutboundRecord {
+            topic: topic.to_owned(),
+            key: self.command.cart_id().to_string().into_bytes(),
+            value: self.encode(),
+            headers: vec![
+                (h::CONTENT_TYPE.into(), b"application/json".to_vec()),
+                (
+                    h::MESSAGE_TYPE.into(),
+                    self.command.kind().as_bytes().to_vec(),
+                ),
+                (
+                    h::SCHEMA_VERSION.into(),
+                    SCHEMA_VERSION.to_string().into_bytes(),
+                ),
+                (
+                    h::COMMAND_ID.into(),
+                    self.command_id.to_string().into_bytes(),
+                ),
+                trace.header(),
+                h::accepted_at(self.accepted_at),
+            ],
+        }
     }
 
     /// Decodes and re-validates: the domain never trusts a producer it does not own.

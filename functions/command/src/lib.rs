@@ -15,9 +15,9 @@ use axum::{Extension, Json, Router};
 use salestrack_core::command::{CancelOrder, CheckoutCart, Command, PlaceOrder};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
-use salestrack_core::ports::{Clock, OutboundRecord, Producer};
+use salestrack_core::ports::{Clock, Producer};
 use salestrack_core::token::ConsistencyToken;
-use salestrack_core::wire::{CommandRecord, SCHEMA_VERSION};
+use salestrack_core::wire::CommandRecord;
 use salestrack_platform::auth::{self, Access, Authenticator};
 use salestrack_platform::http::{ApiError, ErrorBody};
 use serde::Serialize;
@@ -257,24 +257,7 @@ async fn accept(
             accepted_at: state.clock.now(),
             command,
         };
-        let outbound = OutboundRecord {
-            topic: state.topic.clone(),
-            key: cart_id.to_string().into_bytes(),
-            value: record.encode(),
-            headers: vec![
-                (h::CONTENT_TYPE.into(), b"application/json".to_vec()),
-                (
-                    h::MESSAGE_TYPE.into(),
-                    record.command.kind().as_bytes().to_vec(),
-                ),
-                (
-                    h::SCHEMA_VERSION.into(),
-                    SCHEMA_VERSION.to_string().into_bytes(),
-                ),
-                (h::COMMAND_ID.into(), command_id.to_string().into_bytes()),
-                trace.header(),
-            ],
-        };
+        let outbound = record.outbound(&state.topic, trace);
         let kind = record.command.kind();
         let delivery = state.producer.send(outbound).await.inspect_err(|_| {
             metrics::counter!("salestrack_commands_failed_total", "kind" => kind).increment(1);

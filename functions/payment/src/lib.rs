@@ -27,14 +27,12 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use salestrack_core::command::{Command, ExpireCheckout, PaymentResult, RecordPayment};
-use salestrack_core::headers::{self as h, TraceParent};
+use salestrack_core::headers::TraceParent;
 use salestrack_core::ids::CartId;
 use salestrack_core::ports::{
     BackendError, Charge, ChargeStatus, Clock, OutboundRecord, PaymentLedger, Producer, ReadStore,
 };
-use salestrack_core::wire::{
-    CommandRecord, DecodeError, PaymentRequest, PaymentRequestKind, SCHEMA_VERSION,
-};
+use salestrack_core::wire::{CommandRecord, DecodeError, PaymentRequest, PaymentRequestKind};
 use salestrack_msk::{self as msk, BatchResult, Record, RecordError};
 use salestrack_platform::Topics;
 use serde::Serialize;
@@ -309,30 +307,12 @@ fn command_record(
         || TraceParent::for_command(command_id),
         |t| t.command_in(command_id),
     );
-    let record = CommandRecord {
+    CommandRecord {
         command_id,
         accepted_at: now,
         command,
-    };
-    OutboundRecord {
-        topic: topic.to_owned(),
-        key: record.command.cart_id().to_string().into_bytes(),
-        value: record.encode(),
-        headers: vec![
-            (h::CONTENT_TYPE.into(), b"application/json".to_vec()),
-            (
-                h::MESSAGE_TYPE.into(),
-                record.command.kind().as_bytes().to_vec(),
-            ),
-            (
-                h::SCHEMA_VERSION.into(),
-                SCHEMA_VERSION.to_string().into_bytes(),
-            ),
-            (h::COMMAND_ID.into(), command_id.to_string().into_bytes()),
-            trace.header(),
-            h::accepted_at(now),
-        ],
     }
+    .outbound(topic, trace)
 }
 
 /// Most deadlines one timer run sends commands for; the next run takes

@@ -348,6 +348,16 @@ impl CartDetail {
         }
     }
 
+    /// The items whose sales-line documents `event` changed, once folded
+    /// into this detail: its own line, or, for a cart-level event (the
+    /// saga's), every line, whose cart status it changed.
+    pub fn lines_changed_by(&self, event: &Event) -> Vec<OrderId> {
+        match event.order_id() {
+            Some(order_id) => vec![order_id],
+            None => self.items.iter().map(|i| i.order_id).collect(),
+        }
+    }
+
     /// The sales-line document of one item of this cart.
     pub fn sales_line(&self, order_id: OrderId) -> Option<SalesLine> {
         let item = self.items.iter().find(|i| i.order_id == order_id)?;

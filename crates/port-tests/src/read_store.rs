@@ -27,12 +27,11 @@ pub async fn project(
     for e in events {
         let at_e =
             CartDetail::fold(events.iter().take_while(|x| x.version <= e.version)).expect("a cart");
-        // A cart-level event (the saga's) changes every line's cart status.
-        let touched: Vec<_> = match e.event.order_id() {
-            Some(order_id) => vec![order_id],
-            None => at_e.items.iter().map(|i| i.order_id).collect(),
-        };
-        for line in touched.into_iter().filter_map(|id| at_e.sales_line(id)) {
+        for line in at_e
+            .lines_changed_by(&e.event)
+            .into_iter()
+            .filter_map(|id| at_e.sales_line(id))
+        {
             store
                 .upsert(ReadDocument::SalesLine(line))
                 .await

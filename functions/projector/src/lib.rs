@@ -400,11 +400,10 @@ async fn fold_event(
             // `apply` only answers `None` for a first event that cancels,
             // when there was no detail to lose.
             let folded = CartDetail::apply(detail.take(), e).ok_or_else(cancel_before_place)?;
-            match e.event.order_id() {
-                Some(order_id) => touch(order_id),
-                // A saga event changes the cart's status on every line.
-                None => folded.items.iter().for_each(|i| touch(i.order_id)),
-            }
+            folded
+                .lines_changed_by(&e.event)
+                .into_iter()
+                .for_each(&mut touch);
             *detail = Some(folded);
             Ok(BatchReport {
                 projected: 1,

@@ -170,10 +170,6 @@ pub async fn get_history(
             })?,
     };
     let limit = u64::from(limit(p.limit.as_deref())?);
-    let first = state.event_store.read_range(cart_id, 1..=1).await?;
-    if !first.first().is_some_and(|first| visible(first, &access)) {
-        return Err(no_cart(cart_id));
-    }
     // One more than a page: whether another page follows.
     let mut events = state
         .event_store
@@ -182,6 +178,14 @@ pub async fn get_history(
             after.saturating_add(1)..=after.saturating_add(limit + 1),
         )
         .await?;
+    // The first event names the owner; the first page holds it already.
+    let first = match after {
+        0 => events.first().cloned(),
+        _ => state.event_store.read_range(cart_id, 1..=1).await?.pop(),
+    };
+    if !first.is_some_and(|first| visible(&first, &access)) {
+        return Err(no_cart(cart_id));
+    }
     let more = events.len() as u64 > limit;
     events.truncate(limit as usize);
     Ok(Json(CartHistory {

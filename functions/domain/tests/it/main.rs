@@ -104,28 +104,12 @@ fn fixture(name: &str) -> KafkaEvent {
 
 /// An MSK batch of place-order commands on one partition.
 fn batch_of(lines: &[OrderLine]) -> KafkaEvent {
-    let records: Vec<BusRecord> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let command = Command::PlaceOrder(PlaceOrder { line: l.clone() });
-            let record = CommandRecord {
-                command_id: command.derive_id(None),
-                accepted_at: Utc::now(),
-                command,
-            };
-            BusRecord {
-                topic: "sales.commands".into(),
-                partition: 0,
-                offset: i as i64,
-                timestamp: Utc::now(),
-                key: Some(l.cart_id.to_string().into_bytes()),
-                value: Some(record.encode()),
-                headers: vec![],
-            }
-        })
-        .collect();
-    salestrack_msk::batch(&records, "arn:test", "test")
+    batch_of_commands(
+        lines
+            .iter()
+            .map(|l| Command::PlaceOrder(PlaceOrder { line: l.clone() }))
+            .collect(),
+    )
 }
 
 fn cart_of_fixture() -> CartId {

@@ -68,6 +68,25 @@ impl Http {
         format!("{}{path}", self.base)
     }
 
+    /// Waits (at most 60 s) until the runner answers `/health/ready` with a
+    /// success: a runner process just started, or restarted.
+    pub async fn wait_until_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self
+            .client
+            .get(self.url("/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the runner never became ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let response = self
             .client

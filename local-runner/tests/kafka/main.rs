@@ -334,19 +334,6 @@ fn runner_process(settings: &Settings, port: u16) -> tokio::process::Child {
         .expect("spawn the runner")
 }
 
-async fn wait_until_up(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !client
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the runner never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// SIGKILL during load, restart: every order that got a 202 is stored and
 /// projected exactly once.
 async fn a_sigkill_mid_load_loses_no_accepted_order(on: On) {
@@ -362,7 +349,7 @@ async fn a_sigkill_mid_load_loses_no_accepted_order(on: On) {
     let client = reqwest::Client::new();
     let settings = settings(&broker, dir.path());
     let mut runner = runner_process(&settings, port);
-    wait_until_up(&client, &base).await;
+    Http::new(&base).wait_until_ready().await;
 
     let carts: Vec<CartId> = (0..20).map(|_| CartId(Uuid::new_v4())).collect();
     let load = {
@@ -401,7 +388,7 @@ async fn a_sigkill_mid_load_loses_no_accepted_order(on: On) {
     );
 
     let _restarted = runner_process(&settings, port);
-    wait_until_up(&client, &base).await;
+    Http::new(&base).wait_until_ready().await;
     let mut expected: BTreeMap<CartId, BTreeSet<OrderId>> = BTreeMap::new();
     for (cart, order, _) in &accepted {
         expected.entry(*cart).or_default().insert(*order);

@@ -587,20 +587,6 @@ fn runner_process(dir: &Path, port: u16) -> tokio::process::Child {
         .expect("spawn the runner")
 }
 
-async fn wait_until_up(http: &Http) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http
-        .client
-        .get(http.url("/health/ready"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the runner never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// SIGKILL while checkouts and payments are in flight, restart on the same
 /// data: every checkout that started settles within its timeout, none is
 /// charged twice, and the stores agree.
@@ -613,7 +599,7 @@ async fn a_sigkill_mid_checkout_leaves_no_cart_stuck_and_none_charged_twice() {
         .port();
     let http = Http::new(&format!("http://127.0.0.1:{port}"));
     let mut runner = runner_process(dir.path(), port);
-    wait_until_up(&http).await;
+    http.wait_until_ready().await;
     let carts: Vec<TestCart> = (0..300).map(TestCart::new).collect();
     let load = {
         let (http, carts) = (Http::new(&http.base), carts.clone());
@@ -631,7 +617,7 @@ async fn a_sigkill_mid_checkout_leaves_no_cart_stuck_and_none_charged_twice() {
     let killed_at = Instant::now();
     let accepted = load.await.expect("load");
     let _restarted = runner_process(dir.path(), port);
-    wait_until_up(&http).await;
+    http.wait_until_ready().await;
 
     let events: Arc<dyn EventStore> = Arc::new(
         salestrack_embedded::EmbeddedEventStore::open(&dir.path().join("events.sqlite"))

@@ -16,11 +16,13 @@ use std::time::Duration;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
+/// The consumer loops this runner hosts (`SALESTRACK_CONSUMERS`); `None`:
+/// not here.
 #[derive(Clone)]
 pub struct Loops {
-    pub domain: Arc<LoopHealth>,
-    pub projector: Arc<LoopHealth>,
-    pub payment: Arc<LoopHealth>,
+    pub domain: Option<Arc<LoopHealth>>,
+    pub projector: Option<Arc<LoopHealth>>,
+    pub payment: Option<Arc<LoopHealth>>,
 }
 
 #[derive(Clone)]
@@ -47,9 +49,13 @@ pub struct Readiness {
     /// when it has nothing left to do).
     pub projection_lag_ms: u64,
     pub projection_lag_threshold_ms: u64,
-    pub domain_consumer: ConsumerState,
-    pub projector_consumer: ConsumerState,
-    pub payment_consumer: ConsumerState,
+    /// Absent when this runner does not host the loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_consumer: Option<ConsumerState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projector_consumer: Option<ConsumerState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_consumer: Option<ConsumerState>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -115,6 +121,7 @@ pub fn app(
     clock: Arc<dyn Clock>,
     loops: Loops,
     auth: Option<Arc<salestrack_platform::auth::Authenticator>>,
+    streams: Arc<salestrack_query::live::Live>,
 ) -> Router {
     let command = salestrack_command::router(salestrack_command::CommandState {
         producer: Arc::clone(&backends.producer),
@@ -128,6 +135,7 @@ pub fn app(
         event_store: Arc::clone(&backends.event_store),
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
         auth,
+        live: streams,
     });
     let doc = Arc::new(openapi());
     let prometheus = salestrack_platform::telemetry::prometheus();
@@ -235,12 +243,12 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
         }
     }
     let loops = [
-        ("domain", state.loops.domain.as_ref()),
-        ("projector", state.loops.projector.as_ref()),
-        ("payment", state.loops.payment.as_ref()),
+        ("domain", state.loops.domain.as_deref()),
+        ("projector", state.loops.projector.as_deref()),
+        ("payment", state.loops.payment.as_deref()),
     ];
     let mut running = true;
-    for (name, health) in loops {
+    for (name, health) in loops.into_iter().filter_map(|(n, h)| Some((n, h?))) {
         if !health.is_running() {
             running = false;
             reasons.push(format!("the {name} consumer loop has stopped"));
@@ -259,7 +267,11 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
             ));
         }
     }
-    let lag = state.loops.projector.record_age();
+    let lag = state
+        .loops
+        .projector
+        .as_ref()
+        .map_or(Duration::ZERO, |p| p.record_age());
     if lag > state.max_projection_lag {
         reasons.push(format!(
             "the projection lags {} ms (threshold {} ms)",
@@ -281,9 +293,9 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
         read_store,
         projection_lag_ms: millis(lag),
         projection_lag_threshold_ms: millis(state.max_projection_lag),
-        domain_consumer: ConsumerState::from(state.loops.domain.as_ref()),
-        projector_consumer: ConsumerState::from(state.loops.projector.as_ref()),
-        payment_consumer: ConsumerState::from(state.loops.payment.as_ref()),
+        domain_consumer: state.loops.domain.as_deref().map(ConsumerState::from),
+        projector_consumer: state.loops.projector.as_deref().map(ConsumerState::from),
+        payment_consumer: state.loops.payment.as_deref().map(ConsumerState::from),
     };
     let code = if up {
         StatusCode::OK

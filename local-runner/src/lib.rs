@@ -85,6 +85,142 @@ async fn saga_timer(
     }
 }
 
+/// Follows the projection topic from its end and tells the live streams
+/// of this process. Nothing is committed: a restart starts from the end
+/// again, and the streams' own look at the read store covers what a gap
+/// hides.
+async fn follow_projections(
+    mut consumer: Box<dyn salestrack_core::ports::Consumer>,
+    live: Arc<salestrack_query::live::Live>,
+    shutdown: CancellationToken,
+) {
+    let wait = Duration::from_millis(200);
+    loop {
+        let records = tokio::select! {
+            records = consumer.poll(1_000, wait) => records,
+            () = shutdown.cancelled() => break,
+        };
+        match records {
+            Ok(records) => {
+                for record in records {
+                    match salestrack_core::wire::CartProjected::decode(
+                        record.value.as_deref().unwrap_or_default(),
+                    ) {
+                        Ok(notice) => live.notify(notice.cart_id, notice.version),
+                        Err(e) => {
+                            tracing::warn!(error = %e, partition = record.partition, offset = record.offset, "skipping a projection notice that does not decode");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "following the projection topic failed; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+}
+
+/// Which consumer loops a runner hosts (`SALESTRACK_CONSUMERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hosted {
+    pub domain: bool,
+    pub projector: bool,
+    pub payment: bool,
+    pub saga_timer: bool,
+}
+
+impl Hosted {
+    /// `all`, `none`, or a comma-separated list of `domain`, `projector`,
+    /// `payment` and `saga_timer`.
+    pub fn parse(text: &str) -> Result<Hosted, String> {
+        let mut hosted = Hosted {
+            domain: false,
+            projector: false,
+            payment: false,
+            saga_timer: false,
+        };
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "all" => {
+                    hosted = Hosted {
+                        domain: true,
+                        projector: true,
+                        payment: true,
+                        saga_timer: true,
+                    }
+                }
+                "none" => {}
+                "domain" => hosted.domain = true,
+                "projector" => hosted.projector = true,
+                "payment" => hosted.payment = true,
+                "saga_timer" => hosted.saga_timer = true,
+                other => {
+                    return Err(format!(
+                        "SALESTRACK_CONSUMERS: unknown consumer {other:?} \
+                         (all, none, or a list of domain, projector, payment, saga_timer)"
+                    ))
+                }
+            }
+        }
+        Ok(hosted)
+    }
+}
+
+/// Starts the consumer loops a runner hosts.
+struct Spawner<'a> {
+    backends: &'a Backends,
+    shutdown: &'a CancellationToken,
+    loops: &'a mut Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl Spawner<'_> {
+    /// The loop's health when `hosted` (and the loop started), else `None`.
+    fn hosted<H, Fut, R>(
+        &mut self,
+        hosted: bool,
+        config: LoopConfig,
+        group: &str,
+        topics: &[&str],
+        handler: H,
+    ) -> std::io::Result<Option<Arc<LoopHealth>>>
+    where
+        H: Fn(lambda_runtime::LambdaEvent<aws_lambda_events::event::kafka::KafkaEvent>) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = salestrack_msk::BatchResult<R>> + Send + 'static,
+        R: std::fmt::Debug + Send + 'static,
+    {
+        if !hosted {
+            tracing::info!(
+                consumer = config.name,
+                "not hosted by this runner (SALESTRACK_CONSUMERS)"
+            );
+            return Ok(None);
+        }
+        let health = Arc::new(LoopHealth::default());
+        let consumer = self
+            .backends
+            .consumer(group, topics)
+            .map_err(std::io::Error::other)?;
+        let name = config.name;
+        self.loops.push((
+            name,
+            tokio::spawn(consumer::run(
+                config,
+                consumer,
+                handler,
+                Arc::clone(&health),
+                self.shutdown.clone(),
+            )),
+        ));
+        Ok(Some(health))
+    }
+}
+
 /// Serves on `listener` until `shutdown` is cancelled, then stops accepting,
 /// lets the consumer loops finish their batch in flight and returns.
 pub async fn run(
@@ -124,10 +260,36 @@ pub async fn run(
             delay: Duration::from_millis(settings.payment_delay_ms),
         },
     };
+    // Live streams learn of projections from this process's projector in
+    // memory (embedded bus: one process) or, on Kafka, from the projection
+    // topic every runner's projector publishes to and every runner follows.
+    let live = salestrack_query::live::Live::new(
+        salestrack_query::live::LiveConfig::from_settings(&settings),
+        shutdown.child_token(),
+    );
+    let follower = if topics.projections.is_empty() {
+        None
+    } else {
+        backends
+            .follower(&topics.projections)
+            .map_err(std::io::Error::other)?
+    };
+    let feed: Option<Arc<dyn salestrack_core::ports::ProjectionFeed>> = match &follower {
+        None => Some(live.clone()),
+        Some(_) => salestrack_platform::backends::projection_feed(&settings, &backends),
+    };
+    let follower = follower.map(|consumer| {
+        tokio::spawn(follow_projections(
+            consumer,
+            Arc::clone(&live),
+            shutdown.clone(),
+        ))
+    });
     let projector = salestrack_projector::Deps {
         read_store: Arc::clone(&backends.read_store),
         event_store: Arc::clone(&backends.event_store),
         topics: topics.clone(),
+        feed,
     };
     let loop_config = |name| LoopConfig {
         name,
@@ -140,55 +302,52 @@ pub async fn run(
         producer: Arc::clone(&backends.producer),
     };
 
-    let domain_health = Arc::new(LoopHealth::default());
-    let domain_loop = tokio::spawn(consumer::run(
+    let hosts = Hosted::parse(&settings.consumers).map_err(std::io::Error::other)?;
+    let mut loops = Vec::new();
+    let mut spawn = Spawner {
+        backends: &backends,
+        shutdown: &shutdown,
+        loops: &mut loops,
+    };
+    let domain_health = spawn.hosted(
+        hosts.domain,
         loop_config("domain"),
-        backends
-            .consumer(&settings.domain_group, &[&topics.commands])
-            .map_err(std::io::Error::other)?,
+        &settings.domain_group,
+        &[&topics.commands],
         move |event| {
             let deps = domain.clone();
             async move { salestrack_domain::handler(event, &deps).await }
         },
-        Arc::clone(&domain_health),
-        shutdown.clone(),
-    ));
-    let projector_health = Arc::new(LoopHealth::default());
-    let projector_loop = tokio::spawn(consumer::run(
+    )?;
+    let projector_health = spawn.hosted(
+        hosts.projector,
         loop_config("projector"),
-        backends
-            .consumer(
-                &settings.projector_group,
-                &[&topics.events, &topics.outcomes],
-            )
-            .map_err(std::io::Error::other)?,
+        &settings.projector_group,
+        &[&topics.events, &topics.outcomes],
         move |event| {
             let deps = projector.clone();
             async move { salestrack_projector::handler(event, &deps).await }
         },
-        Arc::clone(&projector_health),
-        shutdown.clone(),
-    ));
-    let payment_health = Arc::new(LoopHealth::default());
-    let payment_loop = tokio::spawn(consumer::run(
+    )?;
+    let payment_health = spawn.hosted(
+        hosts.payment,
         loop_config("payment"),
-        backends
-            .consumer(&settings.payment_group, &[&topics.payments])
-            .map_err(std::io::Error::other)?,
+        &settings.payment_group,
+        &[&topics.payments],
         move |event| {
             let deps = payment.clone();
             async move { salestrack_payment::handler(event, &deps).await }
         },
-        Arc::clone(&payment_health),
-        shutdown.clone(),
-    ));
-    let timer = tokio::spawn(saga_timer(
-        backends.clone(),
-        clock.clone(),
-        topics.clone(),
-        Duration::from_millis(settings.payment_sweep_ms.max(10)),
-        shutdown.clone(),
-    ));
+    )?;
+    let timer = hosts.saga_timer.then(|| {
+        tokio::spawn(saga_timer(
+            backends.clone(),
+            clock.clone(),
+            topics.clone(),
+            Duration::from_millis(settings.payment_sweep_ms.max(10)),
+            shutdown.clone(),
+        ))
+    });
 
     // The Prometheus recorder keeps histogram samples until they are
     // folded into buckets: by a scrape of /metrics, or here, so memory does
@@ -216,6 +375,7 @@ pub async fn run(
             payment: payment_health,
         },
         auth,
+        Arc::clone(&live),
     );
     tracing::info!(addr = %listener.local_addr()?, backends = backends.description(), "salestrack local runner listening");
     let served = axum::serve(listener, app)
@@ -224,14 +384,19 @@ pub async fn run(
     // If the server failed on its own, the loops must stop too.
     shutdown.cancel();
     upkeep.abort();
-    if let Err(e) = timer.await {
+    if let Some(Err(e)) = match timer {
+        Some(handle) => Some(handle.await),
+        None => None,
+    } {
         tracing::error!(error = %e, "the saga timer panicked");
     }
-    for (name, handle) in [
-        ("domain", domain_loop),
-        ("projector", projector_loop),
-        ("payment", payment_loop),
-    ] {
+    if let Some(Err(e)) = match follower {
+        Some(handle) => Some(handle.await),
+        None => None,
+    } {
+        tracing::error!(error = %e, "the projection follower panicked");
+    }
+    for (name, handle) in loops {
         if let Err(e) = handle.await {
             tracing::error!(consumer = name, error = %e, "consumer loop panicked");
         }

@@ -39,4 +39,6 @@ pub mod topics {
     pub const OUTCOMES: &str = "sales.outcomes";
     pub const DEAD_LETTER: &str = "sales.dead-letter";
     pub const PAYMENTS: &str = "sales.payments";
+    /// "Cart X is projected up to version N": what live streams follow.
+    pub const PROJECTIONS: &str = "sales.projections";
 }

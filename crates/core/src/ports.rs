@@ -78,6 +78,38 @@ pub trait Producer: Send + Sync {
     }
 }
 
+/// Where the projector says that carts' read models moved on (see
+/// [`crate::wire::CartProjected`]), for the live streams of every query
+/// process. Best effort by design: a notice lost here delays a live stream
+/// until its next look at the read store, it never loses a change.
+#[async_trait]
+pub trait ProjectionFeed: Send + Sync {
+    async fn publish(&self, notices: &[crate::wire::CartProjected]) -> Result<(), BackendError>;
+}
+
+/// A [`ProjectionFeed`] on a bus topic, keyed by cart: every query process
+/// follows the topic (see the runner's live follower).
+pub struct BusProjectionFeed {
+    pub producer: std::sync::Arc<dyn Producer>,
+    pub topic: String,
+}
+
+#[async_trait]
+impl ProjectionFeed for BusProjectionFeed {
+    async fn publish(&self, notices: &[crate::wire::CartProjected]) -> Result<(), BackendError> {
+        let records = notices
+            .iter()
+            .map(|n| OutboundRecord {
+                topic: self.topic.clone(),
+                key: n.cart_id.to_string().into_bytes(),
+                value: n.encode(),
+                headers: Vec::new(),
+            })
+            .collect();
+        self.producer.send_all(records).await.map(drop)
+    }
+}
+
 /// A record as consumed from the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusRecord {

@@ -733,6 +733,28 @@ impl Outcome {
     }
 }
 
+// ------------------------------------------------------------- projections
+
+/// The projector's word that a cart's read models reached a stream version:
+/// published on `sales.projections` after the documents are written, so a
+/// reader told of it reads at least that version. A hint, never a fact:
+/// live streams read the read models themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartProjected {
+    pub cart_id: CartId,
+    pub version: u64,
+}
+
+impl CartProjected {
+    pub fn encode(&self) -> Vec<u8> {
+        to_bytes(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        json("cart projection notice", bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,6 +765,22 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
             .single()
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_projection_notice_survives_the_round_trip_and_garbage_is_refused() {
+        let notice = CartProjected {
+            cart_id: CartId(uuid::Uuid::from_u128(9)),
+            version: 42,
+        };
+        assert_eq!(
+            CartProjected::decode(&notice.encode()).expect("decodes"),
+            notice
+        );
+        assert!(matches!(
+            CartProjected::decode(br#"{"cart_id":"nope","version":1}"#),
+            Err(DecodeError::Json { .. })
+        ));
     }
 
     #[test]

@@ -245,17 +245,35 @@ impl KafkaBus {
         Ok(())
     }
 
-    /// A member of consumer group `group`, subscribed to `topics`.
+    /// A member of consumer group `group`, subscribed to `topics`; a new
+    /// group starts from the earliest record.
     pub fn consumer(&self, group: &str, topics: &[&str]) -> Result<KafkaConsumer, BackendError> {
         let mut client = self.config.client();
         if let Some(instance) = &self.config.group_instance_id {
             client.set("group.instance.id", format!("{group}-{instance}"));
         }
+        self.member(client, group, topics, "earliest")
+    }
+
+    /// The only member of `group`, subscribed to `topics` from their end
+    /// (`auto.offset.reset=latest`): for readers of notices that only care
+    /// what happens from now on, and commit nothing.
+    pub fn follower(&self, group: &str, topics: &[&str]) -> Result<KafkaConsumer, BackendError> {
+        self.member(self.config.client(), group, topics, "latest")
+    }
+
+    fn member(
+        &self,
+        mut client: ClientConfig,
+        group: &str,
+        topics: &[&str],
+        offset_reset: &str,
+    ) -> Result<KafkaConsumer, BackendError> {
         let consumer: StreamConsumer<GroupContext> = client
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            .set("auto.offset.reset", offset_reset)
             .set("isolation.level", "read_committed")
             .set(
                 "fetch.wait.max.ms",

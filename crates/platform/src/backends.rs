@@ -10,7 +10,8 @@ use salestrack_cassandra::{
     parse_consistency, parse_serial_consistency, CassandraConfig, CassandraEventStore,
 };
 use salestrack_core::ports::{
-    BackendError, Consumer, EventStore, PaymentLedger, Producer, ReadStore,
+    BackendError, BusProjectionFeed, Consumer, EventStore, PaymentLedger, Producer, ProjectionFeed,
+    ReadStore,
 };
 use salestrack_elasticsearch::{EsConfig, EsReadStore, RefreshPolicy};
 use salestrack_embedded::{Embedded, EmbeddedBus, EmbeddedPaymentLedger};
@@ -77,7 +78,12 @@ async fn connect_kafka(
                     &topics.outcomes,
                     &topics.dead_letter,
                     &topics.payments,
-                ],
+                    &topics.projections,
+                ]
+                .into_iter()
+                .map(String::as_str)
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>(),
                 settings.partitions,
                 settings.kafka_replication_factor,
             )
@@ -113,6 +119,21 @@ pub fn cassandra_config(settings: &Settings) -> Result<CassandraConfig, BackendE
             &settings.cassandra_contact_points,
             &settings.cassandra_keyspace,
         )
+    })
+}
+
+/// The projector's notices on the bus (`SALESTRACK_PROJECTIONS_TOPIC`), or
+/// none when the topic is set empty.
+pub fn projection_feed(
+    settings: &Settings,
+    backends: &Backends,
+) -> Option<Arc<dyn ProjectionFeed>> {
+    let topic = settings.projections_topic.trim();
+    (!topic.is_empty()).then(|| {
+        Arc::new(BusProjectionFeed {
+            producer: Arc::clone(&backends.producer),
+            topic: topic.to_owned(),
+        }) as Arc<dyn ProjectionFeed>
     })
 }
 
@@ -220,6 +241,20 @@ impl Backends {
         Ok(match &self.bus {
             Bus::Embedded(bus) => Box::new(bus.consumer(group, topics)),
             Bus::Kafka(bus) => Box::new(bus.consumer(group, topics)?),
+        })
+    }
+
+    /// A reader of `topic` from its end, in a group of its own that commits
+    /// nothing: it sees what is produced from now on, as does every other
+    /// process following the topic. `None` on the embedded bus, which only
+    /// one process uses: there the runner hands notices over in memory.
+    pub fn follower(&self, topic: &str) -> Result<Option<Box<dyn Consumer>>, BackendError> {
+        Ok(match &self.bus {
+            Bus::Embedded(_) => None,
+            Bus::Kafka(bus) => {
+                let group = format!("salestrack-follower-{}", uuid::Uuid::new_v4());
+                Some(Box::new(bus.follower(&group, &[topic])?))
+            }
         })
     }
 

@@ -24,6 +24,35 @@ pub struct Settings {
     pub dead_letter_topic: String,
     /// Payment requests, from the domain to the payment function.
     pub payments_topic: String,
+    /// The projector's "cart X is projected up to version N" notices, which
+    /// every runner's live streams follow; empty: the projector sends none
+    /// (the query Lambda's streams look at the read store instead).
+    pub projections_topic: String,
+    /// The consumer loops this runner hosts, comma-separated from `domain`,
+    /// `projector`, `payment` and `saga_timer`; `all` (the default) or
+    /// `none` (an HTTP-only runner).
+    pub consumers: String,
+    /// Live streams (`GET /carts/{id}/live`) served at once; beyond it `503`
+    /// with `Retry-After`.
+    pub live_max_streams: usize,
+    /// A comment line on an idle live stream this often.
+    pub live_heartbeat_ms: u64,
+    /// How often a live stream looks at the read store itself, besides the
+    /// projection notices: the safety net for a lost notice, and on Lambda
+    /// (no notices) the only source.
+    pub live_poll_ms: u64,
+    /// Events a live stream may have waiting for its client; a client that
+    /// falls further behind is slow and is dropped.
+    pub live_buffer: usize,
+    /// A live client that takes no event for this long while one waits
+    /// is dropped (it reconnects with `Last-Event-ID` when it can keep up).
+    pub live_slow_ms: u64,
+    /// Longest a live stream lasts (0: until the client or shutdown ends
+    /// it); on Lambda it must end before the function's timeout.
+    pub live_max_lifetime_s: u64,
+    /// The query Lambda answers through response streaming (the function
+    /// URL's `InvokeMode: RESPONSE_STREAM`); off: buffered answers.
+    pub lambda_streaming: bool,
     /// Consumer group of the domain loop (the event source mapping's
     /// `ConsumerGroupId`): two deployments sharing a cluster need their own.
     pub domain_group: String,
@@ -182,6 +211,15 @@ impl Default for Settings {
             outcomes_topic: topics::OUTCOMES.into(),
             dead_letter_topic: topics::DEAD_LETTER.into(),
             payments_topic: topics::PAYMENTS.into(),
+            projections_topic: topics::PROJECTIONS.into(),
+            consumers: "all".into(),
+            live_max_streams: 1_000,
+            live_heartbeat_ms: 15_000,
+            live_poll_ms: 15_000,
+            live_buffer: 16,
+            live_slow_ms: 10_000,
+            live_max_lifetime_s: 0,
+            lambda_streaming: false,
             domain_group: "salestrack-domain".into(),
             projector_group: "salestrack-projector".into(),
             payment_group: "salestrack-payment".into(),
@@ -302,6 +340,7 @@ impl Settings {
             outcomes: self.outcomes_topic.clone(),
             dead_letter: self.dead_letter_topic.clone(),
             payments: self.payments_topic.clone(),
+            projections: self.projections_topic.clone(),
         }
     }
 }
@@ -314,6 +353,8 @@ pub struct Topics {
     pub outcomes: String,
     pub dead_letter: String,
     pub payments: String,
+    /// Empty: no projection notices.
+    pub projections: String,
 }
 
 impl Default for Topics {

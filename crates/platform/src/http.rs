@@ -53,7 +53,15 @@ pub enum ApiError {
     /// retryable.
     #[error("the server is at its limit of requests in flight; retry shortly")]
     Overloaded,
+    /// 503: the process already holds as many live streams as it may;
+    /// retry after [`STREAMS_RETRY_AFTER_S`].
+    #[error("the server holds as many live streams as it may; retry later")]
+    TooManyStreams,
 }
+
+/// `Retry-After` of [`ApiError::TooManyStreams`]: streams last long, so a
+/// slot frees less often than a request's.
+pub const STREAMS_RETRY_AFTER_S: u64 = 5;
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
@@ -66,7 +74,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::TooManyStreams => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -82,6 +92,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Overloaded => "overloaded",
+            ApiError::TooManyStreams => "too_many_streams",
         }
     }
 
@@ -123,9 +134,13 @@ impl IntoResponse for ApiError {
             }
         }
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let seconds = match self {
+                ApiError::TooManyStreams => STREAMS_RETRY_AFTER_S,
+                _ => 1,
+            };
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -23,6 +23,10 @@
 //! fail, a transient failure fails every partition from its first record;
 //! a document the store refuses is traced to its cart by writing the carts
 //! one by one, so only that cart's record is failed.
+//!
+//! Once a batch's documents are written, the carts it moved on are told to
+//! the projection feed (`sales.projections`), which the live streams of
+//! every query process follow.
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use chrono::{DateTime, Utc};
@@ -30,9 +34,9 @@ use lambda_runtime::LambdaEvent;
 use salestrack_core::event::RecordedEvent;
 use salestrack_core::headers::TraceParent;
 use salestrack_core::ids::{CartId, OrderId};
-use salestrack_core::ports::{BackendError, EventStore, ReadDocument, ReadStore};
+use salestrack_core::ports::{BackendError, EventStore, ProjectionFeed, ReadDocument, ReadStore};
 use salestrack_core::read_model::{step, CartDetail, Step};
-use salestrack_core::wire::{self, DecodeError, Outcome};
+use salestrack_core::wire::{self, CartProjected, DecodeError, Outcome};
 use salestrack_msk::{self as msk, BatchResult, Record, RecordError};
 use salestrack_platform::Topics;
 use serde::Serialize;
@@ -46,6 +50,9 @@ pub struct Deps {
     /// Read only: refolds a cart when events are missing.
     pub event_store: Arc<dyn EventStore>,
     pub topics: Topics,
+    /// Told which carts each batch moved on, once their documents are
+    /// written (live streams follow it); `None`: nobody follows.
+    pub feed: Option<Arc<dyn ProjectionFeed>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,6 +144,10 @@ struct Writes<'a> {
     lines_and_summary: Vec<ReadDocument>,
     /// The detail (checkpoint) and command statuses, written after the rest.
     checkpoint: Vec<ReadDocument>,
+    /// The version the cart's read models are at once written: told to the
+    /// feed (also on a redelivery that changed nothing, in case the notice
+    /// of the first delivery was lost).
+    notice: Option<CartProjected>,
 }
 
 /// Handles a batch; never fails as a whole. Records that failed are in the
@@ -189,17 +200,24 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
         .iter()
         .fold(BatchReport::default(), |r, (_, p)| r.add(p.report));
     match write_all(&writes, deps).await {
-        Ok(()) => record_latencies(&keyed.handled),
+        Ok(()) => {
+            record_latencies(&keyed.handled);
+            publish(writes.iter().filter_map(|w| w.notice), deps).await;
+        }
         Err(e) if e.permanent => {
             tracing::warn!(error = %e, "the read store refused a document; writing cart by cart");
+            let mut written = Vec::with_capacity(writes.len());
             for cart in &writes {
-                if let (Err(e), Some(first)) = (
+                match (
                     write_all(std::slice::from_ref(cart), deps).await,
                     cart.first,
                 ) {
-                    keyed.fail(first, &HandlerError::Backend(e));
+                    (Err(e), Some(first)) => keyed.fail(first, &HandlerError::Backend(e)),
+                    (Err(_), None) => {}
+                    (Ok(()), _) => written.extend(cart.notice),
                 }
             }
+            publish(written.into_iter(), deps).await;
         }
         Err(e) => {
             tracing::error!(error = %e, "writing the batch's documents failed");
@@ -227,6 +245,22 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
     BatchResult {
         report,
         failures: keyed.failures,
+    }
+}
+
+/// Tells the feed, if any, which carts moved on. A failure is logged and
+/// counted, never failed on: live streams also look at the read store
+/// themselves, so a lost notice only delays them.
+async fn publish(notices: impl Iterator<Item = CartProjected>, deps: &Deps) {
+    let Some(feed) = &deps.feed else { return };
+    let notices: Vec<CartProjected> = notices.collect();
+    if notices.is_empty() {
+        return;
+    }
+    if let Err(e) = feed.publish(&notices).await {
+        metrics::counter!("salestrack_projector_notices_lost_total")
+            .increment(notices.len() as u64);
+        tracing::warn!(error = %e, carts = notices.len(), "telling live streams of the batch failed; they catch up at their next look");
     }
 }
 
@@ -316,6 +350,7 @@ async fn project_cart<'a>(
     };
     let mut touched: Vec<OrderId> = Vec::new();
     let mut results = Vec::with_capacity(records.len());
+    let mut events = false;
     for d in records {
         let Decoded {
             input,
@@ -335,6 +370,7 @@ async fn project_cart<'a>(
                 })
             }
             Input::Event(event) => {
+                events = true;
                 let span = tracing::info_span!("project", %cart_id, version = event.version,
                     command_id = %event.command_id, trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default());
                 if let Some(trace) = &trace {
@@ -355,6 +391,12 @@ async fn project_cart<'a>(
         if failed {
             break;
         }
+    }
+    if events {
+        writes.notice = detail.as_ref().map(|d| CartProjected {
+            cart_id,
+            version: d.version,
+        });
     }
     if let Some(detail) = detail.filter(|d| d.version > stored_version) {
         writes.lines_and_summary.extend(

@@ -6,10 +6,12 @@ use salestrack_projector::{handler, Deps};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (settings, backends) = salestrack_platform::start().await?;
+    let feed = salestrack_platform::backends::projection_feed(&settings, &backends);
     let deps = Deps {
         read_store: backends.read_store,
         event_store: backends.event_store,
         topics: settings.topics(),
+        feed,
     };
     let deps = &deps;
     // Failed records go back as a partial-batch response, never as an error:

@@ -81,6 +81,7 @@ async fn replayed_and_reordered_batches_leave_identical_documents(server: Search
         read_store: read,
         event_store: Arc::new(events.clone()),
         topics: Topics::default(),
+        feed: None,
     };
     let run = |deps: Deps, order: Vec<usize>| {
         let stream = stream.clone();

@@ -25,8 +25,8 @@ use salestrack_core::command::CHECKOUT_CART;
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::money::Currency;
 use salestrack_core::ports::{
-    CartSearch, EventStore, ReadStore, ReportDimension, ReportInterval, ReportStatus, SalesBucket,
-    SalesReportQuery, SearchCursor,
+    BackendError, CartSearch, EventStore, ReadStore, ReportDimension, ReportInterval, ReportStatus,
+    SalesBucket, SalesReportQuery, SearchCursor,
 };
 use salestrack_core::read_model::{CartDetail, CartStatus, CartSummary};
 use salestrack_core::token::ConsistencyToken;
@@ -39,6 +39,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub mod history;
+pub mod live;
 
 #[derive(Clone)]
 pub struct QueryState {
@@ -50,6 +51,8 @@ pub struct QueryState {
     pub consistency_wait: Duration,
     /// Bearer-token authentication; `None`: open to anyone who can reach it.
     pub auth: Option<Arc<Authenticator>>,
+    /// The process's live streams.
+    pub live: Arc<live::Live>,
 }
 
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -61,6 +64,7 @@ pub const MAX_LIMIT: u32 = 100;
         get_cart,
         get_cart_summary,
         history::get_history,
+        live::live_cart,
         search_carts,
         get_command,
         sales_report
@@ -91,6 +95,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/carts/{cart_id}", get(get_cart))
         .route("/carts/{cart_id}/summary", get(get_cart_summary))
         .route("/carts/{cart_id}/history", get(history::get_history))
+        .route("/carts/{cart_id}/live", get(live::live_cart))
         .route("/commands/{command_id}", get(get_command))
         .route("/reports/sales", get(sales_report))
         .with_state(state)
@@ -197,6 +202,18 @@ impl QueryState {
         }
     }
 
+    /// The cart's detail, if `access` may see it (the store filters).
+    async fn visible_detail(
+        &self,
+        cart_id: CartId,
+        access: &Access,
+    ) -> Result<Option<CartDetail>, BackendError> {
+        match access.owner() {
+            None => self.read_store.cart_detail(cart_id).await,
+            Some(owner) => self.read_store.owned_cart_detail(cart_id, owner).await,
+        }
+    }
+
     /// The command's status, if `access` may see it (the store filters).
     async fn command_status(
         &self,
@@ -262,10 +279,7 @@ pub async fn get_cart(
     let fresh = state
         .freshness(token(&consistency, &headers)?, Some(cart_id), &access)
         .await?;
-    let detail = match access.owner() {
-        None => state.read_store.cart_detail(cart_id).await?,
-        Some(owner) => state.read_store.owned_cart_detail(cart_id, owner).await?,
-    };
+    let detail = state.visible_detail(cart_id, &access).await?;
     Ok(answer(
         fresh,
         detail.ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}"))),

@@ -1,4 +1,11 @@
 //! The query function on AWS Lambda (function URL / API Gateway).
+//!
+//! With `SALESTRACK_LAMBDA_STREAMING=true` (the function URL's `InvokeMode:
+//! RESPONSE_STREAM`) answers stream, so `GET /carts/{id}/live` works: its
+//! streams look at the read store every `SALESTRACK_LIVE_POLL_MS` (no
+//! projection topic is followed here) and end after
+//! `SALESTRACK_LIVE_MAX_LIFETIME_S`, before the function's timeout; the
+//! client reconnects with `Last-Event-ID`.
 
 use salestrack_platform::health::{self, Dependency};
 use salestrack_query::{router, QueryState};
@@ -16,6 +23,17 @@ async fn main() -> Result<(), lambda_http::Error> {
         auth: salestrack_platform::auth::Authenticator::from_settings(&settings)
             .await?
             .map(std::sync::Arc::new),
+        live: salestrack_query::live::Live::new(
+            salestrack_query::live::LiveConfig::from_settings(&settings),
+            // Lambda freezes the process between invocations; no shutdown
+            // reaches a stream but its lifetime.
+            tokio_util::sync::CancellationToken::new(),
+        ),
     };
-    lambda_http::run(router(state).merge(health)).await
+    let app = router(state).merge(health);
+    if settings.lambda_streaming {
+        lambda_http::run_with_streaming_response(app).await
+    } else {
+        lambda_http::run(app).await
+    }
 }

@@ -111,6 +111,10 @@ fn app(events: Arc<dyn EventStore>, dir: &std::path::Path) -> axum::Router {
         event_store: events,
         consistency_wait: Duration::from_millis(100),
         auth: None,
+        live: salestrack_query::live::Live::new(
+            salestrack_query::live::LiveConfig::from_settings(&Default::default()),
+            Default::default(),
+        ),
     })
 }
 

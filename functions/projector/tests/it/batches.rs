@@ -154,6 +154,7 @@ impl World {
             read_store: store,
             event_store: Arc::new(self.events.clone()),
             topics: Topics::default(),
+            feed: None,
         };
         handler(LambdaEvent::new(event, Context::default()), &deps).await
     }

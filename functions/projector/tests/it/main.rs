@@ -38,6 +38,7 @@ impl World {
             read_store: Arc::new(self.read.clone()),
             event_store: Arc::new(self.events.clone()),
             topics: Topics::default(),
+            feed: None,
         };
         handler(LambdaEvent::new(event, Context::default()), &deps).await
     }

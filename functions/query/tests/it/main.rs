@@ -34,6 +34,10 @@ fn spawn_app(wait: Duration) -> App {
         event_store: Arc::new(events),
         consistency_wait: wait,
         auth: None,
+        live: salestrack_query::live::Live::new(
+            salestrack_query::live::LiveConfig::from_settings(&Default::default()),
+            Default::default(),
+        ),
     });
     App {
         _dir: dir,

@@ -176,6 +176,7 @@ pub fn kafka_settings(brokers: &str, data_dir: &std::path::Path) -> Settings {
         outcomes_topic: format!("{}-{run}", defaults.outcomes_topic),
         dead_letter_topic: format!("{}-{run}", defaults.dead_letter_topic),
         payments_topic: format!("{}-{run}", defaults.payments_topic),
+        projections_topic: format!("{}-{run}", defaults.projections_topic),
         domain_group: format!("{}-{run}", defaults.domain_group),
         projector_group: format!("{}-{run}", defaults.projector_group),
         payment_group: format!("{}-{run}", defaults.payment_group),

@@ -155,7 +155,8 @@ pub fn app(
         .route(
             "/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),
-        );
+        )
+        .merge(crate::web::router());
     // Requests past the limit are refused at once (503, Retry-After)
     // rather than queued: memory stays bounded under overload, and a
     // client learns to back off. One budget for every API route (a layer's

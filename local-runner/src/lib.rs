@@ -11,10 +11,12 @@
 //! - [`run`]: wires everything and serves until the shutdown token fires.
 //! - [`consumer`]: the poll -> handle -> commit loop.
 //! - [`health`]: `/health/live`, `/health/ready` and `/openapi.json`.
+//! - [`web`]: the sales page at `/`.
 //! - [`rebuild_read_models`]: the `salestrack-rebuild` command.
 
 pub mod consumer;
 pub mod health;
+pub mod web;
 
 use consumer::{LoopConfig, LoopHealth};
 use salestrack_core::ports::SystemClock;

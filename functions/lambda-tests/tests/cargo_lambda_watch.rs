@@ -51,10 +51,20 @@ struct Watch {
 
 impl Watch {
     fn start(function: &'static str, data_dir: &Path, logs: &Path) -> Watch {
+        Watch::start_with(function, data_dir, logs, &[])
+    }
+
+    /// With `SALESTRACK_*` settings besides the data directory.
+    fn start_with(
+        function: &'static str,
+        data_dir: &Path,
+        logs: &Path,
+        env: &[(&str, &str)],
+    ) -> Watch {
         use std::os::unix::process::CommandExt;
         build(function);
         let port = free_port();
-        let log = logs.join(format!("{function}.log"));
+        let log = logs.join(format!("{function}-{port}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new("cargo")
             .current_dir(functions_dir().join(function))
@@ -69,6 +79,10 @@ impl Watch {
             .arg(port.to_string())
             .arg("--env-var")
             .arg(format!("SALESTRACK_DATA_DIR={}", data_dir.display()))
+            .args(
+                env.iter()
+                    .flat_map(|(k, v)| ["--env-var".to_owned(), format!("{k}={v}")]),
+            )
             .stdout(out.try_clone().expect("log"))
             .stderr(out)
             .process_group(0)
@@ -248,4 +262,67 @@ fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
         ready["read_store"]["status"], "ok",
         "the query function checks its read store: {ready}"
     );
+    drop(query);
+
+    // Response streaming on the function URL: the live stream sends the
+    // cart, then ends at its lifetime, before the function's timeout.
+    let streaming = Watch::start_with(
+        "query",
+        data.path(),
+        logs.path(),
+        &[
+            ("SALESTRACK_LAMBDA_STREAMING", "true"),
+            ("SALESTRACK_LIVE_MAX_LIFETIME_S", "2"),
+        ],
+    );
+    let started = Instant::now();
+    let stream = streaming.function_url("/carts/6f1c1f2e-3c7d-4a8e-9b3a-2d5e6f7a8b9c/live");
+    assert!(
+        stream.starts_with("HTTP/1.1 200"),
+        "{}",
+        streaming.failure(&stream)
+    );
+    assert!(
+        stream.contains("content-type: text/event-stream"),
+        "{stream}"
+    );
+    assert!(
+        stream.contains("lambda-runtime-function-response-mode: streaming"),
+        "the answer streams: {stream}"
+    );
+    let cart = stream.find("event: cart").expect("a cart event");
+    let end = stream.find("event: end").expect("an end event");
+    assert!(cart < end, "{stream}");
+    assert!(
+        stream.contains(r#"data: {"reason":"lifetime"}"#),
+        "{stream}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the stream lasted its lifetime"
+    );
+}
+
+impl Watch {
+    /// `GET path` on the emulated function URL, with the whole answer as
+    /// text (the connection closes when the function is done). Bounded.
+    fn function_url(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut socket =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).expect("connect to the emulator");
+        socket
+            .set_read_timeout(Some(INVOKE_TIMEOUT))
+            .expect("timeout");
+        write!(
+            socket,
+            "GET /lambda-url/salestrack-{}{path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+            self.function
+        )
+        .expect("request");
+        let mut answer = Vec::new();
+        socket
+            .read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("{}", self.failure(&format!("reading the answer: {e}"))));
+        String::from_utf8_lossy(&answer).into_owned()
+    }
 }

@@ -11,6 +11,22 @@ use salestrack_platform::health::{self, Dependency};
 use salestrack_query::{router, QueryState};
 use std::time::Duration;
 
+/// Without response streaming a Lambda answer is sent whole, once the
+/// handler is done: a live stream there sends what is new and ends at once
+/// (`end`, reason `lifetime`), and the client polls by reconnecting with
+/// `Last-Event-ID`.
+fn live_config(settings: &salestrack_platform::Settings) -> salestrack_query::live::LiveConfig {
+    let config = salestrack_query::live::LiveConfig::from_settings(settings);
+    if settings.lambda_streaming {
+        config
+    } else {
+        salestrack_query::live::LiveConfig {
+            max_lifetime: Some(Duration::ZERO),
+            ..config
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let (settings, backends) = salestrack_platform::start().await?;
@@ -24,7 +40,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             .await?
             .map(std::sync::Arc::new),
         live: salestrack_query::live::Live::new(
-            salestrack_query::live::LiveConfig::from_settings(&settings),
+            live_config(&settings),
             // Lambda freezes the process between invocations; no shutdown
             // reaches a stream but its lifetime.
             tokio_util::sync::CancellationToken::new(),

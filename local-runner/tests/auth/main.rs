@@ -283,7 +283,17 @@ async fn every_bad_token_is_refused_before_any_route_runs() {
     }
 
     // The runner's own routes stay open: probes and scrapers have no token.
-    for path in ["/health/live", "/health/ready", "/metrics", "/openapi.json"] {
+    // And the sales page's static files: they hold no data, and the page
+    // sends its user's token with every API request it makes.
+    for path in [
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/openapi.json",
+        "/",
+        "/app.js",
+        "/app.css",
+    ] {
         let status = app
             .client
             .get(app.url(path))
@@ -428,6 +438,30 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
             "{path}: {body}"
         );
     }
+    // The live stream: Alice's to her, nobody else's, never without a token.
+    let live = format!("/carts/{cart}/live");
+    let (status, body) = get(&app, &bob, &live).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{live}: {body}");
+    let anonymous = app.client.get(app.url(&live)).send().await.expect("get");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let mut hers = app
+        .client
+        .get(app.url(&live))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(hers.status(), StatusCode::OK);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), hers.chunk())
+        .await
+        .expect("an event within 10 s")
+        .expect("read")
+        .expect("bytes");
+    assert!(
+        String::from_utf8_lossy(&first).contains("Alice's teapot"),
+        "{first:?}"
+    );
+    drop(hers);
     for path in ["/carts?user_id=alice", "/carts", "/carts?q=teapot"] {
         let (status, body) = get(&app, &bob, path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");

@@ -407,3 +407,68 @@ async fn a_store_of_old_and_new_event_versions_projects_like_one_of_new_ones() {
         assert_eq!(refolded, from_new, "{stream}: refolded from a mixed store");
     }
 }
+
+/// Records what the projector tells its feed.
+#[derive(Default)]
+struct RecordingFeed(std::sync::Mutex<Vec<wire::CartProjected>>);
+
+#[async_trait::async_trait]
+impl salestrack_core::ports::ProjectionFeed for RecordingFeed {
+    async fn publish(
+        &self,
+        notices: &[wire::CartProjected],
+    ) -> Result<(), salestrack_core::ports::BackendError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(notices);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_feed_hears_each_cart_once_per_batch_after_its_documents_are_written() {
+    let w = world();
+    let feed = Arc::new(RecordingFeed::default());
+    let deps = Deps {
+        read_store: Arc::new(w.read.clone()),
+        event_store: Arc::new(w.events.clone()),
+        topics: Topics::default(),
+        feed: Some(feed.clone()),
+    };
+    let events = three_events();
+    let other = stream(
+        CartId(uuid::Uuid::new_v4()),
+        vec![Event::OrderPlaced(other_line())],
+    );
+    let mut all: Vec<&RecordedEvent> = events.iter().collect();
+    all.push(&other[0]);
+    let result = handler(LambdaEvent::new(batch(&all), Context::default()), &deps).await;
+    assert_eq!(result.failures, vec![]);
+    let mut heard = feed.0.lock().expect("feed").clone();
+    heard.sort_by_key(|n| n.version);
+    assert_eq!(
+        heard,
+        vec![
+            wire::CartProjected {
+                cart_id: other[0].cart_id,
+                version: 1
+            },
+            wire::CartProjected {
+                cart_id: line().cart_id,
+                version: 3
+            },
+        ],
+        "one notice per cart, at the version its documents reached"
+    );
+    // By then the read model holds what the notice says.
+    let detail = w.read.cart_detail(line().cart_id).await.expect("get");
+    assert_eq!(detail.map(|d| d.version), Some(3));
+
+    // A redelivery changes nothing, and tells again (the first notice may
+    // have been lost).
+    feed.0.lock().expect("feed").clear();
+    let again = handler(LambdaEvent::new(batch(&all), Context::default()), &deps).await;
+    assert_eq!(again.report.skipped, 4);
+    assert_eq!(feed.0.lock().expect("feed").len(), 2);
+}

@@ -40,7 +40,9 @@ fn options() -> anyhow::Result<Options> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
         let n: usize = value
             .parse()
             .with_context(|| format!("{flag} {value}: not a number"))?;
@@ -52,7 +54,10 @@ fn options() -> anyhow::Result<Options> {
             other => bail!("unknown option {other} (--streams, --carts, --orders, --seconds)"),
         }
     }
-    anyhow::ensure!(o.carts > 0 && o.streams >= o.carts, "need --streams >= --carts > 0");
+    anyhow::ensure!(
+        o.carts > 0 && o.streams >= o.carts,
+        "need --streams >= --carts > 0"
+    );
     Ok(o)
 }
 
@@ -294,7 +299,8 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&delays, 0.99)),
         ms(percentile(&delays, 1.0))
     );
-    let live_mean = delays.iter().map(Duration::as_secs_f64).sum::<f64>() / delays.len().max(1) as f64;
+    let live_mean =
+        delays.iter().map(Duration::as_secs_f64).sum::<f64>() / delays.len().max(1) as f64;
     println!(
         "mean: 202 -> visible in the read models {:.1} ms (projector, every write of the run incl. the first lines), 202 -> event on the stream {:.1} ms: ratio {:.2}",
         visible_mean * 1e3,

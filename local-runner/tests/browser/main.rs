@@ -299,6 +299,52 @@ async fn the_sales_page_follows_a_cart_live_and_charts_the_report() {
     );
     save_screenshot(&page, "sales-page.png").await;
 
+    // The other search fields: product words and the creation dates (the
+    // orders' created_at, 2026-11-20), each narrowing to this cart or to
+    // nothing.
+    for (q, from, to, to_exclusive, found) in [
+        ("grinder", "2026-11-20", "2026-11-20", "2026-11-21", true),
+        ("page espresso", "", "", "", true),
+        ("no such product", "", "", "", false),
+        ("", "2026-11-21", "2026-11-30", "2026-12-01", false),
+    ] {
+        page.execute(
+            "const f = document.querySelector('#search-form');             f.elements.user_id.value = ''; f.elements.q.value = arguments[0];             f.elements.from.value = arguments[1]; f.elements.to.value = arguments[2]; return true;",
+            vec![json!(q), json!(from), json!(to)],
+        )
+        .await
+        .expect("search fields");
+        page.find(Locator::Css("#search-form button"))
+            .await
+            .expect("search button")
+            .click()
+            .await
+            .expect("search");
+        let mut expected = Vec::new();
+        if !q.is_empty() {
+            expected.push(format!("q={}", q.replace(' ', "+")));
+        }
+        if !from.is_empty() {
+            expected.push(format!("from={from}T00%3A00%3A00.000Z"));
+            expected.push(format!("to={to_exclusive}T00%3A00%3A00.000Z"));
+        }
+        let rows = wait_for_js(
+            &page,
+            &format!("the results of {expected:?}"),
+            &format!(
+                "const t = document.querySelector('#results');                 if (t.dataset.query !== '{}') return null;                 return [...t.querySelectorAll('tbody tr')].map(r => r.dataset.cartId ?? 'none');",
+                expected.join("&")
+            ),
+        )
+        .await;
+        let rows: Vec<String> = serde_json::from_value(rows).expect("rows");
+        assert_eq!(
+            rows.contains(&cart.to_string()),
+            found,
+            "q={q:?} from={from:?} to={to:?}: {rows:?}"
+        );
+    }
+
     // Everything the page loaded came from the runner itself.
     let foreign = page
         .execute(

@@ -13,7 +13,8 @@
 //!   conflict means "already applied";
 //! - `rebuild`: replays the event store into fresh indices and swaps the
 //!   aliases while the system keeps taking writes, resumable;
-//! - `test_server`: noida-db and osmem-server processes for tests.
+//! - `test_server` (feature `test-server`, tests only): noida-db and
+//!   osmem-server processes.
 //!
 //! Depends on the core's ports only; knows nothing of Kafka, Cassandra or
 //! HTTP handlers.
@@ -23,6 +24,7 @@ mod documents;
 mod indices;
 pub mod rebuild;
 mod store;
+#[cfg(feature = "test-server")]
 pub mod test_server;
 
 pub use config::{EsConfig, RefreshPolicy};

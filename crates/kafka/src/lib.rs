@@ -16,6 +16,7 @@
 //! less than `max.poll.interval.ms`.
 
 pub mod msk_iam;
+#[cfg(feature = "test-broker")]
 pub mod test_broker;
 
 use async_trait::async_trait;

@@ -14,7 +14,9 @@ use salestrack_core::ports::{
     ReadStore,
 };
 use salestrack_elasticsearch::{EsConfig, EsReadStore, RefreshPolicy};
-use salestrack_embedded::{Embedded, EmbeddedBus, EmbeddedPaymentLedger};
+use salestrack_embedded::{
+    EmbeddedBus, EmbeddedEventStore, EmbeddedPaymentLedger, EmbeddedReadStore,
+};
 use salestrack_kafka::{KafkaBus, KafkaConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -168,14 +170,18 @@ pub fn es_config(settings: &Settings) -> EsConfig {
 
 impl Backends {
     /// Opens every backend; with Kafka, also creates missing topics unless
-    /// `SALESTRACK_KAFKA_CREATE_TOPICS=false`.
+    /// `SALESTRACK_KAFKA_CREATE_TOPICS=false`. An embedded store's SQLite
+    /// file is opened only when that store stays embedded: with Kafka,
+    /// Cassandra and Elasticsearch all configured, `SALESTRACK_DATA_DIR` is
+    /// never touched.
     pub async fn connect(settings: &Settings) -> Result<Backends, BackendError> {
-        let embedded = Embedded::open(&settings.data_dir, settings.partitions)?;
+        let data_dir = &settings.data_dir;
+        let embedded = || format!("embedded SQLite in {}", data_dir.display());
         let (read_store, read_description): (Arc<dyn ReadStore>, String) =
             if settings.elasticsearch_url.trim().is_empty() {
                 (
-                    Arc::new(embedded.read_store),
-                    format!("embedded SQLite in {}", settings.data_dir.display()),
+                    Arc::new(EmbeddedReadStore::open(&data_dir.join("read.sqlite"))?),
+                    embedded(),
                 )
             } else {
                 let config = es_config(settings);
@@ -191,11 +197,11 @@ impl Backends {
             String,
         ) = if settings.cassandra_contact_points.trim().is_empty() {
             (
-                Arc::new(embedded.event_store),
+                Arc::new(EmbeddedEventStore::open(&data_dir.join("events.sqlite"))?),
                 Arc::new(EmbeddedPaymentLedger::open(
-                    &settings.data_dir.join("payments.sqlite"),
+                    &data_dir.join("payments.sqlite"),
                 )?),
-                format!("embedded SQLite in {}", settings.data_dir.display()),
+                embedded(),
             )
         } else {
             let config = cassandra_config(settings)?;
@@ -213,7 +219,8 @@ impl Backends {
             if settings.kafka_brokers.trim().is_empty() {
                 let retention =
                     Duration::from_secs(settings.bus_retention_hours.saturating_mul(3600));
-                let bus = embedded.bus.with_retention(retention);
+                let bus = EmbeddedBus::open(&data_dir.join("bus.sqlite"), settings.partitions)?
+                    .with_retention(retention);
                 (
                     Bus::Embedded(bus.clone()),
                     Arc::new(bus),

@@ -79,6 +79,11 @@ async fn spawn(settings: &Settings) -> TestApp {
     for engine in ["Kafka", "Cassandra", "Elasticsearch"] {
         assert!(described.contains(engine), "{engine}: {described}");
     }
+    // Nothing stays embedded, so no SQLite file is opened.
+    let files: Vec<_> = std::fs::read_dir(&settings.data_dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(files.is_empty(), "embedded files opened anyway: {files:?}");
     spawn_with(settings.clone(), backends).await
 }
 

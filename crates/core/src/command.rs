@@ -198,6 +198,18 @@ pub const MAX_PRODUCT_INFO: usize = 4096;
 pub const MAX_SHORT_TEXT: usize = 256;
 pub const MAX_ADDRESS: usize = 1024;
 pub const MAX_REASON: usize = 512;
+/// The largest quantity of a line: the narrowest store's integer (the
+/// Elasticsearch `integer` of the cart detail's items, a Java `int`).
+pub const MAX_QUANTITY: u32 = i32::MAX as u32;
+
+/// Text fields refuse control characters (NUL and the other C0 and C1
+/// controls, DEL), except tab and line breaks, which addresses and
+/// descriptions may hold. Other characters (right-to-left marks, combining
+/// marks, emoji) are text like any other; lengths count characters
+/// (Unicode scalar values), not bytes.
+fn is_refused_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
 
 const PLACE_ORDER_FIELDS: &[&str] = &[
     "order_id",
@@ -229,7 +241,7 @@ impl PlaceOrder {
         let user_id = f.text("user_id", MAX_USER_ID);
         let product_name = f.text("product_name", MAX_PRODUCT_NAME);
         let product_info = f.optional_text("product_info", MAX_PRODUCT_INFO);
-        let quantity = f.positive_int("quantity");
+        let quantity = f.quantity("quantity");
         let amount = f.money("amount", None);
         let discounts = f.money("discounts", Some(Money::ZERO));
         let tax_amount = f.money("tax_amount", Some(Money::ZERO));
@@ -464,7 +476,17 @@ impl<'a> Fields<'a> {
 
     fn checked_text(&mut self, name: &str, s: &str, max: usize) -> Option<String> {
         let chars = s.chars().count();
-        if s.trim().is_empty() {
+        if let Some(c) = s.chars().find(|c| is_refused_control(*c)) {
+            self.push(
+                name,
+                "control_character",
+                format!(
+                    "`{name}` must not contain control characters, found U+{:04X}",
+                    u32::from(c)
+                ),
+            );
+            None
+        } else if s.trim().is_empty() {
             self.push(name, "too_short", format!("`{name}` must not be blank"));
             None
         } else if chars > max {
@@ -494,7 +516,7 @@ impl<'a> Fields<'a> {
         self.checked_text(name, s, max).map(Some)
     }
 
-    fn positive_int(&mut self, name: &str) -> Option<u32> {
+    fn quantity(&mut self, name: &str) -> Option<u32> {
         let value = self.required(name)?;
         let Some(n) = value
             .as_i64()
@@ -511,13 +533,13 @@ impl<'a> Fields<'a> {
             );
             return None;
         }
-        match u32::try_from(n) {
-            Ok(n) => Some(n),
-            Err(_) => {
+        match u32::try_from(n).ok().filter(|n| *n <= MAX_QUANTITY) {
+            Some(n) => Some(n),
+            None => {
                 self.push(
                     name,
                     "out_of_range",
-                    format!("`{name}` must be at most {}", u32::MAX),
+                    format!("`{name}` must be at most {MAX_QUANTITY}, got {n}"),
                 );
                 None
             }
@@ -739,6 +761,46 @@ mod tests {
     fn a_body_that_is_not_an_object_is_one_clear_error() {
         let errors = PlaceOrder::parse(&json!([1, 2])).expect_err("invalid").0;
         assert_eq!(errors[0].code, "not_an_object");
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_tabs_line_breaks_and_marks_are_text() {
+        for bad in ["Esp\u{0}resso", "bell\u{7}", "del\u{7f}", "c1\u{85}"] {
+            let mut body = valid_body();
+            body["product_name"] = json!(bad);
+            let errors = PlaceOrder::parse(&body).expect_err("invalid").0;
+            assert_eq!(
+                (errors[0].field.as_str(), errors[0].code.as_str()),
+                ("product_name", "control_character"),
+                "{bad:?}"
+            );
+        }
+        let mut body = valid_body();
+        body["shipping_address"] = json!("1 Main St\r\nSpringfield\t(back door)");
+        body["product_name"] = json!("\u{202e}osserpsE e\u{301}\u{301} \u{1F600}");
+        let order = PlaceOrder::parse(&body).expect("valid");
+        assert_eq!(
+            order.line.product_name,
+            "\u{202e}osserpsE e\u{301}\u{301} \u{1F600}"
+        );
+    }
+
+    #[test]
+    fn a_quantity_fits_every_store() {
+        let mut body = valid_body();
+        body["quantity"] = json!(MAX_QUANTITY);
+        body["amount"] = json!("1");
+        body["discounts"] = json!("0");
+        body["subtotal"] = json!(MAX_QUANTITY.to_string());
+        assert_eq!(
+            PlaceOrder::parse(&body).expect("valid").line.quantity,
+            MAX_QUANTITY
+        );
+        for beyond in [json!(u64::from(MAX_QUANTITY) + 1), json!(u64::MAX)] {
+            body["quantity"] = beyond.clone();
+            let errors = PlaceOrder::parse(&body).expect_err("invalid").0;
+            assert_eq!(errors[0].code, "out_of_range", "{beyond}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod command;
 pub mod event;
 pub mod headers;
 pub mod ids;
+pub mod json;
 pub mod money;
 pub mod ports;
 pub mod read_model;

@@ -344,7 +344,7 @@ async fn read_json(
     let bytes = to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::PayloadTooLarge { limit })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+    salestrack_core::json::parse_strict(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;

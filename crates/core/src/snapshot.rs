@@ -96,7 +96,7 @@ pub fn take(cart_id: CartId, cart: &Cart) -> Snapshot {
     let header = serde_json::to_vec(&header).unwrap_or_default();
     let mut lines: Vec<_> = lines.iter().collect();
     // Stable bytes for the same state.
-    lines.sort_by_key(|(_, l)| l.placed_at);
+    lines.sort_by_key(|(order_id, l)| (l.placed_at, **order_id));
     let mut state = Vec::with_capacity(4 + header.len() + LINE * lines.len());
     state.extend_from_slice(&(header.len() as u32).to_be_bytes());
     state.extend_from_slice(&header);
@@ -170,6 +170,15 @@ pub fn restore(snapshot: &Snapshot) -> Result<Cart, Unusable> {
             return Err(corrupt(format!(
                 "line {order_id} placed at {}",
                 line.placed_at
+            )));
+        }
+        if line
+            .cancelled_at
+            .is_some_and(|at| at <= line.placed_at || at > snapshot.version)
+        {
+            return Err(corrupt(format!(
+                "line {order_id} placed at {} and cancelled at {:?}",
+                line.placed_at, line.cancelled_at
             )));
         }
         if lines.insert(order_id, line).is_some() {

@@ -24,8 +24,12 @@ use salestrack_core::ports::Snapshot;
 use salestrack_core::snapshot;
 use salestrack_core::testing::{line, order_body};
 use salestrack_core::token::ConsistencyToken;
-use salestrack_core::wire::{self, CartProjected, CommandRecord, Outcome, PaymentRequest};
+use salestrack_core::wire::{self, CartProjected, CommandRecord};
 use std::path::Path;
+
+#[path = "support/decode_all.rs"]
+mod decode_all;
+use decode_all::{decode_everything, restore_everything};
 
 /// Valid encodings to mutate: every committed corpus event, and fresh ones.
 fn seeds() -> Vec<Vec<u8>> {
@@ -81,56 +85,6 @@ fn seeds() -> Vec<Vec<u8>> {
 fn snapshot_seed() -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/snapshot-format-2.bin"))
         .expect("the snapshot golden bytes")
-}
-
-/// Runs every decoder on `bytes`; each must answer, never panic, and what
-/// decodes must survive encode then decode.
-fn decode_everything(bytes: &[u8]) {
-    if let Ok(record) = CommandRecord::decode(bytes) {
-        assert_eq!(CommandRecord::decode(&record.encode()).ok(), Some(record));
-    }
-    if let Ok(event) = wire::decode_event(bytes) {
-        let again = wire::decode_event(&wire::encode_event(&event)).expect("re-encoded event");
-        assert_eq!(again.event, event.event);
-        assert_eq!(again.version, event.version);
-    }
-    if let Ok(outcome) = Outcome::decode(bytes) {
-        assert_eq!(Outcome::decode(&outcome.encode()).ok(), Some(outcome));
-    }
-    if let Ok(request) = PaymentRequest::decode(bytes) {
-        assert_eq!(
-            PaymentRequest::decode(&request.encode()).ok(),
-            Some(request)
-        );
-    }
-    if let Ok(notice) = CartProjected::decode(bytes) {
-        assert_eq!(CartProjected::decode(&notice.encode()).ok(), Some(notice));
-    }
-    if let Ok(value) = salestrack_core::json::parse_strict(bytes) {
-        let _ = PlaceOrder::parse(&value);
-        let _ = CancelOrder::parse(line().order_id, &value);
-    }
-    let text = String::from_utf8_lossy(bytes);
-    if let Ok(token) = ConsistencyToken::decode(&text) {
-        assert_eq!(ConsistencyToken::decode(&token.encode()).ok(), Some(token));
-    }
-    restore_everything(bytes);
-}
-
-fn restore_everything(state: &[u8]) {
-    for version in [1, 3, 1_000, u64::MAX] {
-        let stored = Snapshot {
-            cart_id: line().cart_id,
-            version,
-            format: 2,
-            state: state.to_vec(),
-        };
-        if let Ok(cart) = snapshot::restore(&stored) {
-            let taken = snapshot::take(stored.cart_id, &cart);
-            let again = snapshot::restore(&taken).expect("a snapshot this build took restores");
-            assert_eq!(snapshot::take(stored.cart_id, &again).state, taken.state);
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

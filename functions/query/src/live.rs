@@ -106,11 +106,6 @@ impl Live {
         }
     }
 
-    /// Streams open now.
-    pub fn streams(&self) -> usize {
-        self.config.max_streams - self.slots.available_permits()
-    }
-
     fn subscribe(self: &Arc<Self>, cart_id: CartId) -> Notices {
         let mut carts = self.carts.lock().unwrap_or_else(|e| e.into_inner());
         let receiver = carts

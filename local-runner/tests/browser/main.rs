@@ -123,6 +123,16 @@ async fn wait_for_js(page: &Client, what: &str, script: &str) -> Value {
     }
 }
 
+/// Clicks the element `css` names, as a person would.
+async fn click(page: &Client, css: &str) {
+    page.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
 async fn post(app: &common::Http, cart: CartId, product: &str) {
     let mut body = order_body_for(cart, OrderId(Uuid::new_v4()), product);
     body["user_id"] = json!("page-user");
@@ -159,12 +169,7 @@ async fn the_sales_page_follows_a_cart_live_and_charts_the_report() {
         .send_keys("page-user")
         .await
         .expect("type");
-    page.find(Locator::Css("#search-form button"))
-        .await
-        .expect("search button")
-        .click()
-        .await
-        .expect("search");
+    click(&page, "#search-form button").await;
     // The rows of this search, not of the one the page made when it opened.
     let row = format!("#results[data-query='user_id=page-user'] tr[data-cart-id='{cart}']");
     page.wait()
@@ -221,12 +226,7 @@ async fn the_sales_page_follows_a_cart_live_and_charts_the_report() {
     )
     .await
     .expect("dates");
-    page.find(Locator::Css("#report-form button"))
-        .await
-        .expect("report button")
-        .click()
-        .await
-        .expect("show report");
+    click(&page, "#report-form button").await;
     let bars = wait_for_js(
         &page,
         "the report's charts",
@@ -314,12 +314,7 @@ async fn the_sales_page_follows_a_cart_live_and_charts_the_report() {
         )
         .await
         .expect("search fields");
-        page.find(Locator::Css("#search-form button"))
-            .await
-            .expect("search button")
-            .click()
-            .await
-            .expect("search");
+        click(&page, "#search-form button").await;
         let mut expected = Vec::new();
         if !q.is_empty() {
             expected.push(format!("q={}", q.replace(' ', "+")));

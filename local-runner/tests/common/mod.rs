@@ -118,14 +118,19 @@ impl Http {
     }
 }
 
-/// A runner over embedded backends in `dir`, polling briskly.
-pub async fn spawn_embedded(dir: &std::path::Path) -> TestApp {
-    let settings = Settings {
+/// Settings of a runner over embedded backends in `dir`, polling briskly.
+pub fn embedded_settings(dir: &std::path::Path) -> Settings {
+    Settings {
         data_dir: dir.into(),
         poll_wait_ms: 20,
         consistency_wait_ms: 10_000,
         ..Settings::default()
-    };
+    }
+}
+
+/// A runner over embedded backends in `dir`, polling briskly.
+pub async fn spawn_embedded(dir: &std::path::Path) -> TestApp {
+    let settings = embedded_settings(dir);
     let backends = Backends::connect(&settings).await.expect("backends");
     spawn_with(settings, backends).await
 }

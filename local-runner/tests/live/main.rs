@@ -118,15 +118,6 @@ impl Stream {
     }
 }
 
-fn live_settings(dir: &std::path::Path) -> Settings {
-    Settings {
-        data_dir: dir.into(),
-        poll_wait_ms: 20,
-        consistency_wait_ms: 10_000,
-        ..Settings::default()
-    }
-}
-
 async fn spawn(settings: Settings) -> TestApp {
     let backends = Backends::connect(&settings).await.expect("backends");
     spawn_with(settings, backends).await
@@ -202,7 +193,7 @@ async fn metric(app: &Http, line_start: &str) -> f64 {
 #[tokio::test]
 async fn a_subscriber_sees_every_version_in_order_and_a_reconnect_misses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn(live_settings(dir.path())).await;
+    let app = spawn(common::embedded_settings(dir.path())).await;
     let cart = new_cart(&app).await;
 
     let mut stream = Stream::open(&app, cart, None).await.expect("a stream");
@@ -253,7 +244,7 @@ async fn streams_beyond_the_limit_are_refused_with_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn(Settings {
         live_max_streams: 2,
-        ..live_settings(dir.path())
+        ..common::embedded_settings(dir.path())
     })
     .await;
     let cart = new_cart(&app).await;
@@ -302,7 +293,7 @@ async fn a_client_that_stops_reading_is_dropped() {
     let app = spawn(Settings {
         live_buffer: 2,
         live_slow_ms: 300,
-        ..live_settings(dir.path())
+        ..common::embedded_settings(dir.path())
     })
     .await;
     let cart = new_cart(&app).await;
@@ -367,7 +358,7 @@ async fn shutdown_and_the_lifetime_end_streams_cleanly() {
     let app = spawn(Settings {
         live_max_lifetime_s: 1,
         live_heartbeat_ms: 200,
-        ..live_settings(dir.path())
+        ..common::embedded_settings(dir.path())
     })
     .await;
     let cart = new_cart(&app).await;
@@ -387,7 +378,7 @@ async fn shutdown_and_the_lifetime_end_streams_cleanly() {
     // Shutdown: streams end at once and the runner stops.
     let app = spawn(Settings {
         live_heartbeat_ms: 200,
-        ..live_settings(dir.path())
+        ..common::embedded_settings(dir.path())
     })
     .await;
     let mut stream = Stream::open(&app, cart, Some(1)).await.expect("a stream");

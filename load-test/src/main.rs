@@ -115,7 +115,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     if let Some(runner) = in_process {
-        let lines = scenario::projected_lines(runner.backends.read_store.as_ref(), placed).await?;
+        let lines =
+            scenario::projected_lines(runner.backends.read_store()?.as_ref(), placed).await?;
         println!("salestrack: {lines} of {placed} accepted lines reached the sales report");
         runner.shutdown.cancel();
         runner.server.await??;

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use salestrack_core::ports::Clock;
+use salestrack_platform::backends::Ports;
 use salestrack_platform::health::{Check, Dependency};
 use salestrack_platform::http::ApiError;
 use salestrack_platform::{Backends, Settings};
@@ -108,31 +109,107 @@ impl From<&LoopHealth> for ConsumerState {
 struct RunnerApi;
 
 /// The OpenAPI document of everything the runner serves.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     let mut doc = RunnerApi::openapi();
     doc.merge(salestrack_command::CommandApi::openapi());
     doc.merge(salestrack_query::QueryApi::openapi());
+    rules_beyond_schema(&mut doc);
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    links_from_accepted_orders(&mut doc);
     doc
+}
+
+fn operation<'a>(
+    doc: &'a mut utoipa::openapi::OpenApi,
+    path: &str,
+    post: bool,
+) -> Option<&'a mut utoipa::openapi::path::Operation> {
+    let item = doc.paths.paths.get_mut(path)?;
+    match post {
+        true => item.post.as_mut(),
+        false => item.get.as_mut(),
+    }
+}
+
+/// The rules between fields or parameters that JSON Schema cannot say,
+/// machine-readable (`x-salestrack-rules`) and in the description. The
+/// schemathesis run keeps them (`.ci/schemathesis/hooks.py`).
+fn rules_beyond_schema(doc: &mut utoipa::openapi::OpenApi) {
+    use salestrack_query::params;
+    let annotated: [(&str, bool, &[&str]); 3] = [
+        ("/orders", true, salestrack_core::command::ORDER_RULES),
+        ("/carts/{cart_id}", false, params::cart::RULES),
+        ("/reports/sales", false, params::report::RULES),
+    ];
+    for (path, post, rules) in annotated {
+        let Some(op) = operation(doc, path, post) else {
+            continue;
+        };
+        let said = format!("Also refused with `400`: {}.", rules.join("; "));
+        op.description = Some(match op.description.take() {
+            Some(d) => format!("{d}\n\n{said}"),
+            None => said,
+        });
+        let extension = utoipa::openapi::extensions::ExtensionsBuilder::new()
+            .add("x-salestrack-rules", serde_json::json!(rules))
+            .build();
+        match &mut op.extensions {
+            Some(extensions) => extensions.merge(extension),
+            None => op.extensions = Some(extension),
+        }
+    }
+}
+
+/// Where an accepted order leads: the reads of its cart and command, with
+/// its consistency token (the stateful phase of schemathesis follows them).
+/// Written as JSON: utoipa 5.5 names a link's fields in snake case
+/// (`operation_id`), where OpenAPI says `operationId`.
+fn links_from_accepted_orders(doc: &mut serde_json::Value) {
+    let token = "$response.body#/consistency_token";
+    let cart = "$response.body#/cart_id";
+    let read = |operation: &str, id: &str, value: &str| {
+        serde_json::json!({
+            "operationId": operation,
+            "parameters": { id: value, "consistency_token": token },
+        })
+    };
+    let links = serde_json::json!({
+        "GetCart": read("get_cart", "cart_id", cart),
+        "GetCartSummary": read("get_cart_summary", "cart_id", cart),
+        "GetCartHistory": {
+            "operationId": "get_history",
+            "parameters": { "cart_id": cart },
+        },
+        "GetCommand": read("get_command", "command_id", "$response.body#/command_id"),
+        "CheckoutCart": {
+            "operationId": "checkout_cart",
+            "parameters": { "cart_id": cart },
+        },
+    });
+    if let Some(accepted) = doc.pointer_mut("/paths/~1orders/post/responses/202") {
+        accepted["links"] = links;
+    }
 }
 
 pub fn app(
     settings: &Settings,
     backends: &Backends,
+    ports: &Ports,
     clock: Arc<dyn Clock>,
     loops: Loops,
     auth: Option<Arc<salestrack_platform::auth::Authenticator>>,
     streams: Arc<salestrack_query::live::Live>,
 ) -> Router {
     let command = salestrack_command::router(salestrack_command::CommandState {
-        producer: Arc::clone(&backends.producer),
+        producer: Arc::clone(&ports.producer),
         clock,
         topic: settings.commands_topic.clone(),
         max_body_bytes: settings.max_body_bytes,
         auth: auth.clone(),
     });
     let query = salestrack_query::router(salestrack_query::QueryState {
-        read_store: Arc::clone(&backends.read_store),
-        event_store: Arc::clone(&backends.event_store),
+        read_store: Arc::clone(&ports.read_store),
+        event_store: Arc::clone(&ports.event_store),
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
         auth,
         live: streams,

@@ -20,6 +20,7 @@ pub mod web;
 
 use consumer::{LoopConfig, LoopHealth};
 use salestrack_core::ports::SystemClock;
+use salestrack_platform::backends::Ports;
 use salestrack_platform::{Backends, Settings};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +45,7 @@ pub async fn rebuild_read_models() -> anyhow::Result<salestrack_elasticsearch::r
     let mut printed: Option<std::time::Instant> = None;
     let rebuilt = salestrack_elasticsearch::rebuild::rebuild(
         &es,
-        backends.event_store.as_ref(),
+        backends.event_store()?.as_ref(),
         |progress| {
             if printed.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 eprintln!("rebuild: {progress}");
@@ -61,7 +62,7 @@ pub async fn rebuild_read_models() -> anyhow::Result<salestrack_elasticsearch::r
 /// [`salestrack_payment::expire_due`]). Several runners may all run it:
 /// the commands are idempotent, and the domain settles each checkout once.
 async fn saga_timer(
-    backends: Backends,
+    ports: Ports,
     clock: Arc<SystemClock>,
     topics: salestrack_platform::Topics,
     every: Duration,
@@ -75,8 +76,8 @@ async fn saga_timer(
             () = shutdown.cancelled() => break,
         }
         let expired = salestrack_payment::expire_due(
-            backends.read_store.as_ref(),
-            backends.producer.as_ref(),
+            ports.read_store.as_ref(),
+            ports.producer.as_ref(),
             clock.as_ref(),
             &topics,
         )
@@ -242,19 +243,20 @@ pub async fn run(
              (SALESTRACK_AUTH_JWKS_URL or SALESTRACK_AUTH_JWKS_FILE turns it on)"
         );
     }
+    let ports = backends.ports().map_err(std::io::Error::other)?;
     let topics = settings.topics();
     let clock = Arc::new(SystemClock);
     let domain = salestrack_domain::Deps {
-        event_store: Arc::clone(&backends.event_store),
+        event_store: Arc::clone(&ports.event_store),
         snapshot_every: settings.snapshot_every,
-        producer: Arc::clone(&backends.producer),
+        producer: Arc::clone(&ports.producer),
         clock: clock.clone(),
         topics: topics.clone(),
         payment_timeout: Duration::from_millis(settings.payment_timeout_ms),
     };
     let payment = salestrack_payment::Deps {
-        ledger: Arc::clone(&backends.payment_ledger),
-        producer: Arc::clone(&backends.producer),
+        ledger: Arc::clone(&ports.payment_ledger),
+        producer: Arc::clone(&ports.producer),
         clock: clock.clone(),
         topics: topics.clone(),
         gateway: salestrack_payment::Gateway {
@@ -288,8 +290,8 @@ pub async fn run(
         ))
     });
     let projector = salestrack_projector::Deps {
-        read_store: Arc::clone(&backends.read_store),
-        event_store: Arc::clone(&backends.event_store),
+        read_store: Arc::clone(&ports.read_store),
+        event_store: Arc::clone(&ports.event_store),
         topics: topics.clone(),
         feed,
     };
@@ -301,7 +303,7 @@ pub async fn run(
         event_source_arn: backends.event_source_arn().into(),
         bootstrap_servers: backends.bootstrap_servers().into(),
         dead_letter_topic: topics.dead_letter.clone(),
-        producer: Arc::clone(&backends.producer),
+        producer: Arc::clone(&ports.producer),
     };
 
     let hosts = Hosted::parse(&settings.consumers).map_err(std::io::Error::other)?;
@@ -343,7 +345,7 @@ pub async fn run(
     )?;
     let timer = hosts.saga_timer.then(|| {
         tokio::spawn(saga_timer(
-            backends.clone(),
+            ports.clone(),
             clock.clone(),
             topics.clone(),
             Duration::from_millis(settings.payment_sweep_ms.max(10)),
@@ -370,6 +372,7 @@ pub async fn run(
     let app = health::app(
         &settings,
         &backends,
+        &ports,
         clock,
         health::Loops {
             domain: domain_health,

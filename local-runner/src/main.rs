@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (settings, backends) = salestrack_platform::start()
+    let (settings, backends) = salestrack_platform::start(|_| salestrack_platform::Uses::ALL)
         .await
         .map_err(anyhow::Error::from_boxed)?;
     let listener = TcpListener::bind(settings.http_addr)

@@ -55,7 +55,8 @@ function searchQuery(form, cursor) {
   const q = new URLSearchParams();
   for (const name of ['user_id', 'q', 'currency']) {
     const value = form.elements[name].value.trim();
-    if (value) q.set(name, value);
+    // The API takes currency codes in uppercase only.
+    if (value) q.set(name, name === 'currency' ? value.toUpperCase() : value);
   }
   if (form.elements.from.value) q.set('from', dayStart(form.elements.from.value));
   // The API's `to` is exclusive: the whole last day counts.
@@ -292,7 +293,10 @@ async function report() {
   const to = form.elements.to.value;
   const status = form.elements.status.value;
   const groupBy = form.elements.group_by.value;
-  const common = new URLSearchParams({ from, to, status });
+  // Empty fields are left out: the API refuses an empty parameter.
+  const common = new URLSearchParams(
+    Object.entries({ from, to, status }).filter(([, value]) => value),
+  );
   try {
     const [daily, grouped] = await Promise.all([
       api(`/reports/sales?interval=day&${common}`),

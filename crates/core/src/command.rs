@@ -2,6 +2,7 @@
 //! [`PlaceOrder::parse`] / [`CancelOrder::parse`], which check every field and
 //! report *all* problems at once, so a value of these types is always valid.
 
+use crate::contract::{self, Problem, Text};
 use crate::ids::{CartId, CommandId, OrderId, PaymentId};
 use crate::money::{Currency, Money};
 use chrono::{DateTime, Utc};
@@ -9,6 +10,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::str::FromStr;
+use utoipa::openapi::schema::{AllOfBuilder, Object, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 /// One order line of a cart, exactly the fields of the SPEC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,56 +205,248 @@ pub const MAX_REASON: usize = 512;
 /// Elasticsearch `integer` of the cart detail's items, a Java `int`).
 pub const MAX_QUANTITY: u32 = i32::MAX as u32;
 
-/// Text fields refuse control characters (NUL and the other C0 and C1
-/// controls, DEL), except tab and line breaks, which addresses and
-/// descriptions may hold. Other characters (right-to-left marks, combining
-/// marks, emoji) are text like any other; lengths count characters
-/// (Unicode scalar values), not bytes.
-fn is_refused_control(c: char) -> bool {
-    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+/// How one field of a request body is checked, and documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldRule {
+    Uuid,
+    Text(Text),
+    Quantity,
+    Money,
+    Currency,
+    DateTime,
 }
 
-const PLACE_ORDER_FIELDS: &[&str] = &[
-    "order_id",
+/// One field of a request body: the single source of its validation and of
+/// its OpenAPI schema ([`body_schema`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub rule: FieldRule,
+    /// Absent and `null` are refused (`missing`); else they mean "not given".
+    pub required: bool,
+    pub description: &'static str,
+    pub example: &'static str,
+}
+
+const fn field(
+    name: &'static str,
+    rule: FieldRule,
+    required: bool,
+    description: &'static str,
+    example: &'static str,
+) -> FieldSpec {
+    FieldSpec {
+        name,
+        rule,
+        required,
+        description,
+        example,
+    }
+}
+
+const fn text(max: usize) -> FieldRule {
+    FieldRule::Text(Text { max })
+}
+
+/// The cart a line belongs to: in an order line and in its cancel.
+const CART_ID: FieldSpec = field(
     "cart_id",
-    "user_id",
-    "product_name",
-    "product_info",
-    "quantity",
-    "amount",
-    "discounts",
-    "tax_amount",
-    "subtotal",
-    "payment_method",
-    "shipping_address",
-    "billing_address",
-    "shipping_method",
-    "currency",
-    "seller_info",
-    "created_at",
+    FieldRule::Uuid,
+    true,
+    "The cart the line belongs to",
+    "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+);
+
+/// `POST /orders`: one order line, the fields of the SPEC.
+pub const ORDER_FIELDS: &[FieldSpec] = &[
+    field(
+        "order_id",
+        FieldRule::Uuid,
+        true,
+        "The order line's id, chosen by the client",
+        "0f8fad5b-d9cb-469f-a165-70867728950e",
+    ),
+    CART_ID,
+    field(
+        "user_id",
+        text(MAX_USER_ID),
+        true,
+        "The cart's owner; the token's subject when authentication is on",
+        "alice",
+    ),
+    field(
+        "product_name",
+        text(MAX_PRODUCT_NAME),
+        true,
+        "",
+        "Trail shoes",
+    ),
+    field(
+        "product_info",
+        text(MAX_PRODUCT_INFO),
+        false,
+        "",
+        "Size 42, blue",
+    ),
+    field("quantity", FieldRule::Quantity, true, "", "2"),
+    field("amount", FieldRule::Money, true, "Unit price", "199.99"),
+    field(
+        "discounts",
+        FieldRule::Money,
+        false,
+        "Default 0; at most amount * quantity",
+        "10",
+    ),
+    field("tax_amount", FieldRule::Money, false, "Default 0", "38.00"),
+    field(
+        "subtotal",
+        FieldRule::Money,
+        true,
+        "Must equal amount * quantity - discounts (`inconsistent` otherwise)",
+        "389.98",
+    ),
+    field(
+        "payment_method",
+        text(MAX_SHORT_TEXT),
+        true,
+        "`test-decline` and `test-timeout` drive the mock gateway",
+        "card",
+    ),
+    field(
+        "shipping_address",
+        text(MAX_ADDRESS),
+        true,
+        "",
+        "1 Main St, Springfield",
+    ),
+    field(
+        "billing_address",
+        text(MAX_ADDRESS),
+        true,
+        "",
+        "1 Main St, Springfield",
+    ),
+    field(
+        "shipping_method",
+        text(MAX_SHORT_TEXT),
+        true,
+        "",
+        "standard",
+    ),
+    field(
+        "currency",
+        FieldRule::Currency,
+        true,
+        "The same for every line of a cart (the domain rejects a line in another)",
+        "EUR",
+    ),
+    field(
+        "seller_info",
+        text(MAX_SHORT_TEXT),
+        true,
+        "",
+        "Acme Outdoor",
+    ),
+    field(
+        "created_at",
+        FieldRule::DateTime,
+        true,
+        "Normalized to UTC",
+        "2026-11-21T08:00:00Z",
+    ),
 ];
+
+/// The rules of `POST /orders` between fields, which JSON Schema cannot
+/// say: `check_subtotal` enforces them (`inconsistent`, `out_of_range`).
+pub const ORDER_RULES: &[&str] = &[
+    "discounts <= amount * quantity",
+    "subtotal = amount * quantity - discounts",
+];
+
+/// `POST /orders/{order_id}/cancel`.
+pub const CANCEL_FIELDS: &[FieldSpec] = &[
+    CART_ID,
+    field(
+        "reason",
+        text(MAX_REASON),
+        false,
+        "Why, in the customer's words",
+        "changed my mind",
+    ),
+];
+
+/// `POST /carts/{cart_id}/checkout`; the body as a whole is optional.
+pub const CHECKOUT_FIELDS: &[FieldSpec] = &[field(
+    "payment_method",
+    text(MAX_SHORT_TEXT),
+    false,
+    "Charge this way instead of the first line's payment method (`test-decline` and `test-timeout` drive the mock gateway)",
+    "card",
+)];
+
+/// The JSON Schema of a request body made of `fields`: exactly what
+/// [`PlaceOrder::parse`] and its siblings accept, but for the rules between
+/// fields (see [`crate::contract`]).
+pub fn body_schema(fields: &[FieldSpec]) -> Object {
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ));
+    for spec in fields {
+        let rule: RefOr<Schema> = match spec.rule {
+            FieldRule::Uuid => contract::uuid_schema().into(),
+            FieldRule::Text(t) => t.schema().into(),
+            FieldRule::Quantity => contract::integer_schema(1, i64::from(MAX_QUANTITY)).into(),
+            FieldRule::Money => contract::money_schema(),
+            FieldRule::Currency => contract::currency_schema().into(),
+            FieldRule::DateTime => contract::datetime_schema().into(),
+        };
+        let mut described = AllOfBuilder::new().item(rule);
+        if !spec.description.is_empty() {
+            described = described.description(Some(spec.description));
+        }
+        let example: Value = match spec.rule {
+            FieldRule::Quantity => Value::from(spec.example.parse::<i64>().unwrap_or(1)),
+            _ => Value::from(spec.example),
+        };
+        described = described.examples([example]);
+        let property: RefOr<Schema> = if spec.required {
+            object = object.required(spec.name);
+            described.into()
+        } else {
+            // `null` means "not given", like an absent field.
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::Null))
+                .item(described)
+                .into()
+        };
+        object = object.property(spec.name, property);
+    }
+    object.build()
+}
 
 impl PlaceOrder {
     /// Validates a JSON order line. Money may be a JSON string or number; it is
     /// parsed as a decimal literal, never through a float.
     pub fn parse(body: &Value) -> Result<Self, ValidationErrors> {
-        let mut f = Fields::new(body, PLACE_ORDER_FIELDS)?;
+        let mut f = Fields::new(body, ORDER_FIELDS)?;
         let order_id = f.uuid("order_id").map(OrderId);
         let cart_id = f.uuid("cart_id").map(CartId);
-        let user_id = f.text("user_id", MAX_USER_ID);
-        let product_name = f.text("product_name", MAX_PRODUCT_NAME);
-        let product_info = f.optional_text("product_info", MAX_PRODUCT_INFO);
+        let user_id = f.text("user_id");
+        let product_name = f.text("product_name");
+        let product_info = f.optional_text("product_info");
         let quantity = f.quantity("quantity");
-        let amount = f.money("amount", None);
-        let discounts = f.money("discounts", Some(Money::ZERO));
-        let tax_amount = f.money("tax_amount", Some(Money::ZERO));
-        let subtotal = f.money("subtotal", None);
-        let payment_method = f.text("payment_method", MAX_SHORT_TEXT);
-        let shipping_address = f.text("shipping_address", MAX_ADDRESS);
-        let billing_address = f.text("billing_address", MAX_ADDRESS);
-        let shipping_method = f.text("shipping_method", MAX_SHORT_TEXT);
+        let amount = f.money("amount");
+        let discounts = f.money("discounts");
+        let tax_amount = f.money("tax_amount");
+        let subtotal = f.money("subtotal");
+        let payment_method = f.text("payment_method");
+        let shipping_address = f.text("shipping_address");
+        let billing_address = f.text("billing_address");
+        let shipping_method = f.text("shipping_method");
         let currency = f.currency("currency");
-        let seller_info = f.text("seller_info", MAX_SHORT_TEXT);
+        let seller_info = f.text("seller_info");
         let created_at = f.datetime("created_at");
 
         if let (Some(amount), Some(quantity), Some(discounts), Some(subtotal)) =
@@ -365,9 +560,9 @@ fn internal_inconsistency() -> ValidationErrors {
 impl CancelOrder {
     /// Validates a cancel request body (`cart_id`, optional `reason`) for `order_id`.
     pub fn parse(order_id: OrderId, body: &Value) -> Result<Self, ValidationErrors> {
-        let mut f = Fields::new(body, &["cart_id", "reason"])?;
+        let mut f = Fields::new(body, CANCEL_FIELDS)?;
         let cart_id = f.uuid("cart_id").map(CartId);
-        let reason = f.optional_text("reason", MAX_REASON);
+        let reason = f.optional_text("reason");
         f.finish()?;
         match cart_id {
             Some(cart_id) => Ok(CancelOrder {
@@ -383,10 +578,12 @@ impl CancelOrder {
 
 impl CheckoutCart {
     /// Validates a checkout body (optional `payment_method`) for `cart_id`.
-    /// An absent body is `{}`.
+    /// An absent body, or `null`, is `{}`.
     pub fn parse(cart_id: CartId, body: &Value) -> Result<Self, ValidationErrors> {
-        let mut f = Fields::new(body, &["payment_method"])?;
-        let payment_method = f.optional_text("payment_method", MAX_SHORT_TEXT);
+        let empty = Value::Object(Map::new());
+        let body = if body.is_null() { &empty } else { body };
+        let mut f = Fields::new(body, CHECKOUT_FIELDS)?;
+        let payment_method = f.optional_text("payment_method");
         f.finish()?;
         Ok(CheckoutCart {
             cart_id,
@@ -396,14 +593,16 @@ impl CheckoutCart {
     }
 }
 
-/// Collects field errors while pulling typed values out of a JSON object.
+/// Collects field errors while pulling typed values out of a JSON object,
+/// each by the rule its [`FieldSpec`] gives.
 struct Fields<'a> {
     object: &'a Map<String, Value>,
+    specs: &'static [FieldSpec],
     errors: Vec<FieldError>,
 }
 
 impl<'a> Fields<'a> {
-    fn new(body: &'a Value, known: &[&str]) -> Result<Self, ValidationErrors> {
+    fn new(body: &'a Value, specs: &'static [FieldSpec]) -> Result<Self, ValidationErrors> {
         let Value::Object(object) = body else {
             return Err(ValidationErrors(vec![FieldError {
                 field: "$".into(),
@@ -413,10 +612,11 @@ impl<'a> Fields<'a> {
         };
         let mut fields = Fields {
             object,
+            specs,
             errors: Vec::new(),
         };
         for name in object.keys() {
-            if !known.contains(&name.as_str()) {
+            if !specs.iter().any(|spec| spec.name == name) {
                 fields.push(name, "unknown_field", format!("unknown field `{name}`"));
             }
         }
@@ -431,6 +631,10 @@ impl<'a> Fields<'a> {
         });
     }
 
+    fn problem(&mut self, field: &str, problem: Problem) {
+        self.push(field, problem.code, problem.message);
+    }
+
     fn finish(self) -> Result<(), ValidationErrors> {
         if self.errors.is_empty() {
             Ok(())
@@ -439,17 +643,22 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The field's value, treating JSON `null` as absent.
-    fn get(&self, name: &str) -> Option<&'a Value> {
-        self.object.get(name).filter(|v| !v.is_null())
-    }
-
-    fn required(&mut self, name: &str) -> Option<&'a Value> {
-        let value = self.get(name);
-        if value.is_none() {
-            self.push(name, "missing", format!("`{name}` is required"));
+    /// The field's value by its spec: `None` when absent or `null` and
+    /// optional (`missing` recorded when required), `Some` otherwise.
+    fn value(&mut self, name: &str) -> Option<(FieldRule, &'a Value)> {
+        let Some(spec) = self.specs.iter().find(|spec| spec.name == name) else {
+            self.push(name, "invalid", format!("`{name}` has no rule"));
+            return None;
+        };
+        match self.object.get(name).filter(|v| !v.is_null()) {
+            Some(value) => Some((spec.rule, value)),
+            None => {
+                if spec.required {
+                    self.push(name, "missing", format!("`{name}` is required"));
+                }
+                None
+            }
         }
-        value
     }
 
     fn string(&mut self, name: &str, value: &'a Value) -> Option<&'a str> {
@@ -463,145 +672,70 @@ impl<'a> Fields<'a> {
     }
 
     fn uuid(&mut self, name: &str) -> Option<uuid::Uuid> {
-        let value = self.required(name)?;
+        let (_, value) = self.value(name)?;
         let s = self.string(name, value)?;
-        match uuid::Uuid::parse_str(s) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                self.push(name, "invalid_uuid", format!("`{name}` must be a UUID"));
+        let id = contract::parse_uuid(s);
+        if id.is_none() {
+            self.push(
+                name,
+                "invalid_uuid",
+                format!("`{name}` must be a hyphenated UUID"),
+            );
+        }
+        id
+    }
+
+    fn text(&mut self, name: &str) -> Option<String> {
+        let (rule, value) = self.value(name)?;
+        let s = self.string(name, value)?;
+        let FieldRule::Text(text) = rule else {
+            self.push(name, "invalid", format!("`{name}` is not text"));
+            return None;
+        };
+        match text.check(name, s) {
+            Ok(()) => Some(s.to_owned()),
+            Err(problem) => {
+                self.problem(name, problem);
                 None
             }
         }
-    }
-
-    fn checked_text(&mut self, name: &str, s: &str, max: usize) -> Option<String> {
-        let chars = s.chars().count();
-        if let Some(c) = s.chars().find(|c| is_refused_control(*c)) {
-            self.push(
-                name,
-                "control_character",
-                format!(
-                    "`{name}` must not contain control characters, found U+{:04X}",
-                    u32::from(c)
-                ),
-            );
-            None
-        } else if s.trim().is_empty() {
-            self.push(name, "too_short", format!("`{name}` must not be blank"));
-            None
-        } else if chars > max {
-            self.push(
-                name,
-                "too_long",
-                format!("`{name}` must be at most {max} characters, got {chars}"),
-            );
-            None
-        } else {
-            Some(s.to_owned())
-        }
-    }
-
-    fn text(&mut self, name: &str, max: usize) -> Option<String> {
-        let value = self.required(name)?;
-        let s = self.string(name, value)?;
-        self.checked_text(name, s, max)
     }
 
     /// `Some(None)` when absent, `Some(Some(text))` when valid, `None` on error.
-    fn optional_text(&mut self, name: &str, max: usize) -> Option<Option<String>> {
-        let Some(value) = self.get(name) else {
-            return Some(None);
-        };
-        let s = self.string(name, value)?;
-        self.checked_text(name, s, max).map(Some)
+    fn optional_text(&mut self, name: &str) -> Option<Option<String>> {
+        let errors = self.errors.len();
+        let text = self.text(name);
+        (self.errors.len() == errors).then_some(text)
     }
 
     fn quantity(&mut self, name: &str) -> Option<u32> {
-        let value = self.required(name)?;
-        let Some(n) = value
-            .as_i64()
-            .or_else(|| value.as_u64().map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
-        else {
-            self.push(name, "wrong_type", format!("`{name}` must be an integer"));
-            return None;
-        };
-        if n <= 0 {
-            self.push(
-                name,
-                "must_be_positive",
-                format!("`{name}` must be > 0, got {n}"),
-            );
-            return None;
-        }
-        match u32::try_from(n).ok().filter(|n| *n <= MAX_QUANTITY) {
-            Some(n) => Some(n),
-            None => {
-                self.push(
-                    name,
-                    "out_of_range",
-                    format!("`{name}` must be at most {MAX_QUANTITY}, got {n}"),
-                );
+        let (_, value) = self.value(name)?;
+        match contract::parse_json_integer(name, value, 1, i64::from(MAX_QUANTITY)) {
+            Ok(n) => u32::try_from(n).ok(),
+            Err(problem) => {
+                self.problem(name, problem);
                 None
             }
         }
     }
 
-    fn money(&mut self, name: &str, default: Option<Money>) -> Option<Money> {
-        let value = match (self.get(name), default) {
-            (Some(value), _) => value,
-            (None, Some(default)) => return Some(default),
-            (None, None) => return self.required(name).and(None),
+    /// An amount; an optional one defaults to zero.
+    fn money(&mut self, name: &str) -> Option<Money> {
+        let errors = self.errors.len();
+        let Some((_, value)) = self.value(name) else {
+            return (self.errors.len() == errors).then_some(Money::ZERO);
         };
-        let literal = match value {
-            Value::String(s) => s.trim().to_owned(),
-            Value::Number(n) => n.to_string(),
-            _ => {
-                self.push(
-                    name,
-                    "wrong_type",
-                    format!("`{name}` must be a decimal string or number"),
-                );
-                return None;
-            }
-        };
-        let parsed =
-            Decimal::from_str_exact(&literal).or_else(|_| Decimal::from_scientific(&literal));
-        match parsed {
-            Ok(d) if d.normalize().scale() > crate::money::MAX_SCALE => {
-                self.push(
-                    name,
-                    "too_precise",
-                    format!(
-                        "`{name}` may have at most {} decimal places, got {literal}",
-                        crate::money::MAX_SCALE
-                    ),
-                );
-                None
-            }
-            Ok(d) => match Money::non_negative(d) {
-                Some(m) => Some(m),
-                None => {
-                    self.push(
-                        name,
-                        "must_not_be_negative",
-                        format!("`{name}` must be >= 0, got {d}"),
-                    );
-                    None
-                }
-            },
-            Err(_) => {
-                self.push(
-                    name,
-                    "invalid_decimal",
-                    format!("`{name}` is not a decimal: {literal:?}"),
-                );
+        match contract::parse_money(name, value) {
+            Ok(money) => Some(money),
+            Err(problem) => {
+                self.problem(name, problem);
                 None
             }
         }
     }
 
     fn currency(&mut self, name: &str) -> Option<Currency> {
-        let value = self.required(name)?;
+        let (_, value) = self.value(name)?;
         let s = self.string(name, value)?;
         match Currency::from_str(s) {
             Ok(c) => Some(c),
@@ -617,19 +751,17 @@ impl<'a> Fields<'a> {
     }
 
     fn datetime(&mut self, name: &str) -> Option<DateTime<Utc>> {
-        let value = self.required(name)?;
+        let (_, value) = self.value(name)?;
         let s = self.string(name, value)?;
-        match DateTime::parse_from_rfc3339(s) {
-            Ok(t) => Some(t.with_timezone(&Utc)),
-            Err(_) => {
-                self.push(
-                    name,
-                    "invalid_datetime",
-                    format!("`{name}` must be an RFC 3339 date-time, got {s:?}"),
-                );
-                None
-            }
+        let at = contract::parse_datetime(s);
+        if at.is_none() {
+            self.push(
+                name,
+                "invalid_datetime",
+                format!("`{name}` must be an RFC 3339 date-time, got {s:?}"),
+            );
         }
+        at
     }
 }
 

@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
 
+/// Not a hyphenated UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a hyphenated UUID")]
+pub struct NotAUuid;
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -29,9 +34,10 @@ macro_rules! uuid_id {
         }
 
         impl std::str::FromStr for $name {
-            type Err = uuid::Error;
+            type Err = NotAUuid;
+            /// The hyphenated form only, as the API documents it.
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
+                crate::contract::parse_uuid(s).map(Self).ok_or(NotAUuid)
             }
         }
     };

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`ids`], [`money`]: value types (UUID newtypes, `Decimal` money, ISO currency).
 //! - [`command`]: `PlaceOrder` / `CancelOrder` and their field-level validation.
+//! - [`contract`]: the input rules, shared by validation and the OpenAPI document.
 //! - [`event`]: domain events and the recorded (numbered) event.
 //! - [`aggregate`]: the cart's `decide` / `evolve`.
 //! - [`read_model`]: cart detail, cart summary and sales lines as folds.
@@ -20,6 +21,7 @@
 
 pub mod aggregate;
 pub mod command;
+pub mod contract;
 pub mod event;
 pub mod headers;
 pub mod ids;

@@ -11,7 +11,9 @@ pub struct ConsistencyToken {
     pub cart_id: CartId,
 }
 
-const PREFIX: &str = "ct1.";
+pub const PREFIX: &str = "ct1.";
+/// The bytes after the prefix: the command id, then the cart id.
+pub const BYTES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed consistency token")]
@@ -19,7 +21,7 @@ pub struct MalformedToken;
 
 impl ConsistencyToken {
     pub fn encode(&self) -> String {
-        let mut bytes = [0u8; 32];
+        let mut bytes = [0u8; BYTES];
         bytes[..16].copy_from_slice(self.command_id.0.as_bytes());
         bytes[16..].copy_from_slice(self.cart_id.0.as_bytes());
         format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))

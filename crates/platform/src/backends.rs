@@ -4,8 +4,14 @@
 //! `SALESTRACK_ELASTICSEARCH_URL` is set and embedded otherwise; the event
 //! store is Cassandra when `SALESTRACK_CASSANDRA_CONTACT_POINTS` is set and
 //! embedded otherwise. Handlers never see which.
+//!
+//! A binary opens only the ports it [`Uses`], and links only the clients of
+//! the engines its features name (`kafka`, `cassandra`, `elasticsearch`): a
+//! setting that names an engine the binary was built without is refused at
+//! start, never ignored.
 
-use crate::config::{EsRefresh, Settings};
+use crate::config::Settings;
+#[cfg(feature = "cassandra")]
 use salestrack_cassandra::{
     parse_consistency, parse_serial_consistency, CassandraConfig, CassandraEventStore,
 };
@@ -13,11 +19,15 @@ use salestrack_core::ports::{
     BackendError, BusProjectionFeed, Consumer, EventStore, PaymentLedger, Producer, ProjectionFeed,
     ReadStore,
 };
+#[cfg(feature = "elasticsearch")]
 use salestrack_elasticsearch::{EsConfig, EsReadStore, RefreshPolicy};
 use salestrack_embedded::{
     EmbeddedBus, EmbeddedEventStore, EmbeddedPaymentLedger, EmbeddedReadStore,
 };
+#[cfg(feature = "kafka")]
 use salestrack_kafka::{KafkaBus, KafkaConfig};
+use std::path::Path;
+#[cfg(feature = "cassandra")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,22 +35,79 @@ use std::time::Duration;
 #[derive(Clone)]
 enum Bus {
     Embedded(EmbeddedBus),
+    #[cfg(feature = "kafka")]
     Kafka(KafkaBus),
 }
 
-/// The opened backends, as ports.
+/// The ports a binary uses: only these are opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uses {
+    pub bus: bool,
+    pub event_store: bool,
+    pub read_store: bool,
+    pub payment_ledger: bool,
+}
+
+impl Uses {
+    /// The runner, which hosts every handler.
+    pub const ALL: Uses = Uses {
+        bus: true,
+        event_store: true,
+        read_store: true,
+        payment_ledger: true,
+    };
+    pub const NOTHING: Uses = Uses {
+        bus: false,
+        event_store: false,
+        read_store: false,
+        payment_ledger: false,
+    };
+}
+
+/// The opened backends, as ports; a port the binary does not use is not
+/// opened, and asking for it is an error that says so.
 #[derive(Clone)]
 pub struct Backends {
-    pub producer: Arc<dyn Producer>,
-    pub event_store: Arc<dyn EventStore>,
-    pub read_store: Arc<dyn ReadStore>,
+    producer: Option<Arc<dyn Producer>>,
+    event_store: Option<Arc<dyn EventStore>>,
+    read_store: Option<Arc<dyn ReadStore>>,
     /// The mock payment gateway's ledger: in the Cassandra keyspace when
     /// Cassandra is configured, else embedded SQLite.
-    pub payment_ledger: Arc<dyn PaymentLedger>,
-    bus: Bus,
+    payment_ledger: Option<Arc<dyn PaymentLedger>>,
+    bus: Option<Bus>,
     description: String,
 }
 
+/// Every port, for a binary that uses them all (the runner).
+#[derive(Clone)]
+pub struct Ports {
+    pub producer: Arc<dyn Producer>,
+    pub event_store: Arc<dyn EventStore>,
+    pub read_store: Arc<dyn ReadStore>,
+    pub payment_ledger: Arc<dyn PaymentLedger>,
+}
+
+fn not_opened(port: &str) -> BackendError {
+    BackendError::refused(
+        "backends",
+        format!("the {port} is not opened by this binary (see `Uses`)"),
+    )
+}
+
+/// A setting names an engine this binary was built without.
+#[cfg(not(all(feature = "kafka", feature = "cassandra", feature = "elasticsearch")))]
+fn not_built_in(engine: &str, setting: &str) -> BackendError {
+    BackendError::refused(
+        "backends",
+        format!(
+            "{setting} is set, but this binary was built without the {engine} client \
+             (cargo feature `{}` of salestrack-platform): unset it, or use a binary that has it",
+            engine.to_lowercase()
+        ),
+    )
+}
+
+#[cfg(feature = "kafka")]
 fn kafka_config(settings: &Settings) -> KafkaConfig {
     KafkaConfig {
         security_protocol: settings.kafka_security_protocol.clone(),
@@ -65,9 +132,9 @@ fn kafka_config(settings: &Settings) -> KafkaConfig {
 }
 
 /// The Kafka bus, with its topics created when configured to.
+#[cfg(feature = "kafka")]
 async fn connect_kafka(
     settings: &Settings,
-    stores: &str,
 ) -> Result<(Bus, Arc<dyn Producer>, String), BackendError> {
     let kafka = KafkaBus::connect(kafka_config(settings))?;
     if settings.kafka_create_topics {
@@ -94,12 +161,18 @@ async fn connect_kafka(
     Ok((
         Bus::Kafka(kafka.clone()),
         Arc::new(kafka),
-        format!("bus: Kafka at {}; {stores}", settings.kafka_brokers),
+        format!("Kafka at {}", settings.kafka_brokers),
     ))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn connect_kafka(_: &Settings) -> Result<(Bus, Arc<dyn Producer>, String), BackendError> {
+    Err(not_built_in("Kafka", "SALESTRACK_KAFKA_BROKERS"))
 }
 
 /// The Cassandra settings, for the runner, the Lambda functions and the
 /// rebuild command.
+#[cfg(feature = "cassandra")]
 pub fn cassandra_config(settings: &Settings) -> Result<CassandraConfig, BackendError> {
     Ok(CassandraConfig {
         local_dc: settings.cassandra_local_dc.clone(),
@@ -125,22 +198,25 @@ pub fn cassandra_config(settings: &Settings) -> Result<CassandraConfig, BackendE
 }
 
 /// The projector's notices on the bus (`SALESTRACK_PROJECTIONS_TOPIC`), or
-/// none when the topic is set empty.
+/// none when the topic is set empty (or the binary opened no bus).
 pub fn projection_feed(
     settings: &Settings,
     backends: &Backends,
 ) -> Option<Arc<dyn ProjectionFeed>> {
     let topic = settings.projections_topic.trim();
+    let producer = backends.producer.as_ref()?;
     (!topic.is_empty()).then(|| {
         Arc::new(BusProjectionFeed {
-            producer: Arc::clone(&backends.producer),
+            producer: Arc::clone(producer),
             topic: topic.to_owned(),
         }) as Arc<dyn ProjectionFeed>
     })
 }
 
 /// The Elasticsearch settings, for the runner and the rebuild command.
+#[cfg(feature = "elasticsearch")]
 pub fn es_config(settings: &Settings) -> EsConfig {
+    use crate::config::EsRefresh;
     EsConfig {
         username: settings.elasticsearch_username.clone(),
         password: settings
@@ -168,75 +244,186 @@ pub fn es_config(settings: &Settings) -> EsConfig {
     }
 }
 
-impl Backends {
-    /// Opens every backend; with Kafka, also creates missing topics unless
-    /// `SALESTRACK_KAFKA_CREATE_TOPICS=false`. An embedded store's SQLite
-    /// file is opened only when that store stays embedded: with Kafka,
-    /// Cassandra and Elasticsearch all configured, `SALESTRACK_DATA_DIR` is
-    /// never touched.
-    pub async fn connect(settings: &Settings) -> Result<Backends, BackendError> {
-        let data_dir = &settings.data_dir;
-        let embedded = || format!("embedded SQLite in {}", data_dir.display());
-        let (read_store, read_description): (Arc<dyn ReadStore>, String) =
-            if settings.elasticsearch_url.trim().is_empty() {
-                (
-                    Arc::new(EmbeddedReadStore::open(&data_dir.join("read.sqlite"))?),
-                    embedded(),
-                )
-            } else {
-                let config = es_config(settings);
-                let description = format!(
-                    "Elasticsearch at {} (indices {}-*)",
-                    config.url, config.index_prefix
-                );
-                (Arc::new(EsReadStore::connect(config).await?), description)
-            };
-        let (event_store, payment_ledger, event_description): (
-            Arc<dyn EventStore>,
-            Arc<dyn PaymentLedger>,
-            String,
-        ) = if settings.cassandra_contact_points.trim().is_empty() {
-            (
-                Arc::new(EmbeddedEventStore::open(&data_dir.join("events.sqlite"))?),
-                Arc::new(EmbeddedPaymentLedger::open(
-                    &data_dir.join("payments.sqlite"),
-                )?),
-                embedded(),
-            )
-        } else {
-            let config = cassandra_config(settings)?;
-            let description = format!(
-                "Cassandra at {} (keyspace {})",
-                config.contact_points.join(","),
-                config.keyspace
-            );
-            let store = CassandraEventStore::connect(config).await?;
-            let ledger = store.payment_ledger().await?;
-            (Arc::new(store), Arc::new(ledger), description)
+async fn open_read_store(
+    settings: &Settings,
+    data_dir: &Path,
+) -> Result<(Arc<dyn ReadStore>, String), BackendError> {
+    if settings.elasticsearch_url.trim().is_empty() {
+        return Ok((
+            Arc::new(EmbeddedReadStore::open(&data_dir.join("read.sqlite"))?),
+            embedded(data_dir),
+        ));
+    }
+    #[cfg(feature = "elasticsearch")]
+    {
+        let config = es_config(settings);
+        let description = format!(
+            "Elasticsearch at {} (indices {}-*)",
+            config.url, config.index_prefix
+        );
+        Ok((Arc::new(EsReadStore::connect(config).await?), description))
+    }
+    #[cfg(not(feature = "elasticsearch"))]
+    Err(not_built_in(
+        "Elasticsearch",
+        "SALESTRACK_ELASTICSEARCH_URL",
+    ))
+}
+
+/// The event store and the payment ledger, which live together: in the
+/// Cassandra keyspace, or in embedded SQLite files.
+async fn open_event_stores(
+    settings: &Settings,
+    data_dir: &Path,
+    uses: Uses,
+) -> Result<
+    (
+        Option<Arc<dyn EventStore>>,
+        Option<Arc<dyn PaymentLedger>>,
+        String,
+    ),
+    BackendError,
+> {
+    if settings.cassandra_contact_points.trim().is_empty() {
+        let events: Option<Arc<dyn EventStore>> = match uses.event_store {
+            true => Some(Arc::new(EmbeddedEventStore::open(
+                &data_dir.join("events.sqlite"),
+            )?)),
+            false => None,
         };
-        let stores = format!("event store: {event_description}; read store: {read_description}");
-        let (bus, producer, description): (Bus, Arc<dyn Producer>, String) =
-            if settings.kafka_brokers.trim().is_empty() {
-                let retention =
-                    Duration::from_secs(settings.bus_retention_hours.saturating_mul(3600));
-                let bus = EmbeddedBus::open(&data_dir.join("bus.sqlite"), settings.partitions)?
-                    .with_retention(retention);
-                (
-                    Bus::Embedded(bus.clone()),
-                    Arc::new(bus),
-                    format!("bus: embedded; {stores}"),
-                )
-            } else {
-                connect_kafka(settings, &stores).await?
-            };
+        let ledger: Option<Arc<dyn PaymentLedger>> = match uses.payment_ledger {
+            true => Some(Arc::new(EmbeddedPaymentLedger::open(
+                &data_dir.join("payments.sqlite"),
+            )?)),
+            false => None,
+        };
+        return Ok((events, ledger, embedded(data_dir)));
+    }
+    #[cfg(feature = "cassandra")]
+    {
+        let config = cassandra_config(settings)?;
+        let description = format!(
+            "Cassandra at {} (keyspace {})",
+            config.contact_points.join(","),
+            config.keyspace
+        );
+        let store = CassandraEventStore::connect(config).await?;
+        let ledger: Option<Arc<dyn PaymentLedger>> = match uses.payment_ledger {
+            true => Some(Arc::new(store.payment_ledger().await?)),
+            false => None,
+        };
+        let events: Option<Arc<dyn EventStore>> = uses.event_store.then(|| Arc::new(store) as _);
+        Ok((events, ledger, description))
+    }
+    #[cfg(not(feature = "cassandra"))]
+    {
+        let _ = uses;
+        Err(not_built_in(
+            "Cassandra",
+            "SALESTRACK_CASSANDRA_CONTACT_POINTS",
+        ))
+    }
+}
+
+fn embedded(data_dir: &Path) -> String {
+    format!("embedded SQLite in {}", data_dir.display())
+}
+
+impl Backends {
+    /// Opens every port (the runner's and the tests' way).
+    pub async fn connect(settings: &Settings) -> Result<Backends, BackendError> {
+        Backends::open(settings, Uses::ALL).await
+    }
+
+    /// Opens the ports in `uses`; with Kafka, also creates missing topics
+    /// unless `SALESTRACK_KAFKA_CREATE_TOPICS=false`. An embedded store's
+    /// SQLite file is opened only when that store is used and stays
+    /// embedded: with Kafka, Cassandra and Elasticsearch all configured,
+    /// `SALESTRACK_DATA_DIR` is never touched.
+    pub async fn open(settings: &Settings, uses: Uses) -> Result<Backends, BackendError> {
+        let data_dir = settings.data_dir.as_path();
+        let mut described = Vec::new();
+        let read_store = match uses.read_store {
+            true => {
+                let (store, description) = open_read_store(settings, data_dir).await?;
+                described.push(format!("read store: {description}"));
+                Some(store)
+            }
+            false => None,
+        };
+        let (event_store, payment_ledger) = match uses.event_store || uses.payment_ledger {
+            true => {
+                let (events, ledger, description) =
+                    open_event_stores(settings, data_dir, uses).await?;
+                described.push(format!("event store: {description}"));
+                (events, ledger)
+            }
+            false => (None, None),
+        };
+        let (bus, producer) = match uses.bus {
+            true => {
+                let (bus, producer, description) = if settings.kafka_brokers.trim().is_empty() {
+                    let retention =
+                        Duration::from_secs(settings.bus_retention_hours.saturating_mul(3600));
+                    let bus = EmbeddedBus::open(&data_dir.join("bus.sqlite"), settings.partitions)?
+                        .with_retention(retention);
+                    (
+                        Bus::Embedded(bus.clone()),
+                        Arc::new(bus) as Arc<dyn Producer>,
+                        "embedded".to_owned(),
+                    )
+                } else {
+                    connect_kafka(settings).await?
+                };
+                described.insert(0, format!("bus: {description}"));
+                (Some(bus), Some(producer))
+            }
+            false => (None, None),
+        };
         Ok(Backends {
             producer,
             event_store,
             read_store,
             payment_ledger,
             bus,
-            description,
+            description: described.join("; "),
         })
+    }
+
+    pub fn producer(&self) -> Result<Arc<dyn Producer>, BackendError> {
+        self.producer.clone().ok_or_else(|| not_opened("bus"))
+    }
+
+    pub fn event_store(&self) -> Result<Arc<dyn EventStore>, BackendError> {
+        self.event_store
+            .clone()
+            .ok_or_else(|| not_opened("event store"))
+    }
+
+    pub fn read_store(&self) -> Result<Arc<dyn ReadStore>, BackendError> {
+        self.read_store
+            .clone()
+            .ok_or_else(|| not_opened("read store"))
+    }
+
+    pub fn payment_ledger(&self) -> Result<Arc<dyn PaymentLedger>, BackendError> {
+        self.payment_ledger
+            .clone()
+            .ok_or_else(|| not_opened("payment ledger"))
+    }
+
+    /// Every port; an error when one was not opened.
+    pub fn ports(&self) -> Result<Ports, BackendError> {
+        Ok(Ports {
+            producer: self.producer()?,
+            event_store: self.event_store()?,
+            read_store: self.read_store()?,
+            payment_ledger: self.payment_ledger()?,
+        })
+    }
+
+    fn bus(&self) -> Result<&Bus, BackendError> {
+        self.bus.as_ref().ok_or_else(|| not_opened("bus"))
     }
 
     /// A consumer-group member over `topics`.
@@ -245,8 +432,9 @@ impl Backends {
         group: &str,
         topics: &[&str],
     ) -> Result<Box<dyn Consumer>, BackendError> {
-        Ok(match &self.bus {
+        Ok(match self.bus()? {
             Bus::Embedded(bus) => Box::new(bus.consumer(group, topics)),
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => Box::new(bus.consumer(group, topics)?),
         })
     }
@@ -255,9 +443,11 @@ impl Backends {
     /// nothing: it sees what is produced from now on, as does every other
     /// process following the topic. `None` on the embedded bus, which only
     /// one process uses: there the runner hands notices over in memory.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub fn follower(&self, topic: &str) -> Result<Option<Box<dyn Consumer>>, BackendError> {
-        Ok(match &self.bus {
+        Ok(match self.bus()? {
             Bus::Embedded(_) => None,
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => {
                 let group = format!("salestrack-follower-{}", uuid::Uuid::new_v4());
                 Some(Box::new(bus.follower(&group, &[topic])?))
@@ -267,8 +457,9 @@ impl Backends {
 
     /// Whether the bus answers (for readiness).
     pub async fn ping_bus(&self) -> Result<(), BackendError> {
-        match &self.bus {
+        match self.bus()? {
             Bus::Embedded(bus) => bus.topic_len("").await.map(drop),
+            #[cfg(feature = "kafka")]
             Bus::Kafka(bus) => bus.ping().await,
         }
     }
@@ -281,15 +472,19 @@ impl Backends {
     /// The ARN-like source name put on runner-built MSK batches.
     pub fn event_source_arn(&self) -> &'static str {
         match self.bus {
-            Bus::Embedded(_) => "arn:aws:kafka:local:000000000000:cluster/salestrack-embedded",
-            Bus::Kafka(_) => "arn:aws:kafka:local:000000000000:cluster/salestrack-kafka",
+            Some(Bus::Embedded(_)) | None => {
+                "arn:aws:kafka:local:000000000000:cluster/salestrack-embedded"
+            }
+            #[cfg(feature = "kafka")]
+            Some(Bus::Kafka(_)) => "arn:aws:kafka:local:000000000000:cluster/salestrack-kafka",
         }
     }
 
     pub fn bootstrap_servers(&self) -> &str {
         match &self.bus {
-            Bus::Embedded(_) => "embedded",
-            Bus::Kafka(bus) => bus.brokers(),
+            Some(Bus::Embedded(_)) | None => "embedded",
+            #[cfg(feature = "kafka")]
+            Some(Bus::Kafka(bus)) => bus.brokers(),
         }
     }
 }

@@ -65,8 +65,12 @@ impl Dependency {
     pub async fn check(self, backends: &Backends) -> Check {
         match self {
             Dependency::Bus => Check::run(backends.ping_bus()).await,
-            Dependency::EventStore => Check::run(backends.event_store.ping()).await,
-            Dependency::ReadStore => Check::run(backends.read_store.ping()).await,
+            Dependency::EventStore => {
+                Check::run(async { backends.event_store()?.ping().await }).await
+            }
+            Dependency::ReadStore => {
+                Check::run(async { backends.read_store()?.ping().await }).await
+            }
         }
     }
 }

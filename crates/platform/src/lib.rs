@@ -19,14 +19,18 @@ pub mod health;
 pub mod http;
 pub mod telemetry;
 
-pub use backends::Backends;
+pub use backends::{Backends, Uses};
 pub use config::{Settings, Topics};
 
 /// What every binary does first: read the settings (failing fast on a bad
 /// one), install telemetry, open the backends.
 /// Logs how long that took: on Lambda it is the cold start's own share of
 /// the init phase.
-pub async fn start() -> Result<(Settings, Backends), Box<dyn std::error::Error + Send + Sync>> {
+/// `uses` names the ports the binary uses, from its settings: only those
+/// are opened.
+pub async fn start(
+    uses: impl FnOnce(&Settings) -> Uses,
+) -> Result<(Settings, Backends), Box<dyn std::error::Error + Send + Sync>> {
     let started = std::time::Instant::now();
     let settings = Settings::from_env()?;
     let service = std::env::current_exe()
@@ -38,7 +42,7 @@ pub async fn start() -> Result<(Settings, Backends), Box<dyn std::error::Error +
         settings.otlp_endpoint.as_deref(),
         &service,
     );
-    let backends = Backends::connect(&settings).await?;
+    let backends = Backends::open(&settings, uses(&settings)).await?;
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1e3,
         backends = backends.description(),

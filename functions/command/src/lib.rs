@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use salestrack_core::command::{CancelOrder, CheckoutCart, Command, PlaceOrder};
+use salestrack_core::contract::{Param, ParamSpec};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::ports::{Clock, Producer};
@@ -49,58 +50,38 @@ pub struct Accepted {
     pub status_url: String,
 }
 
-/// Body of `POST /orders/{order_id}/cancel`.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-pub struct CancelRequest {
-    #[schema(value_type = String, format = Uuid)]
-    pub cart_id: uuid::Uuid,
-    pub reason: Option<String>,
+/// A request body's document, built from the field specs its parser
+/// validates with: the schema cannot say what the parser does not check.
+macro_rules! body_schema {
+    ($(#[$doc:meta])* $name:ident, $fields:path) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                salestrack_core::command::body_schema($fields).into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
 }
 
-/// Body of `POST /carts/{cart_id}/checkout`; optional as a whole.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-pub struct CheckoutRequest {
-    /// Charge this way instead of the first line's payment method
-    /// (`test-decline` and `test-timeout` drive the mock gateway).
-    pub payment_method: Option<String>,
-}
-
-/// Body of `POST /orders` (documentation of the wire shape; parsing is field by field).
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct OrderRequest {
-    #[schema(value_type = String, format = Uuid)]
-    order_id: uuid::Uuid,
-    #[schema(value_type = String, format = Uuid)]
-    cart_id: uuid::Uuid,
-    /// 1..128 characters.
-    user_id: String,
-    /// 1..256 characters.
-    product_name: String,
-    product_info: Option<String>,
-    /// > 0.
-    quantity: u32,
-    /// Unit price, >= 0, decimal as string or number.
-    #[schema(value_type = String, example = "199.99")]
-    amount: String,
-    #[schema(value_type = Option<String>, example = "10")]
-    discounts: Option<String>,
-    #[schema(value_type = Option<String>, example = "38.00")]
-    tax_amount: Option<String>,
-    /// Must equal amount * quantity - discounts.
-    #[schema(value_type = String, example = "389.98")]
-    subtotal: String,
-    payment_method: String,
-    shipping_address: String,
-    billing_address: String,
-    shipping_method: String,
-    /// ISO 4217 code, the same for every line of a cart.
-    #[schema(example = "EUR")]
-    currency: String,
-    seller_info: String,
-    #[schema(value_type = String, format = DateTime)]
-    created_at: String,
-}
+body_schema!(
+    /// Body of `POST /orders`.
+    OrderRequest,
+    salestrack_core::command::ORDER_FIELDS
+);
+body_schema!(
+    /// Body of `POST /orders/{order_id}/cancel`.
+    CancelRequest,
+    salestrack_core::command::CANCEL_FIELDS
+);
+body_schema!(
+    /// Body of `POST /carts/{cart_id}/checkout`; optional as a whole.
+    CheckoutRequest,
+    salestrack_core::command::CHECKOUT_FIELDS
+);
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -123,7 +104,7 @@ pub fn router(state: CommandState) -> Router {
 #[utoipa::path(
     post, path = "/orders", tag = "commands",
     request_body(content = OrderRequest, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe; defaults to the order id")),
+    params(IdempotencyKey),
     responses(
         (status = 202, description = "Durably accepted", body = Accepted),
         (status = 400, description = "Invalid fields, all listed", body = ErrorBody),
@@ -160,7 +141,7 @@ pub async fn place_order(
     post, path = "/orders/{order_id}/cancel", tag = "commands",
     params(
         ("order_id" = String, Path, format = Uuid, description = "The order line to cancel"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe"),
+        IdempotencyKey,
     ),
     request_body(content = CancelRequest, content_type = "application/json"),
     responses(
@@ -197,7 +178,7 @@ pub async fn cancel_order(
     post, path = "/carts/{cart_id}/checkout", tag = "commands",
     params(
         ("cart_id" = String, Path, format = Uuid, description = "The cart to check out"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST safe; defaults to the cart (one checkout per cart)"),
+        IdempotencyKey,
     ),
     request_body(content = Option<CheckoutRequest>, content_type = "application/json"),
     responses(
@@ -349,22 +330,36 @@ async fn read_json(
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+const IDEMPOTENCY_KEY: ParamSpec = ParamSpec::header(
+    "Idempotency-Key",
+    Param::Key {
+        max: MAX_IDEMPOTENCY_KEY,
+    },
+    "Makes a retried POST safe: the same key, the same command. Defaults to the natural key \
+     (the order id; the cart for a checkout)",
+);
+
+/// The `Idempotency-Key` header, documented from its spec.
+pub struct IdempotencyKey;
+
+impl utoipa::IntoParams for IdempotencyKey {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![IDEMPOTENCY_KEY.document()]
+    }
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY.name) else {
         return Ok(None);
     };
-    let invalid = || {
+    let text = value.to_str().unwrap_or("\u{FFFD}");
+    let key = IDEMPOTENCY_KEY.read(Some(text)).map_err(|_| {
         ApiError::bad_request(
             "invalid_idempotency_key",
-            format!("Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            format!("Idempotency-Key must be 1..={MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
         )
-    };
-    let key = value.to_str().map_err(|_| invalid())?.trim();
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(invalid());
-    }
-    Ok(Some(key.to_owned()))
+    })?;
+    Ok(key.map(str::to_owned))
 }

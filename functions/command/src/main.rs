@@ -3,14 +3,19 @@
 use salestrack_command::{router, CommandState};
 use salestrack_core::ports::SystemClock;
 use salestrack_platform::health::{self, Dependency};
+use salestrack_platform::Uses;
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let (settings, backends) = salestrack_platform::start().await?;
+    let (settings, backends) = salestrack_platform::start(|_| Uses {
+        bus: true,
+        ..Uses::NOTHING
+    })
+    .await?;
     let health = health::router(backends.clone(), &[Dependency::Bus]);
     let state = CommandState {
-        producer: backends.producer,
+        producer: backends.producer()?,
         clock: Arc::new(SystemClock),
         topic: settings.commands_topic.clone(),
         max_body_bytes: settings.max_body_bytes,

@@ -17,8 +17,13 @@ use std::time::{Duration, Instant};
 /// Generous: the function is already built (see `build`), but CI machines are shared.
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// From the package directory `cargo test` names when it runs the test:
+/// the one compiled in goes stale when a shared target directory is reused
+/// from another checkout (cargo does not rebuild an unchanged test for it).
 fn functions_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("functions/")
         .to_path_buf()
@@ -184,6 +189,55 @@ fn http(response: &Value) -> (u64, Value) {
     let status = response["statusCode"].as_u64().expect("statusCode");
     let body = response["body"].as_str().expect("body");
     (status, serde_json::from_str(body).expect("JSON body"))
+}
+
+/// Each function is built with the clients of the engines it reaches only
+/// (as `cargo lambda build -p` builds it): the projector links no Kafka
+/// client, so when its settings would have it publish projection notices
+/// on Kafka it refuses to start, saying why, instead of going without.
+#[test]
+fn a_function_refuses_at_start_an_engine_it_was_built_without() {
+    let data = tempfile::tempdir().expect("data dir");
+    let run = |env: &[(&str, &str)]| {
+        Command::new("cargo")
+            .current_dir(functions_dir().join("projector"))
+            .args(["run", "--quiet", "--bin", "salestrack-projector"])
+            .env("SALESTRACK_DATA_DIR", data.path())
+            .envs(env.iter().copied())
+            .output()
+            .expect("cargo run")
+    };
+    let refused = run(&[("SALESTRACK_KAFKA_BROKERS", "127.0.0.1:9")]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "it started: {said}");
+    assert!(
+        said.contains("built without the Kafka client"),
+        "another failure: {said}"
+    );
+    // Without projection notices it has no use for a bus: the same
+    // setting is then left alone, and no bus file is opened (the run then
+    // fails only for want of a Lambda runtime to poll).
+    let started = run(&[
+        ("SALESTRACK_KAFKA_BROKERS", "127.0.0.1:9"),
+        ("SALESTRACK_PROJECTIONS_TOPIC", ""),
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&started.stdout),
+        String::from_utf8_lossy(&started.stderr)
+    );
+    assert!(
+        !said.contains("built without") && said.contains("initialised"),
+        "{said}"
+    );
+    let files: Vec<_> = std::fs::read_dir(data.path())
+        .expect("data dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert!(
+        !files.iter().any(|f| f.to_string_lossy().starts_with("bus")),
+        "the projector opened a bus: {files:?}"
+    );
 }
 
 #[test]

@@ -5,17 +5,23 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use salestrack_core::ports::SystemClock;
 use salestrack_payment::{expire_due, handler, Deps, Gateway};
+use salestrack_platform::Uses;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let (settings, backends) = salestrack_platform::start().await?;
-    let read_store = backends.read_store;
+    let (settings, backends) = salestrack_platform::start(|_| Uses {
+        // The timer reads the carts due from the read store.
+        read_store: true,
+        ..Uses::ALL
+    })
+    .await?;
+    let read_store = backends.read_store()?;
     let deps = Deps {
-        ledger: backends.payment_ledger,
-        producer: backends.producer,
+        ledger: backends.payment_ledger()?,
+        producer: backends.producer()?,
         clock: Arc::new(SystemClock),
         topics: settings.topics(),
         gateway: Gateway {

@@ -3,7 +3,8 @@
 //! the projector uses, and the list of a cart's events. The query function
 //! only ever reads the event store.
 
-use crate::{datetime, limit, path_id, QueryState};
+use crate::params::{self, Given};
+use crate::{path_id, QueryState, DEFAULT_LIMIT};
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
@@ -24,18 +25,17 @@ pub enum AsOf {
 }
 
 /// The `as_of_version` / `as_of` parameters: at most one, well formed.
-pub fn as_of(version: Option<&str>, instant: Option<&str>) -> Result<Option<AsOf>, ApiError> {
-    let invalid = |message: &str| ApiError::bad_request("invalid_parameter", message);
+pub fn as_of(given: &Given) -> Result<Option<AsOf>, ApiError> {
+    let version = given.integer(&params::cart::AS_OF_VERSION)?;
+    let instant = given.datetime(&params::cart::AS_OF)?;
     match (version, instant) {
         (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(invalid("give `as_of_version` or `as_of`, not both")),
-        (Some(v), None) => v
-            .parse::<u64>()
-            .ok()
-            .filter(|v| *v >= 1 && i64::try_from(*v).is_ok())
-            .map(|v| Some(AsOf::Version(v)))
-            .ok_or_else(|| invalid("`as_of_version` must be a stream version: an integer from 1")),
-        (None, Some(t)) => Ok(datetime("as_of", Some(t))?.map(AsOf::Instant)),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_parameter",
+            "give `as_of_version` or `as_of`, not both",
+        )),
+        (Some(v), None) => Ok(Some(AsOf::Version(v))),
+        (None, Some(t)) => Ok(Some(AsOf::Instant(t))),
     }
 }
 
@@ -104,14 +104,6 @@ pub async fn cart_as_of(
     Ok(CartAsOf { detail, as_of })
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-pub struct HistoryParams {
-    /// List the events after this stream version (default 0: from the first).
-    pub after: Option<String>,
-    /// 1..=100, default 20.
-    pub limit: Option<String>,
-}
-
 /// One event of a cart's history.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
@@ -140,7 +132,7 @@ pub struct CartHistory {
 /// A cart's events, oldest first, paged, read from the event store.
 #[utoipa::path(
     get, path = "/carts/{cart_id}/history", tag = "queries",
-    params(("cart_id" = String, Path, format = Uuid), HistoryParams),
+    params(("cart_id" = String, Path, format = Uuid), params::HistoryParams),
     responses(
         (status = 200, body = CartHistory),
         (status = 400, body = ErrorBody),
@@ -153,23 +145,15 @@ pub async fn get_history(
     State(state): State<QueryState>,
     Extension(access): Extension<Access>,
     Path(cart_id): Path<String>,
-    Query(p): Query<HistoryParams>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<CartHistory>, ApiError> {
     let cart_id: CartId = path_id(&cart_id, "cart id")?;
-    let after = match p.after.as_deref() {
-        None => 0,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|v| i64::try_from(*v).is_ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    "`after` must be a stream version: an integer from 0",
-                )
-            })?,
-    };
-    let limit = u64::from(limit(p.limit.as_deref())?);
+    let given = Given::new(params::history::ALL, &query, &headers)?;
+    let after = given.integer(&params::history::AFTER)?.unwrap_or(0);
+    let limit = given
+        .integer(&params::LIMIT)?
+        .unwrap_or(u64::from(DEFAULT_LIMIT));
     // One more than a page: whether another page follows.
     let mut events = state
         .event_store

@@ -21,9 +21,9 @@ use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
+use params::Given;
 use salestrack_core::command::CHECKOUT_CART;
 use salestrack_core::ids::{CartId, CommandId, OrderId};
-use salestrack_core::money::Currency;
 use salestrack_core::ports::{
     BackendError, CartSearch, EventStore, ReadStore, ReportDimension, ReportInterval, ReportStatus,
     SalesBucket, SalesReportQuery, SearchCursor,
@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 pub mod history;
 pub mod live;
+pub mod params;
 
 #[derive(Clone)]
 pub struct QueryState {
@@ -100,30 +101,6 @@ pub fn router(state: QueryState) -> Router {
         .route("/reports/sales", get(sales_report))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-pub struct ConsistencyParams {
-    /// The `consistency_token` of a `202`: wait until the projection reached it.
-    pub consistency_token: Option<String>,
-}
-
-fn token(
-    params: &ConsistencyParams,
-    headers: &HeaderMap,
-) -> Result<Option<ConsistencyToken>, ApiError> {
-    let from_header = headers
-        .get("consistency-token")
-        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
-    match params.consistency_token.clone().or(from_header) {
-        None => Ok(None),
-        Some(text) => ConsistencyToken::decode(&text).map(Some).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_consistency_token",
-                "the consistency token is malformed",
-            )
-        }),
-    }
 }
 
 fn path_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
@@ -230,18 +207,14 @@ impl QueryState {
         })
     }
 
-    /// Waits for the token, if any; its cart must be `cart_id` when given.
+    /// Waits for the token, if any. A token is a barrier: any read may wait
+    /// for any write, of this cart or another.
     async fn freshness(
         &self,
         token: Option<ConsistencyToken>,
-        cart_id: Option<CartId>,
         access: &Access,
     ) -> Result<Freshness, ApiError> {
         match token {
-            Some(t) if cart_id.is_some_and(|c| c != t.cart_id) => Err(ApiError::bad_request(
-                "consistency_token_mismatch",
-                "the consistency token belongs to another cart",
-            )),
             Some(t) => Ok(match self.reach(t, access).await? {
                 Some(_) => Freshness::Fresh,
                 None => Freshness::Stale,
@@ -254,7 +227,7 @@ impl QueryState {
 /// The full cart: lines, totals, status and stream version.
 #[utoipa::path(
     get, path = "/carts/{cart_id}", tag = "queries",
-    params(("cart_id" = String, Path, format = Uuid), CartParams),
+    params(("cart_id" = String, Path, format = Uuid), params::CartParams),
     responses(
         (status = 200, description = "The cart detail; with `as_of_version` or `as_of`, as it was then (`CartAsOf`: the same plus `as_of`)", body = CartDetail),
         (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 404, description = "No such cart, or not the caller's; or a version past the stream's head, or an instant before its first event", body = ErrorBody),
@@ -265,20 +238,16 @@ pub async fn get_cart(
     State(state): State<QueryState>,
     Extension(access): Extension<Access>,
     Path(cart_id): Path<String>,
-    Query(params): Query<CartParams>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cart_id: CartId = path_id(&cart_id, "cart id")?;
-    if let Some(as_of) = history::as_of(params.as_of_version.as_deref(), params.as_of.as_deref())? {
+    let given = Given::new(params::cart::ALL, &query, &headers)?;
+    if let Some(as_of) = history::as_of(&given)? {
         let past = history::cart_as_of(&state, &access, cart_id, as_of).await?;
         return Ok(Json(past).into_response());
     }
-    let consistency = ConsistencyParams {
-        consistency_token: params.consistency_token,
-    };
-    let fresh = state
-        .freshness(token(&consistency, &headers)?, Some(cart_id), &access)
-        .await?;
+    let fresh = state.freshness(given.consistency_token()?, &access).await?;
     let detail = state.visible_detail(cart_id, &access).await?;
     Ok(answer(
         fresh,
@@ -286,35 +255,22 @@ pub async fn get_cart(
     ))
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-pub struct CartParams {
-    /// The `consistency_token` of a `202`: wait until the projection reached it.
-    pub consistency_token: Option<String>,
-    /// The cart as it was after its event at this stream version, folded
-    /// from the event store (with `as_of`: when it became so).
-    pub as_of_version: Option<String>,
-    /// The cart as it was at this RFC 3339 instant, folded from the event
-    /// store.
-    pub as_of: Option<String>,
-}
-
 /// The cart summary: product names as one text, totals, addresses.
 #[utoipa::path(
     get, path = "/carts/{cart_id}/summary", tag = "queries",
-    params(("cart_id" = String, Path, format = Uuid), ConsistencyParams),
+    params(("cart_id" = String, Path, format = Uuid), params::ConsistencyParams),
     responses((status = 200, body = CartSummary), (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 404, description = "No such cart, or not the caller's", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn get_cart_summary(
     State(state): State<QueryState>,
     Extension(access): Extension<Access>,
     Path(cart_id): Path<String>,
-    Query(params): Query<ConsistencyParams>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cart_id: CartId = path_id(&cart_id, "cart id")?;
-    let fresh = state
-        .freshness(token(&params, &headers)?, Some(cart_id), &access)
-        .await?;
+    let given = Given::new(params::CONSISTENCY, &query, &headers)?;
+    let fresh = state.freshness(given.consistency_token()?, &access).await?;
     let summary = match access.owner() {
         None => state.read_store.cart_summary(cart_id).await?,
         Some(owner) => state.read_store.owned_cart_summary(cart_id, owner).await?,
@@ -325,26 +281,6 @@ pub async fn get_cart_summary(
     ))
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-pub struct SearchParams {
-    /// Only this user's carts.
-    pub user_id: Option<String>,
-    /// Only carts in this ISO 4217 currency.
-    pub currency: Option<String>,
-    /// Carts created at or after this RFC 3339 time.
-    pub from: Option<String>,
-    /// Carts created before this RFC 3339 time.
-    pub to: Option<String>,
-    /// Words that must all occur in the product names (case-insensitive).
-    pub q: Option<String>,
-    /// 1..=100, default 20.
-    pub limit: Option<String>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// The `consistency_token` of a `202`: wait until the projection reached it.
-    pub consistency_token: Option<String>,
-}
-
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CartList {
     pub carts: Vec<CartSummary>,
@@ -353,92 +289,53 @@ pub struct CartList {
     pub next_cursor: Option<String>,
 }
 
-/// A page size: 1..=[`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
-fn limit(text: Option<&str>) -> Result<u32, ApiError> {
-    match text {
-        None => Ok(DEFAULT_LIMIT),
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    format!("`limit` must be an integer in 1..={MAX_LIMIT}"),
-                )
-            }),
-    }
-}
-
-fn datetime(name: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    text.map(|t| {
-        DateTime::parse_from_rfc3339(t)
-            .map(|d| d.with_timezone(&Utc))
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    format!("`{name}` must be an RFC 3339 date-time"),
-                )
-            })
-    })
-    .transpose()
-}
-
-fn date(name: &'static str, text: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
-    text.map(|t| {
-        NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| {
-            ApiError::bad_request(
-                "invalid_parameter",
-                format!("`{name}` must be a date (YYYY-MM-DD)"),
-            )
-        })
-    })
-    .transpose()
-}
-
 fn encode_cursor(cursor: &SearchCursor) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
+    let mut bytes = [0u8; params::CURSOR_BYTES];
+    bytes[..8].copy_from_slice(&cursor.created_at.timestamp_micros().to_be_bytes());
+    bytes[8..].copy_from_slice(cursor.cart_id.0.as_bytes());
+    format!("{}{}", params::CURSOR_PREFIX, URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn decode_cursor(text: &str) -> Result<SearchCursor, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_parameter",
-                "`cursor` is not a cursor this API returned",
-            )
-        })
+/// Every cursor of the documented shape is a position in the search order:
+/// one outside the years 0..=9999 (which no cart can have) reads as the
+/// nearest end.
+fn decode_cursor(text: &str) -> Option<SearchCursor> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text.strip_prefix(params::CURSOR_PREFIX)?)
+        .ok()?;
+    let (micros, cart) = bytes.split_at_checked(8)?;
+    let micros = i64::from_be_bytes(micros.try_into().ok()?);
+    let first = NaiveDate::from_ymd_opt(0, 1, 1)?
+        .and_hms_opt(0, 0, 0)?
+        .and_utc();
+    let last = NaiveDate::from_ymd_opt(9999, 12, 31)?
+        .and_hms_micro_opt(23, 59, 59, 999_999)?
+        .and_utc();
+    let micros = micros.clamp(first.timestamp_micros(), last.timestamp_micros());
+    Some(SearchCursor {
+        created_at: DateTime::from_timestamp_micros(micros)?,
+        cart_id: CartId(uuid::Uuid::from_slice(cart).ok()?),
+    })
 }
 
 /// Search carts, newest first, a page at a time.
 #[utoipa::path(
-    get, path = "/carts", tag = "queries", params(SearchParams),
+    get, path = "/carts", tag = "queries", params(params::SearchParams),
     responses((status = 200, description = "With authentication on, the caller's carts only", body = CartList), (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn search_carts(
     State(state): State<QueryState>,
     Extension(access): Extension<Access>,
-    Query(p): Query<SearchParams>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = limit(p.limit.as_deref())?;
-    let currency = p
-        .currency
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            c.to_uppercase()
-                .parse::<Currency>()
-                .map(|c| c.as_str().to_owned())
-                .map_err(|e| ApiError::bad_request("invalid_parameter", format!("`currency`: {e}")))
-        })
-        .transpose()?;
-    let consistency = ConsistencyParams {
-        consistency_token: p.consistency_token,
-    };
-    let asked = p.user_id.filter(|u| !u.is_empty());
+    use params::search;
+    let given = Given::new(search::ALL, &query, &headers)?;
+    let limit = given
+        .integer(&params::LIMIT)?
+        .map_or(DEFAULT_LIMIT, |n| n as u32);
+    let currency = given.text(&search::CURRENCY)?.map(str::to_owned);
+    let asked = given.text(&search::USER_ID)?.map(str::to_owned);
     // An authenticated user searches their own carts: the store's query is
     // filtered by them, and asking for another user's finds nothing.
     let user_id = match (access.owner(), asked) {
@@ -457,15 +354,21 @@ pub async fn search_carts(
     let search = CartSearch {
         user_id,
         currency,
-        from: datetime("from", p.from.as_deref())?,
-        to: datetime("to", p.to.as_deref())?,
-        q: p.q.filter(|q| !q.trim().is_empty()),
+        from: given.datetime(&search::FROM)?,
+        to: given.datetime(&search::TO)?,
+        q: given.text(&search::Q)?.map(str::to_owned),
         limit,
-        after: p.cursor.as_deref().map(decode_cursor).transpose()?,
+        after: match given.text(&search::CURSOR)? {
+            None => None,
+            Some(text) => Some(decode_cursor(text).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    "`cursor` is not a cursor this API returned",
+                )
+            })?),
+        },
     };
-    let fresh = state
-        .freshness(token(&consistency, &headers)?, None, &access)
-        .await?;
+    let fresh = state.freshness(given.consistency_token()?, &access).await?;
     let page = state.read_store.search_carts(&search).await?;
     Ok(answer(
         fresh,
@@ -559,22 +462,28 @@ impl QueryState {
 /// if it is still pending when the wait ends.
 #[utoipa::path(
     get, path = "/commands/{command_id}", tag = "queries",
-    params(("command_id" = String, Path, format = Uuid), ConsistencyParams),
+    params(("command_id" = String, Path, format = Uuid), params::ConsistencyParams),
     responses((status = 200, body = CommandStatus), (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 404, description = "Not decided yet, unknown, or not the caller's", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn get_command(
     State(state): State<QueryState>,
     Extension(access): Extension<Access>,
     Path(command_id): Path<String>,
-    Query(params): Query<ConsistencyParams>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Json<CommandStatus>, ApiError> {
     let command_id: CommandId = path_id(&command_id, "command id")?;
-    match token(&params, &headers)? {
-        Some(t) if t.command_id != command_id => Err(ApiError::bad_request(
-            "consistency_token_mismatch",
-            "the consistency token belongs to another command",
-        )),
+    let given = Given::new(params::CONSISTENCY, &query, &headers)?;
+    match given.consistency_token()? {
+        // Another command's token is a barrier like on any read: wait for
+        // it, then answer about this one.
+        Some(t) if t.command_id != command_id => {
+            state.reach(t, &access).await?;
+            match state.command_status(command_id, &access).await? {
+                Some(outcome) => Ok(Json(state.decided(outcome, &access).await?)),
+                None => Err(undecided(command_id)),
+            }
+        }
         Some(t) => match state.reach(t, &access).await? {
             Some(outcome) => Ok(Json(state.decided(outcome, &access).await?)),
             None => Ok(Json(CommandStatus {
@@ -593,29 +502,15 @@ pub async fn get_command(
         },
         None => match state.command_status(command_id, &access).await? {
             Some(outcome) => Ok(Json(state.decided(outcome, &access).await?)),
-            None => Err(ApiError::NotFound(format!(
-                "no decision for command {command_id} yet (unknown, or not processed yet: pass its consistency_token to wait)"
-            ))),
+            None => Err(undecided(command_id)),
         },
     }
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-pub struct ReportParams {
-    /// Time buckets: `hour`, `day` or `month` (UTC). None: one bucket for the range.
-    pub interval: Option<String>,
-    /// `product`, `seller`, `currency` or `payment_method`. Buckets are always per currency too.
-    pub group_by: Option<String>,
-    /// Start, inclusive: a date (`YYYY-MM-DD`, its midnight UTC) or an RFC 3339 time.
-    pub from: Option<String>,
-    /// End: a date is inclusive (the whole day), an RFC 3339 time exclusive.
-    pub to: Option<String>,
-    /// Which carts count, by status: `all` (default: every active line),
-    /// `open` (open and checking out), `paid` (confirmed sales only) or
-    /// `cancelled` (compensated checkouts).
-    pub status: Option<String>,
-    /// The `consistency_token` of a `202`: wait until the projection reached it.
-    pub consistency_token: Option<String>,
+fn undecided(command_id: CommandId) -> ApiError {
+    ApiError::NotFound(format!(
+        "no decision for command {command_id} yet (unknown, or not processed yet: pass its consistency_token to wait)"
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -636,104 +531,30 @@ pub struct SalesReport {
     pub buckets: Vec<SalesBucket>,
 }
 
-fn choice<T: Copy>(
-    name: &'static str,
-    text: Option<&str>,
-    options: &[(&str, T)],
-) -> Result<Option<T>, ApiError> {
-    let Some(text) = text.filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
-    options
-        .iter()
-        .find(|(n, _)| *n == text)
-        .map(|(_, v)| Some(*v))
-        .ok_or_else(|| {
-            let names: Vec<_> = options.iter().map(|(n, _)| *n).collect();
-            ApiError::bad_request(
-                "invalid_parameter",
-                format!("`{name}` must be one of {}, got {text:?}", names.join(", ")),
-            )
-        })
-}
-
-/// A report bound: a date means its midnight (UTC), or the next one for an
-/// inclusive end; an RFC 3339 time is taken as is.
-fn bound(
-    name: &'static str,
-    text: Option<&str>,
-    inclusive_end: bool,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(text) = text.filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
-    if let Ok(Some(day)) = date(name, Some(text)) {
-        let day = if inclusive_end {
-            day.succ_opt()
-        } else {
-            Some(day)
-        };
-        return Ok(day
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|t| t.and_utc()));
-    }
-    datetime(name, Some(text)).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_parameter",
-            format!("`{name}` must be a date (YYYY-MM-DD) or an RFC 3339 date-time"),
-        )
-    })
-}
-
-/// Units, revenue, tax and order count of the active sales lines, by time
-/// bucket and dimension, per currency.
 #[utoipa::path(
-    get, path = "/reports/sales", tag = "queries", params(ReportParams),
+    get, path = "/reports/sales", tag = "queries", params(params::ReportParams),
     responses((status = 200, body = SalesReport), (status = 400, body = ErrorBody), (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody), (status = 403, description = "Authentication is on and the caller lacks the `admin` role", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn sales_report(
     State(state): State<QueryState>,
     Extension(access): Extension<Access>,
-    Query(p): Query<ReportParams>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    use params::report;
     if !access.is_admin() {
         return Err(ApiError::Forbidden(
             "the sales report needs the `admin` role".into(),
         ));
     }
-    let interval = choice(
-        "interval",
-        p.interval.as_deref(),
-        &[
-            ("hour", ReportInterval::Hour),
-            ("day", ReportInterval::Day),
-            ("month", ReportInterval::Month),
-        ],
-    )?;
-    let group_by = choice(
-        "group_by",
-        p.group_by.as_deref(),
-        &[
-            ("product", ReportDimension::Product),
-            ("seller", ReportDimension::Seller),
-            ("currency", ReportDimension::Currency),
-            ("payment_method", ReportDimension::PaymentMethod),
-        ],
-    )?;
-    let status = choice(
-        "status",
-        p.status.as_deref(),
-        &[
-            ("all", ReportStatus::All),
-            ("open", ReportStatus::Open),
-            ("paid", ReportStatus::Paid),
-            ("cancelled", ReportStatus::Cancelled),
-        ],
-    )?
-    .unwrap_or_default();
-    let from = bound("from", p.from.as_deref(), false)?;
-    let to = bound("to", p.to.as_deref(), true)?;
+    let given = Given::new(report::ALL, &query, &headers)?;
+    let interval = given.choice::<ReportInterval>(&report::INTERVAL)?;
+    let group_by = given.choice::<ReportDimension>(&report::GROUP_BY)?;
+    let status = given
+        .choice::<ReportStatus>(&report::STATUS)?
+        .unwrap_or_default();
+    let from = given.bound(&report::FROM, false)?;
+    let to = given.bound(&report::TO, true)?;
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
             return Err(ApiError::bad_request(
@@ -742,12 +563,7 @@ pub async fn sales_report(
             ));
         }
     }
-    let consistency = ConsistencyParams {
-        consistency_token: p.consistency_token,
-    };
-    let fresh = state
-        .freshness(token(&consistency, &headers)?, None, &access)
-        .await?;
+    let fresh = state.freshness(given.consistency_token()?, &access).await?;
     let query = SalesReportQuery {
         interval,
         group_by,

@@ -23,6 +23,7 @@
 //! after `max_lifetime` when set (Lambda): the client reconnects with
 //! `Last-Event-ID`, as `EventSource` does by itself.
 
+use crate::params::{self, Given};
 use crate::{path_id, QueryState};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
@@ -194,19 +195,13 @@ impl Stream for Body {
 
 /// The `Last-Event-ID` a reconnecting client sends: the version it has.
 fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
-    match headers.get("last-event-id") {
-        None => Ok(0),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|v| i64::try_from(*v).is_ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_last_event_id",
-                    "`Last-Event-ID` must be a stream version this API sent: an integer from 0",
-                )
-            }),
+    let given = Given::new(params::live::ALL, &[], headers)?;
+    match given.integer(&params::live::LAST_EVENT_ID) {
+        Ok(version) => Ok(version.unwrap_or(0)),
+        Err(_) => Err(ApiError::bad_request(
+            "invalid_last_event_id",
+            "`Last-Event-ID` must be a stream version this API sent: an integer from 0",
+        )),
     }
 }
 
@@ -215,7 +210,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
     get, path = "/carts/{cart_id}/live", tag = "queries",
     params(
         ("cart_id" = String, Path, format = Uuid),
-        ("Last-Event-ID" = Option<String>, Header, description = "The last version received: the stream resumes after it"),
+        params::LiveParams,
     ),
     responses(
         (status = 200, content_type = "text/event-stream", description = "Server-Sent Events: `event: cart` with `id:` the stream version and `data:` the cart detail (`CartDetail`), one per version in order; comment lines as heartbeats; a last `event: end` with `data: {\"reason\": …}` (`shutdown`, `lifetime`) before the server ends the stream: reconnect with `Last-Event-ID`"),

@@ -8,6 +8,7 @@
 //! client reconnects with `Last-Event-ID`.
 
 use salestrack_platform::health::{self, Dependency};
+use salestrack_platform::Uses;
 use salestrack_query::{router, QueryState};
 use std::time::Duration;
 
@@ -29,12 +30,17 @@ fn live_config(settings: &salestrack_platform::Settings) -> salestrack_query::li
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let (settings, backends) = salestrack_platform::start().await?;
+    let (settings, backends) = salestrack_platform::start(|_| Uses {
+        event_store: true,
+        read_store: true,
+        ..Uses::NOTHING
+    })
+    .await?;
     let health = health::router(backends.clone(), &[Dependency::ReadStore]);
     let state = QueryState {
-        read_store: backends.read_store,
+        read_store: backends.read_store()?,
         // Read only: time travel and history.
-        event_store: backends.event_store,
+        event_store: backends.event_store()?,
         consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
         auth: salestrack_platform::auth::Authenticator::from_settings(&settings)
             .await?

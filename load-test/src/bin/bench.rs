@@ -629,7 +629,7 @@ async fn serve_baseline(addr: &str) -> anyhow::Result<()> {
 }
 
 async fn serve_runner() -> anyhow::Result<()> {
-    let (settings, backends) = salestrack_platform::start()
+    let (settings, backends) = salestrack_platform::start(|_| salestrack_platform::Uses::ALL)
         .await
         .map_err(anyhow::Error::from_boxed)?;
     let listener = tokio::net::TcpListener::bind(settings.http_addr).await?;

@@ -277,7 +277,7 @@ async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(server: Se
     wait_for(&app, &tokens).await;
 
     let es = EsReadStore::new(es_config(&settings)).expect("client");
-    let events = app.backends.event_store.clone();
+    let events = app.backends.event_store().expect("an event store");
     let writes = async {
         // Writes all along the rebuild: new carts and more lines for old ones.
         let (more, more_tokens) = post_lines(&app, 60, 10).await;

@@ -151,11 +151,32 @@ async fn hostile_input_gets_a_specific_answer_and_leaves_nothing_half_written() 
         .to_string()
         .replace("\"quantity\":2", "\"quantity\":1e30");
     cases.push((
-        "a quantity of 1e30",
+        "a quantity of 1e30 (an integer to JSON Schema, out of range)",
         float.into_bytes(),
         StatusCode::BAD_REQUEST,
         "quantity",
+        "out_of_range",
+    ));
+    let cart = CartId(Uuid::new_v4());
+    let fraction = body(cart)
+        .to_string()
+        .replace("\"quantity\":2", "\"quantity\":2.5");
+    cases.push((
+        "a quantity of 2.5",
+        fraction.into_bytes(),
+        StatusCode::BAD_REQUEST,
+        "quantity",
         "wrong_type",
+    ));
+    let cart = CartId(Uuid::new_v4());
+    let mut signed = body(cart);
+    signed["amount"] = json!("-0");
+    cases.push((
+        "money as the string \"-0\" (strings are unsigned decimals)",
+        signed.to_string().into_bytes(),
+        StatusCode::BAD_REQUEST,
+        "amount",
+        "must_not_be_negative",
     ));
     let cart = CartId(Uuid::new_v4());
     let mut negative = body(cart);
@@ -238,12 +259,13 @@ async fn hostile_input_gets_a_specific_answer_and_leaves_nothing_half_written() 
     ));
     let cart = CartId(Uuid::new_v4());
     let mut zero = body(cart);
-    zero["amount"] = json!("-0");
+    // The JSON number -0 is >= 0 (JSON Schema's `minimum: 0` agrees).
+    zero["amount"] = serde_json::from_str("-0").expect("a JSON number");
     zero["discounts"] = json!("0");
     zero["subtotal"] = json!("0");
     let (status, answer) = app.post("/orders", &zero).await;
     assert_eq!(status, StatusCode::ACCEPTED, "-0: {answer}");
-    accepted.push(("money as -0", cart, "amount", json!("0")));
+    accepted.push(("money as the number -0", cart, "amount", json!("0")));
     for (what, at, shown) in [
         ("year 9999", "9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
         (

@@ -89,7 +89,8 @@ async fn a_poison_record_on_the_commands_topic_is_dead_lettered_and_the_cart_goe
     let (cart, order) = new_ids();
     // Same key as the cart, so the same partition, right before a valid command.
     app.backends
-        .producer
+        .producer()
+        .expect("a bus")
         .send(OutboundRecord {
             topic: "sales.commands".into(),
             key: cart.to_string().into_bytes(),
@@ -370,7 +371,8 @@ async fn after_a_small_load_every_operational_metric_is_exposed_with_sane_values
     let app = spawn_app(dir.path().into()).await;
     let cart = CartId(Uuid::new_v4());
     app.backends
-        .producer
+        .producer()
+        .expect("a bus")
         .send(OutboundRecord {
             topic: "sales.commands".into(),
             key: cart.to_string().into_bytes(),

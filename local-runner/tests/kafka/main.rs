@@ -258,7 +258,8 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(on: On
     let cart = CartId(Uuid::new_v4());
     // Straight onto the topic, keyed like the cart: same partition, just before a valid command.
     app.backends
-        .producer
+        .producer()
+        .expect("a bus")
         .send(OutboundRecord {
             topic: settings.commands_topic.clone(),
             key: cart.to_string().into_bytes(),

@@ -375,15 +375,21 @@ async fn many_checkouts_end_in_the_right_state(settings: Settings) {
     let app = spawn_with(settings, backends.clone()).await;
     let view = View {
         http: Http::new(&app.base),
-        ledger: Arc::clone(&backends.payment_ledger),
-        events: Arc::clone(&backends.event_store),
+        ledger: backends.payment_ledger().expect("a ledger"),
+        events: backends.event_store().expect("an event store"),
     };
     let carts: Vec<TestCart> = (0..60).map(TestCart::new).collect();
     let accepted = post_checkouts(&view.http, &carts).await;
     assert_eq!(accepted.len(), carts.len(), "every checkout was accepted");
     let ids: Vec<CartId> = carts.iter().map(|c| c.cart_id).collect();
     wait_until_settled(&view.http, &ids, Duration::from_secs(60)).await;
-    redeliver_payment_requests(&view, backends.producer.as_ref(), &payments_topic, &ids).await;
+    redeliver_payment_requests(
+        &view,
+        backends.producer().expect("a bus").as_ref(),
+        &payments_topic,
+        &ids,
+    )
+    .await;
     let settled = wait_until_settled(&view.http, &ids, Duration::from_secs(10)).await;
     check_outcomes(&view, &carts, &settled).await;
     // The checkout command's status names its cart's outcome.
@@ -530,7 +536,8 @@ async fn a_payment_after_the_deadline_changes_nothing_and_is_refunded() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let charge = loop {
         let charges = backends
-            .payment_ledger
+            .payment_ledger()
+            .expect("a ledger")
             .charges(cart.cart_id)
             .await
             .expect("ledger");
@@ -545,7 +552,8 @@ async fn a_payment_after_the_deadline_changes_nothing_and_is_refunded() {
     };
     assert_eq!(charge.status, ChargeStatus::Succeeded);
     let stream = backends
-        .event_store
+        .event_store()
+        .expect("an event store")
         .read_stream(cart.cart_id)
         .await
         .expect("stream");

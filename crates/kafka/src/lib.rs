@@ -144,8 +144,9 @@ impl KafkaConfig {
                 "AWS_MSK_IAM needs the cluster's region: set SALESTRACK_KAFKA_AWS_REGION or AWS_REGION",
             )
         })?;
+        let signer = msk_iam::MskIam::from_environment(region).map_err(backend_error)?;
         Ok(BusContext {
-            msk_iam: Some(msk_iam::MskIam::new(region)),
+            msk_iam: Some(signer),
         })
     }
 }

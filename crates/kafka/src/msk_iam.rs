@@ -118,7 +118,10 @@ impl MskIam {
     /// `User-Agent` parameter, which is not signed (as the AWS signers do).
     fn presigned_url(&self, time: SystemTime) -> Result<String, String> {
         let endpoint = format!("https://kafka.{}.amazonaws.com/?", self.region);
-        let mut query = form_urlencoded::Serializer::new(endpoint);
+        // The query starts after the `?`: a serializer over the whole URL
+        // would open it with a `&`.
+        let start = endpoint.len();
+        let mut query = form_urlencoded::Serializer::for_suffix(endpoint, start);
         query.append_pair("Action", "kafka-cluster:Connect");
         let unsigned = query.finish();
         let mut settings = SigningSettings::default();

@@ -13,7 +13,8 @@ const KEY_ID: &str = "AKIDSALESTRACKTEST";
 const SECRET: &str = "c2FsZXN0cmFjay10ZXN0LXNlY3JldA";
 const SESSION: &str = "session-token-of-the-lambda-role";
 
-/// The default chain's first source; every test sets the same values.
+/// The keys the signer reads (Lambda puts the role's there); every test
+/// sets the same values.
 fn environment_credentials() {
     std::env::set_var("AWS_ACCESS_KEY_ID", KEY_ID);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);

@@ -240,6 +240,52 @@ fn a_function_refuses_at_start_an_engine_it_was_built_without() {
     );
 }
 
+/// Each function, started on embedded defaults in a data directory of its
+/// own, opens the stores of the ports it uses and no other (README's table
+/// of ports): a store opened for nothing costs init time and, on Lambda,
+/// a session to an engine.
+#[test]
+fn each_function_opens_only_the_stores_of_its_ports() {
+    let expected: [(&str, &[&str]); 5] = [
+        ("command", &["bus"]),
+        ("domain", &["bus", "events"]),
+        ("projector", &["events", "read"]),
+        ("query", &["events", "read"]),
+        ("payment", &["bus", "payments", "read"]),
+    ];
+    for (function, stores) in expected {
+        build(function);
+        let data = tempfile::tempdir().expect("data dir");
+        // Without a Lambda runtime to poll, the binary initialises, logs
+        // so, and exits.
+        let run = Command::new("cargo")
+            .current_dir(functions_dir().join(function))
+            .args(["run", "--quiet", "--bin"])
+            .arg(format!("salestrack-{function}"))
+            .env("SALESTRACK_DATA_DIR", data.path())
+            // The template's setting: the projector publishes no notices.
+            .env("SALESTRACK_PROJECTIONS_TOPIC", "")
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .output()
+            .expect("cargo run");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(said.contains("initialised"), "{function}: {said}");
+        let mut opened: Vec<String> = std::fs::read_dir(data.path())
+            .expect("data dir")
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".sqlite").map(str::to_owned)
+            })
+            .collect();
+        opened.sort();
+        assert_eq!(opened, stores, "the stores {function} opened");
+    }
+}
+
 #[test]
 fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
     if !cargo_lambda_available() {

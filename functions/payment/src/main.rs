@@ -13,9 +13,11 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (settings, backends) = salestrack_platform::start(|_| Uses {
+        bus: true,
+        payment_ledger: true,
         // The timer reads the carts due from the read store.
         read_store: true,
-        ..Uses::ALL
+        ..Uses::NOTHING
     })
     .await?;
     let read_store = backends.read_store()?;

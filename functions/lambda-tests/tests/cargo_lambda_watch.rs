@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Generous: the function is already built (see `build`), but CI machines are shared.
@@ -27,6 +28,19 @@ fn functions_dir() -> PathBuf {
         .parent()
         .expect("functions/")
         .to_path_buf()
+}
+
+/// Every test here runs `cargo build` and `cargo run` on the one target
+/// directory, and each function builds with its own features: run side by
+/// side, one test's builds hold cargo's artifact lock while the other's
+/// `cargo lambda watch` waits on it past `INVOKE_TIMEOUT`. Taken first
+/// thing by each test, so they run one after another.
+fn one_cargo_at_a_time() -> MutexGuard<'static, ()> {
+    static CARGO: Mutex<()> = Mutex::new(());
+    // A failed test poisons the lock; the next one still needs it.
+    CARGO
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn cargo_lambda_available() -> bool {
@@ -197,6 +211,7 @@ fn http(response: &Value) -> (u64, Value) {
 /// on Kafka it refuses to start, saying why, instead of going without.
 #[test]
 fn a_function_refuses_at_start_an_engine_it_was_built_without() {
+    let _cargo = one_cargo_at_a_time();
     let data = tempfile::tempdir().expect("data dir");
     let run = |env: &[(&str, &str)]| {
         Command::new("cargo")
@@ -246,6 +261,7 @@ fn a_function_refuses_at_start_an_engine_it_was_built_without() {
 /// a session to an engine.
 #[test]
 fn each_function_opens_only_the_stores_of_its_ports() {
+    let _cargo = one_cargo_at_a_time();
     let expected: [(&str, &[&str]); 5] = [
         ("command", &["bus"]),
         ("domain", &["bus", "events"]),
@@ -288,6 +304,7 @@ fn each_function_opens_only_the_stores_of_its_ports() {
 
 #[test]
 fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
+    let _cargo = one_cargo_at_a_time();
     if !cargo_lambda_available() {
         assert!(
             std::env::var_os("REQUIRE_CARGO_LAMBDA").is_none(),

@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -198,6 +198,30 @@ fn build(function: &str) {
     assert!(status.success(), "salestrack-{function} does not build");
 }
 
+/// One start of a function with `cargo run` (from its directory, so with
+/// its own features, as the emulator runs it) in `data_dir`, with no Lambda
+/// runtime to poll: it initialises, logs so, and exits.
+fn run_without_runtime(function: &str, data_dir: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new("cargo")
+        .current_dir(functions_dir().join(function))
+        .args(["run", "--quiet", "--bin"])
+        .arg(format!("salestrack-{function}"))
+        .env("SALESTRACK_DATA_DIR", data_dir)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .envs(env.iter().copied())
+        .output()
+        .expect("cargo run")
+}
+
+/// Everything a run printed, standard output then standard error.
+fn printed(run: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    )
+}
+
 /// A function URL response's status and JSON body.
 fn http(response: &Value) -> (u64, Value) {
     let status = response["statusCode"].as_u64().expect("statusCode");
@@ -213,15 +237,7 @@ fn http(response: &Value) -> (u64, Value) {
 fn a_function_refuses_at_start_an_engine_it_was_built_without() {
     let _cargo = one_cargo_at_a_time();
     let data = tempfile::tempdir().expect("data dir");
-    let run = |env: &[(&str, &str)]| {
-        Command::new("cargo")
-            .current_dir(functions_dir().join("projector"))
-            .args(["run", "--quiet", "--bin", "salestrack-projector"])
-            .env("SALESTRACK_DATA_DIR", data.path())
-            .envs(env.iter().copied())
-            .output()
-            .expect("cargo run")
-    };
+    let run = |env: &[(&str, &str)]| run_without_runtime("projector", data.path(), env);
     let refused = run(&[("SALESTRACK_KAFKA_BROKERS", "127.0.0.1:9")]);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "it started: {said}");
@@ -236,11 +252,7 @@ fn a_function_refuses_at_start_an_engine_it_was_built_without() {
         ("SALESTRACK_KAFKA_BROKERS", "127.0.0.1:9"),
         ("SALESTRACK_PROJECTIONS_TOPIC", ""),
     ]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&started.stdout),
-        String::from_utf8_lossy(&started.stderr)
-    );
+    let said = printed(&started);
     assert!(
         !said.contains("built without") && said.contains("initialised"),
         "{said}"
@@ -270,25 +282,14 @@ fn each_function_opens_only_the_stores_of_its_ports() {
         ("payment", &["bus", "payments", "read"]),
     ];
     for (function, stores) in expected {
-        build(function);
         let data = tempfile::tempdir().expect("data dir");
-        // Without a Lambda runtime to poll, the binary initialises, logs
-        // so, and exits.
-        let run = Command::new("cargo")
-            .current_dir(functions_dir().join(function))
-            .args(["run", "--quiet", "--bin"])
-            .arg(format!("salestrack-{function}"))
-            .env("SALESTRACK_DATA_DIR", data.path())
-            // The template's setting: the projector publishes no notices.
-            .env("SALESTRACK_PROJECTIONS_TOPIC", "")
-            .env_remove("AWS_LAMBDA_RUNTIME_API")
-            .output()
-            .expect("cargo run");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&run.stdout),
-            String::from_utf8_lossy(&run.stderr)
+        // The template's setting: the projector publishes no notices.
+        let run = run_without_runtime(
+            function,
+            data.path(),
+            &[("SALESTRACK_PROJECTIONS_TOPIC", "")],
         );
+        let said = printed(&run);
         assert!(said.contains("initialised"), "{function}: {said}");
         let mut opened: Vec<String> = std::fs::read_dir(data.path())
             .expect("data dir")

@@ -6,22 +6,27 @@
 //!   when nothing failed), then the consumer rewinds, so the next poll
 //!   redelivers exactly from the failed records. Handlers are idempotent, so
 //!   what they see again is safe.
-//! - A failed record is retried with exponential backoff, at most
-//!   `max_retry_attempts` times; a permanent failure (poison) is not retried.
-//!   Then it is copied to the dead-letter topic with the error and its source
-//!   position, committed, and its partition moves on.
+//! - A record that failed for a reason retrying may cure (a backend down, a
+//!   timeout) is delivered again with capped exponential backoff, for as
+//!   long as it takes: its partition waits at it, so per-cart order holds and
+//!   nothing is skipped, however long the outage. `/health/ready` names the
+//!   record, the error and how long it has waited.
+//! - Poison (a permanent failure) is not retried: it is copied to the
+//!   dead-letter topic with the error and its source position
+//!   ([`salestrack_msk::DeadLetters`], as the Lambda functions do), and its
+//!   partition moves on at once.
 //! - On shutdown the loop stops polling, lets the batch in flight finish and
 //!   commits what it handled.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::{Context, LambdaEvent};
-use salestrack_core::ports::{BusRecord, Consumer, Producer};
-use salestrack_msk::{BatchResult, RecordFailure};
+use salestrack_core::ports::{BusRecord, Consumer};
+use salestrack_msk::{BatchResult, DeadLetters, RecordFailure};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +53,30 @@ pub struct LoopHealth {
     /// Since when (Unix ms) the group has given this member no partition; 0
     /// while it has some.
     unassigned_since_ms: AtomicI64,
+    /// The record that has waited longest of those failing now.
+    waiting: Mutex<Option<Waiting>>,
+}
+
+/// A record its partition waits at: it failed for a reason retrying may
+/// cure, and is delivered again until it goes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    /// Deliveries that failed so far.
+    pub attempts: u32,
+    /// When (Unix ms) it first failed.
+    pub since_ms: i64,
+    /// The last failure.
+    pub error: String,
+}
+
+impl Waiting {
+    /// How long its partition has waited at it.
+    pub fn waited(&self) -> Duration {
+        since(self.since_ms)
+    }
 }
 
 fn now_ms() -> i64 {
@@ -106,6 +135,17 @@ impl LoopHealth {
         }
     }
 
+    /// The record that has waited longest of those failing now, if any.
+    pub fn waiting(&self) -> Option<Waiting> {
+        self.waiting.lock().map_or(None, |w| w.clone())
+    }
+
+    fn set_waiting(&self, waiting: Option<Waiting>) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = waiting;
+        }
+    }
+
     fn progressed(&self) {
         self.progress_at_ms.store(now_ms(), Ordering::Relaxed);
     }
@@ -158,37 +198,54 @@ pub struct LoopConfig {
     pub name: &'static str,
     pub batch_size: usize,
     pub poll_wait: Duration,
-    pub max_retry_attempts: u32,
+    /// Longest pause between two deliveries of a record that keeps failing
+    /// for a retryable reason (the backoff doubles from 100 ms up to it).
+    pub retry_backoff_max: Duration,
     pub event_source_arn: String,
     pub bootstrap_servers: String,
-    pub dead_letter_topic: String,
-    /// Writes dead letters.
-    pub producer: Arc<dyn Producer>,
+    /// Where poison goes (its `stage` is this loop's name).
+    pub dead_letters: DeadLetters,
 }
 
 /// A (topic, partition).
 type Partition = (String, i64);
 
-/// How often the record a partition is stuck on has failed.
+/// The records partitions wait at, one per partition.
 #[derive(Default)]
-struct Attempts(HashMap<Partition, (i64, u32)>);
+struct Attempts(HashMap<Partition, Waiting>);
 
 impl Attempts {
     /// Counts one more failure of this record and returns the total.
     fn record(&mut self, f: &RecordFailure) -> u32 {
-        let entry = self
-            .0
-            .entry((f.topic.clone(), f.partition))
-            .or_insert((f.offset, 0));
-        if entry.0 != f.offset {
-            *entry = (f.offset, 0);
+        let key = (f.topic.clone(), f.partition);
+        let entry = self.0.entry(key).or_insert_with(|| Waiting {
+            topic: f.topic.clone(),
+            partition: f.partition,
+            offset: f.offset,
+            attempts: 0,
+            since_ms: now_ms(),
+            error: String::new(),
+        });
+        if entry.offset != f.offset {
+            *entry = Waiting {
+                offset: f.offset,
+                attempts: 0,
+                since_ms: now_ms(),
+                ..entry.clone()
+            };
         }
-        entry.1 += 1;
-        entry.1
+        entry.attempts += 1;
+        entry.error.clone_from(&f.error);
+        entry.attempts
     }
 
     fn clear(&mut self, partition: &Partition) {
         self.0.remove(partition);
+    }
+
+    /// The record that has waited longest.
+    fn longest(&self) -> Option<&Waiting> {
+        self.0.values().min_by_key(|w| w.since_ms)
     }
 }
 
@@ -224,6 +281,9 @@ pub async fn run<H, Fut, R>(
             Ok(records) if records.is_empty() => {
                 // Nothing to redeliver: no record is failing, none is waiting.
                 health.failing.store(false, Ordering::Relaxed);
+                attempts.0.clear();
+                health.set_waiting(None);
+                metrics::gauge!("salestrack_consumer_waiting_seconds", "consumer" => config.name).set(0.0);
                 health.record_age_ms.store(0, Ordering::Relaxed);
                 if health.lag_records() == 0 {
                     health.progressed();
@@ -268,7 +328,7 @@ pub async fn run<H, Fut, R>(
         metrics::histogram!("salestrack_consumer_batch_records", "consumer" => config.name)
             .record(records.len() as f64);
 
-        let settled = settle(&config, &batch, &result.failures, &mut attempts).await;
+        let settled = settle(&config, &batch, result.failures, &mut attempts).await;
         let done: Vec<BusRecord> = records.into_iter().filter(|r| settled.is_done(r)).collect();
         for r in &done {
             let partition = (r.topic.clone(), i64::from(r.partition));
@@ -276,6 +336,10 @@ pub async fn run<H, Fut, R>(
                 attempts.clear(&partition);
             }
         }
+        let longest = attempts.longest().cloned();
+        metrics::gauge!("salestrack_consumer_waiting_seconds", "consumer" => config.name)
+            .set(longest.as_ref().map_or(0.0, |w| w.waited().as_secs_f64()));
+        health.set_waiting(longest);
         if !done.is_empty() {
             health.progressed();
             metrics::counter!("salestrack_consumer_records_total", "consumer" => config.name)
@@ -292,10 +356,10 @@ pub async fn run<H, Fut, R>(
         health
             .failing
             .store(settled.retry_in.is_some(), Ordering::Relaxed);
-        if result.failures.is_empty() {
+        if settled.stop_at.is_empty() {
             continue;
         }
-        // Back to the committed positions: the failed records come first.
+        // Back to the committed positions: the records to deliver again come first.
         if let Err(e) = consumer.rewind().await {
             tracing::error!(consumer = config.name, error = %e, "rewind failed");
         }
@@ -309,11 +373,12 @@ pub async fn run<H, Fut, R>(
     tracing::info!(consumer = config.name, "consumer loop stopped");
 }
 
-/// Where each failed partition stands after a batch.
+/// Where each partition that did not get through its batch stands.
 struct Settled {
-    /// Per failed partition: the first offset not done.
+    /// Per such partition: the first offset not done.
     stop_at: HashMap<Partition, i64>,
-    /// Set when a record will be retried: how long to wait first.
+    /// Set when a record waits on a retryable failure: how long to pause
+    /// before delivering it again.
     retry_in: Option<Duration>,
 }
 
@@ -325,36 +390,44 @@ impl Settled {
     }
 }
 
-/// Decides, for each failed record, between retrying it and dead-lettering it.
+/// Dead-letters the batch's poison, and counts and schedules the retry of
+/// every record that failed for a retryable reason: it waits, however many
+/// attempts that takes.
 async fn settle(
     config: &LoopConfig,
     batch: &KafkaEvent,
-    failures: &[RecordFailure],
+    failures: Vec<RecordFailure>,
     attempts: &mut Attempts,
 ) -> Settled {
+    for failure in &failures {
+        metrics::counter!("salestrack_consumer_record_failures_total", "consumer" => config.name,
+            "retryable" => if failure.retryable { "true" } else { "false" })
+        .increment(1);
+    }
+    let diverted = config.dead_letters.divert(batch, failures).await;
+    if !diverted.dead_lettered.is_empty() {
+        metrics::counter!("salestrack_consumer_dead_lettered_total", "consumer" => config.name)
+            .increment(diverted.dead_lettered.len() as u64);
+    }
     let mut settled = Settled {
         stop_at: HashMap::new(),
         retry_in: None,
     };
-    for failure in failures {
+    for failure in &diverted.waiting {
         let attempt = attempts.record(failure);
-        metrics::counter!("salestrack_consumer_record_failures_total", "consumer" => config.name,
-            "retryable" => if failure.retryable { "true" } else { "false" })
-        .increment(1);
-        let give_up = !failure.retryable || attempt > config.max_retry_attempts;
-        let mut stop = failure.offset;
-        if give_up && dead_letter(config, batch, failure, attempt).await {
-            stop += 1;
-            attempts.clear(&(failure.topic.clone(), failure.partition));
-        } else {
-            let delay = backoff(attempt);
-            settled.retry_in = Some(settled.retry_in.map_or(delay, |d| d.min(delay)));
-            tracing::warn!(consumer = config.name, topic = %failure.topic, partition = failure.partition,
-                offset = failure.offset, attempt, retry_in = ?delay, error = %failure.error, "record failed; retrying");
-        }
+        let delay = backoff(attempt).min(config.retry_backoff_max);
+        settled.retry_in = Some(settled.retry_in.map_or(delay, |d| d.min(delay)));
+        tracing::warn!(consumer = config.name, topic = %failure.topic, partition = failure.partition,
+            offset = failure.offset, attempt, retry_in = ?delay, error = %failure.error,
+            "record failed; its partition waits for it");
+    }
+    for failure in &diverted.dead_lettered {
+        attempts.clear(&(failure.topic.clone(), failure.partition));
+    }
+    for failure in diverted.redeliver_from() {
         settled
             .stop_at
-            .insert((failure.topic.clone(), failure.partition), stop);
+            .insert((failure.topic.clone(), failure.partition), failure.offset);
     }
     settled
 }
@@ -364,49 +437,6 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100)
         .saturating_mul(1 << attempt.saturating_sub(1).min(7))
         .min(Duration::from_secs(10))
-}
-
-/// Copies the failed record to the dead-letter topic; false if that failed
-/// too (the record then stays where it is and is retried).
-async fn dead_letter(
-    config: &LoopConfig,
-    batch: &KafkaEvent,
-    failure: &RecordFailure,
-    attempts: u32,
-) -> bool {
-    let key = format!("{}-{}", failure.topic, failure.partition);
-    let Some(record) = batch
-        .records
-        .get(&key)
-        .and_then(|rs| rs.iter().find(|r| r.offset == failure.offset))
-    else {
-        tracing::error!(
-            consumer = config.name,
-            ?failure,
-            "the handler named a record that is not in the batch"
-        );
-        return false;
-    };
-    let letter = salestrack_msk::dead_letter(
-        record,
-        &config.dead_letter_topic,
-        config.name,
-        &failure.error,
-    );
-    match config.producer.send(letter).await {
-        Ok(_) => {
-            metrics::counter!("salestrack_consumer_dead_lettered_total", "consumer" => config.name)
-                .increment(1);
-            tracing::warn!(consumer = config.name, topic = %failure.topic, partition = failure.partition,
-                offset = failure.offset, attempts, retryable = failure.retryable, error = %failure.error,
-                "record dead-lettered; its partition moves on");
-            true
-        }
-        Err(e) => {
-            tracing::error!(consumer = config.name, error = %e, "could not write the dead letter; retrying the record");
-            false
-        }
-    }
 }
 
 /// Sleeps unless shutdown comes first; true if the full delay passed.
@@ -437,6 +467,7 @@ mod tests {
         assert_eq!(attempts.record(&failure(5)), 1);
         assert_eq!(attempts.record(&failure(5)), 2);
         assert_eq!(attempts.record(&failure(6)), 1);
+        assert_eq!(attempts.longest().map(|w| w.offset), Some(6));
         attempts.clear(&("t".into(), 0));
         assert_eq!(attempts.record(&failure(6)), 1);
     }
@@ -446,7 +477,7 @@ mod tests {
     /// stalled any more.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_loop_that_cannot_commit_says_how_long_it_has_stalled() {
-        use salestrack_core::ports::OutboundRecord;
+        use salestrack_core::ports::{OutboundRecord, Producer};
         let dir = tempfile::tempdir().expect("tempdir");
         let bus =
             salestrack_embedded::EmbeddedBus::open(&dir.path().join("bus.sqlite"), 1).expect("bus");
@@ -462,11 +493,14 @@ mod tests {
             name: "test",
             batch_size: 10,
             poll_wait: Duration::from_millis(20),
-            max_retry_attempts: 1_000,
+            retry_backoff_max: Duration::from_millis(50),
             event_source_arn: "arn:test".into(),
             bootstrap_servers: "embedded".into(),
-            dead_letter_topic: "dlq".into(),
-            producer: Arc::new(bus.clone()),
+            dead_letters: DeadLetters {
+                producer: Arc::new(bus.clone()),
+                topic: "dlq".into(),
+                stage: "test",
+            },
         };
         let healed = Arc::new(AtomicBool::new(false));
         let handler = {
@@ -516,10 +550,16 @@ mod tests {
         });
         assert_eq!(health.lag_records(), 1);
         assert_eq!(health.unassigned_for(), None, "it owns its partition");
+        let waiting = health.waiting().expect("a record waits");
+        assert_eq!((waiting.topic.as_str(), waiting.offset), ("t", 0));
+        assert!(waiting.attempts > 1, "{waiting:?}");
+        assert_eq!(waiting.error, "the store times out");
+        assert!(waiting.waited() > Duration::from_millis(500), "{waiting:?}");
 
         healed.store(true, Ordering::Relaxed);
         until("moving again", &|| health.stalled_for().is_none());
         assert_eq!(health.records(), 1);
+        assert_eq!(health.waiting(), None);
         shutdown.cancel();
         running.await.expect("loop");
     }

@@ -32,14 +32,17 @@ struct HealthState {
     loops: Loops,
     max_projection_lag: Duration,
     max_stall: Duration,
+    max_record_wait: Duration,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ready`; `degraded` (serving, but the projection lags more than its
-    /// threshold, or a consumer loop has had no partition or no progress for
-    /// longer than its threshold); `not_ready` (a dependency or a consumer
-    /// loop is down).
+    /// `ready`; `degraded` (taking orders, but the event store or the read
+    /// store is unavailable, a record has waited on a retryable failure, the
+    /// projection lags, or a consumer loop has had no partition or no
+    /// progress, for longer than its threshold); `not_ready` (the bus is
+    /// unavailable, so no order can be accepted, or a consumer loop is
+    /// down).
     pub status: &'static str,
     /// Why the status is not `ready`, one sentence per cause.
     pub reasons: Vec<String>,
@@ -76,6 +79,36 @@ pub struct ConsumerState {
     /// How long the group has given it no partition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unassigned_ms: Option<u64>,
+    /// The record that has waited longest on a retryable failure; its
+    /// partition waits at it, and it is never dead-lettered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingRecord>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WaitingRecord {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    /// Deliveries that failed so far.
+    pub attempts: u32,
+    /// Since its first failure.
+    pub waited_ms: u64,
+    /// The last failure, naming the backend.
+    pub error: String,
+}
+
+impl From<crate::consumer::Waiting> for WaitingRecord {
+    fn from(w: crate::consumer::Waiting) -> Self {
+        WaitingRecord {
+            waited_ms: millis(w.waited()),
+            topic: w.topic,
+            partition: w.partition,
+            offset: w.offset,
+            attempts: w.attempts,
+            error: w.error,
+        }
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -93,6 +126,7 @@ impl From<&LoopHealth> for ConsumerState {
             lag_records: h.lag_records(),
             stalled_ms: h.stalled_for().map(millis),
             unassigned_ms: h.unassigned_for().map(millis),
+            waiting: h.waiting().map(WaitingRecord::from),
         }
     }
 }
@@ -104,7 +138,7 @@ impl From<&LoopHealth> for ConsumerState {
         description = "Event-sourced sales tracking: commands in, read models out."
     ),
     paths(live, ready),
-    components(schemas(Readiness, Check, ConsumerState))
+    components(schemas(Readiness, Check, ConsumerState, WaitingRecord))
 )]
 struct RunnerApi;
 
@@ -228,6 +262,7 @@ pub fn app(
             loops,
             max_projection_lag: Duration::from_millis(settings.ready_max_projection_lag_ms),
             max_stall: Duration::from_millis(settings.ready_max_stall_ms),
+            max_record_wait: Duration::from_millis(settings.ready_max_record_wait_ms),
         })
         .route(
             "/openapi.json",
@@ -295,10 +330,14 @@ async fn live() -> impl IntoResponse {
     Json(serde_json::json!({"status": "live"}))
 }
 
-/// Each dependency answers (with its latency or error), both consumer loops
+/// Each dependency answers (with its latency or error), the consumer loops
 /// run, and the projection is within its lag threshold; `degraded` (and why)
-/// if not, or if a loop has had no partition, or work without progress, for
-/// longer than its threshold: a consumer that is stuck must not look healthy.
+/// if not, or if a loop has had no partition, work without progress, or a
+/// record waiting on a retryable failure, for longer than its threshold: a
+/// consumer that is stuck must not look healthy. Only a bus that is down
+/// (no order can be accepted) or a stopped loop make it `not_ready` (`503`):
+/// while the event store or the read store is down, orders are still
+/// accepted and wait on the bus, so the runner must stay in service.
 #[utoipa::path(
     get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness))
@@ -337,6 +376,20 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
                 d.as_secs()
             ));
         }
+        if let Some(w) = health
+            .waiting()
+            .filter(|w| w.waited() > state.max_record_wait)
+        {
+            reasons.push(format!(
+                "the {name} consumer has waited {} s ({} deliveries) at {} partition {} offset {}: {}",
+                w.waited().as_secs(),
+                w.attempts,
+                w.topic,
+                w.partition,
+                w.offset,
+                w.error
+            ));
+        }
         if let Some(d) = health.stalled_for().filter(|d| *d > state.max_stall) {
             reasons.push(format!(
                 "the {name} consumer has had {} records waiting without committing any for {} s",
@@ -357,7 +410,7 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
             millis(state.max_projection_lag)
         ));
     }
-    let up = bus.ok() && event_store.ok() && read_store.ok() && running;
+    let up = bus.ok() && running;
     let status = match (up, reasons.is_empty()) {
         (false, _) => "not_ready",
         (true, false) => "degraded",

@@ -299,11 +299,14 @@ pub async fn run(
         name,
         batch_size: settings.batch_size,
         poll_wait: Duration::from_millis(settings.poll_wait_ms),
-        max_retry_attempts: settings.max_retry_attempts,
+        retry_backoff_max: Duration::from_millis(settings.retry_backoff_max_ms.max(1)),
         event_source_arn: backends.event_source_arn().into(),
         bootstrap_servers: backends.bootstrap_servers().into(),
-        dead_letter_topic: topics.dead_letter.clone(),
-        producer: Arc::clone(&ports.producer),
+        dead_letters: salestrack_msk::DeadLetters {
+            producer: Arc::clone(&ports.producer),
+            topic: topics.dead_letter.clone(),
+            stage: name,
+        },
     };
 
     let hosts = Hosted::parse(&settings.consumers).map_err(std::io::Error::other)?;

@@ -14,6 +14,9 @@ use salestrack_core::ports::BusRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+pub mod dead_letter;
+pub use dead_letter::{dead_letter_headers, letter as dead_letter, DeadLetter, DeadLetters, Diverted};
+
 /// The `eventSource` Lambda puts on MSK batches.
 pub const EVENT_SOURCE: &str = "aws:kafka";
 
@@ -630,49 +633,5 @@ mod tests {
         let mut record = kafka_record(&bus_record(0, 0));
         record.value = None;
         assert_eq!(Record::from_kafka(&record), Err(RecordError::MissingValue));
-    }
-}
-
-/// Headers a dead-lettered record carries, besides its original ones.
-pub mod dead_letter_headers {
-    pub const ERROR: &str = "salestrack-dlq-error";
-    pub const STAGE: &str = "salestrack-dlq-stage";
-    pub const SOURCE_TOPIC: &str = "salestrack-dlq-source-topic";
-    pub const SOURCE_PARTITION: &str = "salestrack-dlq-source-partition";
-    pub const SOURCE_OFFSET: &str = "salestrack-dlq-source-offset";
-}
-
-/// The dead-letter copy of a record that failed for good: the original key,
-/// value and headers, plus why (`error`), where (`stage`) and where from.
-pub fn dead_letter(
-    r: &KafkaRecord,
-    topic: &str,
-    stage: &str,
-    error: &dyn std::fmt::Display,
-) -> salestrack_core::ports::OutboundRecord {
-    use dead_letter_headers as h;
-    let (key, value) = raw_key_and_value(r);
-    let mut headers = headers(r);
-    headers.extend([
-        (h::ERROR.to_owned(), error.to_string().into_bytes()),
-        (h::STAGE.to_owned(), stage.as_bytes().to_vec()),
-        (
-            h::SOURCE_TOPIC.to_owned(),
-            r.topic.clone().unwrap_or_default().into_bytes(),
-        ),
-        (
-            h::SOURCE_PARTITION.to_owned(),
-            r.partition.to_string().into_bytes(),
-        ),
-        (
-            h::SOURCE_OFFSET.to_owned(),
-            r.offset.to_string().into_bytes(),
-        ),
-    ]);
-    salestrack_core::ports::OutboundRecord {
-        topic: topic.to_owned(),
-        key,
-        value,
-        headers,
     }
 }

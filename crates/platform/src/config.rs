@@ -74,10 +74,11 @@ pub struct Settings {
     pub batch_size: usize,
     /// How long an idle consumer waits for records before polling again.
     pub poll_wait_ms: u64,
-    /// Redeliveries of a record that keeps failing before it is dead-lettered
-    /// (the event source mapping's MaximumRetryAttempts). Poison is
-    /// dead-lettered at once.
-    pub max_retry_attempts: u32,
+    /// Longest pause between two deliveries of a record that keeps failing
+    /// for a retryable reason. Such a record is never dead-lettered: its
+    /// partition waits for it however long it takes (poison is
+    /// dead-lettered at once).
+    pub retry_backoff_max_ms: u64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// API requests served at once; beyond it a request is answered `503`
@@ -90,6 +91,9 @@ pub struct Settings {
     /// `/health/ready` says `degraded` when a consumer loop has had no
     /// partition, or has had work without committing any, for longer.
     pub ready_max_stall_ms: u64,
+    /// `/health/ready` says `degraded`, naming the record and its error,
+    /// when a record has waited longer on a retryable failure.
+    pub ready_max_record_wait_ms: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// OTLP/HTTP collector (`http://host:4318`) to export spans to; unset: none.
@@ -229,12 +233,13 @@ impl Default for Settings {
             payment_sweep_ms: 1_000,
             batch_size: 100,
             poll_wait_ms: 500,
-            max_retry_attempts: 10,
+            retry_backoff_max_ms: 10_000,
             max_body_bytes: 64 * 1024,
             http_max_in_flight: 1024,
             consistency_wait_ms: 5_000,
             ready_max_projection_lag_ms: 30_000,
             ready_max_stall_ms: 60_000,
+            ready_max_record_wait_ms: 10_000,
             log_format: LogFormat::Text,
             otlp_endpoint: None,
             kafka_brokers: String::new(),

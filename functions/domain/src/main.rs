@@ -1,5 +1,6 @@
 //! The domain function on AWS Lambda (MSK event source on the commands topic).
 
+use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use salestrack_core::ports::SystemClock;
 use salestrack_domain::{handler, Deps};
@@ -22,11 +23,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         topics: settings.topics(),
         payment_timeout: std::time::Duration::from_millis(settings.payment_timeout_ms),
     };
-    let deps = &deps;
+    let dead_letters = salestrack_msk::DeadLetters {
+        producer: deps.producer.clone(),
+        topic: deps.topics.dead_letter.clone(),
+        stage: "domain",
+    };
+    let (deps, dead_letters) = (&deps, &dead_letters);
     // Failed records go back as a partial-batch response, never as an error:
-    // the event source mapping redelivers from them (ReportBatchItemFailures).
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
-        Ok::<_, std::convert::Infallible>(handler(event, deps).await.response())
+    // the event source mapping (unlimited retries) delivers a retryable one
+    // again; poison is dead-lettered here and its partition moves on.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
+        let batch = event.payload.clone();
+        let failures = handler(event, deps).await.failures;
+        Ok::<_, std::convert::Infallible>(dead_letters.lambda_response(&batch, failures).await)
     }))
     .await
 }

@@ -229,44 +229,6 @@ fn http(response: &Value) -> (u64, Value) {
     (status, serde_json::from_str(body).expect("JSON body"))
 }
 
-/// Each function is built with the clients of the engines it reaches only
-/// (as `cargo lambda build -p` builds it): the projector links no Kafka
-/// client, so when its settings would have it publish projection notices
-/// on Kafka it refuses to start, saying why, instead of going without.
-#[test]
-fn a_function_refuses_at_start_an_engine_it_was_built_without() {
-    let _cargo = one_cargo_at_a_time();
-    let data = tempfile::tempdir().expect("data dir");
-    let run = |env: &[(&str, &str)]| run_without_runtime("projector", data.path(), env);
-    let refused = run(&[("SALESTRACK_KAFKA_BROKERS", "127.0.0.1:9")]);
-    let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "it started: {said}");
-    assert!(
-        said.contains("built without the Kafka client"),
-        "another failure: {said}"
-    );
-    // Without projection notices it has no use for a bus: the same
-    // setting is then left alone, and no bus file is opened (the run then
-    // fails only for want of a Lambda runtime to poll).
-    let started = run(&[
-        ("SALESTRACK_KAFKA_BROKERS", "127.0.0.1:9"),
-        ("SALESTRACK_PROJECTIONS_TOPIC", ""),
-    ]);
-    let said = printed(&started);
-    assert!(
-        !said.contains("built without") && said.contains("initialised"),
-        "{said}"
-    );
-    let files: Vec<_> = std::fs::read_dir(data.path())
-        .expect("data dir")
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .collect();
-    assert!(
-        !files.iter().any(|f| f.to_string_lossy().starts_with("bus")),
-        "the projector opened a bus: {files:?}"
-    );
-}
-
 /// Each function, started on embedded defaults in a data directory of its
 /// own, opens the stores of the ports it uses and no other (README's table
 /// of ports): a store opened for nothing costs init time and, on Lambda,
@@ -277,7 +239,7 @@ fn each_function_opens_only_the_stores_of_its_ports() {
     let expected: [(&str, &[&str]); 5] = [
         ("command", &["bus"]),
         ("domain", &["bus", "events"]),
-        ("projector", &["events", "read"]),
+        ("projector", &["bus", "events", "read"]),
         ("query", &["events", "read"]),
         ("payment", &["bus", "payments", "read"]),
     ];

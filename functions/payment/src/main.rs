@@ -31,7 +31,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             delay: Duration::from_millis(settings.payment_delay_ms),
         },
     };
-    let (deps, read_store) = (&deps, &read_store);
+    let dead_letters = salestrack_msk::DeadLetters {
+        producer: deps.producer.clone(),
+        topic: deps.topics.dead_letter.clone(),
+        stage: "payment",
+    };
+    let (deps, read_store, dead_letters) = (&deps, &read_store, &dead_letters);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let (payload, context) = event.into_parts();
         // The schedule's EventBridge event: run the saga's timer.
@@ -46,10 +51,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             return Ok::<_, lambda_runtime::Error>(json!({ "expired": sent }));
         }
         // Otherwise an MSK batch. Failed records go back as a partial-batch
-        // response, never as an error (ReportBatchItemFailures).
+        // response, never as an error (ReportBatchItemFailures): the event
+        // source mapping (unlimited retries) delivers a retryable one again;
+        // poison is dead-lettered here and its partition moves on.
         let batch: KafkaEvent = serde_json::from_value(payload)?;
-        let result = handler(LambdaEvent::new(batch, context), deps).await;
-        Ok(serde_json::to_value(result.response())?)
+        let failures = handler(LambdaEvent::new(batch.clone(), context), deps)
+            .await
+            .failures;
+        let response = dead_letters.lambda_response(&batch, failures).await;
+        Ok(serde_json::to_value(response)?)
     }))
     .await
 }

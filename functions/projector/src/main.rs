@@ -1,15 +1,16 @@
 //! The projector function on AWS Lambda (MSK event sources on the events and outcomes topics).
 
+use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use salestrack_platform::Uses;
 use salestrack_projector::{handler, Deps};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let (settings, backends) = salestrack_platform::start(|settings| Uses {
-        // For the projection notices, when a topic is set for them (the
-        // template sets none: then no bus is opened).
-        bus: !settings.projections_topic.trim().is_empty(),
+    let (settings, backends) = salestrack_platform::start(|_| Uses {
+        // For its dead letters, and the projection notices when a topic is
+        // set for them (the template sets none).
+        bus: true,
         event_store: true,
         read_store: true,
         ..Uses::NOTHING
@@ -22,11 +23,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         topics: settings.topics(),
         feed,
     };
-    let deps = &deps;
+    let dead_letters = salestrack_msk::DeadLetters {
+        producer: backends.producer()?,
+        topic: deps.topics.dead_letter.clone(),
+        stage: "projector",
+    };
+    let (deps, dead_letters) = (&deps, &dead_letters);
     // Failed records go back as a partial-batch response, never as an error:
-    // the event source mapping redelivers from them (ReportBatchItemFailures).
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
-        Ok::<_, std::convert::Infallible>(handler(event, deps).await.response())
+    // the event source mapping (unlimited retries) delivers a retryable one
+    // again; poison is dead-lettered here and its partition moves on.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
+        let batch = event.payload.clone();
+        let failures = handler(event, deps).await.failures;
+        Ok::<_, std::convert::Infallible>(dead_letters.lambda_response(&batch, failures).await)
     }))
     .await
 }

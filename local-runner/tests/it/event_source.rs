@@ -18,8 +18,6 @@ const DLQ: &str = "dlq";
 enum Script {
     /// Fails, retryably, on the first `n` deliveries.
     FailTimes(u32),
-    /// Always fails, retryably.
-    AlwaysFail,
     /// Poison.
     Permanent,
 }
@@ -67,11 +65,14 @@ impl Harness {
             name: "test",
             batch_size: 10,
             poll_wait: Duration::from_millis(20),
-            max_retry_attempts: 2,
+            retry_backoff_max: Duration::from_millis(5),
             event_source_arn: "arn:test".into(),
             bootstrap_servers: "test".into(),
-            dead_letter_topic: DLQ.into(),
-            producer: Arc::new(self.bus.clone()),
+            dead_letters: salestrack_msk::DeadLetters {
+                producer: Arc::new(self.bus.clone()),
+                topic: DLQ.into(),
+                stage: "test",
+            },
         };
         let handler = {
             let handled = Arc::clone(&handled);
@@ -93,7 +94,6 @@ impl Harness {
                         };
                         let fail = match script.get(&record.offset) {
                             Some(Script::FailTimes(times)) => (n <= *times).then_some(true),
-                            Some(Script::AlwaysFail) => Some(true),
                             Some(Script::Permanent) => Some(false),
                             None => None,
                         };
@@ -213,15 +213,43 @@ async fn poison_is_dead_lettered_at_once_with_its_reason_and_the_partition_moves
     assert!(h.committed_everything().await);
 }
 
+/// The runner used to give up on a record after 10 redeliveries (about
+/// 43 s of backoff) and dead-letter it even when the failure was retryable:
+/// an outage longer than that lost accepted commands. 200 failed deliveries
+/// (the backoff made short here, so that it takes a second) are 20 times
+/// that budget: the record is still delivered again, never dead-lettered,
+/// and the records behind it wait for it.
 #[tokio::test]
-async fn a_record_that_keeps_failing_is_dead_lettered_after_the_retry_limit() {
+async fn a_retryable_failure_is_never_dead_lettered_however_often_it_fails() {
     let h = harness();
     h.produce(3).await;
-    let (handled, deliveries) = h.run(HashMap::from([(1, Script::AlwaysFail)]), 2).await;
-    assert_eq!(handled, vec![0, 2]);
-    assert_eq!(deliveries[&1], 3, "the first delivery and 2 retries");
+    let (handled, deliveries) = h.run(HashMap::from([(1, Script::FailTimes(200))]), 3).await;
+    assert_eq!(handled, vec![0, 1, 2], "in order, each once");
+    assert_eq!(deliveries[&1], 201, "200 failures, then it went through");
+    assert_eq!(deliveries[&2], 1, "the record behind it waited");
+    assert!(h.dead_letters().await.is_empty());
+    assert!(h.committed_everything().await);
+}
+
+/// Poison behind poison, and poison as a partition's last record of a
+/// batch: each goes to the dead-letter topic once, nothing else does.
+#[tokio::test]
+async fn poison_after_poison_and_at_the_end_of_a_batch_is_dead_lettered_once_each() {
+    let h = harness();
+    h.produce(12).await;
+    let script = HashMap::from([
+        (1, Script::Permanent),
+        (2, Script::Permanent),
+        (9, Script::Permanent),
+    ]);
+    let (handled, deliveries) = h.run(script, 9).await;
+    assert_eq!(handled, vec![0, 3, 4, 5, 6, 7, 8, 10, 11]);
+    assert!(deliveries.values().all(|n| *n == 1), "{deliveries:?}");
     let dead = h.dead_letters().await;
-    assert_eq!(dead.len(), 1, "dead-lettered once, after 1 + 2 retries");
-    assert_eq!(header(&dead[0], "salestrack-dlq-source-offset"), "1");
+    let offsets: Vec<&str> = dead
+        .iter()
+        .map(|r| header(r, "salestrack-dlq-source-offset"))
+        .collect();
+    assert_eq!(offsets, vec!["1", "2", "9"]);
     assert!(h.committed_everything().await);
 }

@@ -283,7 +283,8 @@ pub async fn run<H, Fut, R>(
                 health.failing.store(false, Ordering::Relaxed);
                 attempts.0.clear();
                 health.set_waiting(None);
-                metrics::gauge!("salestrack_consumer_waiting_seconds", "consumer" => config.name).set(0.0);
+                metrics::gauge!("salestrack_consumer_waiting_seconds", "consumer" => config.name)
+                    .set(0.0);
                 health.record_age_ms.store(0, Ordering::Relaxed);
                 if health.lag_records() == 0 {
                     health.progressed();

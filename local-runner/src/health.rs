@@ -234,6 +234,14 @@ pub fn app(
     auth: Option<Arc<salestrack_platform::auth::Authenticator>>,
     streams: Arc<salestrack_query::live::Live>,
 ) -> Router {
+    let admin = crate::redrive::router(
+        crate::redrive::DeadLetterTopic {
+            backends: backends.clone(),
+            producer: Arc::clone(&ports.producer),
+            topic: settings.dead_letter_topic.clone(),
+        },
+        auth.clone(),
+    );
     let command = salestrack_command::router(salestrack_command::CommandState {
         producer: Arc::clone(&ports.producer),
         clock,
@@ -278,6 +286,7 @@ pub fn app(
     ));
     let api = command
         .merge(query)
+        .merge(admin)
         .layer(axum::middleware::from_fn_with_state(in_flight, shed));
     own.merge(api)
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })

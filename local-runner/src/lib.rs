@@ -16,6 +16,7 @@
 
 pub mod consumer;
 pub mod health;
+pub mod redrive;
 pub mod web;
 
 use consumer::{LoopConfig, LoopHealth};

@@ -28,15 +28,9 @@ pub mod dead_letter_headers {
     /// (`topic/partition/offset`).
     pub const REDRIVEN_FROM: &str = "salestrack-redriven-from";
 
-    /// Every header this module adds: a redrive takes them off again.
-    pub const ALL: [&str; 6] = [
-        ERROR,
-        STAGE,
-        SOURCE_TOPIC,
-        SOURCE_PARTITION,
-        SOURCE_OFFSET,
-        REDRIVEN_FROM,
-    ];
+    /// The headers of a letter: a redrive takes them off again (and a
+    /// letter of a record that was redriven replaces them).
+    pub const LETTER: [&str; 5] = [ERROR, STAGE, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET];
 }
 
 /// The dead-letter copy of a record that can never succeed: the original
@@ -51,7 +45,7 @@ pub fn letter(
     use dead_letter_headers as h;
     let (key, value) = raw_key_and_value(r);
     let mut headers = headers(r);
-    headers.retain(|(name, _)| !h::ALL.contains(&name.as_str()));
+    headers.retain(|(name, _)| !h::LETTER.contains(&name.as_str()));
     headers.extend([
         (h::ERROR.to_owned(), error.to_string().into_bytes()),
         (h::STAGE.to_owned(), stage.as_bytes().to_vec()),
@@ -152,7 +146,11 @@ impl DeadLetters {
                 continue;
             }
             let Some(record) = record_at(batch, &failure) else {
-                tracing::error!(stage = self.stage, ?failure, "the handler named a record that is not in the batch");
+                tracing::error!(
+                    stage = self.stage,
+                    ?failure,
+                    "the handler named a record that is not in the batch"
+                );
                 diverted.waiting.push(RecordFailure {
                     retryable: true,
                     ..failure
@@ -168,7 +166,10 @@ impl DeadLetters {
                     offset = failure.offset, error = %e, "could not write the dead letter; the record waits");
                 diverted.waiting.push(RecordFailure {
                     retryable: true,
-                    error: format!("{} (and its dead letter could not be written: {e})", failure.error),
+                    error: format!(
+                        "{} (and its dead letter could not be written: {e})",
+                        failure.error
+                    ),
                     ..failure
                 });
                 continue;
@@ -250,7 +251,8 @@ pub struct DeadLetter {
     pub source_partition: i64,
     pub source_offset: i64,
     /// The original record: key (the cart, for every salestrack topic),
-    /// value and headers.
+    /// value and headers (with `salestrack-redriven-from` if it was itself
+    /// a redrive).
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -304,7 +306,7 @@ impl DeadLetter {
             headers: r
                 .headers
                 .iter()
-                .filter(|(k, _)| !h::ALL.contains(&k.as_str()))
+                .filter(|(k, _)| !h::LETTER.contains(&k.as_str()))
                 .cloned()
                 .collect(),
         })
@@ -327,6 +329,7 @@ impl DeadLetter {
     /// or a record that was meanwhile applied, changes nothing.
     pub fn redrive(&self) -> OutboundRecord {
         let mut headers = self.headers.clone();
+        headers.retain(|(name, _)| name != dead_letter_headers::REDRIVEN_FROM);
         headers.push((
             dead_letter_headers::REDRIVEN_FROM.to_owned(),
             self.id().into_bytes(),
@@ -487,7 +490,10 @@ mod tests {
         assert!((89.0..100.0).contains(&waited), "{line}");
         assert_eq!(line["DeadLettered"], 1);
         assert_eq!(line["consumer"], "domain");
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "salestrack");
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "salestrack"
+        );
     }
 
     #[test]
@@ -513,7 +519,11 @@ mod tests {
         assert_eq!(read.stage, "domain");
         assert_eq!(read.error, "cannot decode");
         assert_eq!(
-            (read.source_topic.as_str(), read.source_partition, read.source_offset),
+            (
+                read.source_topic.as_str(),
+                read.source_partition,
+                read.source_offset
+            ),
             ("sales.commands", 3, 17)
         );
         assert_eq!(read.id(), "sales.dead-letter/0/41");
@@ -554,7 +564,17 @@ mod tests {
             &"still poison",
         );
         let names: Vec<&str> = twice.headers.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names.iter().filter(|n| **n == "salestrack-dlq-error").count(), 1);
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| **n == "salestrack-dlq-error")
+                .count(),
+            1
+        );
+        assert!(
+            names.contains(&dead_letter_headers::REDRIVEN_FROM),
+            "{names:?}"
+        );
     }
 
     #[test]

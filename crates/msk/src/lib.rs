@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 pub mod dead_letter;
-pub use dead_letter::{dead_letter_headers, letter as dead_letter, DeadLetter, DeadLetters, Diverted};
+pub use dead_letter::{
+    dead_letter_headers, letter as dead_letter, DeadLetter, DeadLetters, Diverted,
+};
 
 /// The `eventSource` Lambda puts on MSK batches.
 pub const EVENT_SOURCE: &str = "aws:kafka";

@@ -32,10 +32,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Failed records go back as a partial-batch response, never as an error:
     // the event source mapping (unlimited retries) delivers a retryable one
     // again; poison is dead-lettered here and its partition moves on.
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        let batch = event.payload.clone();
-        let failures = handler(event, deps).await.failures;
-        Ok::<_, std::convert::Infallible>(dead_letters.lambda_response(&batch, failures).await)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<KafkaEvent>| async move {
+            let batch = event.payload.clone();
+            let failures = handler(event, deps).await.failures;
+            Ok::<_, std::convert::Infallible>(dead_letters.lambda_response(&batch, failures).await)
+        },
+    ))
     .await
 }

@@ -5,10 +5,16 @@
 //! - Orders posted twice from concurrent clients: every cart, every event
 //!   stream and the sales report exactly right.
 //! - A fault per engine while orders are being posted: the engine is
-//!   SIGKILLed and restarted on its data directory. `/health/ready` goes
-//!   `not_ready` and back; every order answered `202` is visible exactly once
-//!   afterwards (so no `202` was answered for a command the bus did not
-//!   keep). Each fault test prints its row of README's fault table.
+//!   SIGKILLed, stays down for 45 s (longer than the 10 redeliveries, about
+//!   43 s of backoff, after which the runner used to dead-letter a record
+//!   that kept failing), and is restarted on its data directory.
+//!   `/health/ready` goes `degraded` (a store) or `not_ready` (the bus) and
+//!   back; the backoff is made short, so a waiting record is delivered
+//!   again far more often than that old budget, and the test sees it; every
+//!   order answered `202` is visible exactly once afterwards (so no `202`
+//!   was answered for a command the bus did not keep), and nothing is on
+//!   the dead-letter topic. Each fault test prints its row of README's
+//!   fault table.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -68,6 +74,10 @@ impl Stack {
             elasticsearch_replicas: Some(0),
             elasticsearch_refresh_interval: Some("50ms".into()),
             consistency_wait_ms: 20_000,
+            // A record that fails for a retryable reason is delivered again
+            // every 200 ms at most: during a 45 s outage, some 200 times.
+            retry_backoff_max_ms: 200,
+            ready_max_record_wait_ms: 1_000,
             ..common::kafka_settings(&self.kafka, data_dir)
         }
     }
@@ -376,8 +386,64 @@ fn post_until(
     })
 }
 
-/// SIGKILL `engine` while orders are posted, restart it on its data
-/// directory, and account for every accepted order.
+/// How long an engine stays down: longer than the retry budget the runner
+/// used to have (10 redeliveries, about 43 s of backoff) before it
+/// dead-lettered a record that kept failing for a retryable reason.
+const OUTAGE: Duration = Duration::from_secs(45);
+
+/// What `/health/ready` said while the engine was down.
+#[derive(Debug, Default)]
+struct Watched {
+    statuses: BTreeSet<String>,
+    /// Most failed deliveries of one waiting record, any loop.
+    most_attempts: u64,
+    /// The errors waiting records named.
+    errors: BTreeSet<String>,
+    /// The reasons readiness gave.
+    reasons: BTreeSet<String>,
+}
+
+/// Polls `/health/ready` until `stop`, gathering what it says.
+fn watch_readiness(base: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Watched> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut watched = Watched::default();
+        while !stop.load(Ordering::Relaxed) {
+            let answer = client.get(format!("{base}/health/ready")).send().await;
+            if let Ok(body) = match answer {
+                Ok(r) => r.json::<Value>().await,
+                Err(e) => Err(e),
+            } {
+                watched
+                    .statuses
+                    .insert(body["status"].as_str().unwrap_or("?").to_owned());
+                for reason in body["reasons"].as_array().into_iter().flatten() {
+                    // Without the figures, which change every second.
+                    let text = reason.as_str().unwrap_or_default();
+                    let words: String = text
+                        .split(' ')
+                        .filter(|w| !w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    watched.reasons.insert(words);
+                }
+                for name in ["domain_consumer", "projector_consumer", "payment_consumer"] {
+                    let waiting = &body[name]["waiting"];
+                    if let Some(attempts) = waiting["attempts"].as_u64() {
+                        watched.most_attempts = watched.most_attempts.max(attempts);
+                        let error = waiting["error"].as_str().unwrap_or_default();
+                        watched.errors.insert(error.chars().take(120).collect());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        watched
+    })
+}
+
+/// SIGKILL `engine` while orders are posted, keep it down for [`OUTAGE`],
+/// restart it on its data directory, and account for every accepted order.
 async fn a_sigkill_of(engine: Engine) {
     // One fault at a time: three more JVMs and their load at once would
     // measure the machine, not the recovery.
@@ -399,13 +465,22 @@ async fn a_sigkill_of(engine: Engine) {
     let load = post_until(app.base.clone(), carts, Arc::clone(&stop));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // Without the bus no order can be accepted: not ready. Without a store
+    // the runner still takes orders (they wait on the bus): degraded.
+    let down_status = match engine {
+        Engine::Kafka => "not_ready",
+        _ => "degraded",
+    };
     let killed = Instant::now();
     let own = Arc::new(Mutex::new(own));
     own.lock().expect("server").kill();
-    let down = ready_becomes(&app, "not_ready", Duration::from_secs(60)).await;
+    let down = ready_becomes(&app, down_status, Duration::from_secs(60)).await;
     let noticed = killed.elapsed();
-    // The outage lasts a while under load before the engine comes back.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let watching = Arc::new(AtomicBool::new(false));
+    let watched = watch_readiness(app.base.clone(), Arc::clone(&watching));
+    tokio::time::sleep(OUTAGE.saturating_sub(killed.elapsed())).await;
+    watching.store(true, Ordering::Relaxed);
+    let watched = watched.await.expect("watcher");
     let restarting = Instant::now();
     {
         let own = Arc::clone(&own);
@@ -433,27 +508,63 @@ async fn a_sigkill_of(engine: Engine) {
     wait_for_carts(&app, &accepted).await;
     let events = event_store(&settings).await;
     let tally = tally(&app, &events, &accepted).await;
-    let letters = if tally.lost + tally.duplicated + tally.diverged.len() > 0 {
-        dead_letters(&app, &settings).await
-    } else {
-        Vec::new()
-    };
+    let letters = dead_letters(&app, &settings).await;
     eprintln!(
-        "| {engine:?} | SIGKILL, restart on its data | {} | {refused} | {} | {} | {:.1} s | {:.1} s | {:.1} s |",
+        "| {engine:?} | SIGKILL, down {} s, restart on its data | {} | {refused} | {} | {} | {} | {:.1} s | {:.1} s | {:.1} s |",
+        OUTAGE.as_secs(),
         tally.accepted,
         tally.lost,
         tally.duplicated,
+        letters.len(),
         noticed.as_secs_f64(),
         restarted.as_secs_f64(),
         recovered.as_secs_f64(),
     );
-    assert_eq!(down["status"], "not_ready", "{down}");
+    eprintln!("while down: {watched:#?}");
+    assert_eq!(down["status"], down_status, "{down}");
+    assert!(
+        !watched.statuses.contains("ready"),
+        "ready while {engine:?} was down: {watched:?}"
+    );
+    if engine != Engine::Kafka {
+        assert!(
+            !watched.statuses.contains("not_ready"),
+            "out of service while only a store was down: {watched:?}"
+        );
+        // The old budget was 10 redeliveries: a record went far past it,
+        // still waiting, and readiness said on what.
+        assert!(
+            watched.most_attempts > 10,
+            "no record was delivered again more than 10 times: {watched:?}"
+        );
+        assert!(
+            watched.reasons.iter().any(|r| r.contains("has waited")),
+            "readiness never named the waiting record: {watched:?}"
+        );
+    }
     assert!(tally.accepted > 0, "orders were accepted around the fault");
     assert_eq!(
         (tally.lost, tally.duplicated, tally.diverged.len()),
         (0, 0, 0),
         "{engine:?}: {tally:#?}\ndead letters: {letters:#?}"
     );
+    assert!(letters.is_empty(), "dead-lettered: {letters:#?}");
+    // Every accepted command's status is known.
+    let mut unknown = 0;
+    for (cart, orders) in &accepted {
+        for order in orders {
+            let id = salestrack_core::ids::CommandId::for_order(
+                *cart,
+                salestrack_core::command::PLACE_ORDER,
+                *order,
+            );
+            let (status, _) = app.get(&format!("/commands/{id}")).await;
+            if status != StatusCode::OK {
+                unknown += 1;
+            }
+        }
+    }
+    assert_eq!(unknown, 0, "accepted commands without a status");
     app.stop().await;
 }
 

@@ -608,6 +608,11 @@ pub enum PaymentRequestKind {
     /// Give back a payment that succeeded after its checkout was cancelled
     /// (from `refund_requested`).
     Refund,
+    /// The checkout was cancelled for want of an answer (`cart_cancelled`
+    /// with `payment_timeout`): if the ledger holds a charge of it after
+    /// all (its answer was lost), answer again from the ledger, so the
+    /// domain asks for the refund a late payment gets.
+    Reconcile,
 }
 
 /// A payment request, keyed by cart like every other record about it.
@@ -663,6 +668,31 @@ impl PaymentRequest {
             } => Some(request(PaymentRequestKind::Refund, *checkout, *amount)),
             _ => None,
         }
+    }
+
+    /// The request a cancel for `payment_timeout` asks for: reconcile the
+    /// checkout at stream version `checkout` (the `expire_checkout`
+    /// command's) with the ledger; other events ask nothing of it.
+    pub fn reconcile(e: &RecordedEvent, checkout: u64) -> Option<PaymentRequest> {
+        let Event::CartCancelled {
+            reason: crate::event::CancelReason::PaymentTimeout,
+            ..
+        } = &e.event
+        else {
+            return None;
+        };
+        Some(PaymentRequest {
+            schema_version: SCHEMA_VERSION,
+            kind: PaymentRequestKind::Reconcile,
+            payment_id: PaymentId::for_checkout(e.cart_id, checkout),
+            cart_id: e.cart_id,
+            checkout,
+            amount: Decimal::ZERO,
+            currency: None,
+            payment_method: None,
+            expires_at: None,
+            requested_at: e.recorded_at,
+        })
     }
 
     pub fn encode(&self) -> Vec<u8> {

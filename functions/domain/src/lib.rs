@@ -598,10 +598,17 @@ fn publication(
         })
         .collect();
     // The saga's requests to the payment gateway: a checkout asks for a
-    // charge, a late payment for a refund. Republished with their event, so
-    // a lost request is healed by a repeated command like a lost event.
+    // charge, a late payment for a refund, a cancel for want of an answer
+    // for a reconciliation with the ledger (whose charge, if any, is then
+    // answered again and refunded). Republished with their event, so a lost
+    // request is healed by a repeated command like a lost event.
     records.extend(events.iter().filter_map(|e| {
-        let request = PaymentRequest::for_event(e)?;
+        let request = PaymentRequest::for_event(e).or_else(|| match &record.command {
+            salestrack_core::command::Command::ExpireCheckout(expire) => {
+                PaymentRequest::reconcile(e, expire.checkout)
+            }
+            _ => None,
+        })?;
         Some(OutboundRecord {
             topic: deps.topics.payments.clone(),
             key: e.cart_id.to_string().into_bytes(),

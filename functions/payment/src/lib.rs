@@ -10,7 +10,11 @@
 //! holds, never a second one, and answers the same. Answers go back to the
 //! domain as `record_payment` commands on the commands topic, keyed by
 //! cart, so they are decided in order with everything else about the cart.
-//! A refund marks the checkout's charge refunded, once.
+//! A refund marks the checkout's charge refunded, once. A reconciliation
+//! (asked when the saga cancelled a checkout for want of an answer) looks
+//! for a charge of that checkout in the ledger: one whose answer was lost
+//! is answered again, and the domain, which sees a payment after its
+//! checkout ended, asks for its refund.
 //!
 //! **Timer** ([`expire_due`]). A checkout whose payment has not been
 //! answered by its deadline is cancelled by an `expire_checkout` command.
@@ -70,6 +74,9 @@ pub struct BatchReport {
     /// Charges of `test-timeout`: never answered.
     pub unanswered: usize,
     pub refunded: usize,
+    /// Checkouts cancelled for want of an answer whose charge the ledger
+    /// held: answered again, so that it is refunded.
+    pub reconciled: usize,
 }
 
 /// Why a record could not be handled.
@@ -171,6 +178,7 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
         ("declined", report.declined),
         ("unanswered", report.unanswered),
         ("refunded", report.refunded),
+        ("reconciled", report.reconciled),
         ("failed", keyed.failures.len()),
     ] {
         if n > 0 {
@@ -193,6 +201,7 @@ fn add(mut a: BatchReport, b: BatchReport) -> BatchReport {
     a.declined += b.declined;
     a.unanswered += b.unanswered;
     a.refunded += b.refunded;
+    a.reconciled += b.reconciled;
     a
 }
 
@@ -229,6 +238,23 @@ async fn handle(incoming: Incoming, deps: &Deps) -> Result<Handled, HandlerError
             tracing::info!(cart_id = %request.cart_id, checkout = request.checkout,
                 found = refunded.is_some(), "late payment refunded");
             handled.report.refunded = 1;
+        }
+        PaymentRequestKind::Reconcile => {
+            // The charge of this checkout the ledger holds, if its answer
+            // was lost: answered again, it reaches the domain as the late
+            // payment it is, which asks for its refund.
+            let charges = deps.ledger.charges(request.cart_id).await?;
+            let unanswered = charges.into_iter().find(|c| {
+                c.checkout == request.checkout
+                    && c.status == ChargeStatus::Succeeded
+                    && c.refunded_at.is_none()
+            });
+            tracing::info!(cart_id = %request.cart_id, checkout = request.checkout,
+                charged = unanswered.is_some(), "checkout cancelled for want of an answer, reconciled with the ledger");
+            if let Some(charge) = unanswered {
+                handled.report.reconciled = 1;
+                handled.answer = Some(answer(&charge, trace, deps));
+            }
         }
         PaymentRequestKind::Charge if request.payment_method.as_deref() == Some(NEVER_ANSWERED) => {
             tracing::info!(cart_id = %request.cart_id, checkout = request.checkout,

@@ -160,6 +160,7 @@ async fn test_decline_is_declined_and_test_timeout_never_answered() {
             declined: 1,
             unanswered: 1,
             refunded: 0,
+            reconciled: 0,
         }
     );
     assert!(w.ledger.charges(silent).await.expect("ledger").is_empty());

@@ -576,6 +576,134 @@ async fn a_payment_after_the_deadline_changes_nothing_and_is_refunded() {
     app.stop().await;
 }
 
+/// A gateway whose answers never reach the bus: the charge is in the
+/// ledger, the `record_payment` that says so is lost.
+struct LostAnswers;
+
+#[async_trait::async_trait]
+impl Producer for LostAnswers {
+    async fn send(
+        &self,
+        _: OutboundRecord,
+    ) -> Result<salestrack_core::ports::Delivery, salestrack_core::ports::BackendError> {
+        Ok(salestrack_core::ports::Delivery {
+            partition: 0,
+            offset: 0,
+        })
+    }
+}
+
+/// The gateway charges, and its answer is lost (here the test plays the
+/// gateway, with a producer that drops what it is given): the saga's timer
+/// cancels the cart for `payment_timeout`, and the cancel's reconciliation
+/// with the ledger finds the charge, answers it again, and the domain asks
+/// for its refund. The ledger ends with the charge refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_whose_answer_is_lost_after_the_charge_is_refunded_once_the_checkout_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        data_dir: dir.path().into(),
+        payment_timeout_ms: 1_000,
+        payment_sweep_ms: 50,
+        poll_wait_ms: 20,
+        consumers: "domain,projector,saga_timer".into(),
+        ..Settings::default()
+    };
+    let backends = Backends::connect(&settings).await.expect("backends");
+    let app = spawn_with(settings.clone(), backends.clone()).await;
+    let cart = TestCart::new(0);
+    assert_eq!(cart.pays, Pays::Card);
+    post_checkouts(&app.http, std::slice::from_ref(&cart)).await;
+
+    // The gateway: the charge request, charged, answered into the void.
+    let mut payments = backends
+        .consumer(&settings.payment_group, &[&settings.payments_topic])
+        .expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut requests = Vec::new();
+    while requests.is_empty() {
+        assert!(Instant::now() < deadline, "no payment request");
+        requests = payments
+            .poll(10, Duration::from_millis(200))
+            .await
+            .expect("poll");
+    }
+    let gateway = salestrack_payment::Deps {
+        ledger: backends.payment_ledger().expect("a ledger"),
+        producer: Arc::new(LostAnswers),
+        clock: Arc::new(salestrack_core::ports::SystemClock),
+        topics: settings.topics(),
+        gateway: salestrack_payment::Gateway {
+            decline_rate: 0.0,
+            delay: Duration::ZERO,
+        },
+    };
+    let batch = salestrack_msk::batch(&requests, "arn", "embedded");
+    let handled = salestrack_payment::handler(
+        lambda_runtime::LambdaEvent::new(batch, lambda_runtime::Context::default()),
+        &gateway,
+    )
+    .await;
+    // The checkout was posted twice: its repeat asks again, and gets the
+    // ledger's one charge.
+    assert!(handled.report.succeeded >= 1, "{handled:?}");
+    assert!(handled.failures.is_empty(), "{handled:?}");
+    payments.commit(&requests).await.expect("commit");
+    drop(payments);
+
+    let settled = wait_until_settled(&app.http, &[cart.cart_id], Duration::from_secs(20)).await;
+    assert_eq!(settled[&cart.cart_id]["status_reason"], "payment_timeout");
+
+    // The payment function comes (back): it handles the reconciliation.
+    let gateway_runner = spawn_with(
+        Settings {
+            consumers: "payment".into(),
+            ..settings.clone()
+        },
+        backends.clone(),
+    )
+    .await;
+    let ledger = backends.payment_ledger().expect("a ledger");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let charge = loop {
+        let charges = ledger.charges(cart.cart_id).await.expect("ledger");
+        assert_eq!(charges.len(), 1, "charged once: {charges:?}");
+        if charges[0].refunded_at.is_some() {
+            break charges[0].clone();
+        }
+        assert!(Instant::now() < deadline, "the charge was never refunded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(charge.status, ChargeStatus::Succeeded);
+    assert_eq!(charge.amount, cart.charge());
+    let stream = backends
+        .event_store()
+        .expect("an event store")
+        .read_stream(cart.cart_id)
+        .await
+        .expect("stream");
+    let kinds: Vec<&str> = stream.iter().map(|e| e.event.kind()).collect();
+    assert_eq!(
+        &kinds[kinds.len() - 3..],
+        ["checkout_started", "cart_cancelled", "refund_requested"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, detail) = app.get(&format!("/carts/{}", cart.cart_id)).await;
+        assert_eq!(detail["status"], "cancelled", "{detail}");
+        if detail["checkout"]["refunded"] == json!(cart.charge().to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refund never showed: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway_runner.stop().await;
+    app.stop().await;
+}
+
 /// The runner binary over embedded backends in `dir`, on `port`.
 fn runner_process(dir: &Path, port: u16) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_salestrack-local-runner"))

@@ -71,6 +71,10 @@ async fn saga_timer(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each sweep goes on after the last one's full page, so checkouts the
+    // read model still shows open after they settled cannot hold the first
+    // page for good.
+    let mut after = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -81,10 +85,14 @@ async fn saga_timer(
             ports.producer.as_ref(),
             clock.as_ref(),
             &topics,
+            after.take(),
         )
         .await;
-        if let Err(e) = expired {
-            tracing::warn!(error = %e, "the saga timer could not look for due checkouts; trying again");
+        match expired {
+            Ok((_, next)) => after = next,
+            Err(e) => {
+                tracing::warn!(error = %e, "the saga timer could not look for due checkouts; trying again");
+            }
         }
     }
 }

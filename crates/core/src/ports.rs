@@ -512,10 +512,14 @@ pub trait ReadStore: Send + Sync {
         query: &SalesReportQuery,
     ) -> Result<Vec<SalesBucket>, BackendError>;
     /// Up to `limit` carts `checking_out` whose deadline is at or before
-    /// `now`, earliest deadline first: what the saga's timer cancels.
+    /// `now`, earliest deadline first (then by cart), and after `after` in
+    /// that order when given: what the saga's timer cancels, page by page,
+    /// so that checkouts the read model still shows open after they settled
+    /// cannot hold the first page for good and starve newer deadlines.
     async fn due_checkouts(
         &self,
         now: DateTime<Utc>,
+        after: Option<&DueCheckout>,
         limit: u32,
     ) -> Result<Vec<DueCheckout>, BackendError>;
     /// Cheap reachability check for readiness probes.

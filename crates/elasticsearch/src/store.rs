@@ -793,9 +793,10 @@ impl ReadStore for EsReadStore {
     async fn due_checkouts(
         &self,
         now: DateTime<Utc>,
+        after: Option<&DueCheckout>,
         limit: u32,
     ) -> Result<Vec<DueCheckout>, BackendError> {
-        let body = json!({
+        let mut body = json!({
             "size": limit.clamp(1, 10_000),
             "track_total_hits": false,
             "_source": ["cart_id", "checkout_version", "checkout_expires_at"],
@@ -805,6 +806,13 @@ impl ReadStore for EsReadStore {
             ]}},
             "sort": [ { "checkout_expires_at": "asc" }, { "cart_id": "asc" } ],
         });
+        if let Some(after) = after {
+            // A `date` field sorts by its epoch milliseconds.
+            body["search_after"] = json!([
+                after.expires_at.timestamp_millis(),
+                after.cart_id.to_string()
+            ]);
+        }
         let answer = self
             .search(&self.layout.alias(Model::CartSummary), &body)
             .await?;

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS checkouts_due (
     expires_at_jd REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS checkouts_due_by_deadline ON checkouts_due (expires_at_jd);
+CREATE INDEX IF NOT EXISTS checkouts_due_by_deadline_and_cart ON checkouts_due (expires_at_jd, cart_id);
 CREATE TRIGGER IF NOT EXISTS cart_summary_due_insert AFTER INSERT ON cart_summary BEGIN
     DELETE FROM checkouts_due WHERE cart_id = NEW.cart_id;
     INSERT INTO checkouts_due
@@ -471,21 +472,31 @@ impl ReadStore for EmbeddedReadStore {
     async fn due_checkouts(
         &self,
         now: DateTime<Utc>,
+        after: Option<&DueCheckout>,
         limit: u32,
     ) -> Result<Vec<DueCheckout>, BackendError> {
         let err = self.db.err();
+        // julianday() keeps whole milliseconds: the cursor's instant gives
+        // the same value as the row it came from.
+        let after_at = after.map(|a| a.expires_at.to_rfc3339());
+        let after_cart = after.map(|a| a.cart_id.to_string());
         let rows: Vec<(String, i64, String)> = self
             .db
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT cart_id, checkout, expires_at FROM checkouts_due                          WHERE expires_at_jd <= julianday(?1) ORDER BY expires_at_jd LIMIT ?2",
+                        "SELECT cart_id, checkout, expires_at FROM checkouts_due \
+                         WHERE expires_at_jd <= julianday(?1) \
+                         AND (?3 IS NULL OR expires_at_jd > julianday(?3) \
+                              OR (expires_at_jd = julianday(?3) AND cart_id > ?4)) \
+                         ORDER BY expires_at_jd, cart_id LIMIT ?2",
                     )
                     .map_err(err)?;
                 let rows = stmt
-                    .query_map(params![now.to_rfc3339(), limit], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
+                    .query_map(
+                        params![now.to_rfc3339(), limit, after_at, after_cart],
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                    )
                     .map_err(err)?;
                 rows.collect::<Result<_, _>>().map_err(err)
             })

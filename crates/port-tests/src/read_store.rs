@@ -713,12 +713,30 @@ pub async fn due_checkouts_are_the_carts_checking_out_past_their_deadline(
     .await;
     let ours = [late, later, early, settled, open];
     let due: Vec<_> = store
-        .due_checkouts(now, 10_000)
+        .due_checkouts(now, None, 10_000)
         .await
         .expect("due checkouts")
         .into_iter()
         .filter(|d| ours.contains(&d.cart_id))
         .collect();
+    // Page by page (a page of 1), each after the last: the same carts, in
+    // the same order, each once (the store may hold other tests' carts).
+    let mut paged = Vec::new();
+    let mut after = None;
+    for _ in 0..10_000 {
+        let page = store
+            .due_checkouts(now, after.as_ref(), 1)
+            .await
+            .expect("a page of due checkouts");
+        let Some(last) = page.into_iter().next() else {
+            break;
+        };
+        if ours.contains(&last.cart_id) {
+            paged.push((last.cart_id, last.checkout));
+        }
+        after = Some(last);
+    }
+    assert_eq!(paged, vec![(late, 2), (later, 2)], "paged with a cursor");
     assert_eq!(
         due.iter()
             .map(|d| (d.cart_id, d.checkout))

@@ -345,19 +345,33 @@ fn command_record(
 /// the rest.
 pub const EXPIRE_BATCH: u32 = 500;
 
-/// The saga's timer: sends an `expire_checkout` command for every checkout
-/// the read store has `checking_out` past its deadline (at most
-/// [`EXPIRE_BATCH`]). Answers how many it sent. The read store lags the
-/// event store a little; the domain decides on the event store, so a
-/// checkout settled meanwhile is left alone.
+/// Where the saga's timer goes on from: the last checkout of its last full
+/// page (`None`: from the earliest deadline).
+pub type SweepCursor = Option<salestrack_core::ports::DueCheckout>;
+
+/// The saga's timer, one page: sends an `expire_checkout` command for each
+/// of the next [`EXPIRE_BATCH`] checkouts (after `after`) the read store
+/// has `checking_out` past their deadline. Answers how many it sent, and
+/// where the next page starts (`None` once the last page was short: the
+/// next sweep starts over). The read store lags the event store a little;
+/// the domain decides on the event store, so a checkout settled meanwhile
+/// is left alone, and the cursor keeps such checkouts from holding the
+/// first page for good while newer deadlines wait behind them.
 pub async fn expire_due(
     read_store: &dyn ReadStore,
     producer: &dyn Producer,
     clock: &dyn Clock,
     topics: &Topics,
-) -> Result<usize, BackendError> {
+    after: SweepCursor,
+) -> Result<(usize, SweepCursor), BackendError> {
     let now = clock.now();
-    let due = read_store.due_checkouts(now, EXPIRE_BATCH).await?;
+    let due = read_store
+        .due_checkouts(now, after.as_ref(), EXPIRE_BATCH)
+        .await?;
+    let next = match due.len() < EXPIRE_BATCH as usize {
+        true => None,
+        false => due.last().cloned(),
+    };
     let records: Vec<OutboundRecord> = due
         .iter()
         .map(|d| {
@@ -377,5 +391,5 @@ pub async fn expire_due(
             "expire_checkout sent for checkouts past their deadline"
         );
     }
-    Ok(sent)
+    Ok((sent, next))
 }

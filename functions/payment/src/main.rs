@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Pages of due checkouts one scheduled sweep goes through at most.
+const SWEEP_PAGES: usize = 40;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (settings, backends) = salestrack_platform::start(|_| Uses {
@@ -41,13 +44,25 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let (payload, context) = event.into_parts();
         // The schedule's EventBridge event: run the saga's timer.
         if payload.get("source").and_then(Value::as_str) == Some("aws.events") {
-            let sent = expire_due(
-                read_store.as_ref(),
-                deps.producer.as_ref(),
-                deps.clock.as_ref(),
-                &deps.topics,
-            )
-            .await?;
+            // Every page of due checkouts, each after the last (at most
+            // SWEEP_PAGES): nothing is left for a minute behind checkouts
+            // the read model still shows open after they settled.
+            let (mut sent, mut after) = (0, None);
+            for _ in 0..SWEEP_PAGES {
+                let (n, next) = expire_due(
+                    read_store.as_ref(),
+                    deps.producer.as_ref(),
+                    deps.clock.as_ref(),
+                    &deps.topics,
+                    after,
+                )
+                .await?;
+                sent += n;
+                after = next;
+                if after.is_none() {
+                    break;
+                }
+            }
             return Ok::<_, lambda_runtime::Error>(json!({ "expired": sent }));
         }
         // Otherwise an MSK batch. Failed records go back as a partial-batch

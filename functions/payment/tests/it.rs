@@ -277,13 +277,84 @@ async fn the_timer_expires_the_checkouts_past_their_deadline_only() {
             .await
             .expect("summary");
     }
-    let sent = expire_due(&read, &w.bus, &SystemClock, &w.topics)
+    let (sent, next) = expire_due(&read, &w.bus, &SystemClock, &w.topics, None)
         .await
         .expect("timer");
     assert_eq!(sent, 1);
+    assert!(next.is_none(), "a short page: the next sweep starts over");
     let answers = w.answers().await;
     assert!(
         matches!(&answers[0].command, Command::ExpireCheckout(e) if e.cart_id == late && e.checkout == 2),
         "{answers:?}"
+    );
+}
+
+/// More due checkouts than one page holds, all older than a newer one, and
+/// none of them ever leaving the read model's `checking_out` (as when their
+/// settling event has not been projected): the first sweep sends a full
+/// page, the next one goes on after it and reaches the newer deadline
+/// instead of sending the same page again; then the sweep starts over.
+#[tokio::test]
+async fn the_timer_pages_past_checkouts_the_read_model_still_shows_open() {
+    let w = world();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let read = EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("read store");
+    let checked_out = |expires_in: Span| {
+        let cart = CartId(Uuid::new_v4());
+        let mut first = line();
+        first.cart_id = cart;
+        let events = RecordedEvent::number(
+            cart,
+            0,
+            CommandId(Uuid::new_v4()),
+            Utc::now(),
+            vec![
+                Event::OrderPlaced(first),
+                Event::CheckoutStarted(Checkout {
+                    payment_method: "card".into(),
+                    amount: Decimal::ONE,
+                    currency: line().currency,
+                    expires_at: Utc::now() + expires_in,
+                }),
+            ],
+        );
+        (cart, CartDetail::fold(&events).expect("cart"))
+    };
+    let stale = salestrack_payment::EXPIRE_BATCH as i64 + 20;
+    for i in 0..stale {
+        let (_, cart) = checked_out(Span::seconds(-3_600 + i));
+        read.upsert(ReadDocument::CartSummary(cart.summary()))
+            .await
+            .expect("summary");
+    }
+    let (newest, cart) = checked_out(Span::seconds(-5));
+    read.upsert(ReadDocument::CartSummary(cart.summary()))
+        .await
+        .expect("summary");
+
+    let (sent, next) = expire_due(&read, &w.bus, &SystemClock, &w.topics, None)
+        .await
+        .expect("first page");
+    assert_eq!(sent, salestrack_payment::EXPIRE_BATCH as usize);
+    assert!(
+        next.is_some(),
+        "a full page: the next sweep goes on after it"
+    );
+    let expired = |answers: &[CommandRecord]| {
+        answers
+            .iter()
+            .filter(|a| matches!(&a.command, Command::ExpireCheckout(e) if e.cart_id == newest))
+            .count()
+    };
+    assert_eq!(expired(&w.answers().await), 0, "not on the first page");
+    let (sent, next) = expire_due(&read, &w.bus, &SystemClock, &w.topics, next)
+        .await
+        .expect("second page");
+    assert_eq!(sent, 21, "the 20 stale ones left, and the newest");
+    assert!(next.is_none());
+    assert_eq!(
+        expired(&w.answers().await),
+        1,
+        "the newest deadline was reached"
     );
 }

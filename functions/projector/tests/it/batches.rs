@@ -129,9 +129,10 @@ impl ReadStore for Watched {
     async fn due_checkouts(
         &self,
         now: chrono::DateTime<chrono::Utc>,
+        after: Option<&salestrack_core::ports::DueCheckout>,
         limit: u32,
     ) -> Result<Vec<salestrack_core::ports::DueCheckout>, BackendError> {
-        self.inner.due_checkouts(now, limit).await
+        self.inner.due_checkouts(now, after, limit).await
     }
 
     async fn ping(&self) -> Result<(), BackendError> {

@@ -3,7 +3,7 @@
 //! per-key ordering (key -> partition), at-least-once delivery, offsets
 //! committed only by the consumer.
 
-use crate::sqlite::{Db, Durability};
+use crate::sqlite::Db;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -65,7 +65,7 @@ pub struct EmbeddedBus {
 impl EmbeddedBus {
     pub fn open(path: &Path, partitions: i32) -> Result<Self, BackendError> {
         Ok(EmbeddedBus {
-            db: Db::open("embedded bus", path, Durability::Full, SCHEMA)?,
+            db: Db::open("embedded bus", path, SCHEMA)?,
             partitions: partitions.max(1),
             appended: Arc::new(Notify::new()),
             retention: DEFAULT_RETENTION,

@@ -2,7 +2,7 @@
 //! The version check and the inserts run in one transaction, and the primary
 //! key would refuse a second event at a taken version even without it.
 
-use crate::sqlite::{in_savepoint, Db, Durability};
+use crate::sqlite::{in_savepoint, Db};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use salestrack_core::event::{misnumbered, RecordedEvent};
@@ -43,7 +43,7 @@ pub struct EmbeddedEventStore {
 impl EmbeddedEventStore {
     pub fn open(path: &Path) -> Result<Self, BackendError> {
         Ok(EmbeddedEventStore {
-            db: Db::open(NAME, path, Durability::Full, SCHEMA)?,
+            db: Db::open(NAME, path, SCHEMA)?,
         })
     }
 

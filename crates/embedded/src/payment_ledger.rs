@@ -2,7 +2,7 @@
 //! `(cart_id, checkout)`, so a second charge of the same checkout cannot be
 //! written. Synced like the event store: a charge is money.
 
-use crate::sqlite::{Db, Durability};
+use crate::sqlite::Db;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -27,7 +27,7 @@ pub struct EmbeddedPaymentLedger {
 impl EmbeddedPaymentLedger {
     pub fn open(path: &Path) -> Result<Self, BackendError> {
         Ok(EmbeddedPaymentLedger {
-            db: Db::open(NAME, path, Durability::Full, SCHEMA)?,
+            db: Db::open(NAME, path, SCHEMA)?,
         })
     }
 }

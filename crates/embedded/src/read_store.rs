@@ -2,7 +2,7 @@
 //! JSON beside the columns that filters and sorts need. Upserts are guarded by
 //! version in SQL (`... WHERE excluded.version > version`).
 
-use crate::sqlite::{Db, Durability};
+use crate::sqlite::Db;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
@@ -76,7 +76,7 @@ pub struct EmbeddedReadStore {
 impl EmbeddedReadStore {
     pub fn open(path: &Path) -> Result<Self, BackendError> {
         Ok(EmbeddedReadStore {
-            db: Db::open(NAME, path, Durability::Normal, SCHEMA)?,
+            db: Db::open(NAME, path, SCHEMA)?,
         })
     }
 

@@ -15,7 +15,7 @@
 //!
 //! Callers wait for their job's answer, which comes only after the group's
 //! `COMMIT` returned: a write that answered `Ok` is as durable as the
-//! database's [`Durability`] says.
+//! database's `synchronous = FULL` makes it: synced to disk.
 //!
 //! # Back-pressure
 //! The writer's queue is bounded ([`QUEUE`]): when it is full, writers wait
@@ -35,14 +35,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
-
-/// How hard a database syncs: the bus and the event store promise durability
-/// (`Full`); the read store can always be rebuilt (`Normal`).
-#[derive(Debug, Clone, Copy)]
-pub enum Durability {
-    Full,
-    Normal,
-}
 
 /// Most jobs committed together.
 pub const MAX_GROUP: usize = 512;
@@ -72,20 +64,18 @@ pub struct Db {
     commits: Arc<AtomicU64>,
 }
 
-fn connect(
-    name: &'static str,
-    path: &Path,
-    durability: Durability,
-) -> Result<Connection, BackendError> {
+/// Opens a connection. Every embedded store syncs each commit
+/// (`synchronous = FULL`): the bus and the event store promise durability,
+/// and the read store holds what no rebuild gives back (command statuses:
+/// a rejection leaves no event), behind consumer offsets that are
+/// committed with `FULL` too, so an OS crash must not lose a projected row
+/// whose offset was committed.
+fn connect(name: &'static str, path: &Path) -> Result<Connection, BackendError> {
     let err = |e: rusqlite::Error| BackendError::new(name, format!("{}: {e}", path.display()));
     let conn = Connection::open(path).map_err(err)?;
-    let sync = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
-    ))
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+    )
     .map_err(err)?;
     // Plans that never depend on a bound value. Without the guarantee,
     // SQLite expires a cached statement whenever a parameter its plan
@@ -98,24 +88,19 @@ fn connect(
 }
 
 impl Db {
-    pub fn open(
-        name: &'static str,
-        path: &Path,
-        durability: Durability,
-        schema: &str,
-    ) -> Result<Db, BackendError> {
+    pub fn open(name: &'static str, path: &Path, schema: &str) -> Result<Db, BackendError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| BackendError::new(name, format!("{}: {e}", dir.display())))?;
         }
-        let writer = connect(name, path, durability)?;
+        let writer = connect(name, path)?;
         writer
             .execute_batch(schema)
             .map_err(|e| BackendError::new(name, format!("{}: {e}", path.display())))?;
         let (readers, read_jobs) = mpsc::channel::<ReadJob>(QUEUE);
         let read_jobs = Arc::new(Mutex::new(read_jobs));
         for n in 0..READERS {
-            let conn = connect(name, path, durability)?;
+            let conn = connect(name, path)?;
             let jobs = Arc::clone(&read_jobs);
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{n}"))
@@ -288,7 +273,7 @@ mod tests {
     fn binding_a_limit_again_does_not_recompile_the_statement(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let conn = connect("test", &dir.path().join("t.db"), Durability::Normal)?;
+        let conn = connect("test", &dir.path().join("t.db"))?;
         conn.execute_batch(
             "CREATE TABLE t (topic TEXT, k INTEGER, PRIMARY KEY (topic, k));
              INSERT INTO t VALUES ('a', 1), ('a', 2), ('a', 3);",

@@ -214,13 +214,23 @@ impl KafkaBus {
         &self.config.brokers
     }
 
-    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    /// Creates the topics that do not exist yet, with `replication` replicas
+    /// of which `min_insync` must hold a record before an `acks=all` write
+    /// is acknowledged (`min.insync.replicas`); existing ones are left as
+    /// they are.
     pub async fn ensure_topics(
         &self,
         topics: &[&str],
         partitions: i32,
         replication: i32,
+        min_insync: i32,
     ) -> Result<(), BackendError> {
+        if !(1..=replication).contains(&min_insync) {
+            return Err(backend_error(format!(
+                "min.insync.replicas {min_insync} must be between 1 and the replication factor {replication}"
+            )));
+        }
+        let min_insync_text = min_insync.to_string();
         let admin: AdminClient<BusContext> = self
             .config
             .client()
@@ -228,7 +238,10 @@ impl KafkaBus {
             .map_err(backend_error)?;
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+            .map(|t| {
+                NewTopic::new(t, partitions, TopicReplication::Fixed(replication))
+                    .set("min.insync.replicas", &min_insync_text)
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin
@@ -237,7 +250,9 @@ impl KafkaBus {
             .map_err(backend_error)?;
         for result in results {
             match result {
-                Ok(topic) => tracing::info!(topic, partitions, replication, "topic created"),
+                Ok(topic) => {
+                    tracing::info!(topic, partitions, replication, min_insync, "topic created")
+                }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
                     return Err(backend_error(format!("creating topic {topic}: {code}")))

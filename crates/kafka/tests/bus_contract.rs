@@ -31,7 +31,7 @@ async fn setup(on: On) -> Option<Setup> {
     };
     let bus = KafkaBus::connect(KafkaConfig::new(&brokers)).expect("connect");
     let topic = format!("contract-{}", uuid::Uuid::new_v4());
-    bus.ensure_topics(&[&topic], 3, 1)
+    bus.ensure_topics(&[&topic], 3, 1, 1)
         .await
         .expect("create topic");
     Some(Setup {
@@ -109,7 +109,7 @@ macro_rules! on_broker {
         async fn topic_bootstrap_is_idempotent() {
             let Some(s) = setup($kind).await else { return };
             s.bus
-                .ensure_topics(&[&s.topic], 3, 1)
+                .ensure_topics(&[&s.topic], 3, 1, 1)
                 .await
                 .expect("a second bootstrap changes nothing");
             s.bus.ping().await.expect("ping");
@@ -130,4 +130,17 @@ mod noida {
 mod tansu {
     use super::*;
     on_broker!(On::Emulator(BrokerKind::Tansu));
+}
+
+/// A topic is never created with more in-sync replicas required than it
+/// has replicas (no write could ever be acknowledged): refused, saying
+/// why, before any broker is asked.
+#[tokio::test]
+async fn more_in_sync_replicas_than_replicas_is_refused() {
+    let bus = KafkaBus::connect(KafkaConfig::new("127.0.0.1:9")).expect("connect");
+    let err = bus
+        .ensure_topics(&["never-created"], 1, 1, 2)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("min.insync.replicas"), "{err}");
 }

@@ -155,6 +155,7 @@ async fn connect_kafka(
                 .collect::<Vec<_>>(),
                 settings.partitions,
                 settings.kafka_replication_factor,
+                settings.kafka_min_insync_replicas(),
             )
             .await?;
     }

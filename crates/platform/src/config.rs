@@ -115,6 +115,10 @@ pub struct Settings {
     /// Create missing topics at start (brokers may not auto-create them).
     pub kafka_create_topics: bool,
     pub kafka_replication_factor: i32,
+    /// `min.insync.replicas` of the topics the runner creates: how many
+    /// replicas hold a record before a `202` (an `acks=all` write) is
+    /// answered. Unset: 2 when the replication factor is 3 or more, else 1.
+    pub kafka_min_insync_replicas: Option<i32>,
     /// Longest a broker holds a fetch waiting for data.
     pub kafka_fetch_wait_ms: u64,
     /// After a batch's first record, how long to keep filling it.
@@ -251,6 +255,7 @@ impl Default for Settings {
             kafka_ssl_ca_location: None,
             kafka_create_topics: true,
             kafka_replication_factor: 1,
+            kafka_min_insync_replicas: None,
             kafka_fetch_wait_ms: 10,
             kafka_batch_window_ms: 100,
             kafka_linger_ms: 0,
@@ -317,11 +322,31 @@ impl std::fmt::Debug for Secret {
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 impl Settings {
+    /// `min.insync.replicas` for the topics the runner creates.
+    pub fn kafka_min_insync_replicas(&self) -> i32 {
+        self.kafka_min_insync_replicas
+            .unwrap_or(if self.kafka_replication_factor >= 3 {
+                2
+            } else {
+                1
+            })
+    }
+
     /// Defaults, overridden by `SALESTRACK_*` variables. Fails fast on a bad or unknown one.
     pub fn from_env() -> Result<Settings, ConfigError> {
         let settings: Settings = Self::figment()
             .extract()
             .map_err(|e| ConfigError(Box::new(e)))?;
+        let (rf, min_insync) = (
+            settings.kafka_replication_factor,
+            settings.kafka_min_insync_replicas(),
+        );
+        if !(1..=rf.max(1)).contains(&min_insync) {
+            return Err(ConfigError(Box::new(figment::Error::from(format!(
+                "SALESTRACK_KAFKA_MIN_INSYNC_REPLICAS must be between 1 and \
+                 SALESTRACK_KAFKA_REPLICATION_FACTOR ({rf}), got {min_insync}"
+            )))));
+        }
         if !(0.0..=1.0).contains(&settings.payment_decline_rate) {
             return Err(ConfigError(Box::new(figment::Error::from(format!(
                 "SALESTRACK_PAYMENT_DECLINE_RATE must be within 0.0..=1.0, got {}",
@@ -372,6 +397,31 @@ impl Default for Topics {
 // figment::Jail closures must return figment's own (large) error type.
 #[allow(clippy::result_large_err)]
 mod tests {
+    #[test]
+    fn min_insync_replicas_follow_the_replication_factor_unless_set() {
+        let with = |rf, set| Settings {
+            kafka_replication_factor: rf,
+            kafka_min_insync_replicas: set,
+            ..Settings::default()
+        };
+        assert_eq!(with(1, None).kafka_min_insync_replicas(), 1);
+        assert_eq!(with(2, None).kafka_min_insync_replicas(), 1);
+        assert_eq!(with(3, None).kafka_min_insync_replicas(), 2);
+        assert_eq!(with(5, None).kafka_min_insync_replicas(), 2);
+        assert_eq!(with(5, Some(3)).kafka_min_insync_replicas(), 3);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SALESTRACK_KAFKA_REPLICATION_FACTOR", "3");
+            jail.set_env("SALESTRACK_KAFKA_MIN_INSYNC_REPLICAS", "4");
+            let err = Settings::from_env().expect_err("more in sync than there are replicas");
+            assert!(
+                err.to_string()
+                    .contains("SALESTRACK_KAFKA_MIN_INSYNC_REPLICAS"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
     use super::*;
     use figment::Jail;
 

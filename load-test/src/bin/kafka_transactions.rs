@@ -168,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
         .context("Apache Kafka is not resolved: run crates/test-engines/resolve")?;
     let brokers = kafka.address();
     let bus = KafkaBus::connect(KafkaConfig::new(&brokers))?;
-    bus.ensure_topics(&[PLAIN[0], PLAIN[1], TRANSACTED[0], TRANSACTED[1]], 4, 1)
+    bus.ensure_topics(&[PLAIN[0], PLAIN[1], TRANSACTED[0], TRANSACTED[1]], 4, 1, 1)
         .await?;
     let txn = transactional(&brokers)?;
     let uncommitted = reader(&brokers, PLAIN, "read_uncommitted").await?;

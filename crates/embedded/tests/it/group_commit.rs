@@ -3,20 +3,14 @@
 
 use rusqlite::params;
 use salestrack_core::ports::{BackendError, OutboundRecord, Producer};
-use salestrack_embedded::sqlite::{Db, Durability};
+use salestrack_embedded::sqlite::Db;
 use salestrack_embedded::EmbeddedBus;
 use std::collections::HashSet;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);";
 
 fn db(dir: &tempfile::TempDir) -> Db {
-    Db::open(
-        "test db",
-        &dir.path().join("t.sqlite"),
-        Durability::Full,
-        SCHEMA,
-    )
-    .expect("open")
+    Db::open("test db", &dir.path().join("t.sqlite"), SCHEMA).expect("open")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

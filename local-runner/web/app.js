@@ -337,6 +337,97 @@ async function report() {
   }
 }
 
+// ---------------------------------------------------------------- operations
+
+/** POST a JSON body to the API; an error answer becomes an Error with its message. */
+async function apiPost(path, payload) {
+  const response = await fetch(path, {
+    method: 'POST',
+    headers: headers({ 'Content-Type': 'application/json' }),
+    body: JSON.stringify(payload),
+  });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new Error(body?.message ?? `${response.status} ${response.statusText}`);
+  }
+  return body;
+}
+
+// Readiness, each consumer's lag and waiting record, and the dead-letter
+// topic (admin only), each letter with its redrive button.
+let refreshing = 0;
+
+async function operations() {
+  const section = $('#operations');
+  const mine = ++refreshing;
+  section.dataset.busy = 'true';
+  try {
+    // Readiness answers 503 with the same body when not ready.
+    const ready = await fetch('/health/ready', { headers: headers() }).then((r) => r.json());
+    const status = $('#ops-status');
+    status.textContent = ready.status;
+    status.className = `badge ${ready.status}`;
+    $('#ops-reasons').replaceChildren(...(ready.reasons ?? []).map((reason) => {
+      const li = document.createElement('li');
+      li.textContent = reason;
+      return li;
+    }));
+    const body = $('#ops-consumers tbody');
+    body.replaceChildren();
+    for (const name of ['domain', 'projector', 'payment']) {
+      const c = ready[`${name}_consumer`];
+      if (!c) continue;
+      const row = body.insertRow();
+      row.dataset.consumer = name;
+      cell(row, name);
+      cell(row, c.running ? 'yes' : 'no');
+      cell(row, String(c.partitions), 'num');
+      cell(row, String(c.lag_records), 'num');
+      cell(row, String(c.records), 'num');
+      const w = c.waiting;
+      cell(row, w ? `${w.topic}-${w.partition}@${w.offset}, ${w.attempts} deliveries, ${Math.round(w.waited_ms / 1000)} s: ${w.error}` : '');
+    }
+    const listing = await api('/admin/dead-letters');
+    // Answers can overtake each other: only the newest refresh renders.
+    if (mine !== refreshing) return;
+    const letters = $('#ops-letters tbody');
+    letters.replaceChildren();
+    $('#ops-letter-count').textContent = `(${listing.dead_letters.length})`;
+    for (const letter of listing.dead_letters) {
+      const row = letters.insertRow();
+      row.dataset.letter = letter.id;
+      cell(row, letter.id + (letter.redriven_from ? ` (redriven from ${letter.redriven_from})` : ''));
+      cell(row, letter.consumer);
+      cell(row, `${letter.source_topic}-${letter.source_partition}@${letter.source_offset}`);
+      cell(row, letter.cart);
+      cell(row, `${letter.age_s} s`, 'num');
+      cell(row, letter.error);
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'redrive';
+      button.textContent = 'Redrive';
+      button.addEventListener('click', async () => {
+        button.disabled = true;
+        try {
+          const answer = await apiPost('/admin/dead-letters/redrive', { ids: [letter.id] });
+          const back = answer.redriven[0];
+          row.dataset.redriven = `${back.topic}-${back.partition}@${back.offset}`;
+          button.textContent = 'Redriven';
+        } catch (e) {
+          button.disabled = false;
+          notice(`Redrive failed: ${e.message}`);
+        }
+      });
+      row.insertCell().append(button);
+    }
+    section.dataset.loaded = String(Date.now());
+  } catch (e) {
+    notice(`Operations: ${e.message}`);
+  } finally {
+    if (mine === refreshing) delete section.dataset.busy;
+  }
+}
+
 // -------------------------------------------------------------------- wiring
 
 $('#token').value = token;
@@ -346,13 +437,16 @@ $('#token-form').addEventListener('submit', (e) => {
   if (token) sessionStorage.setItem(TOKEN_KEY, token);
   else sessionStorage.removeItem(TOKEN_KEY);
   search();
+  operations();
 });
 $('#search-form').addEventListener('submit', (e) => { e.preventDefault(); search(); });
 $('#more').addEventListener('click', () => search(nextCursor));
 $('#report-form').addEventListener('submit', (e) => { e.preventDefault(); report(); });
+$('#ops-refresh').addEventListener('click', () => operations());
 
 const today = new Date();
 $('#report-form').elements.to.value = isoDay(today);
 $('#report-form').elements.from.value = isoDay(new Date(today.getTime() - 29 * 86400000));
 search();
 report();
+operations();

@@ -340,6 +340,77 @@ async fn the_sales_page_follows_a_cart_live_and_charts_the_report() {
         );
     }
 
+    // The operations view: readiness and the consumers, then a poison
+    // record's letter, redriven with its button.
+    wait_for_js(
+        &page,
+        "the consumers in the operations view",
+        "return document.querySelector('#ops-status').textContent === 'ready' \
+         && document.querySelectorAll('#ops-consumers tbody tr').length === 3;",
+    )
+    .await;
+    app.backends
+        .producer()
+        .expect("a bus")
+        .send(salestrack_core::ports::OutboundRecord {
+            topic: "sales.commands".into(),
+            key: cart.to_string().into_bytes(),
+            value: b"{not a command".to_vec(),
+            headers: vec![],
+        })
+        .await
+        .expect("poison");
+    // Refreshed until the letter shows; each refresh finishes (`busy`
+    // gone) before the next, so no later one redraws the rows under a click.
+    let refreshed = |condition: &str| {
+        format!(
+            "const s = document.querySelector('#operations');\
+             if (s.dataset.busy) return null;\
+             const found = (() => {{ {condition} }})();\
+             if (found) return found;\
+             document.querySelector('#ops-refresh').click(); return null;"
+        )
+    };
+    let letter = wait_for_js(
+        &page,
+        "the poison's letter",
+        &refreshed("return document.querySelector('#ops-letters tbody tr')?.dataset.letter;"),
+    )
+    .await
+    .as_str()
+    .expect("a letter id")
+    .to_owned();
+    click(
+        &page,
+        &format!("#ops-letters tr[data-letter='{letter}'] button.redrive"),
+    )
+    .await;
+    let redriven = wait_for_js(
+        &page,
+        "the letter redriven",
+        &format!(
+            "return document.querySelector(\"#ops-letters tr[data-letter='{letter}']\").dataset.redriven ?? null;"
+        ),
+    )
+    .await;
+    assert!(
+        redriven
+            .as_str()
+            .is_some_and(|r| r.starts_with("sales.commands-")),
+        "{redriven}"
+    );
+    // Still poison: dead-lettered again, saying where it was redriven from.
+    wait_for_js(
+        &page,
+        "the redriven poison back on the dead-letter topic",
+        &refreshed(&format!(
+            "return [...document.querySelectorAll('#ops-letters tbody tr')]\
+               .some(r => r.cells[0].textContent.includes('redriven from {letter}'));"
+        )),
+    )
+    .await;
+    save_screenshot(&page, "sales-page-operations.png").await;
+
     // Everything the page loaded came from the runner itself.
     let foreign = page
         .execute(

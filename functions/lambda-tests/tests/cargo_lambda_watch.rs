@@ -222,6 +222,46 @@ fn printed(run: &Output) -> String {
     )
 }
 
+/// The records of the dead-letter topic in an embedded bus file, each as
+/// the text of its headers (read with Python's sqlite3, none of the bus's
+/// own code).
+fn dead_letters(bus: &Path) -> Vec<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1])\n\
+             for (h,) in db.execute(\"SELECT headers FROM records WHERE topic = 'sales.dead-letter'\"):\n\
+             \x20   print(bytes(h).decode('utf-8', 'replace').replace('\\n', ' '))",
+        ])
+        .arg(bus)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Everything `function` wrote to its logs so far.
+fn logged(logs: &Path, function: &str) -> String {
+    std::fs::read_dir(logs)
+        .expect("log dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{function}-"))
+        })
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
 /// A function URL response's status and JSON body.
 fn http(response: &Value) -> (u64, Value) {
     let status = response["statusCode"].as_u64().expect("statusCode");
@@ -303,11 +343,25 @@ fn every_lambda_binary_answers_its_fixtures_under_cargo_lambda_watch() {
     assert_eq!(
         domain.invoke("batch-with-one-poison.json"),
         json!({"batchItemFailures": [
-            {"itemIdentifier": {"partition": "sales.commands-0", "offset": 201}}
+            {"itemIdentifier": {"partition": "sales.commands-0", "offset": 202}}
         ]}),
-        "the response names exactly the poison record"
+        "the function dead-lettered the poison at 201 itself, and names the \
+         record after it: the event source mapping (unlimited retries) moves on"
     );
     drop(domain);
+    // The letter is on the dead-letter topic of the function's bus, and the
+    // invocation logged its embedded metric.
+    let letters = dead_letters(&data.path().join("bus.sqlite"));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0].contains("salestrack-dlq-source-offset") && letters[0].contains("201"),
+        "{letters:?}"
+    );
+    let logged = logged(logs.path(), "domain");
+    assert!(
+        logged.contains("\"DeadLettered\":1") && logged.contains("RecordWaitSeconds"),
+        "no embedded metric line in the domain's log: {logged}"
+    );
 
     let projector = Watch::start("projector", data.path(), logs.path());
     assert_eq!(

@@ -304,6 +304,51 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(on: On
     );
     assert_eq!(header("salestrack-dlq-stage"), "domain");
     assert_eq!(dead[0].value.as_deref(), Some(&b"\x00garbage{"[..]));
+
+    // Listed and redriven through the admin API, on Kafka: still poison,
+    // it comes back as a second letter that says where it came from.
+    let (status, listing) = app.get("/admin/dead-letters").await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let letters = listing["dead_letters"].as_array().expect("letters").clone();
+    assert_eq!(letters.len(), 1, "{listing}");
+    assert_eq!(letters[0]["cart"], cart.to_string());
+    assert_eq!(letters[0]["source_topic"], settings.commands_topic.as_str());
+    let (status, answer) = app
+        .post(
+            "/admin/dead-letters/redrive",
+            &serde_json::json!({"ids": [letters[0]["id"]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["redriven"][0]["topic"],
+        settings.commands_topic.as_str()
+    );
+    // The command-line tool lists the same topic, as an operator would.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_salestrack-redrive"))
+            .args(["list", "--json"])
+            .env("SALESTRACK_DATA_DIR", &settings.data_dir)
+            .env("SALESTRACK_KAFKA_BROKERS", &settings.kafka_brokers)
+            .env("SALESTRACK_KAFKA_CREATE_TOPICS", "false")
+            .env("SALESTRACK_DEAD_LETTER_TOPIC", &settings.dead_letter_topic)
+            .output()
+            .expect("salestrack-redrive");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let letters = listed["dead_letters"].as_array().expect("letters");
+        if letters.len() == 2 {
+            assert_eq!(letters[1]["redriven_from"], letters[0]["id"], "{listed}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never two letters: {listed}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     app.stop().await;
 }
 

@@ -469,6 +469,26 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
     }
     let (status, body) = get(&app, &bob, "/reports/sales").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // Nor the dead-letter topic, which holds every user's records: not
+    // listed, not redriven, without the admin role; nothing without a token.
+    let (status, body) = get(&app, &bob, "/admin/dead-letters").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let redrive = |token: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url("/admin/dead-letters/redrive"))
+            .json(&json!({"all": true}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let status = redrive(Some(bob.clone())).await.expect("redrive").status();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let status = redrive(None).await.expect("redrive").status();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, letters) = get(&app, &admin, "/admin/dead-letters").await;
+    assert_eq!(status, StatusCode::OK, "{letters}");
 
     // Nothing Bob did changed Alice's cart; an admin reads the report.
     let (_, after) = get(&app, &alice, &format!("/carts/{cart}")).await;

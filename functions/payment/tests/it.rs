@@ -244,32 +244,34 @@ async fn the_fixture_batch_is_a_charge_of_the_derived_payment_id() {
     );
 }
 
+/// A new cart checked out, its deadline `expires_in` from now.
+fn checked_out(expires_in: Span) -> (CartId, CartDetail) {
+    let cart = CartId(Uuid::new_v4());
+    let mut first = line();
+    first.cart_id = cart;
+    let events = RecordedEvent::number(
+        cart,
+        0,
+        CommandId(Uuid::new_v4()),
+        Utc::now(),
+        vec![
+            Event::OrderPlaced(first),
+            Event::CheckoutStarted(Checkout {
+                payment_method: "card".into(),
+                amount: Decimal::ONE,
+                currency: line().currency,
+                expires_at: Utc::now() + expires_in,
+            }),
+        ],
+    );
+    (cart, CartDetail::fold(&events).expect("cart"))
+}
+
 #[tokio::test]
 async fn the_timer_expires_the_checkouts_past_their_deadline_only() {
     let w = world();
     let dir = tempfile::tempdir().expect("tempdir");
     let read = EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("read store");
-    let checked_out = |expires_in: Span| {
-        let cart = CartId(Uuid::new_v4());
-        let mut first = line();
-        first.cart_id = cart;
-        let events = RecordedEvent::number(
-            cart,
-            0,
-            CommandId(Uuid::new_v4()),
-            Utc::now(),
-            vec![
-                Event::OrderPlaced(first),
-                Event::CheckoutStarted(Checkout {
-                    payment_method: "card".into(),
-                    amount: Decimal::ONE,
-                    currency: line().currency,
-                    expires_at: Utc::now() + expires_in,
-                }),
-            ],
-        );
-        (cart, CartDetail::fold(&events).expect("cart"))
-    };
     let (late, late_cart) = checked_out(Span::seconds(-5));
     let (_, early_cart) = checked_out(Span::seconds(60));
     for cart in [late_cart, early_cart] {
@@ -299,27 +301,6 @@ async fn the_timer_pages_past_checkouts_the_read_model_still_shows_open() {
     let w = world();
     let dir = tempfile::tempdir().expect("tempdir");
     let read = EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("read store");
-    let checked_out = |expires_in: Span| {
-        let cart = CartId(Uuid::new_v4());
-        let mut first = line();
-        first.cart_id = cart;
-        let events = RecordedEvent::number(
-            cart,
-            0,
-            CommandId(Uuid::new_v4()),
-            Utc::now(),
-            vec![
-                Event::OrderPlaced(first),
-                Event::CheckoutStarted(Checkout {
-                    payment_method: "card".into(),
-                    amount: Decimal::ONE,
-                    currency: line().currency,
-                    expires_at: Utc::now() + expires_in,
-                }),
-            ],
-        );
-        (cart, CartDetail::fold(&events).expect("cart"))
-    };
     let stale = salestrack_payment::EXPIRE_BATCH as i64 + 20;
     for i in 0..stale {
         let (_, cart) = checked_out(Span::seconds(-3_600 + i));

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod event_source;
+mod outage;
 mod redrive;
 
 use common::{spawn_with, TestApp};

@@ -85,6 +85,9 @@ struct Keys {
 pub struct Authenticator {
     source: KeySource,
     keys: RwLock<Keys>,
+    /// Held by the one refresh of the JWKS in flight (never `keys`'s lock:
+    /// a request whose key is known never waits for a fetch).
+    refreshing: tokio::sync::Mutex<()>,
     min_refresh: Duration,
     issuer: String,
     audience: String,
@@ -178,6 +181,7 @@ impl Authenticator {
                 by_kid,
                 fetched: Instant::now(),
             }),
+            refreshing: tokio::sync::Mutex::new(()),
             min_refresh: Duration::from_secs(settings.auth_jwks_min_refresh_s),
             issuer,
             audience,
@@ -242,29 +246,38 @@ impl Authenticator {
 
     /// The key named `kid`, fetching the JWKS again (at most once per
     /// `min_refresh`) when it is not known: a provider rotating its keys.
+    /// One fetch at a time, and no lock on the keys held across it: a
+    /// request whose key is known is served at once even while a token
+    /// with an unknown `kid` (anyone can forge one) waits for the fetch.
     async fn key(&self, kid: &str) -> Result<(Algorithm, DecodingKey), AuthError> {
         if let Some(found) = self.keys.read().await.by_kid.get(kid) {
             return Ok(found.clone());
         }
         let unknown = || AuthError::Invalid(format!("no key `{kid}` in the JWKS"));
-        let mut keys = self.keys.write().await;
-        if let Some(found) = keys.by_kid.get(kid) {
-            return Ok(found.clone());
+        let _refresh = self.refreshing.lock().await;
+        {
+            // What a refresh that finished meanwhile brought, and the rate limit.
+            let mut keys = self.keys.write().await;
+            if let Some(found) = keys.by_kid.get(kid) {
+                return Ok(found.clone());
+            }
+            if keys.fetched.elapsed() < self.min_refresh {
+                return Err(unknown());
+            }
+            keys.fetched = Instant::now();
         }
-        if keys.fetched.elapsed() < self.min_refresh {
-            return Err(unknown());
-        }
-        keys.fetched = Instant::now();
         match self.source.load().await {
             Ok(by_kid) => {
                 metrics::counter!("salestrack_auth_jwks_refreshes_total").increment(1);
+                let mut keys = self.keys.write().await;
                 keys.by_kid = by_kid;
+                keys.by_kid.get(kid).cloned().ok_or_else(unknown)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held")
+                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held");
+                Err(unknown())
             }
         }
-        keys.by_kid.get(kid).cloned().ok_or_else(unknown)
     }
 }
 

@@ -49,20 +49,32 @@ struct Jwks {
     url: String,
     keys: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
+    /// While set, a fetch hangs until the test lets it go (`release`).
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 impl Jwks {
     async fn serve(kids: &[&str]) -> Jwks {
         let keys = Arc::new(Mutex::new(key_set(kids)));
         let fetches = Arc::new(AtomicUsize::new(0));
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let release = Arc::new(tokio::sync::Notify::new());
         let app = {
             let (keys, fetches) = (Arc::clone(&keys), Arc::clone(&fetches));
+            let (stalled, release) = (Arc::clone(&stalled), Arc::clone(&release));
             axum::Router::new().route(
                 "/.well-known/jwks.json",
                 axum::routing::get(move || {
-                    fetches.fetch_add(1, Ordering::SeqCst);
                     let body = keys.lock().expect("keys").clone();
-                    async move { axum::Json(body) }
+                    let stall = stalled.load(Ordering::SeqCst).then(|| Arc::clone(&release));
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if let Some(release) = stall {
+                            release.notified().await;
+                        }
+                        axum::Json(body)
+                    }
                 }),
             )
         };
@@ -74,7 +86,13 @@ impl Jwks {
             listener.local_addr().expect("addr")
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Jwks { url, keys, fetches }
+        Jwks {
+            url,
+            keys,
+            fetches,
+            stalled,
+            release,
+        }
     }
 
     fn fetches(&self) -> usize {
@@ -341,6 +359,55 @@ async fn a_rotated_key_is_fetched_when_a_token_names_it_at_a_bounded_rate() {
     let old = signed("rsa-1", &claims("alice", &[]));
     let (status, _, _) = post_order(&app, Some(&old), cart, "alice").await;
     assert_eq!(status, StatusCode::ACCEPTED, "the old key still in the set");
+    app.stop().await;
+}
+
+/// A token with a `kid` nobody knows (anyone can forge one) makes the
+/// runner fetch the JWKS, and the JWKS server hangs: the fetch waits for
+/// its timeout, but requests whose key is known are served meanwhile, all
+/// of them before the forged one is even answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_jwks_fetch_does_not_stall_requests_with_a_known_key() {
+    let jwks = Jwks::serve(&["rsa-1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner(&jwks, dir.path(), 1).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    jwks.stalled.store(true, Ordering::SeqCst);
+    let fetched = jwks.fetches();
+    let forged = signed("rsa-1", &claims("mallory", &[]));
+    // The same signature under a kid the set does not hold.
+    let forged = {
+        let mut parts: Vec<String> = forged.split('.').map(str::to_owned).collect();
+        parts[0] = segment(&json!({"alg": "RS256", "typ": "JWT", "kid": "no-such-key"}));
+        parts.join(".")
+    };
+    let waiting = {
+        let (client, url) = (app.client.clone(), app.url("/carts"));
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(forged)
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    };
+    while jwks.fetches() == fetched {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The fetch hangs now. Five requests with a known key, one by one.
+    let alice = signed("rsa-1", &claims("alice", &[]));
+    for _ in 0..5 {
+        let (status, body) = get(&app, &alice, "/carts").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the forged token was answered before the requests with a known key"
+    );
+    let answered = waiting.await.expect("task").expect("an answer");
+    assert_eq!(answered, StatusCode::UNAUTHORIZED);
+    jwks.release.notify_waiters();
     app.stop().await;
 }
 

@@ -9,8 +9,11 @@
 //!
 //! # Layout
 //! - [`run`]: wires everything and serves until the shutdown token fires.
-//! - [`consumer`]: the poll -> handle -> commit loop.
+//! - [`consumer`]: the poll -> handle -> commit loop; a retryable failure
+//!   waits, poison goes to the dead-letter topic.
 //! - [`health`]: `/health/live`, `/health/ready` and `/openapi.json`.
+//! - [`redrive`]: the dead-letter topic listed and redriven, for the
+//!   `salestrack-redrive` command and `/admin/dead-letters`.
 //! - [`web`]: the sales page at `/`.
 //! - [`rebuild_read_models`]: the `salestrack-rebuild` command.
 

@@ -176,7 +176,15 @@ fn describe() {
     );
     describe_counter!(
         "salestrack_consumer_dead_lettered_total",
-        "records moved to the dead-letter topic, by consumer"
+        "poison records moved to the dead-letter topic, by consumer"
+    );
+    describe_gauge!(
+        "salestrack_consumer_waiting_seconds",
+        "how long the longest-waiting record of a consumer has waited on a retryable failure (0: none)"
+    );
+    describe_counter!(
+        "salestrack_dead_letters_redriven_total",
+        "dead letters put back on their source topic"
     );
     describe_counter!(
         "salestrack_domain_append_conflicts_total",
@@ -221,10 +229,12 @@ fn describe() {
         "salestrack_es_bulk_retries_total",
         "Elasticsearch bulk attempts retried for transient item failures"
     );
-    for consumer in ["domain", "projector"] {
+    for consumer in ["domain", "projector", "payment"] {
         metrics::counter!("salestrack_consumer_dead_lettered_total", "consumer" => consumer)
             .increment(0);
+        metrics::gauge!("salestrack_consumer_waiting_seconds", "consumer" => consumer).set(0.0);
     }
+    metrics::counter!("salestrack_dead_letters_redriven_total").increment(0);
     metrics::counter!("salestrack_domain_append_conflicts_total").increment(0);
     metrics::counter!("salestrack_query_stale_reads_total").increment(0);
 }

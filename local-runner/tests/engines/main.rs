@@ -556,6 +556,21 @@ async fn a_sigkill_of(engine: Engine) {
         "{engine:?}: {tally:#?}\ndead letters: {letters:#?}"
     );
     assert!(letters.is_empty(), "dead-lettered: {letters:#?}");
+    // Each cart's totals are exactly its accepted lines'.
+    let subtotal: Decimal = order_body()["subtotal"]
+        .as_str()
+        .expect("subtotal")
+        .parse()
+        .expect("decimal");
+    for (cart, orders) in &accepted {
+        let (_, detail) = app.get(&format!("/carts/{cart}")).await;
+        let total = subtotal * Decimal::from(orders.len());
+        assert_eq!(
+            detail["subtotal"],
+            total.to_string(),
+            "cart {cart}: {detail}"
+        );
+    }
     // Every accepted command's status is known.
     let mut unknown = 0;
     for (cart, orders) in &accepted {

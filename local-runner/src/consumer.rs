@@ -217,22 +217,20 @@ struct Attempts(HashMap<Partition, Waiting>);
 impl Attempts {
     /// Counts one more failure of this record and returns the total.
     fn record(&mut self, f: &RecordFailure) -> u32 {
-        let key = (f.topic.clone(), f.partition);
-        let entry = self.0.entry(key).or_insert_with(|| Waiting {
+        let first = || Waiting {
             topic: f.topic.clone(),
             partition: f.partition,
             offset: f.offset,
             attempts: 0,
             since_ms: now_ms(),
             error: String::new(),
-        });
+        };
+        let entry = self
+            .0
+            .entry((f.topic.clone(), f.partition))
+            .or_insert_with(first);
         if entry.offset != f.offset {
-            *entry = Waiting {
-                offset: f.offset,
-                attempts: 0,
-                since_ms: now_ms(),
-                ..entry.clone()
-            };
+            *entry = first();
         }
         entry.attempts += 1;
         entry.error.clone_from(&f.error);

@@ -190,19 +190,26 @@ impl DeadLetters {
         diverted
     }
 
-    /// [`divert`](Self::divert) for a Lambda invocation: the partial-batch
-    /// response, and one CloudWatch embedded-metric line (namespace
-    /// `salestrack`, dimension `consumer`) with how long the oldest
-    /// waiting record has waited (`RecordWaitSeconds`, its age) and how
-    /// many records went to the dead-letter topic (`DeadLettered`), which
-    /// the template's alarms watch.
-    pub async fn lambda_response(
+    /// One Lambda invocation of a Kafka-triggered function: `handle` runs
+    /// on the batch, its failures are [`divert`](Self::divert)ed, and the
+    /// answer is the partial-batch response. Also prints one CloudWatch
+    /// embedded-metric line (namespace `salestrack`, dimension `consumer`)
+    /// with how long the oldest waiting record has waited
+    /// (`RecordWaitSeconds`, its age) and how many records went to the
+    /// dead-letter topic (`DeadLettered`), which the template's alarms
+    /// watch.
+    pub async fn lambda_response<R, Fut>(
         &self,
-        batch: &KafkaEvent,
-        failures: Vec<RecordFailure>,
-    ) -> KafkaBatchResponse {
-        let diverted = self.divert(batch, failures).await;
-        println!("{}", self.metric_line(batch, &diverted, Utc::now()));
+        batch: KafkaEvent,
+        handle: impl FnOnce(KafkaEvent) -> Fut,
+    ) -> KafkaBatchResponse
+    where
+        Fut: std::future::Future<Output = crate::BatchResult<R>>,
+    {
+        // The handler takes the batch; the diversion needs it afterwards.
+        let failures = handle(batch.clone()).await.failures;
+        let diverted = self.divert(&batch, failures).await;
+        println!("{}", self.metric_line(&batch, &diverted, Utc::now()));
         diverted.response()
     }
 

@@ -34,9 +34,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // again; poison is dead-lettered here and its partition moves on.
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KafkaEvent>| async move {
-            let batch = event.payload.clone();
-            let failures = handler(event, deps).await.failures;
-            Ok::<_, std::convert::Infallible>(dead_letters.lambda_response(&batch, failures).await)
+            let (batch, context) = event.into_parts();
+            let answer = dead_letters.lambda_response(batch, |batch| {
+                handler(LambdaEvent::new(batch, context), deps)
+            });
+            Ok::<_, std::convert::Infallible>(answer.await)
         },
     ))
     .await

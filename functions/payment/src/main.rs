@@ -70,11 +70,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // source mapping (unlimited retries) delivers a retryable one again;
         // poison is dead-lettered here and its partition moves on.
         let batch: KafkaEvent = serde_json::from_value(payload)?;
-        let failures = handler(LambdaEvent::new(batch.clone(), context), deps)
-            .await
-            .failures;
-        let response = dead_letters.lambda_response(&batch, failures).await;
-        Ok(serde_json::to_value(response)?)
+        let response = dead_letters.lambda_response(batch, |batch| {
+            handler(LambdaEvent::new(batch, context), deps)
+        });
+        Ok(serde_json::to_value(response.await)?)
     }))
     .await
 }

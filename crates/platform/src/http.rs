@@ -49,6 +49,18 @@ pub enum ApiError {
     /// 503: a backend failed; retryable.
     #[error("a backend is unavailable")]
     Unavailable(#[from] BackendError),
+    /// 503: producing a command failed without the bus's answer, so it may
+    /// or may not have been recorded (a broker can take a record and die
+    /// before it acknowledges). Sending the same request again is safe: the
+    /// command's id is derived from it, and a repeat is applied once.
+    #[error(
+        "the bus did not confirm command {command_id}: it may or may not have been recorded; \
+         send the same request again (same order id, same Idempotency-Key), a repeat is applied once"
+    )]
+    Unconfirmed {
+        command_id: salestrack_core::ids::CommandId,
+        source: BackendError,
+    },
     /// 503: the process already serves as many requests as it may hold;
     /// retryable.
     #[error("the server is at its limit of requests in flight; retry shortly")]
@@ -74,9 +86,10 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::TooManyStreams => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::Unconfirmed { .. }
+            | ApiError::Overloaded
+            | ApiError::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -91,6 +104,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unconfirmed { .. } => "unconfirmed",
             ApiError::Overloaded => "overloaded",
             ApiError::TooManyStreams => "too_many_streams",
         }
@@ -106,8 +120,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Unavailable(e) = &self {
-            tracing::error!(error = %e, "request failed on a backend");
+        match &self {
+            ApiError::Unavailable(e) => tracing::error!(error = %e, "request failed on a backend"),
+            ApiError::Unconfirmed { command_id, source } => {
+                tracing::error!(%command_id, error = %source, "the bus did not confirm a command")
+            }
+            _ => {}
         }
         let body = ErrorBody {
             error: self.code().into(),

@@ -112,7 +112,7 @@ pub fn router(state: CommandState) -> Router {
         (status = 403, description = "`user_id` is not the token's subject", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 503, description = "The bus is unavailable; retry", body = ErrorBody),
+        (status = 503, description = "The bus did not confirm the command (`unconfirmed`: it may or may not be recorded; send the same request again, a repeat is applied once), or the server is at its limit (`overloaded`)", body = ErrorBody),
     )
 )]
 pub async fn place_order(
@@ -240,8 +240,9 @@ async fn accept(
         };
         let outbound = record.outbound(&state.topic, trace);
         let kind = record.command.kind();
-        let delivery = state.producer.send(outbound).await.inspect_err(|_| {
+        let delivery = state.producer.send(outbound).await.map_err(|source| {
             metrics::counter!("salestrack_commands_failed_total", "kind" => kind).increment(1);
+            ApiError::Unconfirmed { command_id, source }
         })?;
         metrics::counter!("salestrack_commands_accepted_total", "kind" => kind).increment(1);
         tracing::info!(

@@ -341,13 +341,31 @@ async fn ready_becomes(app: &Http, wanted: &str, within: Duration) -> Value {
     }
 }
 
-/// Orders posted by 4 clients over the carts until `stop`; what each POST
-/// was answered.
+/// One order a client posted: how many answers other than `202` it got
+/// before it was accepted, and whether it was.
+#[derive(Debug)]
+struct Posted {
+    cart: CartId,
+    order: OrderId,
+    refusals: u32,
+    accepted: bool,
+    /// The last answer, `None` when there was none.
+    last: Option<StatusCode>,
+}
+
+/// How long a client keeps sending one order again: past the outage, the
+/// restart and the producer's delivery timeout.
+const RETRY_ONE_ORDER_FOR: Duration = Duration::from_secs(300);
+
+/// Orders posted by 4 clients over the carts until `stop`. Each client does
+/// what a `503` tells it: it sends the same order again (a `503` may follow
+/// a command the bus took without confirming it) until it is accepted, so
+/// every order ends accepted exactly once.
 fn post_until(
     base: String,
     carts: Vec<CartId>,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<(CartId, OrderId, Option<StatusCode>)>> {
+) -> tokio::task::JoinHandle<Vec<Posted>> {
     let client = reqwest::Client::builder()
         // Longer than the producer's delivery timeout (30 s): a POST waiting
         // on a killed broker gets its real answer.
@@ -362,24 +380,37 @@ fn post_until(
             .map(|(cart, order)| {
                 let (client, base) = (client.clone(), base.clone());
                 async move {
-                    let answer = client
-                        .post(format!("{base}/orders"))
-                        .json(&order_body_for(cart, order, "Fault test"))
-                        .send()
-                        .await
-                        .ok()
-                        .map(|r| r.status());
-                    // A steady stream, not a benchmark: about 40 orders a
-                    // second (a minute's outage leaves a backlog of some
-                    // 2,400 commands to catch up with while the posting
-                    // goes on), and no tight loop while the engine is down.
-                    let pause = if answer == Some(StatusCode::ACCEPTED) {
-                        100
-                    } else {
-                        250
+                    let first = Instant::now();
+                    let mut posted = Posted {
+                        cart,
+                        order,
+                        refusals: 0,
+                        accepted: false,
+                        last: None,
                     };
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                    (cart, order, answer)
+                    while first.elapsed() < RETRY_ONE_ORDER_FOR {
+                        let answer = client
+                            .post(format!("{base}/orders"))
+                            .json(&order_body_for(cart, order, "Fault test"))
+                            .send()
+                            .await
+                            .ok()
+                            .map(|r| r.status());
+                        posted.accepted = answer == Some(StatusCode::ACCEPTED);
+                        posted.last = answer;
+                        // A steady stream, not a benchmark: about 40 orders
+                        // a second (a minute's outage leaves a backlog of
+                        // some 2,400 commands to catch up with while the
+                        // posting goes on), and no tight loop while the
+                        // engine is down.
+                        if posted.accepted {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            break;
+                        }
+                        posted.refusals += 1;
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    posted
                 }
             })
             .buffer_unordered(4)
@@ -503,21 +534,21 @@ async fn a_sigkill_of(engine: Engine) {
     let answers = load.await.expect("load");
 
     let mut accepted: BTreeMap<CartId, BTreeSet<OrderId>> = BTreeMap::new();
-    for (cart, order, answer) in &answers {
-        if *answer == Some(StatusCode::ACCEPTED) {
-            accepted.entry(*cart).or_default().insert(*order);
-        }
+    for posted in answers.iter().filter(|p| p.accepted) {
+        accepted
+            .entry(posted.cart)
+            .or_default()
+            .insert(posted.order);
     }
-    let refused = answers
-        .iter()
-        .filter(|(_, _, a)| *a != Some(StatusCode::ACCEPTED))
-        .count();
+    let refused: u32 = answers.iter().map(|p| p.refusals).sum();
+    let retried = answers.iter().filter(|p| p.refusals > 0).count();
+    let never: Vec<_> = answers.iter().filter(|p| !p.accepted).collect();
     wait_for_carts(&app, &accepted).await;
     let events = event_store(&settings).await;
     let tally = tally(&app, &events, &accepted).await;
     let letters = dead_letters(&app, &settings).await;
     eprintln!(
-        "| {engine:?} | SIGKILL, down {} s, restart on its data | {} | {refused} | {} | {} | {} | {:.1} s | {:.1} s | {:.1} s |",
+        "| {engine:?} | SIGKILL, down {} s, restart on its data | {} | {refused} to {retried} orders | {} | {} | {} | {:.1} s | {:.1} s | {:.1} s |",
         OUTAGE.as_secs(),
         tally.accepted,
         tally.lost,
@@ -550,6 +581,10 @@ async fn a_sigkill_of(engine: Engine) {
         );
     }
     assert!(tally.accepted > 0, "orders were accepted around the fault");
+    assert!(
+        never.is_empty(),
+        "orders sent again for {RETRY_ONE_ORDER_FOR:?} and never accepted: {never:#?}"
+    );
     assert_eq!(
         (tally.lost, tally.duplicated, tally.diverged.len()),
         (0, 0, 0),

@@ -19,7 +19,8 @@
 //! per stream at most `buffer` events wait for the client, and a client that
 //! takes none for `slow_after` while one waits is dropped; notices coalesce
 //! (a stream only ever needs the newest), so nothing grows with a slow
-//! reader. Streams end, with an `end` event saying why, on shutdown and
+//! reader; a resume folds and sends the versions it missed one at a time,
+//! so nothing grows with a cart's history either. Streams end, with an `end` event saying why, on shutdown and
 //! after `max_lifetime` when set (Lambda): the client reconnects with
 //! `Last-Event-ID`, as `EventSource` does by itself.
 
@@ -50,6 +51,10 @@ use tokio_util::sync::CancellationToken;
 /// Notices a cart's channel keeps for streams that have not read them yet;
 /// a stream that misses some reads the newest state anyway.
 const NOTICES_PER_CART: usize = 64;
+
+/// Events read from the event store at a time while a stream folds the
+/// versions a client missed.
+const FOLD_PAGE: u64 = 128;
 
 /// What a client waits before reconnecting after a stream ends (`retry:`).
 const RECONNECT_MS: u64 = 1_000;
@@ -334,50 +339,72 @@ impl Streamer {
         // A fresh subscriber wants the current state only; a resumed or
         // running one every version it has not seen.
         if self.sent > 0 && newest.version > self.sent + 1 {
-            match self.between(newest.version).await {
-                Ok(missing) => {
-                    for detail in missing {
-                        self.send(detail, config).await?;
-                    }
-                }
-                Err(e) => tracing::warn!(cart_id = %self.cart_id, error = %e,
-                    "the versions between could not be folded from the event store; sending the newest only"),
+            if let Err(e) = self.send_between(newest.version, config).await? {
+                tracing::warn!(cart_id = %self.cart_id, error = %e,
+                    "the versions between could not be folded from the event store; sending the newest only");
             }
         }
         self.send(newest, config).await
     }
 
-    /// The details after `sent` and before `before`, folded from the event
-    /// store onto the last one sent (or from the stream's start).
-    async fn between(&self, before: u64) -> Result<Vec<CartDetail>, BackendError> {
-        let store = &self.state.event_store;
-        let (mut detail, from) = match &self.last {
-            Some(last) => (Some(last.clone()), self.sent + 1),
+    /// Sends the details after `sent` and before `before`, folded from the
+    /// event store onto the last one sent (or from the stream's start).
+    ///
+    /// One version at a time, as it is folded: what a resume holds is one
+    /// detail, one page of events and the channel's `buffer` of events,
+    /// whatever the length of the history it replays.
+    async fn send_between(
+        &mut self,
+        before: u64,
+        config: &LiveConfig,
+    ) -> Result<Result<(), BackendError>, End> {
+        let store = Arc::clone(&self.state.event_store);
+        let (mut detail, mut from) = match self.last.take() {
+            Some(last) => (Some(last), self.sent + 1),
             None => (None, 1),
         };
-        let events = store.read_range(self.cart_id, from..=before - 1).await?;
-        let mut missing = Vec::new();
-        for e in &events {
-            detail = CartDetail::apply(detail, e);
-            if let Some(d) = detail.as_ref().filter(|d| d.version > self.sent) {
-                missing.push(d.clone());
+        while from < before {
+            let to = (from + FOLD_PAGE - 1).min(before - 1);
+            let events = match store.read_range(self.cart_id, from..=to).await {
+                Ok(events) => events,
+                Err(e) => {
+                    self.last = detail.filter(|d| d.version == self.sent);
+                    return Ok(Err(e));
+                }
+            };
+            if events.is_empty() {
+                break;
             }
+            for event in &events {
+                detail = CartDetail::apply(detail, event);
+                if let Some(d) = detail.as_ref().filter(|d| d.version > self.sent) {
+                    self.send_ref(d, config).await?;
+                }
+            }
+            from = to + 1;
         }
-        Ok(missing)
+        self.last = detail.filter(|d| d.version == self.sent);
+        Ok(Ok(()))
     }
 
     async fn send(&mut self, detail: CartDetail, config: &LiveConfig) -> Result<(), End> {
+        self.send_ref(&detail, config).await?;
+        self.last = Some(detail);
+        Ok(())
+    }
+
+    /// Sends `detail` as the next event; [`Self::send`] also keeps it.
+    async fn send_ref(&mut self, detail: &CartDetail, config: &LiveConfig) -> Result<(), End> {
         let event = Event::default()
             .event("cart")
             .id(detail.version.to_string())
             .retry(Duration::from_millis(RECONNECT_MS))
-            .json_data(&detail)
+            .json_data(detail)
             .map_err(|_| End::Backend)?;
         match tokio::time::timeout(config.slow_after, self.sender.send(Ok(event))).await {
             Ok(Ok(())) => {
                 metrics::counter!("salestrack_live_events_total").increment(1);
                 self.sent = detail.version;
-                self.last = Some(detail);
                 Ok(())
             }
             Ok(Err(_)) => Err(End::Gone),

@@ -151,15 +151,35 @@ impl Command {
     /// The command id: from the client's idempotency key when given, else
     /// from the natural key (the order id; the cart for a checkout, the
     /// checkout for the saga's commands), so a repeat maps onto the same id.
+    ///
+    /// Scoped to [`Command::requester`]: another user's request never maps
+    /// onto your command's id, so it can neither take over its status nor
+    /// pass for a repeat of it.
     pub fn derive_id(&self, idempotency_key: Option<&str>) -> CommandId {
-        let (cart_id, kind) = (self.cart_id(), self.kind());
+        let (cart_id, kind, by) = (self.cart_id(), self.kind(), self.requester());
         match (idempotency_key, self) {
-            (Some(key), _) => CommandId::from_idempotency_key(cart_id, kind, key),
-            (None, Command::PlaceOrder(c)) => CommandId::for_order(cart_id, kind, c.line.order_id),
-            (None, Command::CancelOrder(c)) => CommandId::for_order(cart_id, kind, c.order_id),
-            (None, Command::CheckoutCart(_)) => CommandId::for_cart(cart_id, kind, 0),
-            (None, Command::RecordPayment(c)) => CommandId::for_cart(cart_id, kind, c.checkout),
-            (None, Command::ExpireCheckout(c)) => CommandId::for_cart(cart_id, kind, c.checkout),
+            (Some(key), _) => CommandId::from_idempotency_key(cart_id, kind, key, by),
+            (None, Command::PlaceOrder(c)) => {
+                CommandId::for_order(cart_id, kind, c.line.order_id, by)
+            }
+            (None, Command::CancelOrder(c)) => CommandId::for_order(cart_id, kind, c.order_id, by),
+            (None, Command::CheckoutCart(_)) => CommandId::for_cart(cart_id, kind, 0, by),
+            (None, Command::RecordPayment(c)) => CommandId::for_cart(cart_id, kind, c.checkout, by),
+            (None, Command::ExpireCheckout(c)) => {
+                CommandId::for_cart(cart_id, kind, c.checkout, by)
+            }
+        }
+    }
+
+    /// Who asked: the line's user for an order, the authenticated caller
+    /// for a cancel or a checkout (none when authentication is off), nobody
+    /// for the saga's own commands.
+    pub fn requester(&self) -> Option<&str> {
+        match self {
+            Command::PlaceOrder(c) => Some(&c.line.user_id),
+            Command::CancelOrder(c) => c.requested_by.as_deref(),
+            Command::CheckoutCart(c) => c.requested_by.as_deref(),
+            Command::RecordPayment(_) | Command::ExpireCheckout(_) => None,
         }
     }
 }
@@ -952,6 +972,44 @@ mod tests {
         assert_eq!(a.derive_id(None), b.derive_id(None));
         assert_ne!(a.derive_id(Some("k1")), a.derive_id(None));
         assert_eq!(a.derive_id(Some("k1")), b.derive_id(Some("k1")));
+    }
+
+    #[test]
+    fn another_users_request_never_derives_your_command_id() {
+        let mut body = valid_body();
+        let alice = Command::PlaceOrder(PlaceOrder::parse(&body).expect("valid"));
+        body["user_id"] = json!("bob");
+        let bob = Command::PlaceOrder(PlaceOrder::parse(&body).expect("valid"));
+        assert_ne!(alice.derive_id(None), bob.derive_id(None));
+        assert_ne!(alice.derive_id(Some("k1")), bob.derive_id(Some("k1")));
+
+        let cart_id = alice.cart_id();
+        let checkout = |by: Option<&str>| {
+            Command::CheckoutCart(CheckoutCart {
+                cart_id,
+                payment_method: None,
+                requested_by: by.map(str::to_owned),
+            })
+        };
+        let (hers, his) = (checkout(Some("alice")), checkout(Some("bob")));
+        assert_eq!(
+            hers.derive_id(None),
+            checkout(Some("alice")).derive_id(None)
+        );
+        assert_ne!(hers.derive_id(None), his.derive_id(None));
+        assert_ne!(hers.derive_id(None), checkout(None).derive_id(None));
+        // A user id and a key cannot be made to spell another pair's name.
+        let by = |user: &str| {
+            Command::CheckoutCart(CheckoutCart {
+                cart_id,
+                payment_method: None,
+                requested_by: Some(user.to_owned()),
+            })
+        };
+        assert_ne!(
+            by("a/b").derive_id(Some("c")),
+            by("a").derive_id(Some("b/c"))
+        );
     }
 
     #[test]

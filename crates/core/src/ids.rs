@@ -70,28 +70,54 @@ uuid_id!(
 /// Namespace for the name-based (v5) ids salestrack derives.
 const NAMESPACE: Uuid = Uuid::from_u128(0x5a1e_57ac_0000_4000_8000_0000_0000_0001);
 
-impl CommandId {
-    /// The command id for a client-supplied idempotency key, scoped to the cart.
-    pub fn from_idempotency_key(cart_id: CartId, kind: &str, key: &str) -> Self {
-        let name = format!("idempotency/{cart_id}/{kind}/{key}");
-        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
-    }
-
-    /// The command id when no key was supplied: the order id is the natural key.
-    pub fn for_order(cart_id: CartId, kind: &str, order_id: OrderId) -> Self {
-        let name = format!("order/{cart_id}/{kind}/{order_id}");
-        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+/// The v5 id of `name`, scoped to `requester` when there is one: a
+/// request by another user never derives your command's id (issue 29).
+/// The scope is length-prefixed, so no user id and key can spell another's.
+fn scoped(requester: Option<&str>, name: &str) -> Uuid {
+    match requester {
+        Some(user) => {
+            let name = format!("by/{}:{user}/{name}", user.len());
+            Uuid::new_v5(&NAMESPACE, name.as_bytes())
+        }
+        None => Uuid::new_v5(&NAMESPACE, name.as_bytes()),
     }
 }
 
 impl CommandId {
+    /// The command id for a client-supplied idempotency key, scoped to the
+    /// cart and to who asked.
+    pub fn from_idempotency_key(
+        cart_id: CartId,
+        kind: &str,
+        key: &str,
+        requester: Option<&str>,
+    ) -> Self {
+        Self(scoped(
+            requester,
+            &format!("idempotency/{cart_id}/{kind}/{key}"),
+        ))
+    }
+
+    /// The command id when no key was supplied: the order id is the natural
+    /// key, scoped to who asked.
+    pub fn for_order(
+        cart_id: CartId,
+        kind: &str,
+        order_id: OrderId,
+        requester: Option<&str>,
+    ) -> Self {
+        Self(scoped(
+            requester,
+            &format!("order/{cart_id}/{kind}/{order_id}"),
+        ))
+    }
+
     /// The command id of a cart-level command (a checkout, a payment
-    /// answer, a deadline) without a client key: one per cart and `step`
-    /// (the checkout's stream version for the saga's commands, 0 for the
-    /// checkout itself).
-    pub fn for_cart(cart_id: CartId, kind: &str, step: u64) -> Self {
-        let name = format!("cart/{cart_id}/{kind}/{step}");
-        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    /// answer, a deadline) without a client key: one per cart, `step` (the
+    /// checkout's stream version for the saga's commands, 0 for the checkout
+    /// itself) and who asked (nobody for the saga's own commands).
+    pub fn for_cart(cart_id: CartId, kind: &str, step: u64, requester: Option<&str>) -> Self {
+        Self(scoped(requester, &format!("cart/{cart_id}/{kind}/{step}")))
     }
 }
 

@@ -567,3 +567,114 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
     assert_eq!(status, StatusCode::OK, "{report}");
     app.stop().await;
 }
+
+/// `POST path` with `token`: the status and the body.
+async fn post(app: &TestApp, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("post");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The status of the command a `202` named, once the read models hold it.
+async fn decided(app: &TestApp, token: &str, accepted: &Value) -> Value {
+    let id = accepted["command_id"].as_str().expect("command id");
+    let consistency = accepted["consistency_token"].as_str().expect("token");
+    let (status, outcome) = get(
+        app,
+        token,
+        &format!("/commands/{id}?consistency_token={consistency}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{accepted}: {outcome}");
+    outcome
+}
+
+/// Issue 29: Bob, knowing Alice's cart and order ids, sent her checkout and
+/// her line under his own user id. Their command ids were derived from the
+/// cart and order alone, so his rejections were written over her statuses:
+/// afterwards she got 404 for both of her commands, and he got them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alices_command_statuses_survive_bobs_requests_for_her_cart() {
+    let jwks = Jwks::serve(&["rsa-1", "ec-1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner(&jwks, dir.path(), 30).await;
+    let alice = signed("rsa-1", &claims("alice", &[]));
+    let bob = signed("ec-1", &claims("bob", &[]));
+
+    let cart = CartId(Uuid::new_v4());
+    let order = OrderId(Uuid::new_v4());
+    let mut line = order_body_for(cart, order, "Alice's teapot");
+    line["user_id"] = json!("alice");
+    let (status, placed) = post(&app, &alice, "/orders", &line).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+    let checkout_path = format!("/carts/{cart}/checkout");
+    let (status, checkout) = post(&app, &alice, &checkout_path, &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{checkout}");
+    let hers = [
+        decided(&app, &alice, &placed).await,
+        decided(&app, &alice, &checkout).await,
+    ];
+    for outcome in &hers {
+        assert_eq!(outcome["status"], "applied", "{outcome}");
+    }
+
+    // Bob: her checkout, her line under his user id, and a cancel of it,
+    // each decided (rejected) before Alice looks again.
+    let mut his_line = line.clone();
+    his_line["user_id"] = json!("bob");
+    let mut his = Vec::new();
+    for (path, body) in [
+        (checkout_path.clone(), json!({})),
+        ("/orders".to_owned(), his_line),
+        (
+            format!("/orders/{order}/cancel"),
+            json!({"cart_id": cart, "reason": "mischief"}),
+        ),
+    ] {
+        let (status, accepted) = post(&app, &bob, &path, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{path}: {accepted}");
+        let outcome = decided(&app, &bob, &accepted).await;
+        assert_eq!(outcome["status"], "rejected", "{path}: {outcome}");
+        for mine in [&placed, &checkout] {
+            assert_ne!(
+                accepted["command_id"], mine["command_id"],
+                "{path}: Bob's request took Alice's command id"
+            );
+        }
+        his.push(accepted);
+    }
+
+    for (accepted, before) in [&placed, &checkout].into_iter().zip(&hers) {
+        let id = accepted["command_id"].as_str().expect("id");
+        let (status, now) = get(&app, &alice, &format!("/commands/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "Alice's {id} after Bob: {now}");
+        // The decision, not the cart's status it shows (the payment moves on).
+        let decision = |o: &Value| {
+            let mut o = o.clone();
+            o.as_object_mut().expect("object").remove("cart_status");
+            o
+        };
+        assert_eq!(decision(&now), decision(before), "Alice's {id} changed");
+        let (status, body) = get(&app, &bob, &format!("/commands/{id}")).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "Bob reads Alice's {id}: {body}"
+        );
+    }
+    let (_, detail) = get(&app, &alice, &format!("/carts/{cart}")).await;
+    assert_eq!(
+        detail["items"].as_array().map(Vec::len),
+        Some(1),
+        "{detail}"
+    );
+    assert_eq!(detail["items"][0]["status"], "active", "{detail}");
+    app.stop().await;
+}

@@ -614,6 +614,7 @@ async fn a_sigkill_of(engine: Engine) {
                 *cart,
                 salestrack_core::command::PLACE_ORDER,
                 *order,
+                order_body()["user_id"].as_str(),
             );
             let (status, _) = app.get(&format!("/commands/{id}")).await;
             if status != StatusCode::OK {

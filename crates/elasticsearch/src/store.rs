@@ -400,32 +400,30 @@ impl EsReadStore {
             .map_err(|e| BackendError::new(NAME, format!("corrupt {} {id}: {e}", model.name())))
     }
 
-    /// The document `id` of `model` if its `user_id` is `owner`: a search
-    /// whose query filters by both, so the cluster never hands out another
-    /// user's document. Searches see writes once the index refreshes (a
-    /// `_get` sees them at once; `WaitFor` writes are searchable on return).
+    /// The document `id` of `model` if its `user_id` is `owner`: a realtime
+    /// `_get`, its owner checked here before the document is decoded, so no
+    /// other user's document leaves this function.
+    ///
+    /// Not a search filtered by id and owner, as before: a search sees
+    /// writes only once the index refreshes, while the consistency wait
+    /// checks with a `_get`, which sees them at once; an owner's read
+    /// answered `Consistency: fresh` could come from before the write
+    /// (issue 29).
     async fn get_owned<T: DeserializeOwned>(
         &self,
         model: Model,
         id: &str,
         owner: &str,
     ) -> Result<Option<T>, BackendError> {
-        let query = json!({
-            "size": 1,
-            "query": { "bool": { "filter": [
-                { "ids": { "values": [id] } },
-                { "term": { "user_id": owner } },
-            ] } },
-        });
-        let body = self.search(&self.layout.alias(model), &query).await?;
-        match body["hits"]["hits"].get(0) {
-            None => Ok(None),
-            Some(hit) => serde_json::from_value(hit["_source"].clone())
-                .map(Some)
-                .map_err(|e| {
-                    BackendError::new(NAME, format!("corrupt {} {id}: {e}", model.name()))
-                }),
+        let Some(document) = self.get::<Value>(model, id).await? else {
+            return Ok(None);
+        };
+        if document["user_id"].as_str() != Some(owner) {
+            return Ok(None);
         }
+        serde_json::from_value(document)
+            .map(Some)
+            .map_err(|e| BackendError::new(NAME, format!("corrupt {} {id}: {e}", model.name())))
     }
 
     pub(crate) async fn search(&self, index: &str, query: &Value) -> Result<Value, BackendError> {

@@ -101,7 +101,17 @@ impl Jwks {
 }
 
 async fn runner(jwks: &Jwks, dir: &Path, min_refresh_s: u64) -> TestApp {
-    let settings = Settings {
+    runner_with(jwks, dir, min_refresh_s, |_| {}).await
+}
+
+/// [`runner`], its settings changed by `change` first.
+async fn runner_with(
+    jwks: &Jwks,
+    dir: &Path,
+    min_refresh_s: u64,
+    change: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = Settings {
         data_dir: dir.into(),
         poll_wait_ms: 20,
         consistency_wait_ms: 10_000,
@@ -111,6 +121,7 @@ async fn runner(jwks: &Jwks, dir: &Path, min_refresh_s: u64) -> TestApp {
         auth_jwks_min_refresh_s: min_refresh_s,
         ..Settings::default()
     };
+    change(&mut settings);
     let backends = Backends::connect(&settings).await.expect("backends");
     let app = spawn_with(settings, backends).await;
     // Serving means the keys were loaded: the runner loads them first.
@@ -676,5 +687,65 @@ async fn alices_command_statuses_survive_bobs_requests_for_her_cart() {
         "{detail}"
     );
     assert_eq!(detail["items"][0]["status"], "active", "{detail}");
+    app.stop().await;
+}
+
+/// Issue 29: with authentication on over Elasticsearch, the consistency
+/// wait checked the token with a realtime `_get` while the owner's read was
+/// a search filtered by owner, which sees a write only once the index
+/// refreshes: a read answered `Consistency: fresh` could miss the write.
+/// Here the indices never refresh on their own (`refresh_interval: -1`) and
+/// writes do not wait for a refresh, so only a realtime read sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owners_fresh_read_on_opensearch_holds_the_write() {
+    use salestrack_elasticsearch::test_server::{unique_prefix, SearchTarget};
+    use salestrack_platform::config::EsRefresh;
+    use salestrack_test_engines::{Engine, EngineServer};
+    let Some(server) = EngineServer::shared(Engine::OpenSearch) else {
+        return;
+    };
+    let jwks = Jwks::serve(&["rsa-1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner_with(&jwks, dir.path(), 30, |s| {
+        s.elasticsearch_url = SearchTarget::at("OpenSearch 2.19", &server.address()).url;
+        s.elasticsearch_index_prefix = unique_prefix();
+        s.elasticsearch_refresh = EsRefresh::False;
+        s.elasticsearch_refresh_interval = Some("-1".into());
+        s.elasticsearch_shards = Some(1);
+        s.elasticsearch_replicas = Some(0);
+    })
+    .await;
+    let alice = signed("rsa-1", &claims("alice", &[]));
+    for i in 0..3 {
+        let cart = CartId(Uuid::new_v4());
+        let mut line = order_body_for(cart, OrderId(Uuid::new_v4()), "Alice's teapot");
+        line["user_id"] = json!("alice");
+        let (status, placed) = post(&app, &alice, "/orders", &line).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+        let token = placed["consistency_token"].as_str().expect("token");
+        for path in [
+            format!("/carts/{cart}?consistency_token={token}"),
+            format!("/carts/{cart}/summary?consistency_token={token}"),
+        ] {
+            let response = app
+                .client
+                .get(app.url(&path))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .expect("get");
+            let status = response.status();
+            let consistency = response.headers().get("consistency").cloned();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(
+                (status, consistency.as_ref().and_then(|c| c.to_str().ok())),
+                (StatusCode::OK, Some("fresh")),
+                "line {i}, {path}: {body}"
+            );
+            assert_eq!(body["version"], 1, "line {i}, {path}: {body}");
+        }
+        let outcome = decided(&app, &alice, &placed).await;
+        assert_eq!(outcome["status"], "applied", "line {i}: {outcome}");
+    }
     app.stop().await;
 }

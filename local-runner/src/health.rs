@@ -252,7 +252,7 @@ pub fn app(
     let query = salestrack_query::router(salestrack_query::QueryState {
         read_store: Arc::clone(&ports.read_store),
         event_store: Arc::clone(&ports.event_store),
-        consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
+        consistency: salestrack_query::ConsistencyWait::from_settings(settings),
         auth,
         live: streams,
     });
@@ -287,7 +287,13 @@ pub fn app(
     let api = command
         .merge(query)
         .merge(admin)
-        .layer(axum::middleware::from_fn_with_state(in_flight, shed));
+        .layer(axum::middleware::from_fn_with_state(in_flight, shed))
+        // Outside the budget: a body is read before its request takes a
+        // slot, so a slow body holds a connection, never a slot.
+        .layer(axum::middleware::from_fn_with_state(
+            crate::serve::HttpLimits::from_settings(settings),
+            crate::serve::buffer_body,
+        ));
     own.merge(api)
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn(http_metrics))

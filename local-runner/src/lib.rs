@@ -20,6 +20,7 @@
 pub mod consumer;
 pub mod health;
 pub mod redrive;
+pub mod serve;
 pub mod web;
 
 use consumer::{LoopConfig, LoopHealth};
@@ -398,9 +399,8 @@ pub async fn run(
         Arc::clone(&live),
     );
     tracing::info!(addr = %listener.local_addr()?, backends = backends.description(), "salestrack local runner listening");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let limits = serve::HttpLimits::from_settings(&settings);
+    let served = serve::serve(listener, app, limits, shutdown.clone()).await;
     // If the server failed on its own, the loops must stop too.
     shutdown.cancel();
     upkeep.abort();

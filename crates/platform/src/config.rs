@@ -84,8 +84,21 @@ pub struct Settings {
     /// API requests served at once; beyond it a request is answered `503`
     /// with `Retry-After` at once instead of queueing without bound.
     pub http_max_in_flight: usize,
+    /// Connections a runner holds open at once; beyond, it accepts no more
+    /// until one closes (they wait in the listen backlog).
+    pub http_max_connections: usize,
+    /// How long a client may take to send a request's headers, from the
+    /// connection's start or the previous response; then it is closed.
+    pub http_header_timeout_ms: u64,
+    /// How long a client may take to send a request's body once its headers
+    /// arrived; then `408 request_timeout`. The body is read before the
+    /// request takes a slot of `http_max_in_flight`.
+    pub http_body_timeout_ms: u64,
     /// How long a read with a consistency token waits for the projection.
     pub consistency_wait_ms: u64,
+    /// Reads that may wait for a consistency token at once; beyond, a read
+    /// is answered at once, `Consistency: stale` if the token is not reached.
+    pub consistency_max_waiting: usize,
     /// `/health/ready` says `degraded` when the projection lags more.
     pub ready_max_projection_lag_ms: u64,
     /// `/health/ready` says `degraded` when a consumer loop has had no
@@ -240,7 +253,11 @@ impl Default for Settings {
             retry_backoff_max_ms: 10_000,
             max_body_bytes: 64 * 1024,
             http_max_in_flight: 1024,
+            http_max_connections: 4096,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 10_000,
             consistency_wait_ms: 5_000,
+            consistency_max_waiting: 256,
             ready_max_projection_lag_ms: 30_000,
             ready_max_stall_ms: 60_000,
             ready_max_record_wait_ms: 10_000,

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// 415.
     #[error("the content type must be application/json")]
     UnsupportedMediaType,
+    /// 408: the request's body did not arrive within the server's limit.
+    #[error("the request body did not arrive within {} ms", after.as_millis())]
+    RequestTimeout { after: std::time::Duration },
     /// 503: a backend failed; retryable.
     #[error("a backend is unavailable")]
     Unavailable(#[from] BackendError),
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_)
             | ApiError::Unconfirmed { .. }
             | ApiError::Overloaded
@@ -103,6 +107,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Unconfirmed { .. } => "unconfirmed",
             ApiError::Overloaded => "overloaded",

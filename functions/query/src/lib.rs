@@ -48,12 +48,39 @@ pub struct QueryState {
     /// Read only, for time travel and history: the query function never
     /// appends.
     pub event_store: Arc<dyn EventStore>,
-    /// Upper bound on a read-your-writes wait.
-    pub consistency_wait: Duration,
+    /// How reads wait for a consistency token.
+    pub consistency: ConsistencyWait,
     /// Bearer-token authentication; `None`: open to anyone who can reach it.
     pub auth: Option<Arc<Authenticator>>,
     /// The process's live streams.
     pub live: Arc<live::Live>,
+}
+
+/// How reads wait for a consistency token: each at most `wait`, and at
+/// most `max_waiting` at once. Beyond, a read that has not reached its token
+/// is answered at once, `Consistency: stale`: a client that sends tokens
+/// naming commands that never come (a forged token waits the whole `wait`)
+/// holds no more than `max_waiting` of the process's request slots.
+#[derive(Clone)]
+pub struct ConsistencyWait {
+    wait: Duration,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl ConsistencyWait {
+    pub fn new(wait: Duration, max_waiting: usize) -> ConsistencyWait {
+        ConsistencyWait {
+            wait,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_waiting)),
+        }
+    }
+
+    pub fn from_settings(s: &salestrack_platform::Settings) -> ConsistencyWait {
+        ConsistencyWait::new(
+            Duration::from_millis(s.consistency_wait_ms),
+            s.consistency_max_waiting,
+        )
+    }
 }
 
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -150,8 +177,10 @@ impl QueryState {
         token: ConsistencyToken,
         access: &Access,
     ) -> Result<Option<Outcome>, ApiError> {
-        let deadline = Instant::now() + self.consistency_wait;
+        let deadline = Instant::now() + self.consistency.wait;
         let mut delay = Duration::from_millis(5);
+        // Taken once the first look did not reach the token.
+        let mut slot = None;
         loop {
             if let Some(outcome) = self.command_status(token.command_id, access).await? {
                 let projected = match outcome.status {
@@ -173,6 +202,16 @@ impl QueryState {
             if now >= deadline {
                 metrics::counter!("salestrack_query_stale_reads_total").increment(1);
                 return Ok(None);
+            }
+            if slot.is_none() {
+                match Arc::clone(&self.consistency.slots).try_acquire_owned() {
+                    Ok(taken) => slot = Some(taken),
+                    Err(_) => {
+                        metrics::counter!("salestrack_query_stale_reads_total").increment(1);
+                        metrics::counter!("salestrack_query_waits_refused_total").increment(1);
+                        return Ok(None);
+                    }
+                }
             }
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(Duration::from_millis(100));

@@ -41,7 +41,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         read_store: backends.read_store()?,
         // Read only: time travel and history.
         event_store: backends.event_store()?,
-        consistency_wait: Duration::from_millis(settings.consistency_wait_ms),
+        consistency: salestrack_query::ConsistencyWait::from_settings(&settings),
         auth: salestrack_platform::auth::Authenticator::from_settings(&settings)
             .await?
             .map(std::sync::Arc::new),

@@ -109,7 +109,7 @@ fn app(events: Arc<dyn EventStore>, dir: &std::path::Path) -> axum::Router {
     router(QueryState {
         read_store: Arc::new(read),
         event_store: events,
-        consistency_wait: Duration::from_millis(100),
+        consistency: salestrack_query::ConsistencyWait::new(Duration::from_millis(100), 64),
         auth: None,
         live: salestrack_query::live::Live::new(
             salestrack_query::live::LiveConfig::from_settings(&Default::default()),

@@ -511,16 +511,20 @@ async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_nev
     // Serving first: a probe racing the holder below could take the slot.
     let (live, _) = app.get("/health/live").await;
     assert_eq!(live, StatusCode::OK);
-    // A request whose body never finishes arriving holds the one slot: the
-    // budget is taken once the headers are in, the handler waits for the body.
-    let mut holder =
-        std::net::TcpStream::connect(app.base.trim_start_matches("http://")).expect("connect");
-    std::io::Write::write_all(
-        &mut holder,
-        b"POST /orders HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
-    )
-    .expect("write");
-    // Its headers in before the probes start.
+    // A read waiting for a consistency token whose command never comes
+    // holds the one slot for the whole wait. (A slow body no longer does:
+    // it is read before its request takes a slot; tests/slow_clients.)
+    let forged = salestrack_core::token::ConsistencyToken {
+        command_id: salestrack_core::ids::CommandId(Uuid::new_v4()),
+        cart_id: salestrack_core::ids::CartId(Uuid::new_v4()),
+    }
+    .encode();
+    let holder = tokio::spawn(
+        app.client
+            .get(app.url(&format!("/carts?consistency_token={forged}")))
+            .send(),
+    );
+    // It waits before the probes start.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
     let refused = loop {
@@ -559,6 +563,6 @@ async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_nev
             .contains("salestrack_http_shed_total"),
         "shed requests are counted"
     );
-    drop(holder);
+    holder.abort();
     app.stop().await;
 }

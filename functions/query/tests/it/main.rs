@@ -32,7 +32,7 @@ fn spawn_app(wait: Duration) -> App {
     let router = router(QueryState {
         read_store: Arc::new(store.clone()),
         event_store: Arc::new(events),
-        consistency_wait: wait,
+        consistency: salestrack_query::ConsistencyWait::new(wait, 64),
         auth: None,
         live: salestrack_query::live::Live::new(
             salestrack_query::live::LiveConfig::from_settings(&Default::default()),

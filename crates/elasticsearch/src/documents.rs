@@ -2,7 +2,11 @@
 //! are the read models as they are (explicit, versioned structs of the core).
 //! Sales lines add their money as integer minor units (10^-4): `sum`
 //! aggregations add doubles, which are exact for integers below 2^53, never
-//! for decimal fractions.
+//! for decimal fractions. And since a bucket's sum of amounts the API
+//! accepts (up to 10^18 minor units each) passes 2^53 after a handful of
+//! lines, each summed integer is also stored as [`LIMBS`] limbs of
+//! [`LIMB_BITS`] bits: the sums of each limb stay below 2^53 for up to
+//! 2^32 lines of a bucket, and the report puts them together exactly.
 
 use crate::indices::Model;
 use crate::NAME;
@@ -12,8 +16,26 @@ use salestrack_core::read_model::SalesLine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Version of the stored sales-line shape.
-pub(crate) const SALES_LINE_SCHEMA: u32 = 1;
+/// Version of the stored sales-line shape: 2 added the limbs.
+pub(crate) const SALES_LINE_SCHEMA: u32 = 2;
+
+/// Bits of one limb of a summed integer.
+pub(crate) const LIMB_BITS: u32 = 21;
+/// Limbs of a summed integer: 63 bits, any `i64` >= 0.
+pub(crate) const LIMBS: usize = 3;
+
+/// `value` (>= 0) as its limbs, lowest first.
+pub(crate) fn limbs(value: u64) -> [i64; LIMBS] {
+    let mask = (1_u64 << LIMB_BITS) - 1;
+    std::array::from_fn(|i| {
+        let bits = u32::try_from(i).unwrap_or(0) * LIMB_BITS;
+        i64::try_from((value >> bits) & mask).unwrap_or(0)
+    })
+}
+
+/// The summed integers of a sales line stored as limbs: the field names
+/// are `{name}_l0`, `{name}_l1`, `{name}_l2`.
+pub(crate) const LIMBED: [&str; 3] = ["subtotal", "tax", "quantity"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SalesLineDoc {
@@ -24,6 +46,26 @@ pub(crate) struct SalesLineDoc {
     pub subtotal_minor: i64,
     /// `tax_amount` in 10^-4 units.
     pub tax_minor: i64,
+    /// The limbs of `subtotal_minor`, `tax_minor` and `quantity`, lowest
+    /// first; absent (0) in documents of schema 1.
+    #[serde(default)]
+    pub subtotal_l0: i64,
+    #[serde(default)]
+    pub subtotal_l1: i64,
+    #[serde(default)]
+    pub subtotal_l2: i64,
+    #[serde(default)]
+    pub tax_l0: i64,
+    #[serde(default)]
+    pub tax_l1: i64,
+    #[serde(default)]
+    pub tax_l2: i64,
+    #[serde(default)]
+    pub quantity_l0: i64,
+    #[serde(default)]
+    pub quantity_l1: i64,
+    #[serde(default)]
+    pub quantity_l2: i64,
 }
 
 impl SalesLineDoc {
@@ -39,10 +81,32 @@ impl SalesLineDoc {
                 )
             })
         };
+        let subtotal_minor = minor("subtotal", line.subtotal)?;
+        let tax_minor = minor("tax_amount", line.tax_amount)?;
+        let limbs_of = |name: &str, value: i64| {
+            u64::try_from(value).map(limbs).map_err(|_| {
+                BackendError::refused(
+                    NAME,
+                    format!("sales line {}: {name} {value} is negative", line.doc_id()),
+                )
+            })
+        };
+        let [subtotal_l0, subtotal_l1, subtotal_l2] = limbs_of("subtotal", subtotal_minor)?;
+        let [tax_l0, tax_l1, tax_l2] = limbs_of("tax_amount", tax_minor)?;
+        let [quantity_l0, quantity_l1, quantity_l2] = limbs(u64::from(line.quantity));
         Ok(SalesLineDoc {
             schema_version: SALES_LINE_SCHEMA,
-            subtotal_minor: minor("subtotal", line.subtotal)?,
-            tax_minor: minor("tax_amount", line.tax_amount)?,
+            subtotal_minor,
+            tax_minor,
+            subtotal_l0,
+            subtotal_l1,
+            subtotal_l2,
+            tax_l0,
+            tax_l1,
+            tax_l2,
+            quantity_l0,
+            quantity_l1,
+            quantity_l2,
             line,
         })
     }

@@ -1,7 +1,7 @@
 //! [`EsReadStore`]: the `ReadStore` port on Elasticsearch / OpenSearch.
 
 use crate::config::EsConfig;
-use crate::documents::Stored;
+use crate::documents::{Stored, LIMBED, LIMBS, LIMB_BITS};
 use crate::indices::{Layout, Model, ALL_MODELS};
 use crate::NAME;
 use async_trait::async_trait;
@@ -13,8 +13,9 @@ use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::{Method, StatusCode, Url};
 use elasticsearch::Elasticsearch;
+use rust_decimal::Decimal;
 use salestrack_core::ids::{CartId, CommandId};
-use salestrack_core::money::{display_sum, from_minor_units};
+use salestrack_core::money::{display_sum, MAX_SCALE};
 use salestrack_core::ports::{
     BackendError, CartPage, CartSearch, DueCheckout, ReadDocument, ReadStore, ReportDimension,
     SalesBucket, SalesReportQuery, Upsert,
@@ -514,10 +515,27 @@ fn report_aggregation(query: &SalesReportQuery) -> (Vec<Level>, Value) {
         levels.push(Level::Key);
     }
     levels.push(Level::Currency);
+    // Each limb of each summed integer, over the lines that have limbs;
+    // the plain sums over lines written before the limbs were (schema 1,
+    // exact while they stay below 2^53; a rebuild gives them limbs).
+    let mut limb_sums = serde_json::Map::new();
+    for name in LIMBED {
+        for i in 0..LIMBS {
+            let field = format!("{name}_l{i}");
+            limb_sums.insert(field.clone(), json!({ "sum": { "field": field } }));
+        }
+    }
+    let has_limbs = json!({ "exists": { "field": "subtotal_l0" } });
     let mut aggs = json!({
-        "revenue": { "sum": { "field": "subtotal_minor" } },
-        "tax": { "sum": { "field": "tax_minor" } },
-        "units": { "sum": { "field": "quantity" } },
+        "limbed": { "filter": has_limbs, "aggs": limb_sums },
+        "legacy": {
+            "filter": { "bool": { "must_not": [has_limbs] } },
+            "aggs": {
+                "subtotal": { "sum": { "field": "subtotal_minor" } },
+                "tax": { "sum": { "field": "tax_minor" } },
+                "quantity": { "sum": { "field": "quantity" } },
+            },
+        },
     });
     for level in levels.iter().rev() {
         let grouping = match level {
@@ -543,6 +561,39 @@ fn report_aggregation(query: &SalesReportQuery) -> (Vec<Level>, Value) {
         aggs = json!({ "group": with_children });
     }
     (levels, aggs)
+}
+
+/// The exact sum of `name` (one of [`LIMBED`]) in a report bucket: its
+/// limbs' sums put together, plus the plain sum over lines without limbs.
+fn bucket_sum(bucket: &Value, name: &str) -> Result<i128, BackendError> {
+    let limbed = &bucket["limbed"];
+    // Each limb is below 2^LIMB_BITS: their sum is exact below this many.
+    let most_lines = 1_u64 << (53 - LIMB_BITS);
+    if limbed["doc_count"].as_u64().unwrap_or(0) >= most_lines {
+        return Err(BackendError::new(
+            NAME,
+            format!("a report bucket holds {most_lines} lines or more; narrow the report"),
+        ));
+    }
+    let mut total = i128::from(exact_sum(&bucket["legacy"][name], name)?);
+    for i in 0..LIMBS {
+        let limb = exact_sum(&limbed[format!("{name}_l{i}")], name)?;
+        total += i128::from(limb) << (i * LIMB_BITS as usize);
+    }
+    Ok(total)
+}
+
+/// A bucket's exact sum of money in minor units, as a decimal.
+fn money_sum(bucket: &Value, name: &str) -> Result<Decimal, BackendError> {
+    let minor = bucket_sum(bucket, name)?;
+    Decimal::try_from_i128_with_scale(minor, MAX_SCALE)
+        .map(display_sum)
+        .map_err(|_| {
+            BackendError::new(
+                NAME,
+                format!("the {name} of a report bucket is beyond {}", Decimal::MAX),
+            )
+        })
 }
 
 fn exact_sum(value: &Value, what: &str) -> Result<i64, BackendError> {
@@ -597,9 +648,11 @@ fn collect_buckets(
                 period,
                 key: key.clone(),
                 currency: label(),
-                revenue: display_sum(from_minor_units(exact_sum(&bucket["revenue"], "revenue")?)),
-                tax: display_sum(from_minor_units(exact_sum(&bucket["tax"], "tax")?)),
-                units: exact_sum(&bucket["units"], "units")?.unsigned_abs(),
+                revenue: money_sum(bucket, "subtotal")?,
+                tax: money_sum(bucket, "tax")?,
+                units: u64::try_from(bucket_sum(bucket, "quantity")?).map_err(|_| {
+                    BackendError::new(NAME, "the units of a report bucket are beyond 2^64")
+                })?,
                 orders: bucket["doc_count"].as_u64().unwrap_or(0),
             }),
         }
@@ -860,6 +913,39 @@ mod tests {
         );
     }
 
+    /// The largest amounts the API accepts, summed past 2^53 minor units
+    /// and past `i64`: the limbs' sums stay exact, and so does the total.
+    #[test]
+    fn limbs_sum_the_largest_amounts_exactly() {
+        use crate::documents::limbs;
+        let largest = 999_999_999_999_999_999_u64; // 99,999,999,999,999.9999
+        let lines = 1_000_u64;
+        let mut sums = [0_f64; LIMBS];
+        for _ in 0..lines {
+            for (sum, limb) in sums.iter_mut().zip(limbs(largest)) {
+                *sum += limb as f64;
+            }
+        }
+        let mut limbed = json!({ "doc_count": lines });
+        for (i, sum) in sums.iter().enumerate() {
+            limbed[format!("subtotal_l{i}")] = json!({ "value": sum });
+        }
+        let bucket =
+            json!({ "limbed": limbed, "legacy": { "doc_count": 0, "subtotal": { "value": 0.0 } } });
+        let total = money_sum(&bucket, "subtotal").expect("exact");
+        assert_eq!(
+            total,
+            Decimal::from_i128_with_scale(i128::from(largest) * i128::from(lines), MAX_SCALE)
+        );
+        assert_eq!(total.to_string(), "99999999999999999.90");
+        // The plain double sum would have rounded.
+        assert!(exact_sum(
+            &json!({ "value": largest as f64 * lines as f64 }),
+            "subtotal"
+        )
+        .is_err());
+    }
+
     #[test]
     fn nested_buckets_flatten_with_their_period_and_key() {
         let query = SalesReportQuery {
@@ -874,7 +960,12 @@ mod tests {
             "sum_other_doc_count": 0,
             "buckets": [ { "key": "acme", "doc_count": 2, "group": { "buckets": [
                 { "key": "EUR", "doc_count": 2,
-                  "revenue": { "value": 2000.0 }, "tax": { "value": 400.0 }, "units": { "value": 3.0 } }
+                  "limbed": { "doc_count": 1,
+                    "subtotal_l0": { "value": 1000.0 }, "subtotal_l1": { "value": 0.0 }, "subtotal_l2": { "value": 0.0 },
+                    "tax_l0": { "value": 200.0 }, "tax_l1": { "value": 0.0 }, "tax_l2": { "value": 0.0 },
+                    "quantity_l0": { "value": 2.0 }, "quantity_l1": { "value": 0.0 }, "quantity_l2": { "value": 0.0 } },
+                  "legacy": { "doc_count": 1,
+                    "subtotal": { "value": 1000.0 }, "tax": { "value": 200.0 }, "quantity": { "value": 1.0 } } }
             ]}}]
         }}]});
         let mut out = Vec::new();

@@ -350,3 +350,83 @@ async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing_on_osmem()
     };
     a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(server).await;
 }
+
+/// The largest amount the API accepts in every money field.
+const LARGEST: &str = "99999999999999.9999";
+
+/// Issue 29: line amounts may reach 10^14, and the report summed them as
+/// doubles: a bucket past 2^53 minor units (a handful of such lines) turned
+/// the whole report into a retryable `503`. Twelve lines of the largest
+/// amounts, in one bucket: their sum is past 2^53 minor units and past
+/// `i64`, and the report gives it exactly.
+async fn a_report_of_the_largest_amounts_is_exact(settings: Settings, name: &str) {
+    let backends = Backends::connect(&settings).await.expect("backends");
+    let app = spawn_with(settings, backends).await;
+    let mut tokens = Vec::new();
+    let lines = 12_u32;
+    for _ in 0..lines {
+        let cart = CartId(Uuid::new_v4());
+        let mut body = order_body_for(cart, OrderId(Uuid::new_v4()), "Yacht");
+        body["currency"] = json!("CHF");
+        body["quantity"] = json!(1);
+        body["discounts"] = json!("0");
+        for field in ["amount", "subtotal", "tax_amount"] {
+            body[field] = json!(LARGEST);
+        }
+        let (status, accepted) = app.post("/orders", &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{name}: {accepted}");
+        let token = accepted["consistency_token"].as_str().expect("token");
+        tokens.push((cart, token.to_owned()));
+    }
+    wait_for(&app, &tokens).await;
+    let (status, report) = app.get("/reports/sales").await;
+    assert_eq!(status, StatusCode::OK, "{name}: {report}");
+    let sum = LARGEST.parse::<Decimal>().expect("decimal") * Decimal::from(lines);
+    assert_eq!(
+        reported(&report, "currency"),
+        vec![(
+            "CHF".to_owned(),
+            u64::from(lines),
+            sum,
+            sum,
+            u64::from(lines)
+        )],
+        "{name}: {report}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_the_largest_amounts_is_exact_on_opensearch() {
+    let Some(server) = opensearch() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    a_report_of_the_largest_amounts_is_exact(settings(&server, dir.path()), &server.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_the_largest_amounts_is_exact_on_noida() {
+    let Some(server) = SearchTarget::emulator(ServerKind::Noida) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    a_report_of_the_largest_amounts_is_exact(settings(&server, dir.path()), &server.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_the_largest_amounts_is_exact_on_osmem() {
+    let Some(server) = SearchTarget::emulator(ServerKind::Osmem) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    a_report_of_the_largest_amounts_is_exact(settings(&server, dir.path()), &server.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_the_largest_amounts_is_exact_on_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        consistency_wait_ms: 20_000,
+        ..common::embedded_settings(dir.path())
+    };
+    a_report_of_the_largest_amounts_is_exact(settings, "embedded").await;
+}

@@ -185,10 +185,12 @@ impl QueryState {
             if let Some(outcome) = self.command_status(token.command_id, access).await? {
                 let projected = match outcome.status {
                     OutcomeStatus::Rejected => true,
+                    // The command's own cart, as the caller may see it: not
+                    // the token's cart id, which a client can pair with any
+                    // cart to learn whether it exists and its version.
                     OutcomeStatus::Applied => {
                         let version = self
-                            .read_store
-                            .cart_detail(token.cart_id)
+                            .visible_detail(outcome.cart_id, access)
                             .await?
                             .map_or(0, |d| d.version);
                         version >= outcome.version

@@ -749,3 +749,69 @@ async fn an_owners_fresh_read_on_opensearch_holds_the_write() {
     }
     app.stop().await;
 }
+
+/// Issue 29: a consistency token pairs a command with a cart id, and the
+/// wait read that cart's version, whoever's it was: Bob, pairing his own
+/// command with Alice's cart id, learned from `fresh` or `stale` whether
+/// her cart exists and how far it got. The wait now reads the command's own
+/// cart as the caller may see it: any cart id answers alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_paired_with_another_users_cart_tells_nothing_about_it() {
+    use salestrack_core::token::ConsistencyToken;
+    let jwks = Jwks::serve(&["rsa-1", "ec-1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner_with(&jwks, dir.path(), 30, |s| s.consistency_wait_ms = 1_000).await;
+    let alice = signed("rsa-1", &claims("alice", &[]));
+    let bob = signed("ec-1", &claims("bob", &[]));
+
+    // Alice's cart, two lines long.
+    let hers = CartId(Uuid::new_v4());
+    let mut last = Value::Null;
+    for _ in 0..2 {
+        let mut line = order_body_for(hers, OrderId(Uuid::new_v4()), "Alice's teapot");
+        line["user_id"] = json!("alice");
+        let (status, placed) = post(&app, &alice, "/orders", &line).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+        last = placed;
+    }
+    decided(&app, &alice, &last).await;
+    // Bob's own line, version 1 of a cart of his. Before, paired with her
+    // cart his token was `fresh` (her cart is past version 1), with a cart
+    // that does not exist `stale`.
+    let his = CartId(Uuid::new_v4());
+    let mut line = order_body_for(his, OrderId(Uuid::new_v4()), "Bob's kettle");
+    line["user_id"] = json!("bob");
+    let (status, placed) = post(&app, &bob, "/orders", &line).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+    decided(&app, &bob, &placed).await;
+    let token = ConsistencyToken::decode(placed["consistency_token"].as_str().expect("token"))
+        .expect("a token");
+
+    let mut answers = Vec::new();
+    for cart in [hers, CartId(Uuid::new_v4()), his] {
+        let paired = ConsistencyToken {
+            command_id: token.command_id,
+            cart_id: cart,
+        }
+        .encode();
+        let response = app
+            .client
+            .get(app.url(&format!("/carts/{his}?consistency_token={paired}")))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .expect("get");
+        let consistency = response
+            .headers()
+            .get("consistency")
+            .and_then(|c| c.to_str().ok())
+            .map(str::to_owned);
+        answers.push((response.status(), consistency));
+    }
+    assert_eq!(
+        answers,
+        vec![(StatusCode::OK, Some("fresh".to_owned())); 3],
+        "her cart, no cart, his cart"
+    );
+    app.stop().await;
+}

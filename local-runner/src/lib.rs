@@ -250,12 +250,6 @@ pub async fn run(
         .await
         .map_err(std::io::Error::other)?
         .map(Arc::new);
-    if auth.is_none() {
-        tracing::warn!(
-            "authentication is off: every route is open to anyone who can reach this address \
-             (SALESTRACK_AUTH_JWKS_URL or SALESTRACK_AUTH_JWKS_FILE turns it on)"
-        );
-    }
     let ports = backends.ports().map_err(std::io::Error::other)?;
     let topics = settings.topics();
     let clock = Arc::new(SystemClock);

@@ -12,11 +12,12 @@
 //! `SALESTRACK_AUTH_JWKS_MIN_REFRESH_S`.
 
 use crate::config::Settings;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
@@ -83,12 +84,15 @@ struct Keys {
 
 /// Validates bearer tokens against the configured JWKS.
 pub struct Authenticator {
-    source: KeySource,
-    keys: RwLock<Keys>,
+    source: Arc<KeySource>,
+    keys: Arc<RwLock<Keys>>,
     /// Held by the one refresh of the JWKS in flight (never `keys`'s lock:
     /// a request whose key is known never waits for a fetch).
-    refreshing: tokio::sync::Mutex<()>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
     min_refresh: Duration,
+    /// Keys older than this are fetched again in the background, so that a
+    /// key the provider withdrew stops being trusted.
+    max_age: Duration,
     issuer: String,
     audience: String,
     leeway: Duration,
@@ -118,6 +122,25 @@ fn parse_jwks(text: &str) -> Result<HashMap<String, (Algorithm, DecodingKey)>, S
             tracing::warn!(kid = ?jwk.common.key_id, "JWKS key skipped: no kid, or neither RSA nor P-256");
             continue;
         };
+        // RFC 7517: `use` says what the key is for, `alg` the one algorithm
+        // it may be used with; a key for encryption, or for another
+        // algorithm, never verifies a signature here.
+        if let Some(usage) = jwk.common.public_key_use.as_ref() {
+            if *usage != PublicKeyUse::Signature {
+                tracing::warn!(%kid, ?usage, "JWKS key skipped: not for signatures (`use`)");
+                continue;
+            }
+        }
+        if let Some(named) = jwk.common.key_algorithm {
+            let fits = matches!(
+                (named, alg),
+                (KeyAlgorithm::RS256, Algorithm::RS256) | (KeyAlgorithm::ES256, Algorithm::ES256)
+            );
+            if !fits {
+                tracing::warn!(%kid, ?named, "JWKS key skipped: its `alg` is not RS256 / ES256 for its type");
+                continue;
+            }
+        }
         match DecodingKey::from_jwk(jwk) {
             Ok(key) => {
                 keys.insert(kid.clone(), (alg, key));
@@ -151,7 +174,17 @@ impl Authenticator {
             .as_ref()
             .filter(|f| !f.as_os_str().is_empty());
         let source = match (url, file) {
-            (None, None) => return Ok(None),
+            (None, None) => {
+                // Said by every binary that serves routes (the runner, the
+                // command and query Lambdas), once at start.
+                tracing::warn!(
+                    "bearer-token authentication is off: every route is open to any caller \
+                     that reaches this process (on Lambda, only the function URL's IAM \
+                     signature guards it); SALESTRACK_AUTH_JWKS_URL or \
+                     SALESTRACK_AUTH_JWKS_FILE turns it on"
+                );
+                return Ok(None);
+            }
             (Some(_), Some(_)) => {
                 return Err(AuthConfigError(
                     "set SALESTRACK_AUTH_JWKS_URL or SALESTRACK_AUTH_JWKS_FILE, not both".into(),
@@ -176,13 +209,14 @@ impl Authenticator {
         let audience = required(&settings.auth_audience, "SALESTRACK_AUTH_AUDIENCE")?;
         let by_kid = source.load().await.map_err(AuthConfigError)?;
         Ok(Some(Authenticator {
-            source,
-            keys: RwLock::new(Keys {
+            source: Arc::new(source),
+            keys: Arc::new(RwLock::new(Keys {
                 by_kid,
                 fetched: Instant::now(),
-            }),
-            refreshing: tokio::sync::Mutex::new(()),
+            })),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
             min_refresh: Duration::from_secs(settings.auth_jwks_min_refresh_s),
+            max_age: Duration::from_secs(settings.auth_jwks_max_age_s.max(1)),
             issuer,
             audience,
             leeway: Duration::from_secs(settings.auth_leeway_s),
@@ -250,8 +284,14 @@ impl Authenticator {
     /// request whose key is known is served at once even while a token
     /// with an unknown `kid` (anyone can forge one) waits for the fetch.
     async fn key(&self, kid: &str) -> Result<(Algorithm, DecodingKey), AuthError> {
-        if let Some(found) = self.keys.read().await.by_kid.get(kid) {
-            return Ok(found.clone());
+        {
+            let keys = self.keys.read().await;
+            if let Some(found) = keys.by_kid.get(kid) {
+                if keys.fetched.elapsed() >= self.max_age {
+                    self.refresh_in_background();
+                }
+                return Ok(found.clone());
+            }
         }
         let unknown = || AuthError::Invalid(format!("no key `{kid}` in the JWKS"));
         let _refresh = self.refreshing.lock().await;
@@ -278,6 +318,41 @@ impl Authenticator {
                 Err(unknown())
             }
         }
+    }
+}
+
+impl Authenticator {
+    /// Fetches the JWKS again in a task of its own, unless a fetch is in
+    /// flight: the request that noticed the keys' age is served with the
+    /// keys held, and a key the new set lacks is no longer trusted.
+    fn refresh_in_background(&self) {
+        let Ok(turn) = Arc::clone(&self.refreshing).try_lock_owned() else {
+            return;
+        };
+        let (keys, source, max_age) = (
+            Arc::clone(&self.keys),
+            Arc::clone(&self.source),
+            self.max_age,
+        );
+        tokio::spawn(async move {
+            let _turn = turn;
+            {
+                let mut keys = keys.write().await;
+                if keys.fetched.elapsed() < max_age {
+                    return;
+                }
+                keys.fetched = Instant::now();
+            }
+            match source.load().await {
+                Ok(by_kid) => {
+                    metrics::counter!("salestrack_auth_jwks_refreshes_total").increment(1);
+                    keys.write().await.by_kid = by_kid;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held");
+                }
+            }
+        });
     }
 }
 

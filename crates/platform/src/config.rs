@@ -172,6 +172,9 @@ pub struct Settings {
     /// A token naming an unknown `kid` fetches the JWKS again, at most this
     /// often.
     pub auth_jwks_min_refresh_s: u64,
+    /// Keys held longer are fetched again in the background when next used:
+    /// a key the provider withdrew is trusted at most this much longer.
+    pub auth_jwks_max_age_s: u64,
     /// A cart snapshot every this many events; 0 turns snapshots off.
     pub snapshot_every: u64,
     /// Cassandra contact points (`host:port,...`); empty keeps the embedded
@@ -297,6 +300,7 @@ impl Default for Settings {
             auth_roles_claim: "roles".into(),
             auth_leeway_s: 30,
             auth_jwks_min_refresh_s: 30,
+            auth_jwks_max_age_s: 300,
             snapshot_every: 100,
             cassandra_contact_points: String::new(),
             cassandra_keyspace: "salestrack".into(),

@@ -229,8 +229,11 @@ impl<'a> Given<'a> {
         query: &'a [(String, String)],
         headers: &'a HeaderMap,
     ) -> Result<Self, ApiError> {
-        for (i, (name, _)) in query.iter().enumerate() {
-            if query[..i].iter().any(|(earlier, _)| earlier == name) {
+        // One pass with a set: a query string of thousands of parameters
+        // costs linear time, not quadratic (issue 29).
+        let mut seen = std::collections::HashSet::with_capacity(query.len());
+        for (name, _) in query {
+            if !seen.insert(name.as_str()) {
                 return Err(ApiError::bad_request(
                     "invalid_parameter",
                     format!("`{name}` is given more than once"),

@@ -815,3 +815,65 @@ async fn a_token_paired_with_another_users_cart_tells_nothing_about_it() {
     );
     app.stop().await;
 }
+
+/// Issue 29: the JWKS was fetched again only for an unknown `kid`, so a key
+/// the provider withdrew stayed trusted for as long as the process ran.
+/// Keys older than `SALESTRACK_AUTH_JWKS_MAX_AGE_S` are now fetched again
+/// in the background when next used: a withdrawn key stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_key_stops_being_trusted_after_the_max_age() {
+    let jwks = Jwks::serve(&["rsa-1", "ec-1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner_with(&jwks, dir.path(), 30, |s| s.auth_jwks_max_age_s = 1).await;
+    let bob = signed("ec-1", &claims("bob", &[]));
+    let alice = signed("rsa-1", &claims("alice", &[]));
+    let (status, body) = get(&app, &bob, "/carts").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    *jwks.keys.lock().expect("keys") = key_set(&["rsa-1"]);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let (status, body) = get(&app, &bob, "/carts").await;
+        if status == StatusCode::UNAUTHORIZED {
+            break body;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the withdrawn key is still trusted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refused.to_string().contains("ec-1"), "{refused}");
+    let (status, body) = get(&app, &alice, "/carts").await;
+    assert_eq!(status, StatusCode::OK, "a key still listed: {body}");
+    app.stop().await;
+}
+
+/// Issue 29: a JWK's `use` and `alg` were ignored: a key published for
+/// encryption, or for another algorithm, verified signatures. Such keys
+/// are skipped now; a token signed with one names a key that is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_for_encryption_or_another_algorithm_verifies_nothing() {
+    let jwks = Jwks::serve(&["rsa-1", "rsa-2", "ec-1"]).await;
+    {
+        let mut keys = jwks.keys.lock().expect("keys");
+        for key in keys["keys"].as_array_mut().expect("keys") {
+            match key["kid"].as_str() {
+                Some("ec-1") => key["use"] = json!("enc"),
+                Some("rsa-2") => key["alg"] = json!("RS512"),
+                _ => {}
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = runner(&jwks, dir.path(), 3_600).await;
+    let (status, body) = get(&app, &signed("rsa-1", &claims("alice", &[])), "/carts").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for kid in ["ec-1", "rsa-2"] {
+        let (status, body) = get(&app, &signed(kid, &claims("mallory", &[])), "/carts").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kid}: {body}");
+    }
+    app.stop().await;
+}

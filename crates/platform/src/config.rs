@@ -184,6 +184,12 @@ pub struct Settings {
     /// Data centre whose nodes coordinate requests (`LOCAL_*` consistency).
     pub cassandra_local_dc: Option<String>,
     pub cassandra_username: Option<String>,
+    /// A Lambda function's own secret (Secrets Manager ARN), read at start
+    /// through the AWS Parameters and Secrets Lambda Extension: its
+    /// credentials override the Cassandra and Elasticsearch ones above.
+    pub secret_arn: Option<String>,
+    /// The extension's loopback port (`PARAMETERS_SECRETS_EXTENSION_HTTP_PORT`).
+    pub secrets_extension_port: u16,
     pub cassandra_password: Option<Secret>,
     /// TLS to the nodes (required by Amazon Keyspaces).
     pub cassandra_tls: bool,
@@ -306,6 +312,8 @@ impl Default for Settings {
             cassandra_keyspace: "salestrack".into(),
             cassandra_local_dc: None,
             cassandra_username: None,
+            secret_arn: None,
+            secrets_extension_port: 2773,
             cassandra_password: None,
             cassandra_tls: false,
             cassandra_ca_location: None,
@@ -326,6 +334,10 @@ impl Default for Settings {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -17,6 +17,7 @@ pub mod backends;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod secrets;
 pub mod telemetry;
 
 pub use backends::{Backends, Uses};
@@ -32,7 +33,7 @@ pub async fn start(
     uses: impl FnOnce(&Settings) -> Uses,
 ) -> Result<(Settings, Backends), Box<dyn std::error::Error + Send + Sync>> {
     let started = std::time::Instant::now();
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
     let service = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -42,6 +43,7 @@ pub async fn start(
         settings.otlp_endpoint.as_deref(),
         &service,
     );
+    secrets::apply(&mut settings).await?;
     let backends = Backends::open(&settings, uses(&settings)).await?;
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1e3,

@@ -117,6 +117,105 @@ fn the_sam_template_sets_only_settings_the_functions_read() {
     }
 }
 
+/// The IAM actions a function's role statements allow, with the resources
+/// (as text) each is allowed on.
+fn allowed(function: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for policy in function["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+            let resources = format!("{:?}", statement["Resource"]);
+            for action in statement["Action"].as_sequence().into_iter().flatten() {
+                out.push((scalar(action), resources.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Issue 29: every function held the same Keyspaces credentials and the
+/// OpenSearch master user, as plain environment variables, and the live
+/// streams could take the account's concurrency. Now: no credentials in any
+/// environment; each function's role reads its own secret only; the query
+/// functions read and never write; streams have their own reserved
+/// concurrency; each Keyspaces user holds only its function's rights.
+#[test]
+fn each_function_holds_only_its_own_secret_and_rights() {
+    let template = yaml("infra/aws/template.yaml");
+    let resources = &template["Resources"];
+    let text = repo_file("infra/aws/template.yaml");
+    for name in ["USERNAME", "PASSWORD"] {
+        assert!(
+            !text.contains(&format!("_{name}:")),
+            "a credential in a function's environment: SALESTRACK_*_{name}"
+        );
+    }
+    let functions = [
+        ("QueryFunction", "QuerySecretArn"),
+        ("LiveFunction", "QuerySecretArn"),
+        ("DomainFunction", "DomainSecretArn"),
+        ("ProjectorFunction", "ProjectorSecretArn"),
+        ("PaymentFunction", "PaymentSecretArn"),
+    ];
+    for (function, secret) in functions {
+        let f = &resources[function];
+        let env = &f["Properties"]["Environment"]["Variables"];
+        assert_eq!(
+            env.get("SALESTRACK_SECRET_ARN").map(scalar).as_deref(),
+            Some(secret),
+            "{function} reads {secret}"
+        );
+        let reads: Vec<_> = allowed(f)
+            .into_iter()
+            .filter(|(action, _)| action.starts_with("secretsmanager:"))
+            .collect();
+        assert_eq!(reads.len(), 1, "{function}: {reads:?}");
+        assert_eq!(reads[0].0, "secretsmanager:GetSecretValue", "{function}");
+        assert!(reads[0].1.contains(secret), "{function}: {reads:?}");
+    }
+    for function in ["QueryFunction", "LiveFunction"] {
+        for (action, _) in allowed(&resources[function]) {
+            assert!(
+                matches!(
+                    action.as_str(),
+                    "cassandra:Select" | "secretsmanager:GetSecretValue"
+                ),
+                "{function} may {action}: the query functions only read"
+            );
+        }
+    }
+    assert!(
+        matches!(
+            &resources["LiveFunction"]["Properties"]["ReservedConcurrentExecutions"],
+            Value::Tagged(t) if scalar(&t.value) == "LiveStreamsConcurrency"
+        ),
+        "the live streams' concurrency is reserved (a parameter)"
+    );
+    assert_eq!(
+        scalar(&resources["LiveFunction"]["Properties"]["FunctionUrlConfig"]["InvokeMode"]),
+        "RESPONSE_STREAM"
+    );
+    assert!(
+        resources["QueryFunction"]["Properties"]["FunctionUrlConfig"]
+            .get("InvokeMode")
+            .is_none(),
+        "the other reads do not hold an execution for a stream's lifetime"
+    );
+    for (user, may_modify) in [
+        ("QueryKeyspacesUser", false),
+        ("ProjectorKeyspacesUser", false),
+        ("DomainKeyspacesUser", true),
+        ("PaymentKeyspacesUser", true),
+    ] {
+        let policies = format!("{:?}", resources[user]["Properties"]["Policies"]);
+        assert!(policies.contains("cassandra:Select"), "{user}");
+        assert_eq!(policies.contains("cassandra:Modify"), may_modify, "{user}");
+    }
+}
+
 #[test]
 fn the_compose_runner_environment_is_what_the_runner_reads() {
     let compose = yaml("docker-compose.yml");

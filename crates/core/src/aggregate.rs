@@ -366,6 +366,16 @@ impl Cart {
     }
 
     fn place(&self, PlaceOrder { line }: &PlaceOrder) -> Result<Vec<Event>, DomainError> {
+        // Another user's line is refused before anything else is looked
+        // at: the answer tells them nothing of the cart (its order ids,
+        // whether it is checked out) beyond that it is not theirs.
+        if self
+            .user_id
+            .as_ref()
+            .is_some_and(|owner| *owner != line.user_id)
+        {
+            return Err(DomainError::UserMismatch);
+        }
         if let Some(existing) = self.lines.get(&line.order_id) {
             return if existing.digest == LineDigest::of(line) {
                 Ok(vec![])
@@ -377,13 +387,6 @@ impl Cart {
         }
         if self.checkout.is_some() {
             return Err(DomainError::CartClosed);
-        }
-        if self
-            .user_id
-            .as_ref()
-            .is_some_and(|owner| *owner != line.user_id)
-        {
-            return Err(DomainError::UserMismatch);
         }
         if let Some(cart) = self.currency.filter(|c| *c != line.currency) {
             return Err(DomainError::CurrencyMismatch {
@@ -506,6 +509,18 @@ mod tests {
             .when(place(usd))
             .expect_err("rejected");
         assert_eq!(err.code(), "currency_mismatch");
+    }
+
+    #[test]
+    fn another_users_line_learns_nothing_of_the_cart_but_that_it_is_not_theirs() {
+        // Her order id, his user id: not `order_id_conflict`, which would
+        // tell that she has a line of that id.
+        let mut hers_as_his = line();
+        hers_as_his.user_id = "somebody-else".into();
+        assert_eq!(
+            given(vec![Event::OrderPlaced(line())]).when(place(hers_as_his.clone())),
+            Err(DomainError::UserMismatch)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod common;
 mod event_source;
 mod outage;
 mod redrive;
+mod slow_clients;
 
 use common::{spawn_with, TestApp};
 use reqwest::StatusCode;
@@ -513,7 +514,7 @@ async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_nev
     assert_eq!(live, StatusCode::OK);
     // A read waiting for a consistency token whose command never comes
     // holds the one slot for the whole wait. (A slow body no longer does:
-    // it is read before its request takes a slot; tests/slow_clients.)
+    // it is read before its request takes a slot; slow_clients.rs.)
     let forged = salestrack_core::token::ConsistencyToken {
         command_id: salestrack_core::ids::CommandId(Uuid::new_v4()),
         cart_id: salestrack_core::ids::CartId(Uuid::new_v4()),

@@ -3,9 +3,7 @@
 //! over the limit sent whole. Each is cut or answered within the runner's
 //! bounds, and other clients keep being served (issue 29).
 
-#[path = "../common/mod.rs"]
-mod common;
-
+use crate::common;
 use reqwest::StatusCode;
 use salestrack_core::ids::{CartId, OrderId};
 use salestrack_core::testing::order_body_for;

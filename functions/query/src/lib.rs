@@ -4,6 +4,8 @@
 //! - `GET /carts?user_id=&currency=&from=&to=&q=&limit=&cursor=` (newest first; `q` matches product names)
 //! - `GET /commands/{command_id}`: accepted / applied / rejected with the reason
 //! - `GET /reports/sales?interval=&group_by=&from=&to=`
+//! - `GET /carts/{cart_id}?as_of_version=` / `as_of=`, `GET /carts/{cart_id}/history`
+//! - `GET /carts/{cart_id}/live` (Server-Sent Events, [`live`])
 //!
 //! Any read may carry the consistency token of a `202` (`consistency_token`
 //! parameter or `Consistency-Token` header): the read then waits, bounded,
@@ -11,7 +13,9 @@
 //! out it answers with what the read models hold and says so in the
 //! `Consistency: stale` header (`fresh` otherwise).
 //!
-//! Depends on the `ReadStore` port only; never touches the event store or the bus.
+//! Reads the `ReadStore` port, and the `EventStore` port read only: time
+//! travel and history fold the event stream, and a live resume folds the
+//! versions a client missed. Never appends, never touches the bus.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;

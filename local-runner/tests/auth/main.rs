@@ -198,18 +198,6 @@ async fn post_order(
     )
 }
 
-async fn get(app: &TestApp, token: &str, path: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("get");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_token_is_refused_before_any_route_runs() {
     let jwks = Jwks::serve(&["rsa-1", "ec-1"]).await;
@@ -307,7 +295,7 @@ async fn every_bad_token_is_refused_before_any_route_runs() {
             challenge.starts_with("Bearer error=\"invalid_token\""),
             "{what}: {challenge}"
         );
-        let (status, _) = get(&app, &token, &format!("/carts/{cart}")).await;
+        let (status, _) = app.get_as(&token, &format!("/carts/{cart}")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: reads too");
     }
 
@@ -409,7 +397,7 @@ async fn a_stalled_jwks_fetch_does_not_stall_requests_with_a_known_key() {
     // The fetch hangs now. Five requests with a known key, one by one.
     let alice = signed("rsa-1", &claims("alice", &[]));
     for _ in 0..5 {
-        let (status, body) = get(&app, &alice, "/carts").await;
+        let (status, body) = app.get_as(&alice, "/carts").await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     assert!(
@@ -448,16 +436,15 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
         .await
         .expect("json");
     let token = placed["consistency_token"].as_str().expect("token");
-    let (status, detail) = get(
-        &app,
-        &alice,
-        &format!("/carts/{cart}?consistency_token={token}"),
-    )
-    .await;
+    let (status, detail) = app
+        .get_as(&alice, &format!("/carts/{cart}?consistency_token={token}"))
+        .await;
     assert_eq!(status, StatusCode::OK, "{detail}");
     assert_eq!(detail["items"].as_array().map(Vec::len), Some(1));
     let alice_command = placed["command_id"].as_str().expect("command id");
-    let (status, _) = get(&app, &alice, &format!("/commands/{alice_command}")).await;
+    let (status, _) = app
+        .get_as(&alice, &format!("/commands/{alice_command}"))
+        .await;
     assert_eq!(status, StatusCode::OK, "her own command");
 
     // Bob, route by route.
@@ -483,16 +470,16 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
         .expect("json");
     let cancel_token = cancel["consistency_token"].as_str().expect("token");
     let cancel_id = cancel["command_id"].as_str().expect("id");
-    let (status, outcome) = get(
-        &app,
-        &bob,
-        &format!("/commands/{cancel_id}?consistency_token={cancel_token}"),
-    )
-    .await;
+    let (status, outcome) = app
+        .get_as(
+            &bob,
+            &format!("/commands/{cancel_id}?consistency_token={cancel_token}"),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{outcome}");
     assert_eq!(outcome["status"], "rejected", "{outcome}");
     assert_eq!(outcome["reason"]["code"], "order_not_found", "{outcome}");
-    let (status, outcome) = get(&app, &bob, &format!("/commands/{bobs_line}")).await;
+    let (status, outcome) = app.get_as(&bob, &format!("/commands/{bobs_line}")).await;
     assert_eq!(
         (status, &outcome["reason"]["code"]),
         (StatusCode::OK, &json!("user_mismatch")),
@@ -507,9 +494,9 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
         format!("/carts/{cart}/history"),
         format!("/commands/{alice_command}"),
     ] {
-        let (status, mine) = get(&app, &alice, &path).await;
+        let (status, mine) = app.get_as(&alice, &path).await;
         assert_eq!(status, StatusCode::OK, "Alice, {path}: {mine}");
-        let (status, body) = get(&app, &bob, &path).await;
+        let (status, body) = app.get_as(&bob, &path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
         assert!(
             !body.to_string().contains("Alice's teapot"),
@@ -518,7 +505,7 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
     }
     // The live stream: Alice's to her, nobody else's, never without a token.
     let live = format!("/carts/{cart}/live");
-    let (status, body) = get(&app, &bob, &live).await;
+    let (status, body) = app.get_as(&bob, &live).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{live}: {body}");
     let anonymous = app.client.get(app.url(&live)).send().await.expect("get");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
@@ -541,15 +528,15 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
     );
     drop(hers);
     for path in ["/carts?user_id=alice", "/carts", "/carts?q=teapot"] {
-        let (status, body) = get(&app, &bob, path).await;
+        let (status, body) = app.get_as(&bob, path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(body["carts"], json!([]), "{path}: {body}");
     }
-    let (status, body) = get(&app, &bob, "/reports/sales").await;
+    let (status, body) = app.get_as(&bob, "/reports/sales").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     // Nor the dead-letter topic, which holds every user's records: not
     // listed, not redriven, without the admin role; nothing without a token.
-    let (status, body) = get(&app, &bob, "/admin/dead-letters").await;
+    let (status, body) = app.get_as(&bob, "/admin/dead-letters").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let redrive = |token: Option<String>| {
         let mut request = app
@@ -565,44 +552,30 @@ async fn a_user_never_sees_nor_changes_another_users_cart() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let status = redrive(None).await.expect("redrive").status();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, letters) = get(&app, &admin, "/admin/dead-letters").await;
+    let (status, letters) = app.get_as(&admin, "/admin/dead-letters").await;
     assert_eq!(status, StatusCode::OK, "{letters}");
 
     // Nothing Bob did changed Alice's cart; an admin reads the report.
-    let (_, after) = get(&app, &alice, &format!("/carts/{cart}")).await;
+    let (_, after) = app.get_as(&alice, &format!("/carts/{cart}")).await;
     assert_eq!(after["items"], detail["items"], "{after}");
-    let (status, mine) = get(&app, &alice, "/carts").await;
+    let (status, mine) = app.get_as(&alice, "/carts").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(mine["carts"].as_array().map(Vec::len), Some(1), "{mine}");
-    let (status, report) = get(&app, &admin, "/reports/sales").await;
+    let (status, report) = app.get_as(&admin, "/reports/sales").await;
     assert_eq!(status, StatusCode::OK, "{report}");
     app.stop().await;
-}
-
-/// `POST path` with `token`: the status and the body.
-async fn post(app: &TestApp, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("post");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// The status of the command a `202` named, once the read models hold it.
 async fn decided(app: &TestApp, token: &str, accepted: &Value) -> Value {
     let id = accepted["command_id"].as_str().expect("command id");
     let consistency = accepted["consistency_token"].as_str().expect("token");
-    let (status, outcome) = get(
-        app,
-        token,
-        &format!("/commands/{id}?consistency_token={consistency}"),
-    )
-    .await;
+    let (status, outcome) = app
+        .get_as(
+            token,
+            &format!("/commands/{id}?consistency_token={consistency}"),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{accepted}: {outcome}");
     outcome
 }
@@ -623,10 +596,10 @@ async fn alices_command_statuses_survive_bobs_requests_for_her_cart() {
     let order = OrderId(Uuid::new_v4());
     let mut line = order_body_for(cart, order, "Alice's teapot");
     line["user_id"] = json!("alice");
-    let (status, placed) = post(&app, &alice, "/orders", &line).await;
+    let (status, placed) = app.post_as(&alice, "/orders", &line).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
     let checkout_path = format!("/carts/{cart}/checkout");
-    let (status, checkout) = post(&app, &alice, &checkout_path, &json!({})).await;
+    let (status, checkout) = app.post_as(&alice, &checkout_path, &json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{checkout}");
     let hers = [
         decided(&app, &alice, &placed).await,
@@ -649,7 +622,7 @@ async fn alices_command_statuses_survive_bobs_requests_for_her_cart() {
             json!({"cart_id": cart, "reason": "mischief"}),
         ),
     ] {
-        let (status, accepted) = post(&app, &bob, &path, &body).await;
+        let (status, accepted) = app.post_as(&bob, &path, &body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{path}: {accepted}");
         let outcome = decided(&app, &bob, &accepted).await;
         assert_eq!(outcome["status"], "rejected", "{path}: {outcome}");
@@ -664,7 +637,7 @@ async fn alices_command_statuses_survive_bobs_requests_for_her_cart() {
 
     for (accepted, before) in [&placed, &checkout].into_iter().zip(&hers) {
         let id = accepted["command_id"].as_str().expect("id");
-        let (status, now) = get(&app, &alice, &format!("/commands/{id}")).await;
+        let (status, now) = app.get_as(&alice, &format!("/commands/{id}")).await;
         assert_eq!(status, StatusCode::OK, "Alice's {id} after Bob: {now}");
         // The decision, not the cart's status it shows (the payment moves on).
         let decision = |o: &Value| {
@@ -673,14 +646,14 @@ async fn alices_command_statuses_survive_bobs_requests_for_her_cart() {
             o
         };
         assert_eq!(decision(&now), decision(before), "Alice's {id} changed");
-        let (status, body) = get(&app, &bob, &format!("/commands/{id}")).await;
+        let (status, body) = app.get_as(&bob, &format!("/commands/{id}")).await;
         assert_eq!(
             status,
             StatusCode::NOT_FOUND,
             "Bob reads Alice's {id}: {body}"
         );
     }
-    let (_, detail) = get(&app, &alice, &format!("/carts/{cart}")).await;
+    let (_, detail) = app.get_as(&alice, &format!("/carts/{cart}")).await;
     assert_eq!(
         detail["items"].as_array().map(Vec::len),
         Some(1),
@@ -720,25 +693,16 @@ async fn an_owners_fresh_read_on_opensearch_holds_the_write() {
         let cart = CartId(Uuid::new_v4());
         let mut line = order_body_for(cart, OrderId(Uuid::new_v4()), "Alice's teapot");
         line["user_id"] = json!("alice");
-        let (status, placed) = post(&app, &alice, "/orders", &line).await;
+        let (status, placed) = app.post_as(&alice, "/orders", &line).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
         let token = placed["consistency_token"].as_str().expect("token");
         for path in [
             format!("/carts/{cart}?consistency_token={token}"),
             format!("/carts/{cart}/summary?consistency_token={token}"),
         ] {
-            let response = app
-                .client
-                .get(app.url(&path))
-                .bearer_auth(&alice)
-                .send()
-                .await
-                .expect("get");
-            let status = response.status();
-            let consistency = response.headers().get("consistency").cloned();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let (status, consistency, body) = app.read_as(&alice, &path).await;
             assert_eq!(
-                (status, consistency.as_ref().and_then(|c| c.to_str().ok())),
+                (status, consistency.as_deref()),
                 (StatusCode::OK, Some("fresh")),
                 "line {i}, {path}: {body}"
             );
@@ -770,7 +734,7 @@ async fn a_token_paired_with_another_users_cart_tells_nothing_about_it() {
     for _ in 0..2 {
         let mut line = order_body_for(hers, OrderId(Uuid::new_v4()), "Alice's teapot");
         line["user_id"] = json!("alice");
-        let (status, placed) = post(&app, &alice, "/orders", &line).await;
+        let (status, placed) = app.post_as(&alice, "/orders", &line).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
         last = placed;
     }
@@ -781,7 +745,7 @@ async fn a_token_paired_with_another_users_cart_tells_nothing_about_it() {
     let his = CartId(Uuid::new_v4());
     let mut line = order_body_for(his, OrderId(Uuid::new_v4()), "Bob's kettle");
     line["user_id"] = json!("bob");
-    let (status, placed) = post(&app, &bob, "/orders", &line).await;
+    let (status, placed) = app.post_as(&bob, "/orders", &line).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
     decided(&app, &bob, &placed).await;
     let token = ConsistencyToken::decode(placed["consistency_token"].as_str().expect("token"))
@@ -794,19 +758,10 @@ async fn a_token_paired_with_another_users_cart_tells_nothing_about_it() {
             cart_id: cart,
         }
         .encode();
-        let response = app
-            .client
-            .get(app.url(&format!("/carts/{his}?consistency_token={paired}")))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .expect("get");
-        let consistency = response
-            .headers()
-            .get("consistency")
-            .and_then(|c| c.to_str().ok())
-            .map(str::to_owned);
-        answers.push((response.status(), consistency));
+        let (status, consistency, _) = app
+            .read_as(&bob, &format!("/carts/{his}?consistency_token={paired}"))
+            .await;
+        answers.push((status, consistency));
     }
     assert_eq!(
         answers,
@@ -827,14 +782,14 @@ async fn a_withdrawn_key_stops_being_trusted_after_the_max_age() {
     let app = runner_with(&jwks, dir.path(), 30, |s| s.auth_jwks_max_age_s = 1).await;
     let bob = signed("ec-1", &claims("bob", &[]));
     let alice = signed("rsa-1", &claims("alice", &[]));
-    let (status, body) = get(&app, &bob, "/carts").await;
+    let (status, body) = app.get_as(&bob, "/carts").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     *jwks.keys.lock().expect("keys") = key_set(&["rsa-1"]);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
-        let (status, body) = get(&app, &bob, "/carts").await;
+        let (status, body) = app.get_as(&bob, "/carts").await;
         if status == StatusCode::UNAUTHORIZED {
             break body;
         }
@@ -846,7 +801,7 @@ async fn a_withdrawn_key_stops_being_trusted_after_the_max_age() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(refused.to_string().contains("ec-1"), "{refused}");
-    let (status, body) = get(&app, &alice, "/carts").await;
+    let (status, body) = app.get_as(&alice, "/carts").await;
     assert_eq!(status, StatusCode::OK, "a key still listed: {body}");
     app.stop().await;
 }
@@ -869,10 +824,14 @@ async fn a_key_for_encryption_or_another_algorithm_verifies_nothing() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let app = runner(&jwks, dir.path(), 3_600).await;
-    let (status, body) = get(&app, &signed("rsa-1", &claims("alice", &[])), "/carts").await;
+    let (status, body) = app
+        .get_as(&signed("rsa-1", &claims("alice", &[])), "/carts")
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for kid in ["ec-1", "rsa-2"] {
-        let (status, body) = get(&app, &signed(kid, &claims("mallory", &[])), "/carts").await;
+        let (status, body) = app
+            .get_as(&signed(kid, &claims("mallory", &[])), "/carts")
+            .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{kid}: {body}");
     }
     app.stop().await;

@@ -88,15 +88,18 @@ impl Http {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("post");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.client.post(self.url(path)).json(body)).await
+    }
+
+    /// [`Http::post`] with a bearer token.
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        answer(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
     }
 
     /// The body of `GET path` as text (`/metrics`).
@@ -112,10 +115,38 @@ impl Http {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.client.get(self.url(path)).send().await.expect("get");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.client.get(self.url(path))).await
     }
+
+    /// [`Http::get`] with a bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        answer(self.client.get(self.url(path)).bearer_auth(token)).await
+    }
+
+    /// `GET path` with a bearer token: the status, the `Consistency`
+    /// header and the body.
+    pub async fn read_as(&self, token: &str, path: &str) -> (StatusCode, Option<String>, Value) {
+        let request = self.client.get(self.url(path)).bearer_auth(token);
+        let response = request.send().await.expect("get");
+        let status = response.status();
+        let consistency = response
+            .headers()
+            .get("consistency")
+            .and_then(|c| c.to_str().ok())
+            .map(str::to_owned);
+        (
+            status,
+            consistency,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// Sends `request`: its status and JSON body (`null` when not JSON).
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Settings of a runner over embedded backends in `dir`, polling briskly.

@@ -396,29 +396,26 @@ async fn a_report_of_the_largest_amounts_is_exact(settings: Settings, name: &str
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_report_of_the_largest_amounts_is_exact_on_opensearch() {
-    let Some(server) = opensearch() else { return };
+/// [`a_report_of_the_largest_amounts_is_exact`] on `server`, if it runs here.
+async fn largest_amounts_on(server: Option<SearchTarget>) {
+    let Some(server) = server else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     a_report_of_the_largest_amounts_is_exact(settings(&server, dir.path()), &server.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_the_largest_amounts_is_exact_on_opensearch() {
+    largest_amounts_on(opensearch()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_of_the_largest_amounts_is_exact_on_noida() {
-    let Some(server) = SearchTarget::emulator(ServerKind::Noida) else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    a_report_of_the_largest_amounts_is_exact(settings(&server, dir.path()), &server.name).await;
+    largest_amounts_on(SearchTarget::emulator(ServerKind::Noida)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_of_the_largest_amounts_is_exact_on_osmem() {
-    let Some(server) = SearchTarget::emulator(ServerKind::Osmem) else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    a_report_of_the_largest_amounts_is_exact(settings(&server, dir.path()), &server.name).await;
+    largest_amounts_on(SearchTarget::emulator(ServerKind::Osmem)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

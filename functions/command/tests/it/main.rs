@@ -55,8 +55,17 @@ fn post_json(uri: &str, body: &Value) -> Request<Body> {
 }
 
 async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, _, body) = send_with_headers(router, request).await;
+    (status, body)
+}
+
+/// [`send`], with the response's headers.
+async fn send_with_headers(
+    router: &axum::Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let response = router.clone().oneshot(request).await.expect("response");
-    let status = response.status();
+    let (status, headers) = (response.status(), response.headers().clone());
     let bytes = response
         .into_body()
         .collect()
@@ -65,6 +74,7 @@ async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, Val
         .to_bytes();
     (
         status,
+        headers,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
@@ -347,20 +357,10 @@ async fn a_lost_acknowledgement_is_503_unconfirmed_and_the_retry_is_the_same_com
         max_body_bytes: 4096,
         auth: None,
     });
-    let response = router
-        .clone()
-        .oneshot(post_json("/orders", &order_body()))
-        .await
-        .expect("response");
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let refused: Value = serde_json::from_slice(&bytes).expect("json");
+    let (status, headers, refused) =
+        send_with_headers(&router, post_json("/orders", &order_body())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
     assert_eq!(refused["error"], "unconfirmed", "{refused}");
     let message = refused["message"].as_str().expect("message");
     assert!(
@@ -371,18 +371,8 @@ async fn a_lost_acknowledgement_is_503_unconfirmed_and_the_retry_is_the_same_com
 
     // The client does as told: the same request is the same command, and
     // its id is the one the refusal named.
-    let response = router
-        .oneshot(post_json("/orders", &order_body()))
-        .await
-        .expect("response");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let accepted: Value = serde_json::from_slice(&bytes).expect("json");
+    let (status, accepted) = send(&router, post_json("/orders", &order_body())).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     let command_id = accepted["command_id"].as_str().expect("command_id");
     assert!(message.contains(command_id), "{message} vs {accepted}");
     // Both landed on the bus under that one id: the domain applies it once

@@ -295,29 +295,19 @@ impl Authenticator {
         }
         let unknown = || AuthError::Invalid(format!("no key `{kid}` in the JWKS"));
         let _refresh = self.refreshing.lock().await;
-        {
-            // What a refresh that finished meanwhile brought, and the rate limit.
-            let mut keys = self.keys.write().await;
-            if let Some(found) = keys.by_kid.get(kid) {
-                return Ok(found.clone());
-            }
-            if keys.fetched.elapsed() < self.min_refresh {
-                return Err(unknown());
-            }
-            keys.fetched = Instant::now();
+        // What a refresh that finished meanwhile brought, else a fetch of
+        // our own within the rate limit.
+        if let Some(found) = self.keys.read().await.by_kid.get(kid) {
+            return Ok(found.clone());
         }
-        match self.source.load().await {
-            Ok(by_kid) => {
-                metrics::counter!("salestrack_auth_jwks_refreshes_total").increment(1);
-                let mut keys = self.keys.write().await;
-                keys.by_kid = by_kid;
-                keys.by_kid.get(kid).cloned().ok_or_else(unknown)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held");
-                Err(unknown())
-            }
-        }
+        refresh(&self.keys, &self.source, self.min_refresh).await;
+        self.keys
+            .read()
+            .await
+            .by_kid
+            .get(kid)
+            .cloned()
+            .ok_or_else(unknown)
     }
 }
 
@@ -336,23 +326,30 @@ impl Authenticator {
         );
         tokio::spawn(async move {
             let _turn = turn;
-            {
-                let mut keys = keys.write().await;
-                if keys.fetched.elapsed() < max_age {
-                    return;
-                }
-                keys.fetched = Instant::now();
-            }
-            match source.load().await {
-                Ok(by_kid) => {
-                    metrics::counter!("salestrack_auth_jwks_refreshes_total").increment(1);
-                    keys.write().await.by_kid = by_kid;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held");
-                }
-            }
+            refresh(&keys, &source, max_age).await;
         });
+    }
+}
+
+/// Fetches the JWKS and replaces the keys held, if they were fetched at
+/// least `older_than` ago; a failed fetch keeps them. The caller holds the
+/// `refreshing` turn: one fetch at a time, and never the keys' lock across it.
+async fn refresh(keys: &RwLock<Keys>, source: &KeySource, older_than: Duration) {
+    {
+        let mut keys = keys.write().await;
+        if keys.fetched.elapsed() < older_than {
+            return;
+        }
+        keys.fetched = Instant::now();
+    }
+    match source.load().await {
+        Ok(by_kid) => {
+            metrics::counter!("salestrack_auth_jwks_refreshes_total").increment(1);
+            keys.write().await.by_kid = by_kid;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held");
+        }
     }
 }
 

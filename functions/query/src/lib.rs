@@ -205,19 +205,15 @@ impl QueryState {
                 }
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now < deadline && slot.is_none() {
+                slot = Arc::clone(&self.consistency.slots).try_acquire_owned().ok();
+                if slot.is_none() {
+                    metrics::counter!("salestrack_query_waits_refused_total").increment(1);
+                }
+            }
+            if now >= deadline || slot.is_none() {
                 metrics::counter!("salestrack_query_stale_reads_total").increment(1);
                 return Ok(None);
-            }
-            if slot.is_none() {
-                match Arc::clone(&self.consistency.slots).try_acquire_owned() {
-                    Ok(taken) => slot = Some(taken),
-                    Err(_) => {
-                        metrics::counter!("salestrack_query_stale_reads_total").increment(1);
-                        metrics::counter!("salestrack_query_waits_refused_total").increment(1);
-                        return Ok(None);
-                    }
-                }
             }
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(Duration::from_millis(100));

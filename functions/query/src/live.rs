@@ -20,9 +20,10 @@
 //! takes none for `slow_after` while one waits is dropped; notices coalesce
 //! (a stream only ever needs the newest), so nothing grows with a slow
 //! reader; a resume folds and sends the versions it missed one at a time,
-//! so nothing grows with a cart's history either. Streams end, with an `end` event saying why, on shutdown and
-//! after `max_lifetime` when set (Lambda): the client reconnects with
-//! `Last-Event-ID`, as `EventSource` does by itself.
+//! so nothing grows with a cart's history either. Streams end, with an
+//! `end` event saying why, on shutdown and after `max_lifetime` when set
+//! (Lambda): the client reconnects with `Last-Event-ID`, as `EventSource`
+//! does by itself.
 
 use crate::params::{self, Given};
 use crate::{path_id, QueryState};

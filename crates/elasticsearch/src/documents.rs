@@ -33,9 +33,29 @@ pub(crate) fn limbs(value: u64) -> [i64; LIMBS] {
     })
 }
 
-/// The summed integers of a sales line stored as limbs: the field names
-/// are `{name}_l0`, `{name}_l1`, `{name}_l2`.
+/// The summed integers of a sales line stored as limbs, in the object
+/// fields `{name}_limbs` ([`limb_field`]).
 pub(crate) const LIMBED: [&str; 3] = ["subtotal", "tax", "quantity"];
+
+/// The field holding limb `i` of `name` (one of [`LIMBED`]).
+pub(crate) fn limb_field(name: &str, i: usize) -> String {
+    format!("{name}_limbs.l{i}")
+}
+
+/// A summed integer as stored: its [`LIMBS`] limbs, lowest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Limbs {
+    pub l0: i64,
+    pub l1: i64,
+    pub l2: i64,
+}
+
+impl Limbs {
+    pub fn of(value: u64) -> Limbs {
+        let [l0, l1, l2] = limbs(value);
+        Limbs { l0, l1, l2 }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SalesLineDoc {
@@ -46,26 +66,14 @@ pub(crate) struct SalesLineDoc {
     pub subtotal_minor: i64,
     /// `tax_amount` in 10^-4 units.
     pub tax_minor: i64,
-    /// The limbs of `subtotal_minor`, `tax_minor` and `quantity`, lowest
-    /// first; absent (0) in documents of schema 1.
+    /// The limbs of `subtotal_minor`, `tax_minor` and `quantity`; absent
+    /// (0) in documents of schema 1.
     #[serde(default)]
-    pub subtotal_l0: i64,
+    pub subtotal_limbs: Limbs,
     #[serde(default)]
-    pub subtotal_l1: i64,
+    pub tax_limbs: Limbs,
     #[serde(default)]
-    pub subtotal_l2: i64,
-    #[serde(default)]
-    pub tax_l0: i64,
-    #[serde(default)]
-    pub tax_l1: i64,
-    #[serde(default)]
-    pub tax_l2: i64,
-    #[serde(default)]
-    pub quantity_l0: i64,
-    #[serde(default)]
-    pub quantity_l1: i64,
-    #[serde(default)]
-    pub quantity_l2: i64,
+    pub quantity_limbs: Limbs,
 }
 
 impl SalesLineDoc {
@@ -84,29 +92,23 @@ impl SalesLineDoc {
         let subtotal_minor = minor("subtotal", line.subtotal)?;
         let tax_minor = minor("tax_amount", line.tax_amount)?;
         let limbs_of = |name: &str, value: i64| {
-            u64::try_from(value).map(limbs).map_err(|_| {
+            u64::try_from(value).map(Limbs::of).map_err(|_| {
                 BackendError::refused(
                     NAME,
                     format!("sales line {}: {name} {value} is negative", line.doc_id()),
                 )
             })
         };
-        let [subtotal_l0, subtotal_l1, subtotal_l2] = limbs_of("subtotal", subtotal_minor)?;
-        let [tax_l0, tax_l1, tax_l2] = limbs_of("tax_amount", tax_minor)?;
-        let [quantity_l0, quantity_l1, quantity_l2] = limbs(u64::from(line.quantity));
+        let subtotal_limbs = limbs_of("subtotal", subtotal_minor)?;
+        let tax_limbs = limbs_of("tax_amount", tax_minor)?;
+        let quantity_limbs = Limbs::of(u64::from(line.quantity));
         Ok(SalesLineDoc {
             schema_version: SALES_LINE_SCHEMA,
             subtotal_minor,
             tax_minor,
-            subtotal_l0,
-            subtotal_l1,
-            subtotal_l2,
-            tax_l0,
-            tax_l1,
-            tax_l2,
-            quantity_l0,
-            quantity_l1,
-            quantity_l2,
+            subtotal_limbs,
+            tax_limbs,
+            quantity_limbs,
             line,
         })
     }

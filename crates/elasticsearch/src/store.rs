@@ -1,7 +1,7 @@
 //! [`EsReadStore`]: the `ReadStore` port on Elasticsearch / OpenSearch.
 
 use crate::config::EsConfig;
-use crate::documents::{Stored, LIMBED, LIMBS, LIMB_BITS};
+use crate::documents::{limb_field, Stored, LIMBED, LIMBS, LIMB_BITS};
 use crate::indices::{Layout, Model, ALL_MODELS};
 use crate::NAME;
 use async_trait::async_trait;
@@ -521,11 +521,13 @@ fn report_aggregation(query: &SalesReportQuery) -> (Vec<Level>, Value) {
     let mut limb_sums = serde_json::Map::new();
     for name in LIMBED {
         for i in 0..LIMBS {
-            let field = format!("{name}_l{i}");
-            limb_sums.insert(field.clone(), json!({ "sum": { "field": field } }));
+            limb_sums.insert(
+                format!("{name}_l{i}"),
+                json!({ "sum": { "field": limb_field(name, i) } }),
+            );
         }
     }
-    let has_limbs = json!({ "exists": { "field": "subtotal_l0" } });
+    let has_limbs = json!({ "exists": { "field": limb_field("subtotal", 0) } });
     let mut aggs = json!({
         "limbed": { "filter": has_limbs, "aggs": limb_sums },
         "legacy": {

@@ -16,7 +16,8 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use rust_decimal::Decimal;
 use salestrack_core::ids::{CartId, OrderId};
-use salestrack_core::ports::{ReadStore, SalesReportQuery};
+use salestrack_core::ports::ReadStore;
+use salestrack_core::search::SalesReportQuery;
 use serde_json::{json, Value};
 use std::time::Duration;
 

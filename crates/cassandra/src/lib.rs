@@ -334,10 +334,10 @@ fn event_row(e: &RecordedEvent) -> EventRow {
         e.cart_id.0,
         cql_version(e.version),
         e.event_id.0,
-        e.event.kind(),
+        e.event.kind().as_str(),
         e.command_id.0,
         CqlTimestamp(e.recorded_at.timestamp_millis()),
-        wire::event_schema_version(e.event.kind()) as i32,
+        e.event.kind().schema_version() as i32,
         wire::encode_event(e),
     )
 }

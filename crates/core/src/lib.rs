@@ -4,22 +4,30 @@
 //! It performs no IO and knows nothing of Kafka, Cassandra, Elasticsearch,
 //! SQLite, HTTP or Lambda; clocks and ids are passed in.
 //!
-//! # Layout
-//! - [`ids`], [`money`]: value types (UUID newtypes, `Decimal` money, ISO currency).
-//! - [`command`]: `PlaceOrder` / `CancelOrder` and their field-level validation.
-//! - [`contract`]: the input rules, shared by validation and the OpenAPI document.
-//! - [`event`]: domain events and the recorded (numbered) event.
-//! - [`aggregate`]: the cart's `decide` / `evolve`.
-//! - [`read_model`]: cart detail, cart summary and sales lines as folds.
-//! - [`wire`]: versioned JSON envelopes for commands, events and outcomes.
-//! - [`upcast`]: every earlier event schema version to the current one.
-//! - [`headers`]: Kafka header names and the W3C trace context.
-//! - [`token`]: the read-your-writes consistency token.
-//! - [`snapshot`]: the versioned snapshot format of a cart's decision state.
-//! - [`ports`]: `Producer`, `Consumer`, `EventStore`, `ReadStore`, `Clock`.
+//! # Layout, lowest layer first
+//! `cargo test -p salestrack-core --test layers -- --nocapture` prints the
+//! module graph; the test fails on a cycle.
+//! - [`ids`], [`money`], [`json`]: value types and canonical JSON.
+//! - [`contract`]: the input rules (value checks) validation is built from.
+//! - [`command`]: the commands (`place_order`, `cancel_order`, the saga's)
+//!   and their field-level validation.
+//! - [`event`]: domain events, their [`event::EventKind`], the recorded event.
+//! - [`aggregate`]: the cart's `decide` / `evolve`; [`snapshot`]: its
+//!   versioned decision state.
+//! - [`read_model`]: cart detail, cart summary and sales lines as folds;
+//!   [`search`]: what a reader asks of them (searches, reports).
+//! - [`bus`]: records as produced and consumed.
+//! - [`wire`]: versioned envelopes per message family (commands, events and
+//!   their upcasters, payment requests, outcomes, projection notices), each
+//!   with the outbound record it travels in.
+//! - [`headers`]: Kafka header names and the W3C trace context;
+//!   [`token`]: the read-your-writes consistency token.
+//! - [`ports`]: one module per port (bus, event store, read store, payment
+//!   ledger), the backend error and the clock.
 //! - [`testing`]: sample values for tests of every crate.
 
 pub mod aggregate;
+pub mod bus;
 pub mod command;
 pub mod contract;
 pub mod event;
@@ -29,10 +37,10 @@ pub mod json;
 pub mod money;
 pub mod ports;
 pub mod read_model;
+pub mod search;
 pub mod snapshot;
 pub mod testing;
 pub mod token;
-pub mod upcast;
 pub mod wire;
 
 /// Topic names, shared by every role. Overridable through configuration.

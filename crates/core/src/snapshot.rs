@@ -10,7 +10,7 @@
 use crate::aggregate::{Cart, CheckoutState, Line, LineDigest, Settled};
 use crate::ids::{CartId, OrderId, PaymentId};
 use crate::money::Currency;
-use crate::ports::Snapshot;
+use crate::ports::event_store::Snapshot;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

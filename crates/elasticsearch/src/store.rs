@@ -16,11 +16,11 @@ use elasticsearch::Elasticsearch;
 use rust_decimal::Decimal;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::{display_sum, MAX_SCALE};
-use salestrack_core::ports::{
-    BackendError, CartPage, CartSearch, DueCheckout, ReadDocument, ReadStore, ReportDimension,
-    SalesBucket, SalesReportQuery, Upsert,
-};
+use salestrack_core::ports::{BackendError, DueCheckout, ReadDocument, ReadStore, Upsert};
 use salestrack_core::read_model::{CartDetail, CartSummary};
+use salestrack_core::search::{
+    CartPage, CartSearch, ReportDimension, SalesBucket, SalesReportQuery,
+};
 use salestrack_core::wire::Outcome;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -543,8 +543,8 @@ fn report_aggregation(query: &SalesReportQuery) -> (Vec<Level>, Value) {
         let grouping = match level {
             Level::Period => {
                 let interval = match query.interval {
-                    Some(salestrack_core::ports::ReportInterval::Hour) => "hour",
-                    Some(salestrack_core::ports::ReportInterval::Month) => "month",
+                    Some(salestrack_core::search::ReportInterval::Hour) => "hour",
+                    Some(salestrack_core::search::ReportInterval::Month) => "month",
                     _ => "day",
                 };
                 json!({ "date_histogram": {
@@ -951,7 +951,7 @@ mod tests {
     #[test]
     fn nested_buckets_flatten_with_their_period_and_key() {
         let query = SalesReportQuery {
-            interval: Some(salestrack_core::ports::ReportInterval::Day),
+            interval: Some(salestrack_core::search::ReportInterval::Day),
             group_by: Some(ReportDimension::Seller),
             from: None,
             to: None,

@@ -2,8 +2,9 @@
 //! where it stopped and ends with every stream folded exactly once.
 
 use salestrack_core::event::Event;
-use salestrack_core::ports::{EventStore, ReadStore, ReportDimension, SalesReportQuery};
+use salestrack_core::ports::{EventStore, ReadStore};
 use salestrack_core::read_model::CartDetail;
+use salestrack_core::search::{ReportDimension, SalesReportQuery};
 use salestrack_elasticsearch::rebuild::{rebuild, Phase};
 use salestrack_elasticsearch::test_server::{store_at, ServerKind, TestSearchServer};
 use salestrack_elasticsearch::{EsReadStore, Model};
@@ -122,7 +123,7 @@ async fn documents(
     store: &EsReadStore,
     carts: &[salestrack_core::ids::CartId],
 ) -> serde_json::Value {
-    use salestrack_core::ports::ReportStatus;
+    use salestrack_core::search::ReportStatus;
     let mut out = Vec::new();
     for cart in carts {
         out.push(serde_json::json!({

@@ -260,7 +260,7 @@ impl Rows {
                 Ok((
                     i64::try_from(e.version).map_err(|e| BackendError::new(NAME, e))?,
                     e.event_id.to_string(),
-                    e.event.kind(),
+                    e.event.kind().as_str(),
                     e.command_id.to_string(),
                     e.recorded_at.to_rfc3339(),
                     wire::encode_event(e),

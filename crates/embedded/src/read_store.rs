@@ -10,11 +10,9 @@ use rusqlite::{params, params_from_iter, OptionalExtension};
 use rust_decimal::Decimal;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::display_sum;
-use salestrack_core::ports::{
-    BackendError, CartPage, CartSearch, DueCheckout, ReadDocument, ReadStore, SalesBucket,
-    SalesReportQuery, Upsert,
-};
+use salestrack_core::ports::{BackendError, DueCheckout, ReadDocument, ReadStore, Upsert};
 use salestrack_core::read_model::{CartDetail, CartSummary, LineStatus, SalesLine};
+use salestrack_core::search::{CartPage, CartSearch, SalesBucket, SalesReportQuery};
 use salestrack_core::wire::Outcome;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;

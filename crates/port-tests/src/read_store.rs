@@ -7,11 +7,11 @@ use salestrack_core::command::OrderLine;
 use salestrack_core::event::Event;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::Money;
-use salestrack_core::ports::{
-    CartSearch, ReadDocument, ReadStore, ReportDimension, ReportInterval, ReportStatus,
-    SalesReportQuery, Upsert,
-};
+use salestrack_core::ports::{ReadDocument, ReadStore, Upsert};
 use salestrack_core::read_model::CartDetail;
+use salestrack_core::search::{
+    CartSearch, ReportDimension, ReportInterval, ReportStatus, SalesReportQuery,
+};
 use salestrack_core::wire::{Outcome, OutcomeStatus, SCHEMA_VERSION};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -249,7 +249,7 @@ pub async fn search_filters_by_user_time_currency_and_product_words(store: Arc<d
         limit: 10,
         ..CartSearch::default()
     };
-    let ids = |page: salestrack_core::ports::CartPage| {
+    let ids = |page: salestrack_core::search::CartPage| {
         page.carts.iter().map(|c| c.cart_id).collect::<Vec<_>>()
     };
 

@@ -32,7 +32,7 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use lambda_runtime::LambdaEvent;
 use salestrack_core::aggregate::{Cart, Context, DomainError};
 use salestrack_core::event::RecordedEvent;
-use salestrack_core::headers::{self as h, TraceParent};
+use salestrack_core::headers::TraceParent;
 use salestrack_core::ids::CartId;
 use salestrack_core::ports::{
     AppendError, BackendError, Clock, EventStore, OutboundRecord, Producer, StreamAppend,
@@ -575,27 +575,9 @@ fn publication(
     outcome: Outcome,
 ) -> Vec<OutboundRecord> {
     let (record, trace) = (&incoming.command, incoming.trace);
-    let schema = SCHEMA_VERSION.to_string().into_bytes();
     let mut records: Vec<OutboundRecord> = events
         .iter()
-        .map(|e| OutboundRecord {
-            topic: deps.topics.events.clone(),
-            key: e.cart_id.to_string().into_bytes(),
-            value: wire::encode_event(e),
-            headers: vec![
-                (h::MESSAGE_TYPE.into(), e.event.kind().as_bytes().to_vec()),
-                (
-                    h::SCHEMA_VERSION.into(),
-                    wire::event_schema_version(e.event.kind())
-                        .to_string()
-                        .into_bytes(),
-                ),
-                (h::EVENT_ID.into(), e.event_id.to_string().into_bytes()),
-                (h::COMMAND_ID.into(), e.command_id.to_string().into_bytes()),
-                trace.event_in(e.event_id).header(),
-                h::accepted_at(record.accepted_at),
-            ],
-        })
+        .map(|e| wire::event::outbound(e, &deps.topics.events, trace, record.accepted_at))
         .collect();
     // The saga's requests to the payment gateway: a checkout asks for a
     // charge, a late payment for a refund, a cancel for want of an answer
@@ -609,33 +591,8 @@ fn publication(
             }
             _ => None,
         })?;
-        Some(OutboundRecord {
-            topic: deps.topics.payments.clone(),
-            key: e.cart_id.to_string().into_bytes(),
-            value: request.encode(),
-            headers: vec![
-                (h::MESSAGE_TYPE.into(), b"payment_request".to_vec()),
-                (h::SCHEMA_VERSION.into(), schema.clone()),
-                (h::EVENT_ID.into(), e.event_id.to_string().into_bytes()),
-                (h::COMMAND_ID.into(), e.command_id.to_string().into_bytes()),
-                trace.event_in(e.event_id).header(),
-            ],
-        })
+        Some(request.outbound(&deps.topics.payments, e, trace))
     }));
-    records.push(OutboundRecord {
-        topic: deps.topics.outcomes.clone(),
-        key: outcome.cart_id.to_string().into_bytes(),
-        value: outcome.encode(),
-        headers: vec![
-            (h::MESSAGE_TYPE.into(), b"outcome".to_vec()),
-            (h::SCHEMA_VERSION.into(), schema),
-            (
-                h::COMMAND_ID.into(),
-                outcome.command_id.to_string().into_bytes(),
-            ),
-            trace.header(),
-            h::accepted_at(record.accepted_at),
-        ],
-    });
+    records.push(outcome.outbound(&deps.topics.outcomes, trace, record.accepted_at));
     records
 }

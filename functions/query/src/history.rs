@@ -179,7 +179,7 @@ pub async fn get_history(
             .into_iter()
             .map(|e| HistoryEntry {
                 version: e.version,
-                kind: e.event.kind().to_owned(),
+                kind: e.event.kind().as_str().to_owned(),
                 schema_version: e.schema_version,
                 recorded_at: e.recorded_at,
                 command_id: e.command_id,

@@ -28,11 +28,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use params::Given;
 use salestrack_core::command::CHECKOUT_CART;
 use salestrack_core::ids::{CartId, CommandId, OrderId};
-use salestrack_core::ports::{
-    BackendError, CartSearch, EventStore, ReadStore, ReportDimension, ReportInterval, ReportStatus,
-    SalesBucket, SalesReportQuery, SearchCursor,
-};
+use salestrack_core::ports::{BackendError, EventStore, ReadStore};
 use salestrack_core::read_model::{CartDetail, CartStatus, CartSummary};
+use salestrack_core::search::{
+    CartSearch, ReportDimension, ReportInterval, ReportStatus, SalesBucket, SalesReportQuery,
+    SearchCursor,
+};
 use salestrack_core::token::ConsistencyToken;
 use salestrack_core::wire::{Outcome, OutcomeStatus, Reason};
 use salestrack_platform::auth::{self, Access, Authenticator};

@@ -341,7 +341,7 @@ impl<'a> Given<'a> {
 #[cfg(test)]
 mod tests {
     use super::report;
-    use salestrack_core::ports::{ReportDimension, ReportInterval, ReportStatus};
+    use salestrack_core::search::{ReportDimension, ReportInterval, ReportStatus};
     use serde::de::DeserializeOwned;
 
     /// Each word a report parameter documents names a value of its type,

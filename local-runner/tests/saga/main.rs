@@ -566,7 +566,7 @@ async fn refunded_after_timeout(
         .read_stream(cart.cart_id)
         .await
         .expect("stream");
-    let kinds: Vec<&str> = stream.iter().map(|e| e.event.kind()).collect();
+    let kinds: Vec<&str> = stream.iter().map(|e| e.event.kind().as_str()).collect();
     assert_eq!(
         &kinds[kinds.len() - 3..],
         ["checkout_started", "cart_cancelled", "refund_requested"]

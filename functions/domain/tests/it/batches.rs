@@ -94,7 +94,7 @@ async fn a_carts_commands_in_one_batch_are_decided_in_order_and_appended_at_once
     let stream = w.store.read_stream(l1.cart_id).await.expect("stream");
     let kinds: Vec<(u64, &str, Option<OrderId>)> = stream
         .iter()
-        .map(|e| (e.version, e.event.kind(), e.event.order_id()))
+        .map(|e| (e.version, e.event.kind().as_str(), e.event.order_id()))
         .collect();
     assert_eq!(
         kinds,

@@ -627,7 +627,10 @@ async fn a_checkout_asks_the_gateway_and_a_repeat_asks_again_without_a_second_ch
     assert_eq!(report.duplicates, 1);
     let stream = w.store.read_stream(l.cart_id).await.expect("stream");
     assert_eq!(
-        stream.iter().map(|e| e.event.kind()).collect::<Vec<_>>(),
+        stream
+            .iter()
+            .map(|e| e.event.kind().as_str())
+            .collect::<Vec<_>>(),
         ["order_placed", "checkout_started"]
     );
     let requests: Vec<PaymentRequest> = w

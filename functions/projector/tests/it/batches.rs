@@ -5,10 +5,9 @@
 use super::*;
 use async_trait::async_trait;
 use salestrack_core::ids::OrderId;
-use salestrack_core::ports::{
-    BackendError, CartPage, CartSearch, ReadDocument, SalesBucket, Upsert,
-};
+use salestrack_core::ports::{BackendError, ReadDocument, Upsert};
 use salestrack_core::read_model::{CartDetail, CartSummary};
+use salestrack_core::search::{CartPage, CartSearch, SalesBucket};
 use salestrack_core::wire::{Outcome, OutcomeStatus};
 use std::sync::Mutex;
 

@@ -7,8 +7,9 @@ use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::ids::{CartId, CommandId};
-use salestrack_core::ports::{BusRecord, EventStore, ReadStore, ReportDimension, SalesReportQuery};
+use salestrack_core::ports::{BusRecord, EventStore, ReadStore};
 use salestrack_core::read_model::{CartStatus, LineStatus};
+use salestrack_core::search::{ReportDimension, SalesReportQuery};
 use salestrack_core::testing::{line, other_line};
 use salestrack_core::wire;
 use salestrack_embedded::{EmbeddedEventStore, EmbeddedReadStore};
@@ -383,8 +384,8 @@ async fn read_models(w: &World, cart: CartId) -> serde_json::Value {
     serde_json::json!({
         "detail": w.read.cart_detail(cart).await.expect("detail"),
         "summary": w.read.cart_summary(cart).await.expect("summary"),
-        "all": w.read.sales_report(&report(salestrack_core::ports::ReportStatus::All)).await.expect("report"),
-        "paid": w.read.sales_report(&report(salestrack_core::ports::ReportStatus::Paid)).await.expect("report"),
+        "all": w.read.sales_report(&report(salestrack_core::search::ReportStatus::All)).await.expect("report"),
+        "paid": w.read.sales_report(&report(salestrack_core::search::ReportStatus::Paid)).await.expect("report"),
     })
 }
 

@@ -11,22 +11,15 @@
 //!   `subtotal`.
 //! - every other type: version 1 only.
 
-use crate::wire::DecodeError;
+use crate::event::EventKind;
+use crate::wire::codec::DecodeError;
 use serde_json::{Map, Value};
-
-/// The schema version this build writes events of type `kind` in.
-pub fn current_version(kind: &str) -> u32 {
-    match kind {
-        "order_placed" => 2,
-        _ => 1,
-    }
-}
 
 /// `data`, stored as version `from` of `kind`, in the current version's
 /// shape. A version after the current one is refused: this build cannot
 /// know what it means.
-pub fn to_current(kind: &str, from: u32, data: Value) -> Result<Value, DecodeError> {
-    let current = current_version(kind);
+pub fn to_current(kind: EventKind, from: u32, data: Value) -> Result<Value, DecodeError> {
+    let current = kind.schema_version();
     if from == 0 || from > current {
         return Err(DecodeError::SchemaVersion(from));
     }
@@ -38,9 +31,9 @@ pub fn to_current(kind: &str, from: u32, data: Value) -> Result<Value, DecodeErr
 }
 
 /// One version up.
-fn step(kind: &str, from: u32, data: Value) -> Result<Value, DecodeError> {
+fn step(kind: EventKind, from: u32, data: Value) -> Result<Value, DecodeError> {
     match (kind, from) {
-        ("order_placed", 1) => order_placed_1_to_2(data),
+        (EventKind::OrderPlaced, 1) => order_placed_1_to_2(data),
         _ => Err(DecodeError::SchemaVersion(from)),
     }
 }
@@ -83,7 +76,7 @@ mod tests {
     fn order_placed_1_becomes_money_with_its_currency() {
         let v1 = json!({"order_id": "o", "amount": "199.99", "discounts": "10",
             "tax_amount": "38.00", "subtotal": "389.98", "currency": "EUR", "quantity": 2});
-        let v2 = to_current("order_placed", 1, v1).expect("upcast");
+        let v2 = to_current(EventKind::OrderPlaced, 1, v1).expect("upcast");
         assert_eq!(
             v2,
             json!({"order_id": "o", "quantity": 2,
@@ -98,26 +91,27 @@ mod tests {
     fn the_current_version_passes_unchanged_and_a_future_one_is_refused() {
         let v2 = json!({"anything": 1});
         assert_eq!(
-            to_current("order_placed", 2, v2.clone()).expect("as is"),
+            to_current(EventKind::OrderPlaced, 2, v2.clone()).expect("as is"),
             v2
         );
         assert_eq!(
-            to_current("order_cancelled", 1, v2.clone()).expect("as is"),
+            to_current(EventKind::OrderCancelled, 1, v2.clone()).expect("as is"),
             v2
         );
         assert!(matches!(
-            to_current("order_placed", 3, v2.clone()),
+            to_current(EventKind::OrderPlaced, 3, v2.clone()),
             Err(DecodeError::SchemaVersion(3))
         ));
         assert!(matches!(
-            to_current("order_cancelled", 2, v2),
+            to_current(EventKind::OrderCancelled, 2, v2),
             Err(DecodeError::SchemaVersion(2))
         ));
     }
 
     #[test]
     fn a_version_1_line_without_its_money_is_a_clear_error() {
-        let err = to_current("order_placed", 1, json!({"currency": "EUR"})).expect_err("broken");
+        let err =
+            to_current(EventKind::OrderPlaced, 1, json!({"currency": "EUR"})).expect_err("broken");
         assert!(err.to_string().contains("no amount"), "{err}");
     }
 }

@@ -9,8 +9,9 @@
 //! module graph; the test fails on a cycle.
 //! - [`ids`], [`money`], [`json`]: value types and canonical JSON.
 //! - [`contract`]: the input rules (value checks) validation is built from.
-//! - [`command`]: the commands (`place_order`, `cancel_order`, the saga's)
-//!   and their field-level validation.
+//! - [`fields`]: the fields of request bodies, their rules and errors.
+//! - [`command`]: the commands (`place_order`, `cancel_order`, the saga's),
+//!   parsed and validated field by field.
 //! - [`event`]: domain events, their [`event::EventKind`], the recorded event.
 //! - [`aggregate`]: the cart's `decide` / `evolve`; [`snapshot`]: its
 //!   versioned decision state.
@@ -31,6 +32,7 @@ pub mod bus;
 pub mod command;
 pub mod contract;
 pub mod event;
+pub mod fields;
 pub mod headers;
 pub mod ids;
 pub mod json;

@@ -12,7 +12,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CartStatus {
     /// Takes new lines and cancellations (also once every line is cancelled).
@@ -38,13 +39,14 @@ impl CartStatus {
 }
 
 /// A cart's checkout: what it charges and how its payment went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckoutInfo {
     /// Stream version of the `checkout_started` event.
     pub version: u64,
     pub payment_method: String,
     /// Active subtotals plus tax at checkout time.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub amount: Decimal,
     pub started_at: DateTime<Utc>,
     /// When an unanswered payment is given up (`payment_timeout`).
@@ -58,11 +60,12 @@ pub struct CheckoutInfo {
     pub settled_version: Option<u64>,
     /// A payment that succeeded after the cancellation, sent back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub refunded: Option<Decimal>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LineStatus {
     Active,
@@ -71,7 +74,8 @@ pub enum LineStatus {
 
 /// One document per cart. Cart-level fields come from the first line; totals
 /// sum the active lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CartDetail {
     pub cart_id: CartId,
     /// When the first line was created.
@@ -83,9 +87,9 @@ pub struct CartDetail {
     pub billing_address: String,
     pub shipping_method: String,
     pub currency: String,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub tax_amount: Decimal,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub subtotal: Decimal,
     pub items: Vec<CartItem>,
     pub status: CartStatus,
@@ -97,19 +101,20 @@ pub struct CartDetail {
     pub version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CartItem {
     pub order_id: OrderId,
     pub product_name: String,
     pub quantity: u32,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub amount: Decimal,
     pub seller_info: String,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub discounts: Decimal,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub tax_amount: Decimal,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub subtotal: Decimal,
     pub payment_method: String,
     pub created_at: DateTime<Utc>,
@@ -119,7 +124,8 @@ pub struct CartItem {
 }
 
 /// One document per cart, for listing and full-text search.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CartSummary {
     pub cart_id: CartId,
     pub user_id: String,
@@ -128,9 +134,9 @@ pub struct CartSummary {
     pub products: String,
     pub shipping_address: String,
     pub billing_address: String,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub tax_amount: Decimal,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub subtotal: Decimal,
     pub shipping_method: String,
     pub currency: String,
@@ -149,7 +155,8 @@ pub struct CartSummary {
 }
 
 /// One document per order line, for reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SalesLine {
     pub cart_id: CartId,
     pub order_id: OrderId,
@@ -161,14 +168,14 @@ pub struct SalesLine {
     pub currency: String,
     pub payment_method: String,
     pub quantity: u32,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub amount: Decimal,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub discounts: Decimal,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub tax_amount: Decimal,
     /// Revenue of the line: amount * quantity - discounts.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub subtotal: Decimal,
     pub status: LineStatus,
     /// The cart's status: reports can count only confirmed (`paid`) sales.

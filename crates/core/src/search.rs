@@ -53,7 +53,8 @@ impl CartPage {
 }
 
 /// The time buckets of a sales report (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReportInterval {
     Hour,
@@ -75,7 +76,8 @@ impl ReportInterval {
 }
 
 /// What a sales report groups by besides time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReportDimension {
     Product,
@@ -110,7 +112,8 @@ pub struct SalesReportQuery {
 }
 
 /// The carts whose active lines a report counts, by cart status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReportStatus {
     /// Every active line, whatever its cart's status.
@@ -144,7 +147,8 @@ impl ReportStatus {
 /// Totals of the active sales lines of one bucket, per currency (amounts in
 /// different currencies are never added together). Stores return buckets
 /// ordered by period, key, currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SalesBucket {
     /// Start of the time bucket, when the report has an interval.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,9 +158,9 @@ pub struct SalesBucket {
     pub key: Option<String>,
     pub currency: String,
     /// Sum of the lines' subtotals.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub revenue: Decimal,
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub tax: Decimal,
     pub units: u64,
     /// Order lines counted.

@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A module of core: its path (`wire::event`) and its source up to its tests.
+/// Lines of a module outside its `#[cfg(test)]` part, at most.
+const MAX_LINES: usize = 420;
+
 struct Module {
     path: String,
     code: String,
@@ -156,4 +159,13 @@ fn cores_modules_form_an_acyclic_graph() {
         graph["wire::event"].contains("event"),
         "the edges were read: {graph:#?}"
     );
+}
+#[test]
+fn no_module_of_core_is_long_outside_its_tests() {
+    let long: Vec<(String, usize)> = modules()
+        .into_iter()
+        .map(|m| (m.path, m.code.lines().count()))
+        .filter(|(_, lines)| *lines > MAX_LINES)
+        .collect();
+    assert!(long.is_empty(), "modules over {MAX_LINES} lines: {long:?}");
 }

@@ -12,8 +12,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
+use salestrack_api::params::{Param, ParamSpec};
 use salestrack_core::command::{CancelOrder, CheckoutCart, Command, PlaceOrder};
-use salestrack_core::contract::{Param, ParamSpec};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
 use salestrack_core::ports::{Clock, Producer};
@@ -53,13 +53,13 @@ pub struct Accepted {
 /// A request body's document, built from the field specs its parser
 /// validates with: the schema cannot say what the parser does not check.
 macro_rules! body_schema {
-    ($(#[$doc:meta])* $name:ident, $fields:path) => {
+    ($(#[$doc:meta])* $name:ident, $fields:path, $docs:path) => {
         $(#[$doc])*
         pub struct $name;
 
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                salestrack_core::command::body_schema($fields).into()
+                salestrack_api::body::body_schema($fields, $docs).into()
             }
         }
 
@@ -70,17 +70,20 @@ macro_rules! body_schema {
 body_schema!(
     /// Body of `POST /orders`.
     OrderRequest,
-    salestrack_core::command::ORDER_FIELDS
+    salestrack_core::command::ORDER_FIELDS,
+    salestrack_api::body::ORDER_DOCS
 );
 body_schema!(
     /// Body of `POST /orders/{order_id}/cancel`.
     CancelRequest,
-    salestrack_core::command::CANCEL_FIELDS
+    salestrack_core::command::CANCEL_FIELDS,
+    salestrack_api::body::CANCEL_DOCS
 );
 body_schema!(
     /// Body of `POST /carts/{cart_id}/checkout`; optional as a whole.
     CheckoutRequest,
-    salestrack_core::command::CHECKOUT_FIELDS
+    salestrack_core::command::CHECKOUT_FIELDS,
+    salestrack_api::body::CHECKOUT_DOCS
 );
 
 #[derive(utoipa::OpenApi)]

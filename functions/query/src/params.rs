@@ -6,8 +6,9 @@
 use crate::MAX_LIMIT;
 use axum::http::HeaderMap;
 use chrono::{DateTime, NaiveDate, Utc};
+use salestrack_api::params::{self, Param, ParamSpec};
 use salestrack_core::command::MAX_USER_ID;
-use salestrack_core::contract::{self, Param, ParamSpec, Text};
+use salestrack_core::contract::{self, Text};
 use salestrack_core::token;
 use salestrack_platform::http::ApiError;
 
@@ -187,7 +188,7 @@ macro_rules! documented {
                 fn into_params(
                     _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
                 ) -> Vec<utoipa::openapi::path::Parameter> {
-                    contract::document_params($specs)
+                    params::document_params($specs)
                 }
             }
         )*

@@ -466,7 +466,7 @@ mod tests {
         let file = dir.path().join("jwks.json");
         let jwks = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../local-runner/tests/auth/keys/jwks.json"),
+                .join("../../local-runner/tests/keys/jwks.json"),
         )
         .expect("test keys");
         std::fs::write(&file, jwks).expect("write");

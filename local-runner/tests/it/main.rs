@@ -1,11 +1,30 @@
 //! The local runner as users run it: a real server on a free loopback port
 //! over embedded backends in a fresh data directory, driven over HTTP.
 
+//!
+//! One test binary for every test that installs no process-wide state (the
+//! runner's others: `hostile` reads exact process-wide metrics, `memory`
+//! replaces the allocator, `tracing` and `otlp` install the subscriber).
+//! Each module was a binary of its own; together they link the engines'
+//! clients once.
+
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/sse.rs"]
+mod sse;
+
+mod auth;
+mod browser;
+mod cassandra;
+mod elasticsearch;
+mod engines;
 mod event_source;
+mod kafka;
+mod kafka_outage;
+mod live;
 mod outage;
 mod redrive;
+mod saga;
 mod slow_clients;
 
 use common::{spawn_with, TestApp};

@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 pub const ISSUER: &str = "https://idp.test/";
 pub const AUDIENCE: &str = "salestrack";
 
-/// The committed test keys (local-runner/tests/auth/keys).
+/// The committed test keys (local-runner/tests/keys).
 pub fn keys_dir(manifest_dir: &Path) -> PathBuf {
     let mut dir = manifest_dir.to_path_buf();
-    while !dir.join("local-runner/tests/auth/keys").is_dir() {
+    while !dir.join("local-runner/tests/keys").is_dir() {
         if !dir.pop() {
             break;
         }
     }
-    dir.join("local-runner/tests/auth/keys")
+    dir.join("local-runner/tests/keys")
 }
 
 /// An authenticator over the committed JWKS.

@@ -3,8 +3,7 @@
 //! free, and a broker another test started meanwhile could take it, and the
 //! runner here would join that broker's consumer groups.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::{spawn_with, Http};
 use reqwest::StatusCode;

@@ -5,10 +5,8 @@
 //! Apache Kafka, where a stream on an HTTP-only runner follows what the
 //! other runner projects.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/sse.rs"]
-mod sse;
+use crate::common;
+use crate::sse;
 
 use common::{spawn_with, Http, TestApp};
 use reqwest::StatusCode;

@@ -2,8 +2,7 @@
 //! configuration alone (`SALESTRACK_CASSANDRA_*`). Orders go from POST to
 //! the read models; the events and the snapshots land in the keyspace.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::spawn_with;
 use reqwest::StatusCode;

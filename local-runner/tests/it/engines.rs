@@ -16,8 +16,7 @@
 //!   the dead-letter topic. Each fault test prints its row of README's
 //!   fault table.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::{spawn_with, Http, TestApp};
 use futures::StreamExt;

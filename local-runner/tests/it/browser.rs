@@ -7,8 +7,7 @@
 //! Skipped (saying why) when Chromium or chromedriver is missing, unless
 //! `REQUIRE_BROWSER` is set, as in CI.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;

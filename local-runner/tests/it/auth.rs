@@ -2,8 +2,7 @@
 //! tokens: the key pairs in `keys/` (test-only), a JWKS served on loopback by
 //! the test, and the runner configured by `SALESTRACK_AUTH_*` settings alone.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -25,7 +24,7 @@ const AUDIENCE: &str = "salestrack-api";
 
 fn key_file(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/auth/keys")
+        .join("tests/keys")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

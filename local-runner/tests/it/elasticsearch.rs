@@ -3,8 +3,7 @@
 //! OpenSearch 3 emulator), each test on its own index prefix: report figures checked against totals computed
 //! here from the orders posted, and a projection rebuild under write load.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::{spawn_with, TestApp};
 use reqwest::StatusCode;

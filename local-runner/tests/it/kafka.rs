@@ -5,8 +5,7 @@
 //! group, a SIGKILL mid-load, poison on the commands topic, and a command
 //! produced by `kcat`, a Kafka client no one here wrote.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::{spawn_with, Broker, Http, On};
 use futures::StreamExt;

@@ -5,8 +5,7 @@
 //! flight. The ledger, the event store and the read models must agree on
 //! every cart, and the `paid` report on the test's own totals.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::{kafka_settings, spawn_with, Http, On};
 use futures::StreamExt;

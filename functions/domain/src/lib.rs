@@ -17,14 +17,10 @@
 //! - A lost append race reloads the cart and decides all of its commands
 //!   again (at most [`MAX_APPEND_ATTEMPTS`] times, then the cart's records
 //!   fail and are redelivered).
-//! - A record that cannot be handled is named in the batch's partial failure
-//!   response, as permanent (poison: bad base64, bad JSON, unknown type,
-//!   invalid command) or retryable (a backend failure, endless append
-//!   races); its partition is redelivered from there, its cart's later
-//!   records wait for that redelivery, and the event source dead-letters it
-//!   once retrying is pointless, so poison never blocks its partition. A
-//!   failed publish fails every partition of the batch from its first
-//!   record. Redelivery is safe because every step above is idempotent.
+//! - A record that cannot be handled is named in the batch's partial
+//!   failure response, as poison or retryable, by the partial-batch rule
+//!   (ARCHITECTURE.md, "The partial-batch rule, exactly"); a failed publish
+//!   fails every partition of the batch from its first record.
 //!
 //! Depends on the core's ports only; never on a driver.
 

@@ -270,7 +270,7 @@ fn http(response: &Value) -> (u64, Value) {
 }
 
 /// Each function, started on embedded defaults in a data directory of its
-/// own, opens the stores of the ports it uses and no other (README's table
+/// own, opens the stores of the ports it uses and no other (docs/deployment.md's table
 /// of ports): a store opened for nothing costs init time and, on Lambda,
 /// a session to an engine.
 #[test]

@@ -16,13 +16,8 @@
 //! writes before it. If an event arrives with a gap after the stored version,
 //! the cart is refolded from the event store (read only) instead of skipping
 //! the missing events. Never calls the domain. A record that cannot be
-//! projected is named in the partial failure response, as permanent (poison)
-//! or retryable (backend); its cart stops there and its partition is
-//! redelivered from it, and the event source dead-letters it once retrying
-//! is pointless, so it never blocks the partition. When the batch's writes
-//! fail, a transient failure fails every partition from its first record;
-//! a document the store refuses is traced to its cart by writing the carts
-//! one by one, so only that cart's record is failed.
+//! projected is named in the partial failure response by the partial-batch
+//! rule (ARCHITECTURE.md, "The partial-batch rule, exactly").
 //!
 //! Once a batch's documents are written, the carts it moved on are told to
 //! the projection feed (`sales.projections`), which the live streams of

@@ -13,7 +13,7 @@
 //!   again far more often than that old budget, and the test sees it; every
 //!   order answered `202` is visible exactly once afterwards (so no `202`
 //!   was answered for a command the bus did not keep), and nothing is on
-//!   the dead-letter topic. Each fault test prints its row of README's
+//!   the dead-letter topic. Each fault test prints its row of docs/testing.md's
 //!   fault table.
 
 use crate::common;

@@ -6,7 +6,7 @@
 //! state, and everything they produce is appended with one conditional
 //! write (in chunks of at most [`MAX_EVENTS_PER_APPEND`] events, whole
 //! commands each). Carts run concurrently, within and across partitions,
-//! at most [`CART_CONCURRENCY`] at once. Then the events and outcomes of
+//! at most [`msk::CART_CONCURRENCY`] at once. Then the events and outcomes of
 //! the whole batch are published together, and awaited together.
 //!
 //! - A rule-breaking command is *rejected*: its outcome, with a reason code,
@@ -34,10 +34,9 @@ use salestrack_core::ports::{
     AppendError, BackendError, Clock, EventStore, OutboundRecord, Producer, StreamAppend,
 };
 use salestrack_core::wire::{
-    self, CommandRecord, DecodeError, Outcome, OutcomeStatus, PaymentRequest, Reason,
-    SCHEMA_VERSION,
+    self, CommandRecord, Outcome, OutcomeStatus, PaymentRequest, Reason, SCHEMA_VERSION,
 };
-use salestrack_msk::{self as msk, BatchResult, Record, RecordError};
+use salestrack_msk::{self as msk, BatchResult, Record};
 use salestrack_platform::Topics;
 use serde::Serialize;
 use std::sync::Arc;
@@ -74,6 +73,16 @@ pub struct BatchReport {
     pub conflicts: usize,
 }
 
+impl msk::Counts for BatchReport {
+    fn counts(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("applied", self.applied),
+            ("duplicate", self.duplicates),
+            ("rejected", self.rejected),
+        ]
+    }
+}
+
 /// Both reports' counts summed.
 impl std::ops::Add for BatchReport {
     type Output = BatchReport;
@@ -95,24 +104,13 @@ pub enum HandlerError {
     #[error("cart {cart_id}: lost {attempts} append races in a row")]
     Contention { cart_id: CartId, attempts: u32 },
     #[error(transparent)]
-    Poison(#[from] Poison),
+    Poison(#[from] msk::Poison),
 }
 
 impl msk::Failure for HandlerError {
     fn retryable(&self) -> bool {
         !matches!(self, HandlerError::Poison(_))
     }
-}
-
-/// Why a record is poison: no redelivery can make it valid.
-#[derive(Debug, thiserror::Error)]
-pub enum Poison {
-    #[error(transparent)]
-    Record(#[from] RecordError),
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    #[error("record key {key:?} does not match the command's cart {cart_id}")]
-    KeyMismatch { key: String, cart_id: CartId },
 }
 
 enum Handled {
@@ -142,9 +140,6 @@ impl Handled {
         report
     }
 }
-
-/// Carts decided at once within a batch.
-pub const CART_CONCURRENCY: usize = 64;
 
 /// Most events in one conditional append. A cart's batch needing more is
 /// appended in several, whole commands each: Cassandra refuses a logged
@@ -201,45 +196,22 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
         report = BatchReport::default();
     }
     report.conflicts = conflicts;
-    for (result, n) in [
-        ("applied", report.applied),
-        ("duplicate", report.duplicates),
-        ("rejected", report.rejected),
-        ("failed", keyed.failures.len()),
-    ] {
-        if n > 0 {
-            metrics::counter!("salestrack_domain_records_total", "result" => result)
-                .increment(n as u64);
-        }
-    }
-    tracing::info!(
-        ?report,
-        failed = keyed.failures.len(),
-        "command batch handled"
-    );
-    BatchResult {
+    msk::finish(
+        "salestrack_domain_records_total",
+        "command batch",
         report,
-        failures: keyed.failures,
-    }
+        keyed.failures,
+    )
 }
 
-fn decode(r: &KafkaRecord) -> Result<(CartId, Incoming), Poison> {
+fn decode(r: &KafkaRecord) -> Result<(CartId, Incoming), msk::Poison> {
     let record = Record::from_kafka(r)?;
     let command = CommandRecord::decode(&record.value)?;
     // Records from producers that send no trace context start one here.
     let trace = TraceParent::from_headers(&record.headers)
         .unwrap_or_else(|| TraceParent::for_command(command.command_id));
     let cart_id = command.command.cart_id();
-    if let Some(key) = record
-        .key
-        .as_deref()
-        .filter(|k| *k != cart_id.to_string().as_bytes())
-    {
-        return Err(Poison::KeyMismatch {
-            key: String::from_utf8_lossy(key).into_owned(),
-            cart_id,
-        });
-    }
+    msk::check_key(&record, cart_id, "command")?;
     Ok((cart_id, Incoming { command, trace }))
 }
 
@@ -275,7 +247,7 @@ struct Plan {
 }
 
 /// Decides every cart of the batch: loads and plans the carts (at most
-/// [`CART_CONCURRENCY`] at once), appends all of their events with one
+/// [`msk::CART_CONCURRENCY`] at once), appends all of their events with one
 /// [`EventStore::append_many`] per chunk round (one commit on the embedded
 /// store, concurrent LWTs on Cassandra), and loads, plans and appends again
 /// the carts that lost a race, at most [`MAX_APPEND_ATTEMPTS`] times. One
@@ -312,7 +284,7 @@ async fn decide_all(
             })
             .collect();
         let planned: Vec<(usize, Result<Plan, HandlerError>)> = futures::stream::iter(loads)
-            .buffer_unordered(CART_CONCURRENCY)
+            .buffer_unordered(msk::CART_CONCURRENCY)
             .collect()
             .await;
         let mut plans = Vec::with_capacity(planned.len());

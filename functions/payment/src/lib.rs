@@ -36,8 +36,8 @@ use salestrack_core::ids::CartId;
 use salestrack_core::ports::{
     BackendError, Charge, ChargeStatus, Clock, OutboundRecord, PaymentLedger, Producer, ReadStore,
 };
-use salestrack_core::wire::{CommandRecord, DecodeError, PaymentRequest, PaymentRequestKind};
-use salestrack_msk::{self as msk, BatchResult, Record, RecordError};
+use salestrack_core::wire::{CommandRecord, PaymentRequest, PaymentRequestKind};
+use salestrack_msk::{self as msk, BatchResult, Record};
 use salestrack_platform::Topics;
 use serde::Serialize;
 use std::sync::Arc;
@@ -79,13 +79,39 @@ pub struct BatchReport {
     pub reconciled: usize,
 }
 
+impl msk::Counts for BatchReport {
+    fn counts(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("succeeded", self.succeeded),
+            ("declined", self.declined),
+            ("unanswered", self.unanswered),
+            ("refunded", self.refunded),
+            ("reconciled", self.reconciled),
+        ]
+    }
+}
+
+/// Both reports' counts summed.
+impl std::ops::Add for BatchReport {
+    type Output = BatchReport;
+
+    fn add(mut self, b: BatchReport) -> BatchReport {
+        self.succeeded += b.succeeded;
+        self.declined += b.declined;
+        self.unanswered += b.unanswered;
+        self.refunded += b.refunded;
+        self.reconciled += b.reconciled;
+        self
+    }
+}
+
 /// Why a record could not be handled.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("backend failure: {0}")]
     Backend(#[from] BackendError),
     #[error(transparent)]
-    Poison(#[from] Poison),
+    Poison(#[from] msk::Poison),
 }
 
 impl msk::Failure for HandlerError {
@@ -93,20 +119,6 @@ impl msk::Failure for HandlerError {
         !matches!(self, HandlerError::Poison(_))
     }
 }
-
-/// Why a record is poison: no redelivery can make it a payment request.
-#[derive(Debug, thiserror::Error)]
-pub enum Poison {
-    #[error(transparent)]
-    Record(#[from] RecordError),
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    #[error("record key {key:?} does not match the request's cart {cart_id}")]
-    KeyMismatch { key: String, cart_id: CartId },
-}
-
-/// Carts handled at once within a batch.
-pub const CART_CONCURRENCY: usize = 64;
 
 struct Incoming {
     request: PaymentRequest,
@@ -140,7 +152,7 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
             }
             results
         },
-        CART_CONCURRENCY,
+        msk::CART_CONCURRENCY,
     )
     .await;
     let answers: Vec<OutboundRecord> = keyed
@@ -154,7 +166,7 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
     let mut report = keyed
         .handled
         .iter()
-        .fold(BatchReport::default(), |r, (_, h)| add(r, h.report));
+        .fold(BatchReport::default(), |r, (_, h)| r + h.report);
     match deps.producer.send_all(answers).await {
         Ok(_) => {
             let now = deps.clock.now();
@@ -173,51 +185,18 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
             report = BatchReport::default();
         }
     }
-    for (result, n) in [
-        ("succeeded", report.succeeded),
-        ("declined", report.declined),
-        ("unanswered", report.unanswered),
-        ("refunded", report.refunded),
-        ("reconciled", report.reconciled),
-        ("failed", keyed.failures.len()),
-    ] {
-        if n > 0 {
-            metrics::counter!("salestrack_payments_total", "result" => result).increment(n as u64);
-        }
-    }
-    tracing::info!(
-        ?report,
-        failed = keyed.failures.len(),
-        "payment batch handled"
-    );
-    BatchResult {
+    msk::finish(
+        "salestrack_payments_total",
+        "payment batch",
         report,
-        failures: keyed.failures,
-    }
+        keyed.failures,
+    )
 }
 
-fn add(mut a: BatchReport, b: BatchReport) -> BatchReport {
-    a.succeeded += b.succeeded;
-    a.declined += b.declined;
-    a.unanswered += b.unanswered;
-    a.refunded += b.refunded;
-    a.reconciled += b.reconciled;
-    a
-}
-
-fn decode(r: &KafkaRecord) -> Result<(CartId, Incoming), Poison> {
+fn decode(r: &KafkaRecord) -> Result<(CartId, Incoming), msk::Poison> {
     let record = Record::from_kafka(r)?;
     let request = PaymentRequest::decode(&record.value)?;
-    if let Some(key) = record
-        .key
-        .as_deref()
-        .filter(|k| *k != request.cart_id.to_string().as_bytes())
-    {
-        return Err(Poison::KeyMismatch {
-            key: String::from_utf8_lossy(key).into_owned(),
-            cart_id: request.cart_id,
-        });
-    }
+    msk::check_key(&record, request.cart_id, "request")?;
     let trace = TraceParent::from_headers(&record.headers);
     Ok((request.cart_id, Incoming { request, trace }))
 }

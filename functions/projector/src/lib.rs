@@ -60,7 +60,21 @@ pub struct BatchReport {
     pub outcomes: usize,
 }
 
-impl BatchReport {
+impl msk::Counts for BatchReport {
+    fn counts(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("projected", self.projected),
+            ("skipped", self.skipped),
+            ("refolded", self.refolded),
+            ("outcome", self.outcomes),
+        ]
+    }
+}
+
+/// Both reports' counts summed.
+impl std::ops::Add for BatchReport {
+    type Output = BatchReport;
+
     fn add(mut self, o: BatchReport) -> BatchReport {
         self.projected += o.projected;
         self.skipped += o.skipped;
@@ -100,9 +114,7 @@ impl msk::Failure for HandlerError {
 #[derive(Debug, thiserror::Error)]
 pub enum Poison {
     #[error(transparent)]
-    Record(#[from] RecordError),
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
+    Batch(#[from] msk::Poison),
     #[error("no projection consumes topic {0:?}")]
     UnknownTopic(String),
     #[error("event {version} of cart {cart_id} changes a cart that has no line")]
@@ -112,15 +124,24 @@ pub enum Poison {
     },
 }
 
+impl From<RecordError> for Poison {
+    fn from(e: RecordError) -> Self {
+        Poison::Batch(e.into())
+    }
+}
+
+impl From<DecodeError> for Poison {
+    fn from(e: DecodeError) -> Self {
+        Poison::Batch(e.into())
+    }
+}
+
 // One value per record, never stored: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Input {
     Event(RecordedEvent),
     Outcome(Outcome),
 }
-
-/// Carts folded at once within a batch.
-pub const CART_CONCURRENCY: usize = 64;
 
 /// What projecting one record did.
 struct Projected<'a> {
@@ -182,7 +203,7 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
         groups,
         keyed,
         |(cart_id, detail), records| project_cart(cart_id, records, detail, deps),
-        CART_CONCURRENCY,
+        msk::CART_CONCURRENCY,
     )
     .await;
     let writes: Vec<Writes> = keyed
@@ -193,7 +214,7 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
     let mut report = keyed
         .handled
         .iter()
-        .fold(BatchReport::default(), |r, (_, p)| r.add(p.report));
+        .fold(BatchReport::default(), |r, (_, p)| r + p.report);
     match write_all(&writes, deps).await {
         Ok(()) => {
             record_latencies(&keyed.handled);
@@ -220,27 +241,12 @@ pub async fn handler(event: LambdaEvent<KafkaEvent>, deps: &Deps) -> BatchResult
             report = BatchReport::default();
         }
     }
-    for (result, n) in [
-        ("projected", report.projected),
-        ("skipped", report.skipped),
-        ("refolded", report.refolded),
-        ("outcome", report.outcomes),
-        ("failed", keyed.failures.len()),
-    ] {
-        if n > 0 {
-            metrics::counter!("salestrack_projector_records_total", "result" => result)
-                .increment(n as u64);
-        }
-    }
-    tracing::info!(
-        ?report,
-        failed = keyed.failures.len(),
-        "projection batch handled"
-    );
-    BatchResult {
+    msk::finish(
+        "salestrack_projector_records_total",
+        "projection batch",
         report,
-        failures: keyed.failures,
-    }
+        keyed.failures,
+    )
 }
 
 /// Tells the feed, if any, which carts moved on. A failure is logged and

@@ -57,12 +57,17 @@ pub enum CassandraError {
 
 impl From<CassandraError> for BackendError {
     fn from(e: CassandraError) -> Self {
-        BackendError::new(NAME, e)
+        BackendError::caused_by(NAME, e)
     }
 }
 
 fn backend(e: impl std::fmt::Display) -> BackendError {
     BackendError::new(NAME, e)
+}
+
+/// A driver's error as a backend error that keeps it as its source.
+fn driver<E: std::error::Error + Send + Sync + 'static>(e: E) -> BackendError {
+    BackendError::caused_by(NAME, e)
 }
 
 struct Statements {
@@ -166,11 +171,11 @@ impl CassandraEventStore {
             .session
             .execute_iter(statement.clone(), values)
             .await
-            .map_err(backend)?
+            .map_err(driver)?
             .rows_stream::<(i64, Vec<u8>)>()
-            .map_err(backend)?;
+            .map_err(driver)?;
         let mut events = Vec::new();
-        while let Some((version, envelope)) = rows.try_next().await.map_err(backend)? {
+        while let Some((version, envelope)) = rows.try_next().await.map_err(driver)? {
             let event = wire::decode_event(&envelope)
                 .map_err(|e| backend(format!("corrupt event {version} in cart {cart_id}: {e}")))?;
             if event.version != version.unsigned_abs() || event.cart_id != cart_id {
@@ -393,12 +398,12 @@ impl EventStore for CassandraEventStore {
             .session
             .execute_unpaged(&self.statements.load_snapshot, (cart_id.0,))
             .await
-            .map_err(backend)?
+            .map_err(driver)?
             .into_rows_result()
-            .map_err(backend)?;
+            .map_err(driver)?;
         let row = rows
             .maybe_first_row::<(i64, i32, Vec<u8>)>()
-            .map_err(backend)?;
+            .map_err(driver)?;
         Ok(row.map(|(version, format, state)| Snapshot {
             cart_id,
             version: version.unsigned_abs(),
@@ -408,7 +413,7 @@ impl EventStore for CassandraEventStore {
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), BackendError> {
-        let format = i32::try_from(snapshot.format).map_err(backend)?;
+        let format = i32::try_from(snapshot.format).map_err(driver)?;
         self.session
             .execute_unpaged(
                 &self.statements.save_snapshot,
@@ -420,7 +425,7 @@ impl EventStore for CassandraEventStore {
                 ),
             )
             .await
-            .map_err(backend)?;
+            .map_err(driver)?;
         Ok(())
     }
 
@@ -439,26 +444,26 @@ impl EventStore for CassandraEventStore {
                     .await
             }
         }
-        .map_err(backend)?
+        .map_err(driver)?
         .into_rows_result()
-        .map_err(backend)?;
+        .map_err(driver)?;
         let carts: Vec<Uuid> = result
             .rows::<(Uuid,)>()
-            .map_err(backend)?
+            .map_err(driver)?
             .map(|row| row.map(|(cart,)| cart))
             .collect::<Result<_, _>>()
-            .map_err(backend)?;
+            .map_err(driver)?;
         let mut heads = Vec::with_capacity(carts.len());
         for cart in carts {
             let version = self
                 .session
                 .execute_unpaged(&list.head, (cart,))
                 .await
-                .map_err(backend)?
+                .map_err(driver)?
                 .into_rows_result()
-                .map_err(backend)?
+                .map_err(driver)?
                 .maybe_first_row::<(i64,)>()
-                .map_err(backend)?;
+                .map_err(driver)?;
             if let Some((version,)) = version {
                 heads.push(StreamHead {
                     cart_id: CartId(cart),
@@ -474,7 +479,7 @@ impl EventStore for CassandraEventStore {
             .query_unpaged("SELECT release_version FROM system.local", &[])
             .await
             .map(drop)
-            .map_err(backend)
+            .map_err(driver)
     }
 
     async fn append(

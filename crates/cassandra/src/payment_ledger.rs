@@ -5,7 +5,7 @@
 //! SERIAL consistency instead. A refund is `UPDATE ... IF refunded_at =
 //! null` on a row read first, so the first refund's time stays.
 
-use crate::{applied, backend, cql_version, CassandraError};
+use crate::{applied, backend, cql_version, driver, CassandraError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use salestrack_core::ids::CartId;
@@ -82,11 +82,11 @@ impl CassandraPaymentLedger {
             .session
             .execute_unpaged(&self.read, (cart_id.0, cql_version(checkout)))
             .await
-            .map_err(backend)?
+            .map_err(driver)?
             .into_rows_result()
-            .map_err(backend)?;
+            .map_err(driver)?;
         rows.maybe_first_row::<(Vec<u8>, Option<CqlTimestamp>)>()
-            .map_err(backend)?
+            .map_err(driver)?
             .map(charge)
             .transpose()
     }
@@ -107,7 +107,7 @@ impl PaymentLedger for CassandraPaymentLedger {
             refunded_at: None,
             ..charge.clone()
         })
-        .map_err(backend)?;
+        .map_err(driver)?;
         let answer = self
             .session
             .execute_unpaged(
@@ -115,7 +115,7 @@ impl PaymentLedger for CassandraPaymentLedger {
                 (charge.cart_id.0, cql_version(charge.checkout), json),
             )
             .await
-            .map_err(backend)?;
+            .map_err(driver)?;
         if applied(answer).map_err(backend)? {
             return Ok(Charge {
                 refunded_at: None,
@@ -149,7 +149,7 @@ impl PaymentLedger for CassandraPaymentLedger {
                 ),
             )
             .await
-            .map_err(backend)?;
+            .map_err(driver)?;
         // Applied or not, the stored time is the first refund's.
         self.stored(cart_id, checkout).await
     }
@@ -159,12 +159,12 @@ impl PaymentLedger for CassandraPaymentLedger {
             .session
             .execute_unpaged(&self.read_cart, (cart_id.0,))
             .await
-            .map_err(backend)?
+            .map_err(driver)?
             .into_rows_result()
-            .map_err(backend)?;
+            .map_err(driver)?;
         rows.rows::<(Vec<u8>, Option<CqlTimestamp>)>()
-            .map_err(backend)?
-            .map(|row| row.map_err(backend).and_then(charge))
+            .map_err(driver)?
+            .map(|row| row.map_err(driver).and_then(charge))
             .collect()
     }
 
@@ -173,6 +173,6 @@ impl PaymentLedger for CassandraPaymentLedger {
             .query_unpaged("SELECT release_version FROM system.local", &[])
             .await
             .map(drop)
-            .map_err(backend)
+            .map_err(driver)
     }
 }

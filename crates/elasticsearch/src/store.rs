@@ -150,12 +150,12 @@ impl EsReadStore {
             .client
             .send(method, path, headers, Some(query), body, None)
             .await
-            .map_err(|e| BackendError::new(NAME, format!("{method:?} {path}: {e}")))?;
+            .map_err(|e| BackendError::context(NAME, format!("{method:?} {path}"), e))?;
         let status = response.status_code();
         let text = response
             .text()
             .await
-            .map_err(|e| BackendError::new(NAME, format!("{method:?} {path}: {e}")))?;
+            .map_err(|e| BackendError::context(NAME, format!("{method:?} {path}"), e))?;
         Ok(Reply {
             status,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),

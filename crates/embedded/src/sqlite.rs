@@ -71,7 +71,7 @@ pub struct Db {
 /// committed with `FULL` too, so an OS crash must not lose a projected row
 /// whose offset was committed.
 fn connect(name: &'static str, path: &Path) -> Result<Connection, BackendError> {
-    let err = |e: rusqlite::Error| BackendError::new(name, format!("{}: {e}", path.display()));
+    let err = |e: rusqlite::Error| BackendError::context(name, path.display(), e);
     let conn = Connection::open(path).map_err(err)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
@@ -179,7 +179,7 @@ impl Db {
     /// Maps a SQLite error into this database's backend error.
     pub fn err(&self) -> impl Fn(rusqlite::Error) -> BackendError + Copy + Send + 'static {
         let name = self.name;
-        move |e| BackendError::new(name, e)
+        move |e| BackendError::caused_by(name, e)
     }
 }
 
@@ -193,7 +193,7 @@ pub(crate) fn in_savepoint<R, E: From<BackendError>>(
 ) -> Result<R, E> {
     let sql = |c: &Connection, statement: &str| {
         c.execute_batch(statement)
-            .map_err(|e| BackendError::new(name, e))
+            .map_err(|e| BackendError::caused_by(name, e))
     };
     sql(c, "SAVEPOINT job")?;
     match f(c) {

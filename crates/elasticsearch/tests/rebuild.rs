@@ -2,6 +2,7 @@
 //! where it stopped and ends with every stream folded exactly once.
 
 use salestrack_core::event::Event;
+use salestrack_core::ports::Reader;
 use salestrack_core::ports::{EventStore, ReadStore};
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::search::{ReportDimension, SalesReportQuery};
@@ -69,7 +70,7 @@ async fn an_interrupted_rebuild_resumes_and_completes(server: &str, store: EsRea
     );
     for (cart, stream) in carts.iter().step_by(37) {
         assert_eq!(
-            store.cart_detail(*cart).await.expect("detail"),
+            store.cart_detail(*cart, Reader::Any).await.expect("detail"),
             CartDetail::fold(stream),
             "{server}"
         );
@@ -127,8 +128,8 @@ async fn documents(
     let mut out = Vec::new();
     for cart in carts {
         out.push(serde_json::json!({
-            "detail": store.cart_detail(*cart).await.expect("detail"),
-            "summary": store.cart_summary(*cart).await.expect("summary"),
+            "detail": store.cart_detail(*cart, Reader::Any).await.expect("detail"),
+            "summary": store.cart_summary(*cart, Reader::Any).await.expect("summary"),
         }));
     }
     let report = |status| SalesReportQuery {

@@ -10,7 +10,7 @@ use rusqlite::{params, params_from_iter, OptionalExtension};
 use rust_decimal::Decimal;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::display_sum;
-use salestrack_core::ports::{BackendError, DueCheckout, ReadDocument, ReadStore, Upsert};
+use salestrack_core::ports::{BackendError, DueCheckout, ReadDocument, ReadStore, Reader, Upsert};
 use salestrack_core::read_model::{CartDetail, CartSummary, LineStatus, SalesLine};
 use salestrack_core::search::{CartPage, CartSearch, SalesBucket, SalesReportQuery};
 use salestrack_core::wire::Outcome;
@@ -259,12 +259,25 @@ impl ReadStore for EmbeddedReadStore {
             .await
     }
 
-    async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError> {
-        self.get(
-            "SELECT doc FROM cart_detail WHERE cart_id = ?1",
-            cart_id.to_string(),
-        )
-        .await
+    async fn cart_detail(
+        &self,
+        cart_id: CartId,
+        reader: Reader<'_>,
+    ) -> Result<Option<CartDetail>, BackendError> {
+        match reader {
+            Reader::Any => {
+                self.get(
+                    "SELECT doc FROM cart_detail WHERE cart_id = ?1",
+                    cart_id.to_string(),
+                )
+                .await
+            }
+            Reader::Owner(owner) => self.get_where(
+                "SELECT doc FROM cart_detail WHERE cart_id = ?1 AND json_extract(doc, '$.user_id') = ?2",
+                vec![cart_id.to_string(), owner.to_owned()],
+            )
+            .await,
+        }
     }
 
     /// One read job for all of them.
@@ -290,56 +303,48 @@ impl ReadStore for EmbeddedReadStore {
             .await
     }
 
-    async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError> {
-        self.get(
-            "SELECT doc FROM cart_summary WHERE cart_id = ?1",
-            cart_id.to_string(),
-        )
-        .await
-    }
-
-    async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError> {
-        self.get(
-            "SELECT doc FROM command_status WHERE command_id = ?1",
-            command_id.to_string(),
-        )
-        .await
-    }
-
-    async fn owned_cart_detail(
+    async fn cart_summary(
         &self,
         cart_id: CartId,
-        owner: &str,
-    ) -> Result<Option<CartDetail>, BackendError> {
-        self.get_where(
-            "SELECT doc FROM cart_detail WHERE cart_id = ?1 AND json_extract(doc, '$.user_id') = ?2",
-            vec![cart_id.to_string(), owner.to_owned()],
-        )
-        .await
-    }
-
-    async fn owned_cart_summary(
-        &self,
-        cart_id: CartId,
-        owner: &str,
+        reader: Reader<'_>,
     ) -> Result<Option<CartSummary>, BackendError> {
-        self.get_where(
-            "SELECT doc FROM cart_summary WHERE cart_id = ?1 AND user_id = ?2",
-            vec![cart_id.to_string(), owner.to_owned()],
-        )
-        .await
+        match reader {
+            Reader::Any => {
+                self.get(
+                    "SELECT doc FROM cart_summary WHERE cart_id = ?1",
+                    cart_id.to_string(),
+                )
+                .await
+            }
+            Reader::Owner(owner) => {
+                self.get_where(
+                    "SELECT doc FROM cart_summary WHERE cart_id = ?1 AND user_id = ?2",
+                    vec![cart_id.to_string(), owner.to_owned()],
+                )
+                .await
+            }
+        }
     }
 
-    async fn owned_command_status(
+    async fn command_status(
         &self,
         command_id: CommandId,
-        owner: &str,
+        reader: Reader<'_>,
     ) -> Result<Option<Outcome>, BackendError> {
-        self.get_where(
-            "SELECT doc FROM command_status WHERE command_id = ?1 AND json_extract(doc, '$.user_id') = ?2",
-            vec![command_id.to_string(), owner.to_owned()],
-        )
-        .await
+        match reader {
+            Reader::Any => {
+                self.get(
+                    "SELECT doc FROM command_status WHERE command_id = ?1",
+                    command_id.to_string(),
+                )
+                .await
+            }
+            Reader::Owner(owner) => self.get_where(
+                "SELECT doc FROM command_status WHERE command_id = ?1 AND json_extract(doc, '$.user_id') = ?2",
+                vec![command_id.to_string(), owner.to_owned()],
+            )
+            .await,
+        }
     }
 
     async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError> {

@@ -7,6 +7,7 @@ use salestrack_core::command::OrderLine;
 use salestrack_core::event::Event;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::Money;
+use salestrack_core::ports::Reader;
 use salestrack_core::ports::{ReadDocument, ReadStore, Upsert};
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::search::{
@@ -82,7 +83,10 @@ pub async fn an_upsert_keeps_only_the_newest_version(store: Arc<dyn ReadStore>) 
             .expect("v2 again"),
         Upsert::Stale
     );
-    assert_eq!(store.cart_detail(cart).await.expect("get"), Some(v2));
+    assert_eq!(
+        store.cart_detail(cart, Reader::Any).await.expect("get"),
+        Some(v2)
+    );
 }
 
 pub async fn documents_read_back_as_written(store: Arc<dyn ReadStore>) {
@@ -94,14 +98,23 @@ pub async fn documents_read_back_as_written(store: Arc<dyn ReadStore>) {
     );
     let detail = project(store.as_ref(), &events).await;
     assert_eq!(
-        store.cart_detail(cart).await.expect("detail"),
+        store.cart_detail(cart, Reader::Any).await.expect("detail"),
         Some(detail.clone())
     );
     assert_eq!(
-        store.cart_summary(cart).await.expect("summary"),
+        store
+            .cart_summary(cart, Reader::Any)
+            .await
+            .expect("summary"),
         Some(detail.summary())
     );
-    assert_eq!(store.cart_detail(new_cart()).await.expect("missing"), None);
+    assert_eq!(
+        store
+            .cart_detail(new_cart(), Reader::Any)
+            .await
+            .expect("missing"),
+        None
+    );
     assert_eq!(
         store
             .cart_details(&[new_cart(), cart, new_cart()])
@@ -146,7 +159,10 @@ pub async fn command_status_keeps_the_first_decision_at_a_version(store: Arc<dyn
         Upsert::Stale
     );
     assert_eq!(
-        store.command_status(outcome.command_id).await.expect("get"),
+        store
+            .command_status(outcome.command_id, Reader::Any)
+            .await
+            .expect("get"),
         Some(outcome)
     );
 }
@@ -185,38 +201,46 @@ pub async fn owned_reads_answer_the_owner_only(store: Arc<dyn ReadStore>) {
 
     let detail_for = |who: String| {
         let store = Arc::clone(&store);
-        async move { store.owned_cart_detail(cart, &who).await.expect("detail") }
+        async move {
+            store
+                .cart_detail(cart, Reader::Owner(&who))
+                .await
+                .expect("detail")
+        }
     };
     assert_eq!(detail_for(alice.clone()).await, Some(detail.clone()));
     assert_eq!(detail_for(bob.clone()).await, None, "not Bob's cart");
     assert_eq!(
         store
-            .owned_cart_summary(cart, &alice)
+            .cart_summary(cart, Reader::Owner(&alice))
             .await
             .expect("summary"),
         Some(detail.summary())
     );
     assert_eq!(
-        store.owned_cart_summary(cart, &bob).await.expect("summary"),
+        store
+            .cart_summary(cart, Reader::Owner(&bob))
+            .await
+            .expect("summary"),
         None
     );
     assert_eq!(
         store
-            .owned_command_status(outcome.command_id, &alice)
+            .command_status(outcome.command_id, Reader::Owner(&alice))
             .await
             .expect("status"),
         Some(outcome.clone())
     );
     assert_eq!(
         store
-            .owned_command_status(outcome.command_id, &bob)
+            .command_status(outcome.command_id, Reader::Owner(&bob))
             .await
             .expect("status"),
         None
     );
     assert_eq!(
         store
-            .owned_cart_detail(new_cart(), &alice)
+            .cart_detail(new_cart(), Reader::Owner(&alice))
             .await
             .expect("none"),
         None,

@@ -8,6 +8,7 @@ use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::ids::{CartId, CommandId};
+use salestrack_core::ports::Reader;
 use salestrack_core::ports::{BusRecord, EventStore, ReadStore};
 use salestrack_core::search::{ReportDimension, SalesReportQuery};
 use salestrack_core::testing::{line, other_line};
@@ -50,8 +51,11 @@ async fn documents(store: &dyn ReadStore, cart: CartId) -> String {
         .expect("report");
     format!(
         "{:?}\n{:?}\n{report:?}",
-        store.cart_detail(cart).await.expect("detail"),
-        store.cart_summary(cart).await.expect("summary"),
+        store.cart_detail(cart, Reader::Any).await.expect("detail"),
+        store
+            .cart_summary(cart, Reader::Any)
+            .await
+            .expect("summary"),
     )
 }
 

@@ -37,21 +37,16 @@ async fn main() -> Result<(), lambda_http::Error> {
     })
     .await?;
     let health = health::router(backends.clone(), &[Dependency::ReadStore]);
-    let state = QueryState {
-        read_store: backends.read_store()?,
-        // Read only: time travel and history.
-        event_store: backends.event_store()?,
-        consistency: salestrack_query::ConsistencyWait::from_settings(&settings),
-        auth: salestrack_platform::auth::Authenticator::from_settings(&settings)
-            .await?
-            .map(std::sync::Arc::new),
-        live: salestrack_query::live::Live::new(
-            live_config(&settings),
-            // Lambda freezes the process between invocations; no shutdown
-            // reaches a stream but its lifetime.
-            tokio_util::sync::CancellationToken::new(),
-        ),
-    };
+    let auth = salestrack_platform::auth::Authenticator::from_settings(&settings)
+        .await?
+        .map(std::sync::Arc::new);
+    let live = salestrack_query::live::Live::new(
+        live_config(&settings),
+        // Lambda freezes the process between invocations; no shutdown
+        // reaches a stream but its lifetime.
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let state = QueryState::from_settings(&settings, &backends, auth, live)?;
     let app = router(state).merge(health);
     if settings.lambda_streaming {
         lambda_http::run_with_streaming_response(app).await

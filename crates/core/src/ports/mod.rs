@@ -20,4 +20,4 @@ pub use clock::{Clock, SystemClock};
 pub use error::BackendError;
 pub use event_store::{AppendError, EventStore, Snapshot, StreamAppend, StreamHead};
 pub use payment_ledger::{Charge, ChargeStatus, PaymentLedger};
-pub use read_store::{DueCheckout, ReadDocument, ReadStore, Upsert};
+pub use read_store::{DueCheckout, ReadDocument, ReadStore, Reader, Upsert};

@@ -45,6 +45,25 @@ pub struct DueCheckout {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Whose documents a read may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader<'a> {
+    /// Any document: the functions themselves, and every reader while
+    /// authentication is off.
+    Any,
+    /// Only this user's: a cart they own, a command they sent. The store's
+    /// read itself filters by owner, so another user's document is never
+    /// answered.
+    Owner(&'a str),
+}
+
+impl<'a> From<Option<&'a str>> for Reader<'a> {
+    /// `None`: no user to hold the read to.
+    fn from(owner: Option<&'a str>) -> Self {
+        owner.map_or(Reader::Any, Reader::Owner)
+    }
+}
+
 #[async_trait]
 pub trait ReadStore: Send + Sync {
     /// Stores the document only if its version is newer than the stored one.
@@ -61,41 +80,36 @@ pub trait ReadStore: Send + Sync {
         Ok(results)
     }
 
-    async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError>;
+    /// A cart's detail, if `reader` may see it.
+    async fn cart_detail(
+        &self,
+        cart_id: CartId,
+        reader: Reader<'_>,
+    ) -> Result<Option<CartDetail>, BackendError>;
 
     /// The details of several carts, in the order asked (`None` for a cart
-    /// without one). Stores that can read them in one round trip; the
-    /// default reads them concurrently.
+    /// without one), for the functions themselves. Stores that can read
+    /// them in one round trip; the default reads them concurrently.
     async fn cart_details(
         &self,
         cart_ids: &[CartId],
     ) -> Result<Vec<Option<CartDetail>>, BackendError> {
-        futures::future::join_all(cart_ids.iter().map(|id| self.cart_detail(*id)))
+        futures::future::join_all(cart_ids.iter().map(|id| self.cart_detail(*id, Reader::Any)))
             .await
             .into_iter()
             .collect()
     }
-    async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError>;
-    async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError>;
-    /// [`ReadStore::cart_detail`] of a cart `owner` owns: the store's query
-    /// itself filters by owner, so another user's cart is never fetched.
-    async fn owned_cart_detail(
+    /// A cart's summary, if `reader` may see it.
+    async fn cart_summary(
         &self,
         cart_id: CartId,
-        owner: &str,
-    ) -> Result<Option<CartDetail>, BackendError>;
-    /// [`ReadStore::cart_summary`] of a cart `owner` owns (filtered by the store).
-    async fn owned_cart_summary(
-        &self,
-        cart_id: CartId,
-        owner: &str,
+        reader: Reader<'_>,
     ) -> Result<Option<CartSummary>, BackendError>;
-    /// [`ReadStore::command_status`] of a command `owner` sent (filtered by
-    /// the store).
-    async fn owned_command_status(
+    /// A command's status, if `reader` may see it.
+    async fn command_status(
         &self,
         command_id: CommandId,
-        owner: &str,
+        reader: Reader<'_>,
     ) -> Result<Option<Outcome>, BackendError>;
     async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError>;
     async fn sales_report(

@@ -5,6 +5,7 @@
 use super::*;
 use async_trait::async_trait;
 use salestrack_core::ids::OrderId;
+use salestrack_core::ports::Reader;
 use salestrack_core::ports::{BackendError, ReadDocument, Upsert};
 use salestrack_core::read_model::{CartDetail, CartSummary};
 use salestrack_core::search::{CartPage, CartSearch, SalesBucket};
@@ -69,9 +70,13 @@ impl ReadStore for Watched {
         }
     }
 
-    async fn cart_detail(&self, cart_id: CartId) -> Result<Option<CartDetail>, BackendError> {
+    async fn cart_detail(
+        &self,
+        cart_id: CartId,
+        reader: Reader<'_>,
+    ) -> Result<Option<CartDetail>, BackendError> {
         *self.detail_reads.lock().expect("lock") += 1;
-        self.inner.cart_detail(cart_id).await
+        self.inner.cart_detail(cart_id, reader).await
     }
 
     async fn cart_details(
@@ -82,36 +87,20 @@ impl ReadStore for Watched {
         self.inner.cart_details(cart_ids).await
     }
 
-    async fn cart_summary(&self, cart_id: CartId) -> Result<Option<CartSummary>, BackendError> {
-        self.inner.cart_summary(cart_id).await
-    }
-
-    async fn command_status(&self, command_id: CommandId) -> Result<Option<Outcome>, BackendError> {
-        self.inner.command_status(command_id).await
-    }
-
-    async fn owned_cart_detail(
+    async fn cart_summary(
         &self,
         cart_id: CartId,
-        owner: &str,
-    ) -> Result<Option<CartDetail>, BackendError> {
-        self.inner.owned_cart_detail(cart_id, owner).await
-    }
-
-    async fn owned_cart_summary(
-        &self,
-        cart_id: CartId,
-        owner: &str,
+        reader: Reader<'_>,
     ) -> Result<Option<CartSummary>, BackendError> {
-        self.inner.owned_cart_summary(cart_id, owner).await
+        self.inner.cart_summary(cart_id, reader).await
     }
 
-    async fn owned_command_status(
+    async fn command_status(
         &self,
         command_id: CommandId,
-        owner: &str,
+        reader: Reader<'_>,
     ) -> Result<Option<Outcome>, BackendError> {
-        self.inner.owned_command_status(command_id, owner).await
+        self.inner.command_status(command_id, reader).await
     }
 
     async fn search_carts(&self, search: &CartSearch) -> Result<CartPage, BackendError> {
@@ -245,14 +234,14 @@ async fn a_batch_reads_each_carts_detail_once_and_writes_each_document_once() {
     );
     let detail = w
         .read
-        .cart_detail(a[0].cart_id)
+        .cart_detail(a[0].cart_id, Reader::Any)
         .await
         .expect("get")
         .expect("a");
     assert_eq!(detail.version, 3);
     assert_eq!(
         w.read
-            .cart_detail(b[0].cart_id)
+            .cart_detail(b[0].cart_id, Reader::Any)
             .await
             .expect("get")
             .expect("b")
@@ -284,7 +273,7 @@ async fn a_document_the_store_refuses_fails_only_its_carts_first_record() {
     for (cart, stored) in [(&a, true), (&refused, false), (&c, true)] {
         assert_eq!(
             w.read
-                .cart_detail(cart[0].cart_id)
+                .cart_detail(cart[0].cart_id, Reader::Any)
                 .await
                 .expect("get")
                 .is_some(),

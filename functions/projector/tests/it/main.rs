@@ -7,6 +7,7 @@ use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::ids::{CartId, CommandId};
+use salestrack_core::ports::Reader;
 use salestrack_core::ports::{BusRecord, EventStore, ReadStore};
 use salestrack_core::read_model::{CartStatus, LineStatus};
 use salestrack_core::search::{ReportDimension, SalesReportQuery};
@@ -108,7 +109,7 @@ async fn events_fold_into_cart_detail_summary_and_sales_lines() {
 
     let detail = w
         .read
-        .cart_detail(line().cart_id)
+        .cart_detail(line().cart_id, Reader::Any)
         .await
         .expect("get")
         .expect("detail");
@@ -123,7 +124,7 @@ async fn events_fold_into_cart_detail_summary_and_sales_lines() {
 
     let summary = w
         .read
-        .cart_summary(line().cart_id)
+        .cart_summary(line().cart_id, Reader::Any)
         .await
         .expect("get")
         .expect("summary");
@@ -156,7 +157,11 @@ async fn a_replayed_batch_changes_nothing_and_duplicates_nothing() {
     let events = three_events();
     let all: Vec<_> = events.iter().collect();
     w.run(batch(&all)).await;
-    let before = w.read.cart_detail(line().cart_id).await.expect("get");
+    let before = w
+        .read
+        .cart_detail(line().cart_id, Reader::Any)
+        .await
+        .expect("get");
     let replay = w.run(batch(&all)).await;
     assert_eq!(
         replay,
@@ -166,7 +171,10 @@ async fn a_replayed_batch_changes_nothing_and_duplicates_nothing() {
         }
     );
     assert_eq!(
-        w.read.cart_detail(line().cart_id).await.expect("get"),
+        w.read
+            .cart_detail(line().cart_id, Reader::Any)
+            .await
+            .expect("get"),
         before
     );
 }
@@ -180,7 +188,7 @@ async fn an_older_event_never_overwrites_a_newer_version() {
     assert_eq!(report.skipped, 1);
     let detail = w
         .read
-        .cart_detail(line().cart_id)
+        .cart_detail(line().cart_id, Reader::Any)
         .await
         .expect("get")
         .expect("detail");
@@ -205,7 +213,7 @@ async fn a_gap_refolds_the_cart_from_the_event_store() {
     assert_eq!((report.projected, report.refolded), (1, 1));
     let detail = w
         .read
-        .cart_detail(line().cart_id)
+        .cart_detail(line().cart_id, Reader::Any)
         .await
         .expect("get")
         .expect("detail");
@@ -245,7 +253,7 @@ async fn a_gap_the_event_store_cannot_fill_fails_the_record_for_a_retry() {
     );
     assert!(w
         .read
-        .cart_detail(line().cart_id)
+        .cart_detail(line().cart_id, Reader::Any)
         .await
         .expect("get")
         .is_none());
@@ -265,14 +273,17 @@ async fn the_fixture_batch_projects_the_cart_and_the_command_status() {
     let cart: CartId = "6f1c1f2e-3c7d-4a8e-9b3a-2d5e6f7a8b9c".parse().expect("id");
     let detail = w
         .read
-        .cart_detail(cart)
+        .cart_detail(cart, Reader::Any)
         .await
         .expect("get")
         .expect("detail");
     assert_eq!(detail.subtotal.to_string(), "389.98");
     let status = w
         .read
-        .command_status("3d5a1c0e-1111-4a5b-8c9d-000000000001".parse().expect("id"))
+        .command_status(
+            "3d5a1c0e-1111-4a5b-8c9d-000000000001".parse().expect("id"),
+            Reader::Any,
+        )
         .await
         .expect("get")
         .expect("status");
@@ -352,7 +363,7 @@ async fn poison_is_a_permanent_failure_that_stops_only_its_partition() {
     );
     assert!(w
         .read
-        .cart_detail(line().cart_id)
+        .cart_detail(line().cart_id, Reader::Any)
         .await
         .expect("get")
         .is_some());
@@ -382,8 +393,8 @@ async fn read_models(w: &World, cart: CartId) -> serde_json::Value {
         ..Default::default()
     };
     serde_json::json!({
-        "detail": w.read.cart_detail(cart).await.expect("detail"),
-        "summary": w.read.cart_summary(cart).await.expect("summary"),
+        "detail": w.read.cart_detail(cart, Reader::Any).await.expect("detail"),
+        "summary": w.read.cart_summary(cart, Reader::Any).await.expect("summary"),
         "all": w.read.sales_report(&report(salestrack_core::search::ReportStatus::All)).await.expect("report"),
         "paid": w.read.sales_report(&report(salestrack_core::search::ReportStatus::Paid)).await.expect("report"),
     })
@@ -463,7 +474,11 @@ async fn the_feed_hears_each_cart_once_per_batch_after_its_documents_are_written
         "one notice per cart, at the version its documents reached"
     );
     // By then the read model holds what the notice says.
-    let detail = w.read.cart_detail(line().cart_id).await.expect("get");
+    let detail = w
+        .read
+        .cart_detail(line().cart_id, Reader::Any)
+        .await
+        .expect("get");
     assert_eq!(detail.map(|d| d.version), Some(3));
 
     // A redelivery changes nothing, and tells again (the first notice may

@@ -11,12 +11,14 @@
 //! - [`run`]: wires everything and serves until the shutdown token fires.
 //! - [`consumer`]: the poll -> handle -> commit loop; a retryable failure
 //!   waits, poison goes to the dead-letter topic.
-//! - [`health`]: `/health/live`, `/health/ready` and `/openapi.json`.
+//! - [`app`]: the assembled application router and its OpenAPI document.
+//! - [`health`]: `/health/live` and `/health/ready`.
 //! - [`redrive`]: the dead-letter topic listed and redriven, for the
 //!   `salestrack-redrive` command and `/admin/dead-letters`.
 //! - [`web`]: the sales page at `/`.
 //! - [`rebuild_read_models`]: the `salestrack-rebuild` command.
 
+pub mod app;
 pub mod consumer;
 pub mod health;
 pub mod redrive;
@@ -253,24 +255,10 @@ pub async fn run(
     let ports = backends.ports().map_err(std::io::Error::other)?;
     let topics = settings.topics();
     let clock = Arc::new(SystemClock);
-    let domain = salestrack_domain::Deps {
-        event_store: Arc::clone(&ports.event_store),
-        snapshot_every: settings.snapshot_every,
-        producer: Arc::clone(&ports.producer),
-        clock: clock.clone(),
-        topics: topics.clone(),
-        payment_timeout: Duration::from_millis(settings.payment_timeout_ms),
-    };
-    let payment = salestrack_payment::Deps {
-        ledger: Arc::clone(&ports.payment_ledger),
-        producer: Arc::clone(&ports.producer),
-        clock: clock.clone(),
-        topics: topics.clone(),
-        gateway: salestrack_payment::Gateway {
-            decline_rate: settings.payment_decline_rate,
-            delay: Duration::from_millis(settings.payment_delay_ms),
-        },
-    };
+    let domain = salestrack_domain::Deps::from_settings(&settings, &backends)
+        .map_err(std::io::Error::other)?;
+    let payment = salestrack_payment::Deps::from_settings(&settings, &backends)
+        .map_err(std::io::Error::other)?;
     // Live streams learn of projections from this process's projector in
     // memory (embedded bus: one process) or, on Kafka, from the projection
     // topic every runner's projector publishes to and every runner follows.
@@ -296,12 +284,8 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
-    let projector = salestrack_projector::Deps {
-        read_store: Arc::clone(&ports.read_store),
-        event_store: Arc::clone(&ports.event_store),
-        topics: topics.clone(),
-        feed,
-    };
+    let projector = salestrack_projector::Deps::from_settings(&settings, &backends, feed)
+        .map_err(std::io::Error::other)?;
     let loop_config = |name| LoopConfig {
         name,
         batch_size: settings.batch_size,
@@ -379,11 +363,10 @@ pub async fn run(
             }
         })
     };
-    let app = health::app(
+    let app = app::app(
         &settings,
         &backends,
         &ports,
-        clock,
         health::Loops {
             domain: domain_health,
             projector: projector_health,
@@ -391,7 +374,7 @@ pub async fn run(
         },
         auth,
         Arc::clone(&live),
-    );
+    )?;
     tracing::info!(addr = %listener.local_addr()?, backends = backends.description(), "salestrack local runner listening");
     let limits = serve::HttpLimits::from_settings(&settings);
     let served = serve::serve(listener, app, limits, shutdown.clone()).await;

@@ -36,6 +36,25 @@ pub struct CommandState {
     pub auth: Option<Arc<Authenticator>>,
 }
 
+impl CommandState {
+    /// The one way a process builds the command function's state: the bus
+    /// from `backends`, the rest from `settings`, and the process's
+    /// authenticator, if authentication is on.
+    pub fn from_settings(
+        settings: &salestrack_platform::Settings,
+        backends: &salestrack_platform::Backends,
+        auth: Option<Arc<Authenticator>>,
+    ) -> Result<CommandState, salestrack_core::ports::BackendError> {
+        Ok(CommandState {
+            producer: backends.producer()?,
+            clock: Arc::new(salestrack_core::ports::SystemClock),
+            topic: settings.commands_topic.clone(),
+            max_body_bytes: settings.max_body_bytes,
+            auth,
+        })
+    }
+}
+
 /// The `202 Accepted` body.
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Accepted {

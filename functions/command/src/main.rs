@@ -1,7 +1,6 @@
 //! The command function on AWS Lambda (function URL / API Gateway).
 
 use salestrack_command::{router, CommandState};
-use salestrack_core::ports::SystemClock;
 use salestrack_platform::health::{self, Dependency};
 use salestrack_platform::Uses;
 use std::sync::Arc;
@@ -14,14 +13,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     })
     .await?;
     let health = health::router(backends.clone(), &[Dependency::Bus]);
-    let state = CommandState {
-        producer: backends.producer()?,
-        clock: Arc::new(SystemClock),
-        topic: settings.commands_topic.clone(),
-        max_body_bytes: settings.max_body_bytes,
-        auth: salestrack_platform::auth::Authenticator::from_settings(&settings)
-            .await?
-            .map(Arc::new),
-    };
+    let auth = salestrack_platform::auth::Authenticator::from_settings(&settings)
+        .await?
+        .map(Arc::new);
+    let state = CommandState::from_settings(&settings, &backends, auth)?;
     lambda_http::run(router(state).merge(health)).await
 }

@@ -62,6 +62,24 @@ pub struct Deps {
     pub payment_timeout: std::time::Duration,
 }
 
+impl Deps {
+    /// The one way a process builds the domain's dependencies: its ports
+    /// from `backends`, the rest from `settings`.
+    pub fn from_settings(
+        settings: &salestrack_platform::Settings,
+        backends: &salestrack_platform::Backends,
+    ) -> Result<Deps, BackendError> {
+        Ok(Deps {
+            event_store: backends.event_store()?,
+            snapshot_every: settings.snapshot_every,
+            producer: backends.producer()?,
+            clock: Arc::new(salestrack_core::ports::SystemClock),
+            topics: settings.topics(),
+            payment_timeout: std::time::Duration::from_millis(settings.payment_timeout_ms),
+        })
+    }
+}
+
 /// Counts of what happened to a batch's records.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BatchReport {

@@ -2,10 +2,8 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use salestrack_core::ports::SystemClock;
 use salestrack_domain::{handler, Deps};
 use salestrack_platform::Uses;
-use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -15,14 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         ..Uses::NOTHING
     })
     .await?;
-    let deps = Deps {
-        event_store: backends.event_store()?,
-        snapshot_every: settings.snapshot_every,
-        producer: backends.producer()?,
-        clock: Arc::new(SystemClock),
-        topics: settings.topics(),
-        payment_timeout: std::time::Duration::from_millis(settings.payment_timeout_ms),
-    };
+    let deps = Deps::from_settings(&settings, &backends)?;
     let dead_letters = salestrack_msk::DeadLetters {
         producer: deps.producer.clone(),
         topic: deps.topics.dead_letter.clone(),

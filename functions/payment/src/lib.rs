@@ -66,6 +66,26 @@ pub struct Deps {
     pub gateway: Gateway,
 }
 
+impl Deps {
+    /// The one way a process builds the payment function's dependencies:
+    /// its ports from `backends`, the mock gateway from `settings`.
+    pub fn from_settings(
+        settings: &salestrack_platform::Settings,
+        backends: &salestrack_platform::Backends,
+    ) -> Result<Deps, BackendError> {
+        Ok(Deps {
+            ledger: backends.payment_ledger()?,
+            producer: backends.producer()?,
+            clock: Arc::new(salestrack_core::ports::SystemClock),
+            topics: settings.topics(),
+            gateway: Gateway {
+                decline_rate: settings.payment_decline_rate,
+                delay: std::time::Duration::from_millis(settings.payment_delay_ms),
+            },
+        })
+    }
+}
+
 /// Counts of what happened to a batch's requests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BatchReport {

@@ -3,12 +3,9 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use salestrack_core::ports::SystemClock;
-use salestrack_payment::{expire_due, handler, Deps, Gateway};
+use salestrack_payment::{expire_due, handler, Deps};
 use salestrack_platform::Uses;
 use serde_json::{json, Value};
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Pages of due checkouts one scheduled sweep goes through at most.
 const SWEEP_PAGES: usize = 40;
@@ -24,16 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })
     .await?;
     let read_store = backends.read_store()?;
-    let deps = Deps {
-        ledger: backends.payment_ledger()?,
-        producer: backends.producer()?,
-        clock: Arc::new(SystemClock),
-        topics: settings.topics(),
-        gateway: Gateway {
-            decline_rate: settings.payment_decline_rate,
-            delay: Duration::from_millis(settings.payment_delay_ms),
-        },
-    };
+    let deps = Deps::from_settings(&settings, &backends)?;
     let dead_letters = salestrack_msk::DeadLetters {
         producer: deps.producer.clone(),
         topic: deps.topics.dead_letter.clone(),

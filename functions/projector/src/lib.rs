@@ -50,6 +50,24 @@ pub struct Deps {
     pub feed: Option<Arc<dyn ProjectionFeed>>,
 }
 
+impl Deps {
+    /// The one way a process builds the projector's dependencies: its
+    /// ports from `backends`, its topics from `settings`, and the feed the
+    /// process's live streams follow, if any.
+    pub fn from_settings(
+        settings: &salestrack_platform::Settings,
+        backends: &salestrack_platform::Backends,
+        feed: Option<Arc<dyn ProjectionFeed>>,
+    ) -> Result<Deps, BackendError> {
+        Ok(Deps {
+            read_store: backends.read_store()?,
+            event_store: backends.event_store()?,
+            topics: settings.topics(),
+            feed,
+        })
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BatchReport {
     pub projected: usize,

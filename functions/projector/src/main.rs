@@ -17,12 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })
     .await?;
     let feed = salestrack_platform::backends::projection_feed(&settings, &backends);
-    let deps = Deps {
-        read_store: backends.read_store()?,
-        event_store: backends.event_store()?,
-        topics: settings.topics(),
-        feed,
-    };
+    let deps = Deps::from_settings(&settings, &backends, feed)?;
     let dead_letters = salestrack_msk::DeadLetters {
         producer: backends.producer()?,
         topic: deps.topics.dead_letter.clone(),

@@ -278,6 +278,25 @@ async fn health_and_the_openapi_document_are_served() {
         "{metrics}"
     );
     app.stop().await;
+    the_served_document_is_the_committed_one(&doc);
+}
+
+/// `docs/openapi.json` is the published contract: a change to what the
+/// server serves is a change to that file, reviewed with the code.
+/// `WRITE_OPENAPI=1` rewrites it from the served document.
+fn the_served_document_is_the_committed_one(served: &serde_json::Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    if std::env::var_os("WRITE_OPENAPI").is_some() {
+        let pretty = serde_json::to_string_pretty(served).expect("json");
+        std::fs::write(&path, pretty + "\n").expect("write docs/openapi.json");
+    }
+    let committed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("docs/openapi.json")).expect("json");
+    assert!(
+        *served == committed,
+        "the served OpenAPI document differs from docs/openapi.json; if the change is \
+         meant, rerun with WRITE_OPENAPI=1 and commit the file"
+    );
 }
 
 #[tokio::test]

@@ -7,8 +7,7 @@ use salestrack_core::command::OrderLine;
 use salestrack_core::event::Event;
 use salestrack_core::ids::{CartId, CommandId};
 use salestrack_core::money::Money;
-use salestrack_core::ports::Reader;
-use salestrack_core::ports::{ReadDocument, ReadStore, Upsert};
+use salestrack_core::ports::{ReadDocument, ReadStore, Reader, Upsert};
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::search::{
     CartSearch, ReportDimension, ReportInterval, ReportStatus, SalesReportQuery,

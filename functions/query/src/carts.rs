@@ -1,4 +1,5 @@
 //! Carts: a cart's detail and summary, and the search.
+
 use crate::params::Given;
 use crate::{answer, history, params, path_id, Freshness, QueryState, DEFAULT_LIMIT};
 use axum::extract::{Path, Query, State};

@@ -1,4 +1,5 @@
 //! A command's status: accepted, applied or rejected with the reason.
+
 use crate::params::Given;
 use crate::{params, path_id, QueryState};
 use axum::extract::{Path, Query, State};

@@ -1,9 +1,9 @@
 //! Reading your own writes: how a read waits for a consistency token, and
 //! what a reader may see of a cart or a command.
+
 use crate::{Freshness, QueryState};
 use salestrack_core::ids::{CartId, CommandId};
-use salestrack_core::ports::Reader;
-use salestrack_core::ports::BackendError;
+use salestrack_core::ports::{BackendError, Reader};
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::token::ConsistencyToken;
 use salestrack_core::wire::{Outcome, OutcomeStatus};

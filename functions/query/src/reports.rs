@@ -1,4 +1,5 @@
 //! The sales report.
+
 use crate::params::Given;
 use crate::{answer, params, QueryState};
 use axum::extract::{Query, State};

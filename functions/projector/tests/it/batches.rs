@@ -5,8 +5,7 @@
 use super::*;
 use async_trait::async_trait;
 use salestrack_core::ids::OrderId;
-use salestrack_core::ports::Reader;
-use salestrack_core::ports::{BackendError, ReadDocument, Upsert};
+use salestrack_core::ports::{BackendError, ReadDocument, Reader, Upsert};
 use salestrack_core::read_model::{CartDetail, CartSummary};
 use salestrack_core::search::{CartPage, CartSearch, SalesBucket};
 use salestrack_core::wire::{Outcome, OutcomeStatus};

@@ -1,14 +1,14 @@
 //! The projector handler on MSK batches over real embedded backends.
 
 mod batches;
+mod elasticsearch;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::ids::{CartId, CommandId};
-use salestrack_core::ports::Reader;
-use salestrack_core::ports::{BusRecord, EventStore, ReadStore};
+use salestrack_core::ports::{BusRecord, EventStore, ReadStore, Reader};
 use salestrack_core::read_model::{CartStatus, LineStatus};
 use salestrack_core::search::{ReportDimension, SalesReportQuery};
 use salestrack_core::testing::{line, other_line};

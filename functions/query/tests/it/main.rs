@@ -1,5 +1,7 @@
 //! The query routes over HTTP (`oneshot`) against a real embedded read store.
 
+mod time_travel;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::Utc;

@@ -2,8 +2,7 @@
 //! where it stopped and ends with every stream folded exactly once.
 
 use salestrack_core::event::Event;
-use salestrack_core::ports::Reader;
-use salestrack_core::ports::{EventStore, ReadStore};
+use salestrack_core::ports::{EventStore, ReadStore, Reader};
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::search::{ReportDimension, SalesReportQuery};
 use salestrack_elasticsearch::rebuild::{rebuild, Phase};

@@ -123,7 +123,7 @@ pub fn app(
         crate::redrive::DeadLetterTopic {
             backends: backends.clone(),
             producer: Arc::clone(&ports.producer),
-            topic: settings.dead_letter_topic.clone(),
+            topic: settings.topics.dead_letter.clone(),
         },
         auth.clone(),
     );
@@ -153,7 +153,7 @@ pub fn app(
     // client learns to back off. One budget for every API route (a layer's
     // own state would be per route); health and metrics are never shed.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
-        settings.http_max_in_flight.max(1),
+        settings.http.max_in_flight.max(1),
     ));
     let api = command
         .merge(query)

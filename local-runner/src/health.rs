@@ -247,8 +247,8 @@ pub(crate) fn router(settings: &Settings, backends: &Backends, loops: Loops) -> 
         .with_state(HealthState {
             backends: backends.clone(),
             loops,
-            max_projection_lag: Duration::from_millis(settings.ready_max_projection_lag_ms),
-            max_stall: Duration::from_millis(settings.ready_max_stall_ms),
-            max_record_wait: Duration::from_millis(settings.ready_max_record_wait_ms),
+            max_projection_lag: Duration::from_millis(settings.ready.max_projection_lag_ms),
+            max_stall: Duration::from_millis(settings.ready.max_stall_ms),
+            max_record_wait: Duration::from_millis(settings.ready.max_record_wait_ms),
         })
 }

@@ -41,7 +41,7 @@ pub async fn rebuild_read_models() -> anyhow::Result<salestrack_elasticsearch::r
     let settings = Settings::from_env()?;
     salestrack_platform::telemetry::init(settings.log_format);
     anyhow::ensure!(
-        !settings.elasticsearch_url.trim().is_empty(),
+        !settings.elasticsearch.url.trim().is_empty(),
         "the rebuild swaps Elasticsearch aliases: set SALESTRACK_ELASTICSEARCH_URL"
     );
     let backends = Backends::connect(&settings).await?;
@@ -253,7 +253,7 @@ pub async fn run(
         .map_err(std::io::Error::other)?
         .map(Arc::new);
     let ports = backends.ports().map_err(std::io::Error::other)?;
-    let topics = settings.topics();
+    let topics = settings.topics.clone();
     let clock = Arc::new(SystemClock);
     let domain = salestrack_domain::Deps::from_settings(&settings, &backends)
         .map_err(std::io::Error::other)?;
@@ -342,7 +342,7 @@ pub async fn run(
             ports.clone(),
             clock.clone(),
             topics.clone(),
-            Duration::from_millis(settings.payment_sweep_ms.max(10)),
+            Duration::from_millis(settings.payment.sweep_ms.max(10)),
             shutdown.clone(),
         ))
     });

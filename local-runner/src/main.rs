@@ -11,9 +11,9 @@ async fn main() -> anyhow::Result<()> {
     let (settings, backends) = salestrack_platform::start(|_| salestrack_platform::Uses::ALL)
         .await
         .map_err(anyhow::Error::from_boxed)?;
-    let listener = TcpListener::bind(settings.http_addr)
+    let listener = TcpListener::bind(settings.http.addr)
         .await
-        .with_context(|| format!("binding {}", settings.http_addr))?;
+        .with_context(|| format!("binding {}", settings.http.addr))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     run(listener, settings, backends, shutdown).await?;

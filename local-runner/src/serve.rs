@@ -41,10 +41,10 @@ pub struct HttpLimits {
 impl HttpLimits {
     pub fn from_settings(s: &salestrack_platform::Settings) -> HttpLimits {
         HttpLimits {
-            max_connections: s.http_max_connections.max(1),
-            header_timeout: Duration::from_millis(s.http_header_timeout_ms.max(1)),
-            body_timeout: Duration::from_millis(s.http_body_timeout_ms.max(1)),
-            max_body_bytes: s.max_body_bytes,
+            max_connections: s.http.max_connections.max(1),
+            header_timeout: Duration::from_millis(s.http.header_timeout_ms.max(1)),
+            body_timeout: Duration::from_millis(s.http.body_timeout_ms.max(1)),
+            max_body_bytes: s.http.max_body_bytes,
         }
     }
 }

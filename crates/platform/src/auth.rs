@@ -166,11 +166,13 @@ impl Authenticator {
     ) -> Result<Option<Authenticator>, AuthConfigError> {
         // Empty counts as unset (a deployment template passes "" for "off").
         let url = settings
-            .auth_jwks_url
+            .auth
+            .jwks_url
             .as_ref()
             .filter(|u| !u.trim().is_empty());
         let file = settings
-            .auth_jwks_file
+            .auth
+            .jwks_file
             .as_ref()
             .filter(|f| !f.as_os_str().is_empty());
         let source = match (url, file) {
@@ -205,8 +207,8 @@ impl Authenticator {
                 .filter(|v| !v.trim().is_empty())
                 .ok_or_else(|| AuthConfigError(format!("{name} is required with a JWKS")))
         };
-        let issuer = required(&settings.auth_issuer, "SALESTRACK_AUTH_ISSUER")?;
-        let audience = required(&settings.auth_audience, "SALESTRACK_AUTH_AUDIENCE")?;
+        let issuer = required(&settings.auth.issuer, "SALESTRACK_AUTH_ISSUER")?;
+        let audience = required(&settings.auth.audience, "SALESTRACK_AUTH_AUDIENCE")?;
         let by_kid = source.load().await.map_err(AuthConfigError)?;
         Ok(Some(Authenticator {
             source: Arc::new(source),
@@ -215,12 +217,12 @@ impl Authenticator {
                 fetched: Instant::now(),
             })),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
-            min_refresh: Duration::from_secs(settings.auth_jwks_min_refresh_s),
-            max_age: Duration::from_secs(settings.auth_jwks_max_age_s.max(1)),
+            min_refresh: Duration::from_secs(settings.auth.jwks_min_refresh_s),
+            max_age: Duration::from_secs(settings.auth.jwks_max_age_s.max(1)),
             issuer,
             audience,
-            leeway: Duration::from_secs(settings.auth_leeway_s),
-            roles_claim: settings.auth_roles_claim.clone(),
+            leeway: Duration::from_secs(settings.auth.leeway_s),
+            roles_claim: settings.auth.roles_claim.clone(),
         }))
     }
 
@@ -412,8 +414,11 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            auth_issuer: Some("https://idp.test/".into()),
-            auth_audience: Some("salestrack".into()),
+            auth: crate::AuthSettings {
+                issuer: Some("https://idp.test/".into()),
+                audience: Some("salestrack".into()),
+                ..Default::default()
+            },
             ..Settings::default()
         }
     }
@@ -424,9 +429,15 @@ mod tests {
             .await
             .expect("fine")
             .is_none());
-        let empty = Settings {
-            auth_jwks_url: Some(String::new()),
-            ..settings()
+        let empty = {
+            let base = settings();
+            Settings {
+                auth: crate::AuthSettings {
+                    jwks_url: Some(String::new()),
+                    ..base.auth
+                },
+                ..base
+            }
         };
         assert!(Authenticator::from_settings(&empty)
             .await
@@ -439,19 +450,31 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("jwks.json");
         std::fs::write(&file, r#"{"keys":[]}"#).expect("write");
-        let no_issuer = Settings {
-            auth_jwks_file: Some(file.clone()),
-            auth_issuer: None,
-            ..settings()
+        let no_issuer = {
+            let base = settings();
+            Settings {
+                auth: crate::AuthSettings {
+                    jwks_file: Some(file.clone()),
+                    issuer: None,
+                    ..base.auth
+                },
+                ..base
+            }
         };
         let err = Authenticator::from_settings(&no_issuer)
             .await
             .err()
             .expect("refused");
         assert!(err.to_string().contains("SALESTRACK_AUTH_ISSUER"), "{err}");
-        let no_usable_key = Settings {
-            auth_jwks_file: Some(file),
-            ..settings()
+        let no_usable_key = {
+            let base = settings();
+            Settings {
+                auth: crate::AuthSettings {
+                    jwks_file: Some(file),
+                    ..base.auth
+                },
+                ..base
+            }
         };
         let err = Authenticator::from_settings(&no_usable_key)
             .await
@@ -470,9 +493,15 @@ mod tests {
         )
         .expect("test keys");
         std::fs::write(&file, jwks).expect("write");
-        let auth = Authenticator::from_settings(&Settings {
-            auth_jwks_file: Some(file),
-            ..settings()
+        let auth = Authenticator::from_settings(&{
+            let base = settings();
+            Settings {
+                auth: crate::AuthSettings {
+                    jwks_file: Some(file),
+                    ..base.auth
+                },
+                ..base
+            }
         })
         .await
         .expect("ok")

@@ -110,24 +110,26 @@ fn not_built_in(engine: &str, setting: &str) -> BackendError {
 #[cfg(feature = "kafka")]
 fn kafka_config(settings: &Settings) -> KafkaConfig {
     KafkaConfig {
-        security_protocol: settings.kafka_security_protocol.clone(),
-        sasl_mechanism: settings.kafka_sasl_mechanism.clone(),
+        security_protocol: settings.kafka.security_protocol.clone(),
+        sasl_mechanism: settings.kafka.sasl_mechanism.clone(),
         aws_region: settings
-            .kafka_aws_region
+            .kafka
+            .aws_region
             .clone()
             .or_else(|| std::env::var("AWS_REGION").ok()),
-        sasl_username: settings.kafka_sasl_username.clone(),
+        sasl_username: settings.kafka.sasl_username.clone(),
         sasl_password: settings
-            .kafka_sasl_password
+            .kafka
+            .sasl_password
             .as_ref()
             .map(|s| s.expose().to_owned()),
-        ssl_ca_location: settings.kafka_ssl_ca_location.clone(),
-        fetch_wait: Duration::from_millis(settings.kafka_fetch_wait_ms),
-        batch_window: Duration::from_millis(settings.kafka_batch_window_ms),
-        linger: Duration::from_millis(settings.kafka_linger_ms),
-        session_timeout: Duration::from_millis(settings.kafka_session_timeout_ms),
-        group_instance_id: settings.kafka_group_instance_id.clone(),
-        ..KafkaConfig::new(&settings.kafka_brokers)
+        ssl_ca_location: settings.kafka.ssl_ca_location.clone(),
+        fetch_wait: Duration::from_millis(settings.kafka.fetch_wait_ms),
+        batch_window: Duration::from_millis(settings.kafka.batch_window_ms),
+        linger: Duration::from_millis(settings.kafka.linger_ms),
+        session_timeout: Duration::from_millis(settings.kafka.session_timeout_ms),
+        group_instance_id: settings.kafka.group_instance_id.clone(),
+        ..KafkaConfig::new(&settings.kafka.brokers)
     }
 }
 
@@ -137,8 +139,8 @@ async fn connect_kafka(
     settings: &Settings,
 ) -> Result<(Bus, Arc<dyn Producer>, String), BackendError> {
     let kafka = KafkaBus::connect(kafka_config(settings))?;
-    if settings.kafka_create_topics {
-        let topics = settings.topics();
+    if settings.kafka.create_topics {
+        let topics = settings.topics.clone();
         kafka
             .ensure_topics(
                 &[
@@ -154,15 +156,15 @@ async fn connect_kafka(
                 .filter(|t| !t.is_empty())
                 .collect::<Vec<_>>(),
                 settings.partitions,
-                settings.kafka_replication_factor,
-                settings.kafka_min_insync_replicas(),
+                settings.kafka.replication_factor,
+                settings.kafka.min_insync_replicas(),
             )
             .await?;
     }
     Ok((
         Bus::Kafka(kafka.clone()),
         Arc::new(kafka),
-        format!("Kafka at {}", settings.kafka_brokers),
+        format!("Kafka at {}", settings.kafka.brokers),
     ))
 }
 
@@ -176,24 +178,25 @@ async fn connect_kafka(_: &Settings) -> Result<(Bus, Arc<dyn Producer>, String),
 #[cfg(feature = "cassandra")]
 pub fn cassandra_config(settings: &Settings) -> Result<CassandraConfig, BackendError> {
     Ok(CassandraConfig {
-        local_dc: settings.cassandra_local_dc.clone(),
-        username: settings.cassandra_username.clone(),
+        local_dc: settings.cassandra.local_dc.clone(),
+        username: settings.cassandra.username.clone(),
         password: settings
-            .cassandra_password
+            .cassandra
+            .password
             .as_ref()
             .map(|s| s.expose().to_owned()),
-        tls: settings.cassandra_tls,
-        ca_location: settings.cassandra_ca_location.as_ref().map(PathBuf::from),
-        create_schema: settings.cassandra_create_schema,
-        replication: settings.cassandra_replication.clone(),
-        consistency: parse_consistency(&settings.cassandra_consistency)?,
-        serial_consistency: parse_serial_consistency(&settings.cassandra_serial_consistency)?,
-        request_timeout: Duration::from_millis(settings.cassandra_request_timeout_ms),
-        page_size: settings.cassandra_page_size,
-        await_schema_agreement: settings.cassandra_await_schema_agreement,
+        tls: settings.cassandra.tls,
+        ca_location: settings.cassandra.ca_location.as_ref().map(PathBuf::from),
+        create_schema: settings.cassandra.create_schema,
+        replication: settings.cassandra.replication.clone(),
+        consistency: parse_consistency(&settings.cassandra.consistency)?,
+        serial_consistency: parse_serial_consistency(&settings.cassandra.serial_consistency)?,
+        request_timeout: Duration::from_millis(settings.cassandra.request_timeout_ms),
+        page_size: settings.cassandra.page_size,
+        await_schema_agreement: settings.cassandra.await_schema_agreement,
         ..CassandraConfig::new(
-            &settings.cassandra_contact_points,
-            &settings.cassandra_keyspace,
+            &settings.cassandra.contact_points,
+            &settings.cassandra.keyspace,
         )
     })
 }
@@ -204,7 +207,7 @@ pub fn projection_feed(
     settings: &Settings,
     backends: &Backends,
 ) -> Option<Arc<dyn ProjectionFeed>> {
-    let topic = settings.projections_topic.trim();
+    let topic = settings.topics.projections.trim();
     let producer = backends.producer.as_ref()?;
     (!topic.is_empty()).then(|| {
         Arc::new(BusProjectionFeed {
@@ -219,28 +222,30 @@ pub fn projection_feed(
 pub fn es_config(settings: &Settings) -> EsConfig {
     use crate::config::EsRefresh;
     EsConfig {
-        username: settings.elasticsearch_username.clone(),
+        username: settings.elasticsearch.username.clone(),
         password: settings
-            .elasticsearch_password
+            .elasticsearch
+            .password
             .as_ref()
             .map(|s| s.expose().to_owned()),
         api_key: settings
-            .elasticsearch_api_key
+            .elasticsearch
+            .api_key
             .as_ref()
             .map(|s| s.expose().to_owned()),
-        ca_location: settings.elasticsearch_ca_location.clone(),
-        refresh: match settings.elasticsearch_refresh {
+        ca_location: settings.elasticsearch.ca_location.clone(),
+        refresh: match settings.elasticsearch.refresh {
             EsRefresh::False => RefreshPolicy::None,
             EsRefresh::WaitFor => RefreshPolicy::WaitFor,
         },
-        timeout: Duration::from_millis(settings.elasticsearch_timeout_ms),
-        max_attempts: settings.elasticsearch_max_attempts.max(1),
-        shards: settings.elasticsearch_shards,
-        replicas: settings.elasticsearch_replicas,
-        refresh_interval: settings.elasticsearch_refresh_interval.clone(),
+        timeout: Duration::from_millis(settings.elasticsearch.timeout_ms),
+        max_attempts: settings.elasticsearch.max_attempts.max(1),
+        shards: settings.elasticsearch.shards,
+        replicas: settings.elasticsearch.replicas,
+        refresh_interval: settings.elasticsearch.refresh_interval.clone(),
         ..EsConfig::new(
-            &settings.elasticsearch_url,
-            &settings.elasticsearch_index_prefix,
+            &settings.elasticsearch.url,
+            &settings.elasticsearch.index_prefix,
         )
     }
 }
@@ -249,7 +254,7 @@ async fn open_read_store(
     settings: &Settings,
     data_dir: &Path,
 ) -> Result<(Arc<dyn ReadStore>, String), BackendError> {
-    if settings.elasticsearch_url.trim().is_empty() {
+    if settings.elasticsearch.url.trim().is_empty() {
         return Ok((
             Arc::new(EmbeddedReadStore::open(&data_dir.join("read.sqlite"))?),
             embedded(data_dir),
@@ -285,7 +290,7 @@ async fn open_event_stores(
     ),
     BackendError,
 > {
-    if settings.cassandra_contact_points.trim().is_empty() {
+    if settings.cassandra.contact_points.trim().is_empty() {
         let events: Option<Arc<dyn EventStore>> = match uses.event_store {
             true => Some(Arc::new(EmbeddedEventStore::open(
                 &data_dir.join("events.sqlite"),
@@ -363,7 +368,7 @@ impl Backends {
         };
         let (bus, producer) = match uses.bus {
             true => {
-                let (bus, producer, description) = if settings.kafka_brokers.trim().is_empty() {
+                let (bus, producer, description) = if settings.kafka.brokers.trim().is_empty() {
                     let retention =
                         Duration::from_secs(settings.bus_retention_hours.saturating_mul(3600));
                     let bus = EmbeddedBus::open(&data_dir.join("bus.sqlite"), settings.partitions)?

@@ -21,7 +21,10 @@ pub mod secrets;
 pub mod telemetry;
 
 pub use backends::{Backends, Uses};
-pub use config::{Settings, Topics};
+pub use config::{
+    AuthSettings, CassandraSettings, ConsistencySettings, ElasticsearchSettings, HttpSettings,
+    KafkaSettings, LiveSettings, PaymentSettings, ReadySettings, Settings, Topics,
+};
 
 /// What every binary does first: read the settings (failing fast on a bad
 /// one), install telemetry, open the backends.

@@ -85,16 +85,16 @@ pub async fn apply(settings: &mut Settings) -> Result<(), SecretError> {
         ))
     })?;
     if let Some(user) = credentials.cassandra_username {
-        settings.cassandra_username = Some(user);
+        settings.cassandra.username = Some(user);
     }
     if let Some(password) = credentials.cassandra_password {
-        settings.cassandra_password = Some(Secret::new(password));
+        settings.cassandra.password = Some(Secret::new(password));
     }
     if let Some(user) = credentials.elasticsearch_username {
-        settings.elasticsearch_username = Some(user);
+        settings.elasticsearch.username = Some(user);
     }
     if let Some(password) = credentials.elasticsearch_password {
-        settings.elasticsearch_password = Some(Secret::new(password));
+        settings.elasticsearch.password = Some(Secret::new(password));
     }
     tracing::info!(secret = %arn, "credentials read from the function's secret");
     Ok(())

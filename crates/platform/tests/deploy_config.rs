@@ -225,7 +225,7 @@ fn the_compose_runner_environment_is_what_the_runner_reads() {
     let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (scalar(k), scalar(v))).collect();
     let settings = load("docker-compose.yml", &env);
     assert_eq!(
-        settings.http_addr.ip().to_string(),
+        settings.http.addr.ip().to_string(),
         "0.0.0.0",
         "reachable from other containers"
     );
@@ -233,7 +233,7 @@ fn the_compose_runner_environment_is_what_the_runner_reads() {
         .as_str()
         .expect("port mapping");
     assert!(
-        port.ends_with(&format!(":{}", settings.http_addr.port())),
+        port.ends_with(&format!(":{}", settings.http.addr.port())),
         "{port} maps the port the runner listens on"
     );
 }

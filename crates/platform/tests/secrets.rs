@@ -44,7 +44,10 @@ fn settings(port: u16, arn: &str) -> Settings {
     Settings {
         secret_arn: Some(arn.into()),
         secrets_extension_port: port,
-        cassandra_username: Some("from-the-environment".into()),
+        cassandra: salestrack_platform::CassandraSettings {
+            username: Some("from-the-environment".into()),
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }
@@ -61,19 +64,19 @@ async fn the_functions_secret_fills_its_credentials() {
     let mut settings = settings(port, ARN);
     secrets::apply(&mut settings).await.expect("applied");
     assert_eq!(
-        settings.cassandra_username.as_deref(),
+        settings.cassandra.username.as_deref(),
         Some("salestrack-query-at-123456789012")
     );
     assert_eq!(
-        settings.cassandra_password.as_ref().map(|s| s.expose()),
+        settings.cassandra.password.as_ref().map(|s| s.expose()),
         Some("keyspaces-password")
     );
     assert_eq!(
-        settings.elasticsearch_username.as_deref(),
+        settings.elasticsearch.username.as_deref(),
         Some("salestrack-query")
     );
     assert_eq!(
-        settings.elasticsearch_password.as_ref().map(|s| s.expose()),
+        settings.elasticsearch.password.as_ref().map(|s| s.expose()),
         Some("opensearch-password")
     );
 }
@@ -97,7 +100,7 @@ async fn a_secret_that_cannot_be_applied_stops_the_start_naming_it_not_its_conte
         .to_string();
     assert!(error.contains("400"), "{error}");
     assert_eq!(
-        not_found.cassandra_username.as_deref(),
+        not_found.cassandra.username.as_deref(),
         Some("from-the-environment")
     );
 }
@@ -106,5 +109,5 @@ async fn a_secret_that_cannot_be_applied_stops_the_start_naming_it_not_its_conte
 async fn without_a_secret_nothing_is_fetched() {
     let mut settings = Settings::default();
     secrets::apply(&mut settings).await.expect("nothing to do");
-    assert_eq!(settings.cassandra_username, None);
+    assert_eq!(settings.cassandra.username, None);
 }

@@ -48,8 +48,8 @@ impl CommandState {
         Ok(CommandState {
             producer: backends.producer()?,
             clock: Arc::new(salestrack_core::ports::SystemClock),
-            topic: settings.commands_topic.clone(),
-            max_body_bytes: settings.max_body_bytes,
+            topic: settings.topics.commands.clone(),
+            max_body_bytes: settings.http.max_body_bytes,
             auth,
         })
     }

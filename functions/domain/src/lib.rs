@@ -74,8 +74,8 @@ impl Deps {
             snapshot_every: settings.snapshot_every,
             producer: backends.producer()?,
             clock: Arc::new(salestrack_core::ports::SystemClock),
-            topics: settings.topics(),
-            payment_timeout: std::time::Duration::from_millis(settings.payment_timeout_ms),
+            topics: settings.topics.clone(),
+            payment_timeout: std::time::Duration::from_millis(settings.payment.timeout_ms),
         })
     }
 }

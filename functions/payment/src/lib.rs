@@ -77,10 +77,10 @@ impl Deps {
             ledger: backends.payment_ledger()?,
             producer: backends.producer()?,
             clock: Arc::new(salestrack_core::ports::SystemClock),
-            topics: settings.topics(),
+            topics: settings.topics.clone(),
             gateway: Gateway {
-                decline_rate: settings.payment_decline_rate,
-                delay: std::time::Duration::from_millis(settings.payment_delay_ms),
+                decline_rate: settings.payment.decline_rate,
+                delay: std::time::Duration::from_millis(settings.payment.delay_ms),
             },
         })
     }

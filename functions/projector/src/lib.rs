@@ -62,7 +62,7 @@ impl Deps {
         Ok(Deps {
             read_store: backends.read_store()?,
             event_store: backends.event_store()?,
-            topics: settings.topics(),
+            topics: settings.topics.clone(),
             feed,
         })
     }

@@ -34,8 +34,8 @@ impl ConsistencyWait {
 
     pub fn from_settings(s: &salestrack_platform::Settings) -> ConsistencyWait {
         ConsistencyWait::new(
-            Duration::from_millis(s.consistency_wait_ms),
-            s.consistency_max_waiting,
+            Duration::from_millis(s.consistency.wait_ms),
+            s.consistency.max_waiting,
         )
     }
 }

@@ -73,13 +73,13 @@ pub struct LiveConfig {
 impl LiveConfig {
     pub fn from_settings(s: &salestrack_platform::Settings) -> LiveConfig {
         LiveConfig {
-            max_streams: s.live_max_streams,
-            heartbeat: Duration::from_millis(s.live_heartbeat_ms.max(100)),
-            poll: Duration::from_millis(s.live_poll_ms.max(10)),
-            buffer: s.live_buffer.max(1),
-            slow_after: Duration::from_millis(s.live_slow_ms.max(10)),
-            max_lifetime: (s.live_max_lifetime_s > 0)
-                .then(|| Duration::from_secs(s.live_max_lifetime_s)),
+            max_streams: s.live.max_streams,
+            heartbeat: Duration::from_millis(s.live.heartbeat_ms.max(100)),
+            poll: Duration::from_millis(s.live.poll_ms.max(10)),
+            buffer: s.live.buffer.max(1),
+            slow_after: Duration::from_millis(s.live.slow_ms.max(10)),
+            max_lifetime: (s.live.max_lifetime_s > 0)
+                .then(|| Duration::from_secs(s.live.max_lifetime_s)),
         }
     }
 }

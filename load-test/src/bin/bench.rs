@@ -632,7 +632,7 @@ async fn serve_runner() -> anyhow::Result<()> {
     let (settings, backends) = salestrack_platform::start(|_| salestrack_platform::Uses::ALL)
         .await
         .map_err(anyhow::Error::from_boxed)?;
-    let listener = tokio::net::TcpListener::bind(settings.http_addr).await?;
+    let listener = tokio::net::TcpListener::bind(settings.http.addr).await?;
     salestrack_local_runner::run(
         listener,
         settings,

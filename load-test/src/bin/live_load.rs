@@ -155,7 +155,10 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         data_dir: dir.path().into(),
         poll_wait_ms: 20,
-        live_max_streams: o.streams + 10,
+        live: salestrack_platform::LiveSettings {
+            max_streams: o.streams + 10,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let backends = Backends::connect(&settings).await?;

@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let topic = DeadLetterTopic {
         producer: backends.producer()?,
         backends,
-        topic: settings.dead_letter_topic.clone(),
+        topic: settings.topics.dead_letter.clone(),
     };
     match args.first().map(String::as_str) {
         None | Some("list" | "--json") => {
@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "{} dead letter(s) on {}",
                 listing.dead_letters.len(),
-                settings.dead_letter_topic
+                settings.topics.dead_letter
             );
             for l in &listing.dead_letters {
                 println!(

@@ -154,7 +154,10 @@ pub fn embedded_settings(dir: &std::path::Path) -> Settings {
     Settings {
         data_dir: dir.into(),
         poll_wait_ms: 20,
-        consistency_wait_ms: 10_000,
+        consistency: salestrack_platform::ConsistencySettings {
+            wait_ms: 10_000,
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }
@@ -204,18 +207,26 @@ pub fn kafka_settings(brokers: &str, data_dir: &std::path::Path) -> Settings {
         data_dir: data_dir.into(),
         partitions: 4,
         poll_wait_ms: 50,
-        consistency_wait_ms: 10_000,
-        kafka_brokers: brokers.to_owned(),
-        kafka_batch_window_ms: 20,
-        commands_topic: format!("{}-{run}", defaults.commands_topic),
-        events_topic: format!("{}-{run}", defaults.events_topic),
-        outcomes_topic: format!("{}-{run}", defaults.outcomes_topic),
-        dead_letter_topic: format!("{}-{run}", defaults.dead_letter_topic),
-        payments_topic: format!("{}-{run}", defaults.payments_topic),
-        projections_topic: format!("{}-{run}", defaults.projections_topic),
         domain_group: format!("{}-{run}", defaults.domain_group),
         projector_group: format!("{}-{run}", defaults.projector_group),
         payment_group: format!("{}-{run}", defaults.payment_group),
+        consistency: salestrack_platform::ConsistencySettings {
+            wait_ms: 10_000,
+            ..defaults.consistency
+        },
+        kafka: salestrack_platform::KafkaSettings {
+            brokers: brokers.to_owned(),
+            batch_window_ms: 20,
+            ..defaults.kafka
+        },
+        topics: salestrack_platform::Topics {
+            commands: format!("{}-{run}", defaults.topics.commands),
+            events: format!("{}-{run}", defaults.topics.events),
+            outcomes: format!("{}-{run}", defaults.topics.outcomes),
+            dead_letter: format!("{}-{run}", defaults.topics.dead_letter),
+            payments: format!("{}-{run}", defaults.topics.payments),
+            projections: format!("{}-{run}", defaults.topics.projections),
+        },
         ..defaults
     }
 }

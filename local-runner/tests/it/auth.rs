@@ -113,11 +113,17 @@ async fn runner_with(
     let mut settings = Settings {
         data_dir: dir.into(),
         poll_wait_ms: 20,
-        consistency_wait_ms: 10_000,
-        auth_jwks_url: Some(jwks.url.clone()),
-        auth_issuer: Some(ISSUER.into()),
-        auth_audience: Some(AUDIENCE.into()),
-        auth_jwks_min_refresh_s: min_refresh_s,
+        consistency: salestrack_platform::ConsistencySettings {
+            wait_ms: 10_000,
+            ..Default::default()
+        },
+        auth: salestrack_platform::AuthSettings {
+            jwks_url: Some(jwks.url.clone()),
+            issuer: Some(ISSUER.into()),
+            audience: Some(AUDIENCE.into()),
+            jwks_min_refresh_s: min_refresh_s,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     change(&mut settings);
@@ -679,12 +685,12 @@ async fn an_owners_fresh_read_on_opensearch_holds_the_write() {
     let jwks = Jwks::serve(&["rsa-1"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let app = runner_with(&jwks, dir.path(), 30, |s| {
-        s.elasticsearch_url = SearchTarget::at("OpenSearch 2.19", &server.address()).url;
-        s.elasticsearch_index_prefix = unique_prefix();
-        s.elasticsearch_refresh = EsRefresh::False;
-        s.elasticsearch_refresh_interval = Some("-1".into());
-        s.elasticsearch_shards = Some(1);
-        s.elasticsearch_replicas = Some(0);
+        s.elasticsearch.url = SearchTarget::at("OpenSearch 2.19", &server.address()).url;
+        s.elasticsearch.index_prefix = unique_prefix();
+        s.elasticsearch.refresh = EsRefresh::False;
+        s.elasticsearch.refresh_interval = Some("-1".into());
+        s.elasticsearch.shards = Some(1);
+        s.elasticsearch.replicas = Some(0);
     })
     .await;
     let alice = signed("rsa-1", &claims("alice", &[]));
@@ -723,7 +729,7 @@ async fn a_token_paired_with_another_users_cart_tells_nothing_about_it() {
     use salestrack_core::token::ConsistencyToken;
     let jwks = Jwks::serve(&["rsa-1", "ec-1"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = runner_with(&jwks, dir.path(), 30, |s| s.consistency_wait_ms = 1_000).await;
+    let app = runner_with(&jwks, dir.path(), 30, |s| s.consistency.wait_ms = 1_000).await;
     let alice = signed("rsa-1", &claims("alice", &[]));
     let bob = signed("ec-1", &claims("bob", &[]));
 
@@ -778,7 +784,7 @@ async fn a_token_paired_with_another_users_cart_tells_nothing_about_it() {
 async fn a_withdrawn_key_stops_being_trusted_after_the_max_age() {
     let jwks = Jwks::serve(&["rsa-1", "ec-1"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = runner_with(&jwks, dir.path(), 30, |s| s.auth_jwks_max_age_s = 1).await;
+    let app = runner_with(&jwks, dir.path(), 30, |s| s.auth.jwks_max_age_s = 1).await;
     let bob = signed("ec-1", &claims("bob", &[]));
     let alice = signed("rsa-1", &claims("alice", &[]));
     let (status, body) = app.get_as(&bob, "/carts").await;

@@ -25,10 +25,16 @@ async fn orders_are_decided_on_events_stored_in_cassandra() {
     let settings = Settings {
         data_dir: dir.path().into(),
         poll_wait_ms: 20,
-        consistency_wait_ms: 20_000,
         snapshot_every: 2,
-        cassandra_contact_points: cassandra.address(),
-        cassandra_keyspace: keyspace.clone(),
+        consistency: salestrack_platform::ConsistencySettings {
+            wait_ms: 20_000,
+            ..Default::default()
+        },
+        cassandra: salestrack_platform::CassandraSettings {
+            contact_points: cassandra.address(),
+            keyspace: keyspace.clone(),
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let backends = Backends::connect(&settings).await.expect("backends");

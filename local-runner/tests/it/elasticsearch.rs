@@ -24,13 +24,19 @@ fn settings(server: &SearchTarget, data_dir: &Path) -> Settings {
     Settings {
         data_dir: data_dir.into(),
         poll_wait_ms: 20,
-        consistency_wait_ms: 20_000,
-        elasticsearch_url: server.url.clone(),
-        elasticsearch_index_prefix: unique_prefix(),
-        elasticsearch_refresh: EsRefresh::WaitFor,
-        elasticsearch_shards: Some(1),
-        elasticsearch_replicas: Some(0),
-        elasticsearch_refresh_interval: Some("50ms".into()),
+        consistency: salestrack_platform::ConsistencySettings {
+            wait_ms: 20_000,
+            ..Default::default()
+        },
+        elasticsearch: salestrack_platform::ElasticsearchSettings {
+            url: server.url.clone(),
+            index_prefix: unique_prefix(),
+            refresh: EsRefresh::WaitFor,
+            shards: Some(1),
+            replicas: Some(0),
+            refresh_interval: Some("50ms".into()),
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }
@@ -297,7 +303,7 @@ async fn a_rebuild_under_write_load_loses_nothing_and_doubles_nothing(server: Se
         es.alias_target(Model::CartDetail).await.expect("alias"),
         Some(format!(
             "{}-cart-detail-v2",
-            settings.elasticsearch_index_prefix
+            settings.elasticsearch.index_prefix
         )),
         "{}: readers see the rebuilt index",
         server.name
@@ -420,9 +426,15 @@ async fn a_report_of_the_largest_amounts_is_exact_on_osmem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_of_the_largest_amounts_is_exact_on_the_embedded_store() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings {
-        consistency_wait_ms: 20_000,
-        ..common::embedded_settings(dir.path())
+    let settings = {
+        let base = common::embedded_settings(dir.path());
+        Settings {
+            consistency: salestrack_platform::ConsistencySettings {
+                wait_ms: 20_000,
+                ..base.consistency
+            },
+            ..base
+        }
     };
     a_report_of_the_largest_amounts_is_exact(settings, "embedded").await;
 }

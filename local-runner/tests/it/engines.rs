@@ -63,21 +63,36 @@ impl Stack {
     /// Runner settings on the three engines, with topics, groups, keyspace
     /// and index prefix of their own.
     fn settings(&self, data_dir: &Path) -> Settings {
-        Settings {
-            cassandra_contact_points: self.cassandra.clone(),
-            cassandra_keyspace: format!("runner{}", Uuid::new_v4().simple()),
-            elasticsearch_url: self.opensearch.clone(),
-            elasticsearch_index_prefix: unique_prefix(),
-            elasticsearch_refresh: EsRefresh::WaitFor,
-            elasticsearch_shards: Some(1),
-            elasticsearch_replicas: Some(0),
-            elasticsearch_refresh_interval: Some("50ms".into()),
-            consistency_wait_ms: 20_000,
-            // A record that fails for a retryable reason is delivered again
-            // every 200 ms at most (plus the time a failing attempt takes).
-            retry_backoff_max_ms: 200,
-            ready_max_record_wait_ms: 1_000,
-            ..common::kafka_settings(&self.kafka, data_dir)
+        {
+            let base = common::kafka_settings(&self.kafka, data_dir);
+            Settings {
+                // A record that fails for a retryable reason is delivered again
+                // every 200 ms at most (plus the time a failing attempt takes).
+                retry_backoff_max_ms: 200,
+                cassandra: salestrack_platform::CassandraSettings {
+                    contact_points: self.cassandra.clone(),
+                    keyspace: format!("runner{}", Uuid::new_v4().simple()),
+                    ..base.cassandra
+                },
+                elasticsearch: salestrack_platform::ElasticsearchSettings {
+                    url: self.opensearch.clone(),
+                    index_prefix: unique_prefix(),
+                    refresh: EsRefresh::WaitFor,
+                    shards: Some(1),
+                    replicas: Some(0),
+                    refresh_interval: Some("50ms".into()),
+                    ..base.elasticsearch
+                },
+                consistency: salestrack_platform::ConsistencySettings {
+                    wait_ms: 20_000,
+                    ..base.consistency
+                },
+                ready: salestrack_platform::ReadySettings {
+                    max_record_wait_ms: 1_000,
+                    ..base.ready
+                },
+                ..base
+            }
         }
     }
 }
@@ -99,8 +114,8 @@ async fn spawn(settings: &Settings) -> TestApp {
 /// The event store the runner writes, read with a connection of our own.
 async fn event_store(settings: &Settings) -> CassandraEventStore {
     let mut config = CassandraConfig::new(
-        &settings.cassandra_contact_points,
-        &settings.cassandra_keyspace,
+        &settings.cassandra.contact_points,
+        &settings.cassandra.keyspace,
     );
     config.create_schema = false;
     CassandraEventStore::connect(config)
@@ -196,7 +211,7 @@ async fn dead_letters(app: &TestApp, settings: &Settings) -> Vec<String> {
         .backends
         .consumer(
             &format!("diagnosis-{}", Uuid::new_v4()),
-            &[&settings.dead_letter_topic],
+            &[&settings.topics.dead_letter],
         )
         .expect("consumer");
     let mut letters = Vec::new();

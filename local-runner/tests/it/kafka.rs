@@ -105,13 +105,13 @@ async fn check_carts(
 async fn find_on_commands_topic(settings: &Settings, orders: &[OrderId]) -> String {
     use salestrack_core::ports::Consumer;
     let bus = salestrack_kafka::KafkaBus::connect(salestrack_kafka::KafkaConfig::new(
-        &settings.kafka_brokers,
+        &settings.kafka.brokers,
     ))
     .expect("bus");
     let mut consumer = bus
         .consumer(
             &format!("diagnosis-{}", Uuid::new_v4()),
-            &[&settings.commands_topic],
+            &[&settings.topics.commands],
         )
         .expect("consumer");
     let mut found: BTreeMap<String, Vec<(String, i32, i64)>> = BTreeMap::new();
@@ -142,7 +142,7 @@ async fn find_on_commands_topic(settings: &Settings, orders: &[OrderId]) -> Stri
     }
     format!(
         "{total} records on {}; the missing orders at (partition, offset): {found:?}",
-        settings.commands_topic
+        settings.topics.commands
     )
 }
 
@@ -260,7 +260,7 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(on: On
         .producer()
         .expect("a bus")
         .send(OutboundRecord {
-            topic: settings.commands_topic.clone(),
+            topic: settings.topics.commands.clone(),
             key: cart.to_string().into_bytes(),
             value: b"\x00garbage{".to_vec(),
             headers: vec![],
@@ -279,7 +279,7 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(on: On
         .backends
         .consumer(
             &format!("reader-{}", Uuid::new_v4()),
-            &[&settings.dead_letter_topic],
+            &[&settings.topics.dead_letter],
         )
         .expect("consumer");
     let mut dead: Vec<BusRecord> = Vec::new();
@@ -311,7 +311,10 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(on: On
     let letters = listing["dead_letters"].as_array().expect("letters").clone();
     assert_eq!(letters.len(), 1, "{listing}");
     assert_eq!(letters[0]["cart"], cart.to_string());
-    assert_eq!(letters[0]["source_topic"], settings.commands_topic.as_str());
+    assert_eq!(
+        letters[0]["source_topic"],
+        settings.topics.commands.as_str()
+    );
     let (status, answer) = app
         .post(
             "/admin/dead-letters/redrive",
@@ -321,7 +324,7 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(on: On
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(
         answer["redriven"][0]["topic"],
-        settings.commands_topic.as_str()
+        settings.topics.commands.as_str()
     );
     // The command-line tool lists the same topic, as an operator would.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -329,9 +332,9 @@ async fn a_poison_record_is_dead_lettered_and_the_records_behind_it_go_on(on: On
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_salestrack-redrive"))
             .args(["list", "--json"])
             .env("SALESTRACK_DATA_DIR", &settings.data_dir)
-            .env("SALESTRACK_KAFKA_BROKERS", &settings.kafka_brokers)
+            .env("SALESTRACK_KAFKA_BROKERS", &settings.kafka.brokers)
             .env("SALESTRACK_KAFKA_CREATE_TOPICS", "false")
-            .env("SALESTRACK_DEAD_LETTER_TOPIC", &settings.dead_letter_topic)
+            .env("SALESTRACK_DEAD_LETTER_TOPIC", &settings.topics.dead_letter)
             .output()
             .expect("salestrack-redrive");
         assert!(
@@ -357,14 +360,14 @@ fn runner_process(settings: &Settings, port: u16) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_salestrack-local-runner"))
         .env("SALESTRACK_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("SALESTRACK_DATA_DIR", &settings.data_dir)
-        .env("SALESTRACK_KAFKA_BROKERS", &settings.kafka_brokers)
-        .env("SALESTRACK_COMMANDS_TOPIC", &settings.commands_topic)
-        .env("SALESTRACK_EVENTS_TOPIC", &settings.events_topic)
-        .env("SALESTRACK_OUTCOMES_TOPIC", &settings.outcomes_topic)
-        .env("SALESTRACK_DEAD_LETTER_TOPIC", &settings.dead_letter_topic)
+        .env("SALESTRACK_KAFKA_BROKERS", &settings.kafka.brokers)
+        .env("SALESTRACK_COMMANDS_TOPIC", &settings.topics.commands)
+        .env("SALESTRACK_EVENTS_TOPIC", &settings.topics.events)
+        .env("SALESTRACK_OUTCOMES_TOPIC", &settings.topics.outcomes)
+        .env("SALESTRACK_DEAD_LETTER_TOPIC", &settings.topics.dead_letter)
         .env("SALESTRACK_DOMAIN_GROUP", &settings.domain_group)
         .env("SALESTRACK_PROJECTOR_GROUP", &settings.projector_group)
-        .env("SALESTRACK_PAYMENTS_TOPIC", &settings.payments_topic)
+        .env("SALESTRACK_PAYMENTS_TOPIC", &settings.topics.payments)
         .env("SALESTRACK_PAYMENT_GROUP", &settings.payment_group)
         .env("SALESTRACK_PARTITIONS", "4")
         .env("SALESTRACK_POLL_WAIT_MS", "50")
@@ -497,7 +500,7 @@ async fn a_command_from_kcat_reaches_the_query_api(on: On) {
             "-b",
             &broker.brokers,
             "-t",
-            &settings.commands_topic,
+            &settings.topics.commands,
             "-K",
             "|",
         ])
@@ -529,10 +532,16 @@ async fn a_member_left_without_partitions_is_degraded_until_it_gets_some(on: On)
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings {
-        partitions: 1,
-        ready_max_stall_ms: 1_500,
-        ..settings(&broker, dir.path())
+    let settings = {
+        let base = settings(&broker, dir.path());
+        Settings {
+            partitions: 1,
+            ready: salestrack_platform::ReadySettings {
+                max_stall_ms: 1_500,
+                ..base.ready
+            },
+            ..base
+        }
     };
     let backends = Backends::connect(&settings).await.expect("backends");
     let first = spawn_with(settings.clone(), backends.clone()).await;

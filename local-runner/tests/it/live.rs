@@ -142,9 +142,15 @@ async fn a_subscriber_sees_every_version_in_order_and_a_reconnect_misses_nothing
 #[tokio::test]
 async fn streams_beyond_the_limit_are_refused_with_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn(Settings {
-        live_max_streams: 2,
-        ..common::embedded_settings(dir.path())
+    let app = spawn({
+        let base = common::embedded_settings(dir.path());
+        Settings {
+            live: salestrack_platform::LiveSettings {
+                max_streams: 2,
+                ..base.live
+            },
+            ..base
+        }
     })
     .await;
     let cart = new_cart(&app).await;
@@ -190,10 +196,16 @@ async fn streams_beyond_the_limit_are_refused_with_retry_after() {
 async fn a_client_that_stops_reading_is_dropped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn(Settings {
-        live_buffer: 2,
-        live_slow_ms: 300,
-        ..common::embedded_settings(dir.path())
+    let app = spawn({
+        let base = common::embedded_settings(dir.path());
+        Settings {
+            live: salestrack_platform::LiveSettings {
+                buffer: 2,
+                slow_ms: 300,
+                ..base.live
+            },
+            ..base
+        }
     })
     .await;
     let cart = new_cart(&app).await;
@@ -255,10 +267,16 @@ async fn a_client_that_stops_reading_is_dropped() {
 #[tokio::test]
 async fn shutdown_and_the_lifetime_end_streams_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn(Settings {
-        live_max_lifetime_s: 1,
-        live_heartbeat_ms: 200,
-        ..common::embedded_settings(dir.path())
+    let app = spawn({
+        let base = common::embedded_settings(dir.path());
+        Settings {
+            live: salestrack_platform::LiveSettings {
+                max_lifetime_s: 1,
+                heartbeat_ms: 200,
+                ..base.live
+            },
+            ..base
+        }
     })
     .await;
     let cart = new_cart(&app).await;
@@ -276,9 +294,15 @@ async fn shutdown_and_the_lifetime_end_streams_cleanly() {
     app.stop().await;
 
     // Shutdown: streams end at once and the runner stops.
-    let app = spawn(Settings {
-        live_heartbeat_ms: 200,
-        ..common::embedded_settings(dir.path())
+    let app = spawn({
+        let base = common::embedded_settings(dir.path());
+        Settings {
+            live: salestrack_platform::LiveSettings {
+                heartbeat_ms: 200,
+                ..base.live
+            },
+            ..base
+        }
     })
     .await;
     let mut stream = Stream::open(&app, cart, Some(1)).await.expect("a stream");
@@ -331,7 +355,10 @@ async fn a_subscriber_on_one_runner_sees_what_another_runner_projects() {
     let a = spawn_with(
         Settings {
             consumers: "none".into(),
-            live_poll_ms: 600_000,
+            live: salestrack_platform::LiveSettings {
+                poll_ms: 600_000,
+                ..settings.live
+            },
             ..settings
         },
         backends,

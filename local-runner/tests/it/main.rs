@@ -41,7 +41,10 @@ fn settings(data_dir: PathBuf) -> Settings {
     Settings {
         data_dir,
         poll_wait_ms: 50,
-        consistency_wait_ms: 10_000,
+        consistency: salestrack_platform::ConsistencySettings {
+            wait_ms: 10_000,
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }
@@ -541,8 +544,14 @@ async fn requests_past_the_in_flight_limit_are_refused_at_once_and_health_is_nev
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings {
         data_dir: dir.path().into(),
-        http_max_in_flight: 1,
-        consistency_wait_ms: 10_000,
+        http: salestrack_platform::HttpSettings {
+            max_in_flight: 1,
+            ..Default::default()
+        },
+        consistency: salestrack_platform::ConsistencySettings {
+            wait_ms: 10_000,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let backends = Backends::connect(&settings).await.expect("backends");

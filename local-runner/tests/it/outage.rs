@@ -20,10 +20,16 @@ const OUTAGE: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_store_locked_longer_than_any_retry_budget_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings {
-        retry_backoff_max_ms: 100,
-        ready_max_record_wait_ms: 1_000,
-        ..common::embedded_settings(dir.path())
+    let settings = {
+        let base = common::embedded_settings(dir.path());
+        Settings {
+            retry_backoff_max_ms: 100,
+            ready: salestrack_platform::ReadySettings {
+                max_record_wait_ms: 1_000,
+                ..base.ready
+            },
+            ..base
+        }
     };
     let backends = Backends::connect(&settings).await.expect("backends");
     let app = common::spawn_with(settings.clone(), backends).await;

@@ -63,7 +63,7 @@ async fn a_dead_lettered_command_redriven_is_applied_once_and_visible_once() {
     // 2. The domain's group moves past it, and its letter is written, as
     //    the consumer does with poison.
     let mut domain = backends
-        .consumer(&http_only.domain_group, &[&http_only.commands_topic])
+        .consumer(&http_only.domain_group, &[&http_only.topics.commands])
         .expect("consumer");
     let records = domain.poll(10, Duration::from_secs(5)).await.expect("poll");
     assert_eq!(records.len(), 1);
@@ -73,7 +73,7 @@ async fn a_dead_lettered_command_redriven_is_applied_once_and_visible_once() {
     producer
         .send(salestrack_msk::dead_letter(
             record,
-            &http_only.dead_letter_topic,
+            &http_only.topics.dead_letter,
             "domain",
             &"dead-lettered by the test",
         ))
@@ -83,7 +83,7 @@ async fn a_dead_lettered_command_redriven_is_applied_once_and_visible_once() {
     // And a real poison record on the same cart's partition.
     producer
         .send(OutboundRecord {
-            topic: http_only.commands_topic.clone(),
+            topic: http_only.topics.commands.clone(),
             key: cart.to_string().into_bytes(),
             value: b"\x00garbage{".to_vec(),
             headers: vec![],

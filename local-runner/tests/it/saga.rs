@@ -358,18 +358,20 @@ async fn check_outcomes(view: &View, carts: &[TestCart], settled: &BTreeMap<Cart
 /// gateway that declines a quarter of the cards and answers late-ish.
 fn saga_settings(settings: Settings) -> Settings {
     Settings {
-        payment_timeout_ms: 3_000,
-        payment_sweep_ms: 100,
-        payment_decline_rate: 0.25,
-        payment_delay_ms: 50,
         poll_wait_ms: 20,
+        payment: salestrack_platform::PaymentSettings {
+            timeout_ms: 3_000,
+            sweep_ms: 100,
+            decline_rate: 0.25,
+            delay_ms: 50,
+        },
         ..settings
     }
 }
 
 async fn many_checkouts_end_in_the_right_state(settings: Settings) {
     let settings = saga_settings(settings);
-    let payments_topic = settings.payments_topic.clone();
+    let payments_topic = settings.topics.payments.clone();
     let backends = Backends::connect(&settings).await.expect("backends");
     let app = spawn_with(settings, backends.clone()).await;
     let view = View {
@@ -519,10 +521,13 @@ async fn a_payment_after_the_deadline_changes_nothing_and_is_refunded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings {
         data_dir: dir.path().into(),
-        payment_timeout_ms: 300,
-        payment_sweep_ms: 50,
-        payment_delay_ms: 1_500,
         poll_wait_ms: 20,
+        payment: salestrack_platform::PaymentSettings {
+            timeout_ms: 300,
+            sweep_ms: 50,
+            delay_ms: 1_500,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let backends = Backends::connect(&settings).await.expect("backends");
@@ -607,10 +612,13 @@ async fn a_payment_whose_answer_is_lost_after_the_charge_is_refunded_once_the_ch
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings {
         data_dir: dir.path().into(),
-        payment_timeout_ms: 1_000,
-        payment_sweep_ms: 50,
         poll_wait_ms: 20,
         consumers: "domain,projector,saga_timer".into(),
+        payment: salestrack_platform::PaymentSettings {
+            timeout_ms: 1_000,
+            sweep_ms: 50,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let backends = Backends::connect(&settings).await.expect("backends");
@@ -621,7 +629,7 @@ async fn a_payment_whose_answer_is_lost_after_the_charge_is_refunded_once_the_ch
 
     // The gateway: the charge request, charged, answered into the void.
     let mut payments = backends
-        .consumer(&settings.payment_group, &[&settings.payments_topic])
+        .consumer(&settings.payment_group, &[&settings.topics.payments])
         .expect("consumer");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut requests = Vec::new();
@@ -636,7 +644,7 @@ async fn a_payment_whose_answer_is_lost_after_the_charge_is_refunded_once_the_ch
         ledger: backends.payment_ledger().expect("a ledger"),
         producer: Arc::new(LostAnswers),
         clock: Arc::new(salestrack_core::ports::SystemClock),
-        topics: settings.topics(),
+        topics: settings.topics.clone(),
         gateway: salestrack_payment::Gateway {
             decline_rate: 0.0,
             delay: Duration::ZERO,
@@ -819,17 +827,29 @@ async fn many_checkouts_end_in_the_right_state_on_kafka_cassandra_and_opensearch
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let run = Uuid::new_v4().simple().to_string();
-    let settings = Settings {
-        cassandra_contact_points: cassandra.address(),
-        cassandra_keyspace: format!("saga{run}"),
-        elasticsearch_url: opensearch.address(),
-        elasticsearch_index_prefix: format!("saga-{run}"),
-        elasticsearch_refresh: EsRefresh::WaitFor,
-        elasticsearch_shards: Some(1),
-        elasticsearch_replicas: Some(0),
-        elasticsearch_refresh_interval: Some("50ms".into()),
-        consistency_wait_ms: 20_000,
-        ..kafka_settings(&kafka.address(), dir.path())
+    let settings = {
+        let base = kafka_settings(&kafka.address(), dir.path());
+        Settings {
+            cassandra: salestrack_platform::CassandraSettings {
+                contact_points: cassandra.address(),
+                keyspace: format!("saga{run}"),
+                ..base.cassandra
+            },
+            elasticsearch: salestrack_platform::ElasticsearchSettings {
+                url: opensearch.address(),
+                index_prefix: format!("saga-{run}"),
+                refresh: EsRefresh::WaitFor,
+                shards: Some(1),
+                replicas: Some(0),
+                refresh_interval: Some("50ms".into()),
+                ..base.elasticsearch
+            },
+            consistency: salestrack_platform::ConsistencySettings {
+                wait_ms: 20_000,
+                ..base.consistency
+            },
+            ..base
+        }
     };
     many_checkouts_end_in_the_right_state(settings).await;
 }

@@ -30,13 +30,21 @@ async fn visible(app: &common::Http, cart: CartId) {
 /// a handful of hostile clients to fill.
 async fn small_runner(dir: &std::path::Path) -> common::TestApp {
     use salestrack_platform::{Backends, Settings};
-    let settings = Settings {
-        http_max_in_flight: 8,
-        http_header_timeout_ms: 1_000,
-        http_body_timeout_ms: 1_000,
-        consistency_wait_ms: 5_000,
-        consistency_max_waiting: 4,
-        ..common::embedded_settings(dir)
+    let settings = {
+        let base = common::embedded_settings(dir);
+        Settings {
+            http: salestrack_platform::HttpSettings {
+                max_in_flight: 8,
+                header_timeout_ms: 1_000,
+                body_timeout_ms: 1_000,
+                ..base.http
+            },
+            consistency: salestrack_platform::ConsistencySettings {
+                wait_ms: 5_000,
+                max_waiting: 4,
+            },
+            ..base
+        }
     };
     let backends = Backends::connect(&settings).await.expect("backends");
     common::spawn_with(settings, backends).await

@@ -45,9 +45,15 @@ const BUFFER: usize = 4;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_live_resume_holds_a_few_details_whatever_the_history() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings {
-        live_buffer: BUFFER,
-        ..embedded_settings(dir.path())
+    let settings = {
+        let base = embedded_settings(dir.path());
+        Settings {
+            live: salestrack_platform::LiveSettings {
+                buffer: BUFFER,
+                ..base.live
+            },
+            ..base
+        }
     };
     let backends = Backends::connect(&settings).await.expect("backends");
     let app = spawn_with(settings, backends).await;

@@ -26,9 +26,12 @@ pub fn keys_dir(manifest_dir: &Path) -> PathBuf {
 /// An authenticator over the committed JWKS.
 pub async fn authenticator(keys: &Path) -> Authenticator {
     let settings = Settings {
-        auth_jwks_file: Some(keys.join("jwks.json")),
-        auth_issuer: Some(ISSUER.into()),
-        auth_audience: Some(AUDIENCE.into()),
+        auth: salestrack_platform::AuthSettings {
+            jwks_file: Some(keys.join("jwks.json")),
+            issuer: Some(ISSUER.into()),
+            audience: Some(AUDIENCE.into()),
+            ..Default::default()
+        },
         ..Settings::default()
     };
     Authenticator::from_settings(&settings)

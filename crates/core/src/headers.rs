@@ -20,6 +20,26 @@ pub const TRACEPARENT: &str = "traceparent";
 /// (RFC 3339), for the command-to-visible latency.
 pub const ACCEPTED_AT: &str = "salestrack-accepted-at";
 
+/// The [`MESSAGE_TYPE`] header: the record's `type`.
+pub fn message_type(kind: &str) -> (String, Vec<u8>) {
+    (MESSAGE_TYPE.into(), kind.as_bytes().to_vec())
+}
+
+/// The [`SCHEMA_VERSION`] header: the version of the record's `type`.
+pub fn schema_version(version: u32) -> (String, Vec<u8>) {
+    (SCHEMA_VERSION.into(), version.to_string().into_bytes())
+}
+
+/// The [`COMMAND_ID`] header: the command the record stems from.
+pub fn command_id(id: CommandId) -> (String, Vec<u8>) {
+    (COMMAND_ID.into(), id.to_string().into_bytes())
+}
+
+/// The [`EVENT_ID`] header: the event the record is, or stems from.
+pub fn event_id(id: EventId) -> (String, Vec<u8>) {
+    (EVENT_ID.into(), id.to_string().into_bytes())
+}
+
 /// The [`ACCEPTED_AT`] header for `at`.
 pub fn accepted_at(at: chrono::DateTime<chrono::Utc>) -> (String, Vec<u8>) {
     (

@@ -190,18 +190,9 @@ impl CommandRecord {
             value: self.encode(),
             headers: vec![
                 (h::CONTENT_TYPE.into(), b"application/json".to_vec()),
-                (
-                    h::MESSAGE_TYPE.into(),
-                    self.command.kind().as_bytes().to_vec(),
-                ),
-                (
-                    h::SCHEMA_VERSION.into(),
-                    SCHEMA_VERSION.to_string().into_bytes(),
-                ),
-                (
-                    h::COMMAND_ID.into(),
-                    self.command_id.to_string().into_bytes(),
-                ),
+                h::message_type(self.command.kind()),
+                h::schema_version(SCHEMA_VERSION),
+                h::command_id(self.command_id),
                 trace.header(),
                 h::accepted_at(self.accepted_at),
             ],

@@ -47,13 +47,10 @@ pub fn outbound(
         key: e.cart_id.to_string().into_bytes(),
         value: encode_event(e),
         headers: vec![
-            (h::MESSAGE_TYPE.into(), kind.as_str().as_bytes().to_vec()),
-            (
-                h::SCHEMA_VERSION.into(),
-                kind.schema_version().to_string().into_bytes(),
-            ),
-            (h::EVENT_ID.into(), e.event_id.to_string().into_bytes()),
-            (h::COMMAND_ID.into(), e.command_id.to_string().into_bytes()),
+            h::message_type(kind.as_str()),
+            h::schema_version(kind.schema_version()),
+            h::event_id(e.event_id),
+            h::command_id(e.command_id),
             command_trace.event_in(e.event_id).header(),
             h::accepted_at(accepted_at),
         ],

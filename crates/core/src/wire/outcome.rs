@@ -67,15 +67,9 @@ impl Outcome {
             key: self.cart_id.to_string().into_bytes(),
             value: self.encode(),
             headers: vec![
-                (h::MESSAGE_TYPE.into(), b"outcome".to_vec()),
-                (
-                    h::SCHEMA_VERSION.into(),
-                    SCHEMA_VERSION.to_string().into_bytes(),
-                ),
-                (
-                    h::COMMAND_ID.into(),
-                    self.command_id.to_string().into_bytes(),
-                ),
+                h::message_type("outcome"),
+                h::schema_version(SCHEMA_VERSION),
+                h::command_id(self.command_id),
                 command_trace.header(),
                 h::accepted_at(accepted_at),
             ],

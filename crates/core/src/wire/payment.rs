@@ -119,16 +119,10 @@ impl PaymentRequest {
             key: self.cart_id.to_string().into_bytes(),
             value: self.encode(),
             headers: vec![
-                (h::MESSAGE_TYPE.into(), b"payment_request".to_vec()),
-                (
-                    h::SCHEMA_VERSION.into(),
-                    SCHEMA_VERSION.to_string().into_bytes(),
-                ),
-                (h::EVENT_ID.into(), cause.event_id.to_string().into_bytes()),
-                (
-                    h::COMMAND_ID.into(),
-                    cause.command_id.to_string().into_bytes(),
-                ),
+                h::message_type("payment_request"),
+                h::schema_version(SCHEMA_VERSION),
+                h::event_id(cause.event_id),
+                h::command_id(cause.command_id),
                 command_trace.event_in(cause.event_id).header(),
             ],
         }

@@ -3,17 +3,55 @@
 //! is not on `PATH` is skipped with a printed reason, unless the variable
 //! named by the caller (set by `.ci/run`) makes that a failure.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A free loopback port for a server, below the kernel's ephemeral range
+/// and never the same one twice in this process.
+///
+/// A port the kernel hands out for `bind(0)` is one it also gives outgoing
+/// connections. While a server is down between [`ServerProcess::kill`] and
+/// [`ServerProcess::restart`], any client connection of the test process
+/// could take its port as a source port; one reconnecting to that very port
+/// can even connect a socket to itself. The restarted server then cannot
+/// bind, and a restart of Cassandra in CI waited out its window that way.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const FLOOR: u32 = 10_000;
+    let ceiling = ephemeral_floor().max(FLOOR + 1_000);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32)
+        | 1;
+    for _ in 0..10_000 {
+        // xorshift64: spread over the range, so that two processes started
+        // together rarely try the same ports.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = (FLOOR + (x % u64::from(ceiling - FLOOR)) as u32) as u16;
+        if !given.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {FLOOR}..{ceiling}")
+}
+
+/// The lowest port the kernel gives outgoing connections (32768 when it
+/// does not say).
+fn ephemeral_floor() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 fn installed(program: &str) -> bool {

@@ -389,10 +389,8 @@ async fn a_sigkill_mid_load_loses_no_accepted_order(on: On) {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    // Restarted on this port: one the kernel never gives a client.
+    let port = salestrack_port_tests::servers::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let settings = settings(&broker, dir.path());

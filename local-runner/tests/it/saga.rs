@@ -719,10 +719,8 @@ fn runner_process(dir: &Path, port: u16) -> tokio::process::Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sigkill_mid_checkout_leaves_no_cart_stuck_and_none_charged_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    // Restarted on this port: one the kernel never gives a client.
+    let port = salestrack_port_tests::servers::free_port();
     let http = Http::new(&format!("http://127.0.0.1:{port}"));
     let mut runner = runner_process(dir.path(), port);
     http.wait_until_ready().await;

@@ -194,6 +194,7 @@ impl LagGauges {
     }
 }
 
+#[derive(Clone)]
 pub struct LoopConfig {
     pub name: &'static str,
     pub batch_size: usize,

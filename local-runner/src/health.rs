@@ -1,7 +1,7 @@
 //! The runner's health routes: `/health/live` and `/health/ready`, and
 //! the readiness they report.
 
-use crate::consumer::LoopHealth;
+use crate::lanes::ConsumerHealth;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -17,9 +17,9 @@ use std::time::Duration;
 /// not here.
 #[derive(Clone)]
 pub struct Loops {
-    pub domain: Option<Arc<LoopHealth>>,
-    pub projector: Option<Arc<LoopHealth>>,
-    pub payment: Option<Arc<LoopHealth>>,
+    pub domain: Option<Arc<ConsumerHealth>>,
+    pub projector: Option<Arc<ConsumerHealth>>,
+    pub payment: Option<Arc<ConsumerHealth>>,
 }
 
 #[derive(Clone)]
@@ -60,19 +60,23 @@ pub struct Readiness {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConsumerState {
+    /// Loops of this consumer side by side (`SALESTRACK_CONSUMER_LANES`),
+    /// each a member of its group with a batch of its own in flight.
+    pub lanes: u64,
+    /// Every lane runs.
     pub running: bool,
-    /// The current batch keeps failing and is being retried.
+    /// A batch of some lane keeps failing and is being retried.
     pub failing: bool,
     pub batches: u64,
     pub records: u64,
-    /// Partitions of its topics the group assigned to this member.
+    /// Partitions of its topics the group assigned to its lanes.
     pub partitions: u64,
     /// Records waiting in those partitions (refreshed every second).
     pub lag_records: u64,
-    /// How long it has had work without committing any.
+    /// How long a lane has had work without committing any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled_ms: Option<u64>,
-    /// How long the group has given it no partition.
+    /// How long the group has given none of its lanes a partition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unassigned_ms: Option<u64>,
     /// The record that has waited longest on a retryable failure; its
@@ -111,9 +115,10 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl From<&LoopHealth> for ConsumerState {
-    fn from(h: &LoopHealth) -> Self {
+impl From<&ConsumerHealth> for ConsumerState {
+    fn from(h: &ConsumerHealth) -> Self {
         ConsumerState {
+            lanes: h.lanes() as u64,
             running: h.is_running(),
             failing: h.is_failing(),
             batches: h.batches(),

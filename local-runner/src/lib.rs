@@ -12,6 +12,7 @@
 //! - [`consumer`]: the poll -> handle -> commit loop; a retryable failure
 //!   waits, poison goes to the dead-letter topic.
 //! - [`app`]: the assembled application router and its OpenAPI document.
+//! - [`lanes`]: a function's consumer loops side by side, one health.
 //! - [`health`]: `/health/live` and `/health/ready`.
 //! - [`redrive`]: the dead-letter topic listed and redriven, for the
 //!   `salestrack-redrive` command and `/admin/dead-letters`.
@@ -21,11 +22,13 @@
 pub mod app;
 pub mod consumer;
 pub mod health;
+pub mod lanes;
 pub mod redrive;
 pub mod serve;
 pub mod web;
 
 use consumer::{LoopConfig, LoopHealth};
+use lanes::ConsumerHealth;
 use salestrack_core::ports::SystemClock;
 use salestrack_platform::backends::Ports;
 use salestrack_platform::{Backends, Settings};
@@ -191,12 +194,16 @@ impl Hosted {
 /// Starts the consumer loops a runner hosts.
 struct Spawner<'a> {
     backends: &'a Backends,
+    /// `SALESTRACK_CONSUMER_LANES`.
+    lanes: usize,
     shutdown: &'a CancellationToken,
     loops: &'a mut Vec<(&'static str, tokio::task::JoinHandle<()>)>,
 }
 
 impl Spawner<'_> {
-    /// The loop's health when `hosted` (and the loop started), else `None`.
+    /// The loops' health when `hosted` (and the loops started), else
+    /// `None`: `lanes` members of `group` (see [`Backends::consumers`]),
+    /// each a loop of its own.
     fn hosted<H, Fut, R>(
         &mut self,
         hosted: bool,
@@ -204,9 +211,10 @@ impl Spawner<'_> {
         group: &str,
         topics: &[&str],
         handler: H,
-    ) -> std::io::Result<Option<Arc<LoopHealth>>>
+    ) -> std::io::Result<Option<Arc<ConsumerHealth>>>
     where
         H: Fn(lambda_runtime::LambdaEvent<aws_lambda_events::event::kafka::KafkaEvent>) -> Fut
+            + Clone
             + Send
             + 'static,
         Fut: std::future::Future<Output = salestrack_msk::BatchResult<R>> + Send + 'static,
@@ -219,23 +227,32 @@ impl Spawner<'_> {
             );
             return Ok(None);
         }
-        let health = Arc::new(LoopHealth::default());
-        let consumer = self
+        let consumers = self
             .backends
-            .consumer(group, topics)
+            .consumers(group, topics, self.lanes)
             .map_err(std::io::Error::other)?;
         let name = config.name;
-        self.loops.push((
-            name,
-            tokio::spawn(consumer::run(
-                config,
-                consumer,
-                handler,
-                Arc::clone(&health),
-                self.shutdown.clone(),
-            )),
-        ));
-        Ok(Some(health))
+        let mut lanes = Vec::with_capacity(consumers.len());
+        for consumer in consumers {
+            let health = Arc::new(LoopHealth::default());
+            self.loops.push((
+                name,
+                tokio::spawn(consumer::run(
+                    config.clone(),
+                    consumer,
+                    handler.clone(),
+                    Arc::clone(&health),
+                    self.shutdown.clone(),
+                )),
+            ));
+            lanes.push(health);
+        }
+        tracing::info!(
+            consumer = name,
+            lanes = lanes.len(),
+            "consumer lanes started"
+        );
+        Ok(Some(Arc::new(ConsumerHealth::new(lanes))))
     }
 }
 
@@ -304,6 +321,7 @@ pub async fn run(
     let mut loops = Vec::new();
     let mut spawn = Spawner {
         backends: &backends,
+        lanes: settings.consumer_lanes,
         shutdown: &shutdown,
         loops: &mut loops,
     };

@@ -127,12 +127,34 @@ impl EmbeddedBus {
         i32::try_from(hash % self.partitions.unsigned_abs()).unwrap_or(0)
     }
 
+    /// The one member of `group`: it owns every partition of `topics`.
     pub fn consumer(&self, group: &str, topics: &[&str]) -> EmbeddedConsumer {
+        self.lane(group, topics, 0, 1)
+    }
+
+    /// Member `lane` of `lanes` in `group`: it owns the partitions `p` with
+    /// `p % lanes == lane`, so that `lanes` loops of one process handle
+    /// disjoint partitions side by side, each in partition order (the
+    /// embedded bus has no group protocol: the split is fixed). A partition
+    /// belongs to one lane only, so a cart's records are never in two
+    /// batches at once.
+    pub fn lane(
+        &self,
+        group: &str,
+        topics: &[&str],
+        lane: usize,
+        lanes: usize,
+    ) -> EmbeddedConsumer {
+        let lanes = lanes.max(1);
         EmbeddedConsumer {
             bus: self.clone(),
             group: group.to_owned(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            owned: (0..self.partitions)
+                .filter(|p| usize::try_from(*p).is_ok_and(|p| p % lanes == lane % lanes))
+                .collect(),
             positions: HashMap::new(),
+            next_first: 0,
         }
     }
 
@@ -204,21 +226,33 @@ impl Producer for EmbeddedBus {
     }
 }
 
-/// One member of a consumer group. The embedded bus runs one member per
-/// group, which owns every partition of its topics.
+/// One member of a consumer group: every partition of its topics
+/// ([`EmbeddedBus::consumer`]), or a fixed share of them
+/// ([`EmbeddedBus::lane`]).
 pub struct EmbeddedConsumer {
     bus: EmbeddedBus,
     group: String,
     topics: Vec<String>,
+    /// The partitions of each topic this member owns.
+    owned: Vec<i32>,
     /// Next offset to deliver, per (topic, partition); loaded from the commits.
     positions: HashMap<(String, i32), i64>,
+    /// Which owned partition the next fetch reads first: each fetch starts
+    /// one further, so that a backlog in one partition cannot fill every
+    /// batch while the others wait.
+    next_first: usize,
 }
 
 impl EmbeddedConsumer {
     async fn fetch(&mut self, max: usize) -> Result<Vec<BusRecord>, BackendError> {
         let group = self.group.clone();
         let topics = self.topics.clone();
-        let partitions = self.bus.partitions;
+        let mut partitions = self.owned.clone();
+        if !partitions.is_empty() {
+            let first = self.next_first % partitions.len();
+            partitions.rotate_left(first);
+            self.next_first = first + 1;
+        }
         let positions = self.positions.clone();
         let err = self.bus.db.err();
         let (records, loaded) = self
@@ -228,7 +262,7 @@ impl EmbeddedConsumer {
                 let mut loaded = HashMap::new();
                 let mut out = Vec::new();
                 for topic in &topics {
-                    for partition in 0..partitions {
+                    for &partition in &partitions {
                         if out.len() >= max {
                             break;
                         }
@@ -293,6 +327,7 @@ impl Consumer for EmbeddedConsumer {
     async fn lag(&mut self) -> Result<Vec<PartitionLag>, BackendError> {
         let group = self.group.clone();
         let topics = self.topics.clone();
+        let owned = self.owned.clone();
         let err = self.bus.db.err();
         self.bus
             .db
@@ -314,6 +349,9 @@ impl Consumer for EmbeddedConsumer {
                         .map_err(err)?;
                     for row in rows {
                         let (partition, lag) = row.map_err(err)?;
+                        if !owned.contains(&partition) {
+                            continue;
+                        }
                         lags.push(PartitionLag {
                             topic: topic.clone(),
                             partition,
@@ -368,11 +406,9 @@ impl Consumer for EmbeddedConsumer {
             .await
     }
 
-    /// The one member of its group: every partition of its topics.
+    /// Its partitions of every topic.
     fn owned_partitions(&self) -> Option<usize> {
-        usize::try_from(self.bus.partitions)
-            .ok()
-            .map(|p| p * self.topics.len())
+        Some(self.owned.len() * self.topics.len())
     }
 
     async fn rewind(&mut self) -> Result<(), BackendError> {

@@ -445,6 +445,34 @@ impl Backends {
         })
     }
 
+    /// The members of `group` over `topics` that one process runs side by
+    /// side, each with its own share of the partitions: `lanes` of them (at
+    /// most one per partition on the embedded bus, whose split is fixed;
+    /// on Kafka the group protocol assigns the partitions, and a member
+    /// beyond the partition count gets none). `lanes == 0` picks: one per
+    /// core on the embedded bus, one on Kafka.
+    pub fn consumers(
+        &self,
+        group: &str,
+        topics: &[&str],
+        lanes: usize,
+    ) -> Result<Vec<Box<dyn Consumer>>, BackendError> {
+        Ok(match self.bus()? {
+            Bus::Embedded(bus) => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let partitions = usize::try_from(bus.partitions()).unwrap_or(1).max(1);
+                let lanes = if lanes == 0 { cores } else { lanes }.clamp(1, partitions);
+                (0..lanes)
+                    .map(|lane| Box::new(bus.lane(group, topics, lane, lanes)) as Box<dyn Consumer>)
+                    .collect()
+            }
+            #[cfg(feature = "kafka")]
+            Bus::Kafka(bus) => (0..lanes.max(1))
+                .map(|_| Ok(Box::new(bus.consumer(group, topics)?) as Box<dyn Consumer>))
+                .collect::<Result<_, BackendError>>()?,
+        })
+    }
+
     /// A reader of `topic` from its end, in a group of its own that commits
     /// nothing: it sees what is produced from now on, as does every other
     /// process following the topic. `None` on the embedded bus, which only

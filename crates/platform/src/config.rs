@@ -36,6 +36,11 @@ pub struct Settings {
     pub payment_group: String,
     /// Most records handed to a handler in one batch.
     pub batch_size: usize,
+    /// Consumer loops per hosted function, each a member of the function's
+    /// group with its own share of the partitions and its own batch in
+    /// flight. 0 (the default): one per core on the embedded bus (at most
+    /// one per partition), one on Kafka, where more runners add members.
+    pub consumer_lanes: usize,
     /// How long an idle consumer waits for records before polling again.
     pub poll_wait_ms: u64,
     /// Longest pause between two deliveries of a record that keeps failing
@@ -49,6 +54,11 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     /// A cart snapshot every this many events; 0 turns snapshots off.
     pub snapshot_every: u64,
+    /// The domain keeps the decision state of recently decided carts, up
+    /// to this many of their events in all, so that their next commands are
+    /// decided without reading the stream (the conditional append still
+    /// decides); 0 turns it off.
+    pub warm_cart_events: u64,
     /// A Lambda function's own secret (Secrets Manager ARN), read at start
     /// through the AWS Parameters and Secrets Lambda Extension: its
     /// credentials override the Cassandra and Elasticsearch ones above.
@@ -441,6 +451,8 @@ impl Default for Settings {
             projector_group: "salestrack-projector".into(),
             payment_group: "salestrack-payment".into(),
             batch_size: 100,
+            consumer_lanes: 0,
+            warm_cart_events: 100_000,
             poll_wait_ms: 500,
             retry_backoff_max_ms: 10_000,
             log_format: LogFormat::Text,

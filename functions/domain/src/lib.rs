@@ -43,7 +43,9 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 mod carts;
+mod warm;
 pub use carts::Carts;
+pub use warm::WarmCarts;
 
 /// How often a command is re-decided after losing an append race before the
 /// record fails (and is redelivered).
@@ -60,6 +62,8 @@ pub struct Deps {
     pub topics: Topics,
     /// How long a checkout waits for its payment answer.
     pub payment_timeout: std::time::Duration,
+    /// Carts decided recently, kept between batches (see [`WarmCarts`]).
+    pub warm: Arc<WarmCarts>,
 }
 
 impl Deps {
@@ -76,6 +80,7 @@ impl Deps {
             clock: Arc::new(salestrack_core::ports::SystemClock),
             topics: settings.topics.clone(),
             payment_timeout: std::time::Duration::from_millis(settings.payment.timeout_ms),
+            warm: Arc::new(WarmCarts::new(settings.warm_cart_events)),
         })
     }
 }
@@ -293,6 +298,18 @@ async fn decide_all(
                 let cart = &carts[i];
                 let span = tracing::info_span!("cart", cart_id = %cart.cart_id, commands = cart.commands.len(), attempt);
                 let plan = async {
+                    // After a lost race only the stored stream will do.
+                    let warm = (attempt == 1).then(|| deps.warm.take(cart.cart_id)).flatten();
+                    if let Some(warm) = warm {
+                        let plan = plan(warm, &cart.commands, deps).await?;
+                        if !plan.rejects() {
+                            metrics::counter!("salestrack_domain_warm_carts_total", "result" => "used").increment(1);
+                            return Ok(plan);
+                        }
+                        // Nothing would catch a stale state behind a
+                        // rejection: the stored stream decides it.
+                        metrics::counter!("salestrack_domain_warm_carts_total", "result" => "rejection_rechecked").increment(1);
+                    }
                     let loaded = loader.load(cart.cart_id).await?;
                     plan(loaded, &cart.commands, deps).await
                 }
@@ -319,6 +336,7 @@ async fn decide_all(
             match appended {
                 Ok(()) => {
                     let cart = &carts[i];
+                    deps.warm.keep(cart.cart_id, plan.cart.clone());
                     snapshots.push((cart.cart_id, plan.base, plan.cart.clone()));
                     answers[i] = Some(Ok(finish(cart, plan, deps)));
                 }
@@ -407,6 +425,15 @@ fn chunk_end(plan: &Plan, start: usize) -> usize {
         .find(|&end| end > start && end - start <= MAX_EVENTS_PER_APPEND)
         .or_else(|| plan.command_ends.iter().copied().find(|&end| end > start))
         .unwrap_or(plan.pending.len())
+}
+
+impl Plan {
+    /// Some command of the plan was rejected.
+    fn rejects(&self) -> bool {
+        self.decisions
+            .iter()
+            .any(|(handled, ..)| matches!(handled, Handled::Rejected))
+    }
 }
 
 /// Decides the cart's commands in order, each against the state the ones

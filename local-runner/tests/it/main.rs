@@ -21,6 +21,7 @@ mod engines;
 mod event_source;
 mod kafka;
 mod kafka_outage;
+mod lanes;
 mod live;
 mod outage;
 mod redrive;

@@ -2,6 +2,7 @@
 //! in a fresh temporary directory.
 
 mod group_commit;
+mod lanes;
 
 use salestrack_embedded::{EmbeddedBus, EmbeddedEventStore, EmbeddedReadStore};
 use salestrack_port_tests as contract;

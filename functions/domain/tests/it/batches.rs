@@ -9,7 +9,7 @@ use salestrack_core::ids::OrderId;
 use salestrack_core::ports::{Delivery, OutboundRecord, Producer};
 
 /// An MSK batch of `commands`, one record each, on partition 0 from offset 0.
-fn batch_of_commands(commands: &[Command]) -> KafkaEvent {
+pub(super) fn batch_of_commands(commands: &[Command]) -> KafkaEvent {
     let records: Vec<BusRecord> = commands
         .iter()
         .enumerate()
@@ -33,11 +33,11 @@ fn batch_of_commands(commands: &[Command]) -> KafkaEvent {
     salestrack_msk::batch(&records, "arn:test", "test")
 }
 
-fn place(l: &OrderLine) -> Command {
+pub(super) fn place(l: &OrderLine) -> Command {
     Command::PlaceOrder(PlaceOrder { line: l.clone() })
 }
 
-fn cancel(l: &OrderLine) -> Command {
+pub(super) fn cancel(l: &OrderLine) -> Command {
     Command::CancelOrder(CancelOrder {
         cart_id: l.cart_id,
         order_id: l.order_id,
@@ -46,7 +46,7 @@ fn cancel(l: &OrderLine) -> Command {
     })
 }
 
-fn line_n(n: u128) -> OrderLine {
+pub(super) fn line_n(n: u128) -> OrderLine {
     let mut l = line();
     l.order_id = OrderId(uuid::Uuid::from_u128(0xA000 + n));
     l.product_name = format!("Product {n}");

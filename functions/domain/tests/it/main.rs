@@ -3,6 +3,7 @@
 
 mod batches;
 mod concurrency;
+mod warm;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::kafka::KafkaEvent;
@@ -32,6 +33,8 @@ struct World {
     bus: EmbeddedBus,
     store: EmbeddedEventStore,
     topics: Topics,
+    /// Shared by every batch of the world, as in a process.
+    warm: Arc<salestrack_domain::WarmCarts>,
 }
 
 fn world() -> World {
@@ -40,6 +43,7 @@ fn world() -> World {
         bus: EmbeddedBus::open(&dir.path().join("bus.sqlite"), 4).expect("bus"),
         store: EmbeddedEventStore::open(&dir.path().join("events.sqlite")).expect("store"),
         topics: Topics::default(),
+        warm: Arc::new(salestrack_domain::WarmCarts::new(100_000)),
         _dir: dir,
     }
 }
@@ -57,6 +61,7 @@ impl World {
             clock: Arc::new(SystemClock),
             topics: self.topics.clone(),
             payment_timeout: Duration::from_secs(30),
+            warm: Arc::clone(&self.warm),
         }
     }
 

@@ -449,8 +449,7 @@ impl Backends {
     /// side, each with its own share of the partitions: `lanes` of them (at
     /// most one per partition on the embedded bus, whose split is fixed;
     /// on Kafka the group protocol assigns the partitions, and a member
-    /// beyond the partition count gets none). `lanes == 0` picks: one per
-    /// core on the embedded bus, one on Kafka.
+    /// beyond the partition count gets none); at least one.
     pub fn consumers(
         &self,
         group: &str,
@@ -459,9 +458,8 @@ impl Backends {
     ) -> Result<Vec<Box<dyn Consumer>>, BackendError> {
         Ok(match self.bus()? {
             Bus::Embedded(bus) => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let partitions = usize::try_from(bus.partitions()).unwrap_or(1).max(1);
-                let lanes = if lanes == 0 { cores } else { lanes }.clamp(1, partitions);
+                let lanes = lanes.clamp(1, partitions);
                 (0..lanes)
                     .map(|lane| Box::new(bus.lane(group, topics, lane, lanes)) as Box<dyn Consumer>)
                     .collect()

@@ -38,8 +38,9 @@ pub struct Settings {
     pub batch_size: usize,
     /// Consumer loops per hosted function, each a member of the function's
     /// group with its own share of the partitions and its own batch in
-    /// flight. 0 (the default): one per core on the embedded bus (at most
-    /// one per partition), one on Kafka, where more runners add members.
+    /// flight (at most one per partition on the embedded bus). 1 (the
+    /// default): on two cores a second lane cost more CPU per order than it
+    /// won (BENCHMARKS.md); more runners add members on Kafka too.
     pub consumer_lanes: usize,
     /// How long an idle consumer waits for records before polling again.
     pub poll_wait_ms: u64,
@@ -451,7 +452,7 @@ impl Default for Settings {
             projector_group: "salestrack-projector".into(),
             payment_group: "salestrack-payment".into(),
             batch_size: 100,
-            consumer_lanes: 0,
+            consumer_lanes: 1,
             warm_cart_events: 100_000,
             poll_wait_ms: 500,
             retry_backoff_max_ms: 10_000,

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! `--kafka-linger-ms 0,5` adds a Kafka phase per producer `linger.ms`
-//! value (the default phase runs the default, 0 ms). `--engines` adds a
+//! value (the default phase runs the default, 0 ms). `--lanes 1,2` adds
+//! an embedded phase per consumer lane count (`SALESTRACK_CONSUMER_LANES`,
+//! the default phase runs the default, 1). `--engines` adds a
 //! phase on the real engines (Apache Kafka 4, Apache Cassandra 5, OpenSearch
 //! 2.19 from `crates/test-engines`), with each engine's CPU per order.
 //!
@@ -51,6 +53,8 @@ struct Options {
     users: Vec<usize>,
     /// Extra Kafka phases, one per producer `linger.ms` value.
     lingers: Vec<u64>,
+    /// Extra embedded phases, one per `SALESTRACK_CONSUMER_LANES` value.
+    lanes: Vec<u64>,
     /// A phase on the three real engines.
     engines: bool,
 }
@@ -84,10 +88,12 @@ fn options() -> anyhow::Result<Options> {
         bail!("--seconds must be 1..=120 and every --users count 1..=256");
     }
     let lingers = list("--kafka-linger-ms", Vec::new())?;
+    let lanes = list("--lanes", Vec::new())?;
     Ok(Options {
         seconds,
         users,
         lingers,
+        lanes,
         engines: args.iter().any(|a| a == "--engines"),
     })
 }
@@ -766,6 +772,8 @@ struct Round {
     peer: Option<EndToEnd>,
     /// Kafka phases at other producer `linger.ms` values.
     lingers: Vec<(u64, EndToEnd)>,
+    /// Embedded phases at other consumer lane counts.
+    lanes: Vec<(u64, EndToEnd)>,
     /// On the real engines, with each engine's CPU ms per order.
     engines: Option<(EndToEnd, [f64; 3])>,
     /// The checkout saga on the embedded backends.
@@ -808,6 +816,9 @@ fn print_round(r: &Round) {
     }
     for (linger, k) in &r.lingers {
         phase(&format!("runner, Kafka, linger.ms = {linger}"), k);
+    }
+    for (lanes, e) in &r.lanes {
+        phase(&format!("runner, embedded, {lanes} lane(s)"), e);
     }
     if let Some((e, [kafka, cassandra, opensearch])) = &r.engines {
         phase("runner, Kafka + Cassandra + OpenSearch", e);
@@ -965,6 +976,19 @@ async fn main() -> anyhow::Result<()> {
                 lingers.push((linger, measured));
             }
         }
+        let mut lanes = Vec::new();
+        for &n in &o.lanes {
+            let settings = [("SALESTRACK_CONSUMER_LANES", n.to_string())];
+            let measured = end_to_end(
+                &Server::runner_with(None, &settings)?,
+                users,
+                &o,
+                &nothing_else,
+            )
+            .await
+            .with_context(|| format!("embedded phase, {n} lanes, {users} users"))?;
+            lanes.push((n, measured));
+        }
         let peer = match (&postgres, &peer_binary) {
             (Some(pg), Some(binary)) => {
                 let db = pg.database(&format!("peer_{i}"))?;
@@ -990,6 +1014,7 @@ async fn main() -> anyhow::Result<()> {
             kafka,
             peer,
             lingers,
+            lanes,
             engines: on_engines,
             checkout,
         };

@@ -6,6 +6,14 @@
 //!   when nothing failed), then the consumer rewinds, so the next poll
 //!   redelivers exactly from the failed records. Handlers are idempotent, so
 //!   what they see again is safe.
+//! - Commits adapt to the load: after a batch that was not full (no
+//!   backlog) the loop commits at once, as it always did; while full
+//!   batches follow each other it commits at most every [`COMMIT_EVERY`],
+//!   the newest handled record of each partition, so that a backlog is not
+//!   worked off one durable offset write per batch. Before a rewind, when a
+//!   poll finds nothing and when the loop stops, whatever was handled is
+//!   committed. A crash loses at most that interval's commits: those
+//!   records are delivered again, which the handlers tolerate.
 //! - A record that failed for a reason retrying may cure (a backend down, a
 //!   timeout) is delivered again with capped exponential backoff, for as
 //!   long as it takes: its partition waits at it, so per-cart order holds and
@@ -211,6 +219,53 @@ pub struct LoopConfig {
 /// A (topic, partition).
 type Partition = (String, i64);
 
+/// While full batches follow each other, the longest a handled record waits
+/// for its commit.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+/// Handled records whose commit is deferred: the newest of each partition
+/// (a commit covers everything before it).
+#[derive(Default)]
+struct Uncommitted {
+    newest: HashMap<Partition, BusRecord>,
+    /// When the oldest of them was handled.
+    since: Option<std::time::Instant>,
+}
+
+impl Uncommitted {
+    fn add(&mut self, done: Vec<BusRecord>) {
+        for r in done {
+            let partition = (r.topic.clone(), i64::from(r.partition));
+            match self.newest.get(&partition) {
+                Some(kept) if kept.offset >= r.offset => {}
+                _ => {
+                    self.newest.insert(partition, r);
+                }
+            }
+        }
+        if !self.newest.is_empty() {
+            self.since.get_or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY)
+    }
+
+    /// Commits what is pending, if anything.
+    async fn commit(&mut self, consumer: &mut dyn Consumer, name: &'static str) {
+        self.since = None;
+        if self.newest.is_empty() {
+            return;
+        }
+        let records: Vec<BusRecord> = self.newest.drain().map(|(_, r)| r).collect();
+        if let Err(e) = consumer.commit(&records).await {
+            // Not committed means redelivered later, which the handlers tolerate.
+            tracing::error!(consumer = name, error = %e, "commit failed; the records will be redelivered");
+        }
+    }
+}
+
 /// The records partitions wait at, one per partition.
 #[derive(Default)]
 struct Attempts(HashMap<Partition, Waiting>);
@@ -263,6 +318,7 @@ pub async fn run<H, Fut, R>(
     health.progressed();
     tracing::info!(consumer = config.name, "consumer loop started");
     let mut attempts = Attempts::default();
+    let mut uncommitted = Uncommitted::default();
     let mut lag = LagGauges {
         consumer: config.name,
         last: None,
@@ -278,6 +334,7 @@ pub async fn run<H, Fut, R>(
         };
         let records = match polled {
             Ok(records) if records.is_empty() => {
+                uncommitted.commit(consumer.as_mut(), config.name).await;
                 // Nothing to redeliver: no record is failing, none is waiting.
                 health.failing.store(false, Ordering::Relaxed);
                 attempts.0.clear();
@@ -325,8 +382,9 @@ pub async fn run<H, Fut, R>(
         metrics::histogram!("salestrack_consumer_batch_seconds", "consumer" => config.name, "result" => outcome)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("salestrack_consumer_batches_total", "consumer" => config.name, "result" => outcome).increment(1);
+        let batch_records = records.len();
         metrics::histogram!("salestrack_consumer_batch_records", "consumer" => config.name)
-            .record(records.len() as f64);
+            .record(batch_records as f64);
 
         let settled = settle(&config, &batch, result.failures, &mut attempts).await;
         let done: Vec<BusRecord> = records.into_iter().filter(|r| settled.is_done(r)).collect();
@@ -340,19 +398,21 @@ pub async fn run<H, Fut, R>(
         metrics::gauge!("salestrack_consumer_waiting_seconds", "consumer" => config.name)
             .set(longest.as_ref().map_or(0.0, |w| w.waited().as_secs_f64()));
         health.set_waiting(longest);
+        let handled = done.len() as u64;
+        let full = batch_records >= config.batch_size;
         if !done.is_empty() {
             health.progressed();
             metrics::counter!("salestrack_consumer_records_total", "consumer" => config.name)
-                .increment(done.len() as u64);
-            if let Err(e) = consumer.commit(&done).await {
-                // Not committed means redelivered later, which the handlers tolerate.
-                tracing::error!(consumer = config.name, error = %e, "commit failed; the batch will be redelivered");
-            }
+                .increment(handled);
+            uncommitted.add(done);
+        }
+        // A backlog defers the commit; no backlog, a rewind coming, or the
+        // interval up: commit now.
+        if !full || !settled.stop_at.is_empty() || uncommitted.due() {
+            uncommitted.commit(consumer.as_mut(), config.name).await;
         }
         health.batches.fetch_add(1, Ordering::Relaxed);
-        health
-            .records
-            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        health.records.fetch_add(handled, Ordering::Relaxed);
         health
             .failing
             .store(settled.retry_in.is_some(), Ordering::Relaxed);
@@ -369,6 +429,7 @@ pub async fn run<H, Fut, R>(
             }
         }
     }
+    uncommitted.commit(consumer.as_mut(), config.name).await;
     health.running.store(false, Ordering::Relaxed);
     tracing::info!(consumer = config.name, "consumer loop stopped");
 }

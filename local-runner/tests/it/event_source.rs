@@ -253,3 +253,114 @@ async fn poison_after_poison_and_at_the_end_of_a_batch_is_dead_lettered_once_eac
     assert_eq!(offsets, vec!["1", "2", "9"]);
     assert!(h.committed_everything().await);
 }
+
+/// A member that counts its commits.
+struct Counting {
+    inner: Box<dyn Consumer>,
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Consumer for Counting {
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<BusRecord>, salestrack_core::ports::BackendError> {
+        self.inner.poll(max, wait).await
+    }
+    async fn commit(
+        &mut self,
+        records: &[BusRecord],
+    ) -> Result<(), salestrack_core::ports::BackendError> {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.commit(records).await
+    }
+    async fn rewind(&mut self) -> Result<(), salestrack_core::ports::BackendError> {
+        self.inner.rewind().await
+    }
+    async fn lag(
+        &mut self,
+    ) -> Result<Vec<salestrack_core::ports::PartitionLag>, salestrack_core::ports::BackendError>
+    {
+        self.inner.lag().await
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_is_committed_every_interval_not_every_batch_and_fully_once_worked_off() {
+    let h = harness();
+    h.produce(1_000).await;
+    let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let config = LoopConfig {
+        name: "test",
+        batch_size: 10,
+        poll_wait: Duration::from_millis(20),
+        retry_backoff_max: Duration::from_millis(5),
+        event_source_arn: "arn:test".into(),
+        bootstrap_servers: "test".into(),
+        dead_letters: salestrack_msk::DeadLetters {
+            producer: Arc::new(h.bus.clone()),
+            topic: DLQ.into(),
+            stage: "test",
+        },
+    };
+    let handler = {
+        let handled = Arc::clone(&handled);
+        move |event: lambda_runtime::LambdaEvent<aws_lambda_events::event::kafka::KafkaEvent>| {
+            let handled = Arc::clone(&handled);
+            async move {
+                let n = event.payload.records.values().map(Vec::len).sum::<usize>();
+                handled.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                BatchResult {
+                    report: (),
+                    failures: Vec::new(),
+                }
+            }
+        }
+    };
+    let health = Arc::new(LoopHealth::default());
+    let task = tokio::spawn(consumer::run(
+        config,
+        Box::new(Counting {
+            inner: Box::new(h.bus.consumer("group", &[TOPIC])),
+            commits: Arc::clone(&commits),
+        }),
+        handler,
+        Arc::clone(&health),
+        shutdown.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while handled.load(std::sync::atomic::Ordering::Relaxed) < 1_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog was not worked off"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The poll after the backlog finds nothing and commits the rest.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !h.committed_everything().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rest was never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("loop");
+    let (batches, commits) = (
+        health.batches(),
+        commits.load(std::sync::atomic::Ordering::Relaxed) as u64,
+    );
+    assert_eq!(batches, 100, "1,000 records in full batches of 10");
+    // Every batch committed on its own would be 100 commits.
+    assert!(
+        commits * 2 <= batches,
+        "{commits} commits for {batches} full batches"
+    );
+    assert_eq!(health.records(), 1_000);
+}

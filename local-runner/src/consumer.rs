@@ -6,7 +6,9 @@
 //!   when nothing failed), then the consumer rewinds, so the next poll
 //!   redelivers exactly from the failed records. Handlers are idempotent, so
 //!   what they see again is safe.
-//! - Commits adapt to the load: after a batch that was not full (no
+//! - Commits adapt to the load where the bus has a fixed assignment (the
+//!   embedded bus; on Kafka a poll may rebalance, so every batch is
+//!   committed before the next poll): after a batch that was not full (no
 //!   backlog) the loop commits at once, as it always did; while full
 //!   batches follow each other it commits at most every [`COMMIT_EVERY`],
 //!   the newest handled record of each partition, so that a backlog is not
@@ -406,9 +408,13 @@ pub async fn run<H, Fut, R>(
                 .increment(handled);
             uncommitted.add(done);
         }
-        // A backlog defers the commit; no backlog, a rewind coming, or the
-        // interval up: commit now.
-        if !full || !settled.stop_at.is_empty() || uncommitted.due() {
+        // A backlog defers the commit where the bus allows it; no backlog,
+        // a rewind coming, or the interval up: commit now.
+        if !consumer.may_defer_commits()
+            || !full
+            || !settled.stop_at.is_empty()
+            || uncommitted.due()
+        {
             uncommitted.commit(consumer.as_mut(), config.name).await;
         }
         health.batches.fetch_add(1, Ordering::Relaxed);

@@ -411,6 +411,11 @@ impl Consumer for EmbeddedConsumer {
         Some(self.owned.len() * self.topics.len())
     }
 
+    /// The assignment is fixed: no other member takes a partition.
+    fn may_defer_commits(&self) -> bool {
+        true
+    }
+
     async fn rewind(&mut self) -> Result<(), BackendError> {
         self.positions.clear();
         Ok(())

@@ -254,10 +254,12 @@ async fn poison_after_poison_and_at_the_end_of_a_batch_is_dead_lettered_once_eac
     assert!(h.committed_everything().await);
 }
 
-/// A member that counts its commits.
+/// A member that counts its commits, and says whether it may defer them
+/// (the embedded bus may; Kafka may not).
 struct Counting {
     inner: Box<dyn Consumer>,
     commits: Arc<std::sync::atomic::AtomicUsize>,
+    defer: bool,
 }
 
 #[async_trait::async_trait]
@@ -280,6 +282,9 @@ impl Consumer for Counting {
     async fn rewind(&mut self) -> Result<(), salestrack_core::ports::BackendError> {
         self.inner.rewind().await
     }
+    fn may_defer_commits(&self) -> bool {
+        self.defer
+    }
     async fn lag(
         &mut self,
     ) -> Result<Vec<salestrack_core::ports::PartitionLag>, salestrack_core::ports::BackendError>
@@ -290,6 +295,23 @@ impl Consumer for Counting {
 
 #[tokio::test]
 async fn a_backlog_is_committed_every_interval_not_every_batch_and_fully_once_worked_off() {
+    let (batches, commits) = work_off_a_backlog(true).await;
+    // Every batch committed on its own would be 100 commits.
+    assert!(
+        commits * 2 <= batches,
+        "{commits} commits for {batches} full batches"
+    );
+}
+
+#[tokio::test]
+async fn a_member_that_may_not_defer_commits_every_batch_before_the_next_poll() {
+    assert_eq!(work_off_a_backlog(false).await, (100, 100));
+}
+
+/// Works off 1,000 records in full batches of 10 through a member that may
+/// (or may not) defer its commits, until everything is committed; returns
+/// the batches and the commits.
+async fn work_off_a_backlog(defer: bool) -> (u64, u64) {
     let h = harness();
     h.produce(1_000).await;
     let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -328,6 +350,7 @@ async fn a_backlog_is_committed_every_interval_not_every_batch_and_fully_once_wo
         Box::new(Counting {
             inner: Box::new(h.bus.consumer("group", &[TOPIC])),
             commits: Arc::clone(&commits),
+            defer,
         }),
         handler,
         Arc::clone(&health),
@@ -357,10 +380,6 @@ async fn a_backlog_is_committed_every_interval_not_every_batch_and_fully_once_wo
         commits.load(std::sync::atomic::Ordering::Relaxed) as u64,
     );
     assert_eq!(batches, 100, "1,000 records in full batches of 10");
-    // Every batch committed on its own would be 100 commits.
-    assert!(
-        commits * 2 <= batches,
-        "{commits} commits for {batches} full batches"
-    );
     assert_eq!(health.records(), 1_000);
+    (batches, commits)
 }

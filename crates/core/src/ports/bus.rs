@@ -68,4 +68,12 @@ pub trait Consumer: Send {
     fn owned_partitions(&self) -> Option<usize> {
         None
     }
+
+    /// Whether handled records may stay uncommitted across polls. Only where
+    /// no other member can be given the partition in between (a fixed
+    /// assignment): on Kafka a poll may rebalance, and a partition must not
+    /// move with handled records its new owner would not know of.
+    fn may_defer_commits(&self) -> bool {
+        false
+    }
 }

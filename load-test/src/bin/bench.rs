@@ -8,7 +8,8 @@
 //! `--kafka-linger-ms 0,5` adds a Kafka phase per producer `linger.ms`
 //! value (the default phase runs the default, 0 ms). `--lanes 1,2` adds
 //! an embedded phase per consumer lane count (`SALESTRACK_CONSUMER_LANES`,
-//! the default phase runs the default, 1). `--engines` adds a
+//! the default phase runs the default, 1), `--warm-cart-events 0,100000`
+//! one per domain warm-cart budget. `--engines` adds a
 //! phase on the real engines (Apache Kafka 4, Apache Cassandra 5, OpenSearch
 //! 2.19 from `crates/test-engines`), with each engine's CPU per order.
 //!
@@ -55,6 +56,8 @@ struct Options {
     lingers: Vec<u64>,
     /// Extra embedded phases, one per `SALESTRACK_CONSUMER_LANES` value.
     lanes: Vec<u64>,
+    /// Extra embedded phases, one per `SALESTRACK_WARM_CART_EVENTS` value.
+    warm: Vec<u64>,
     /// A phase on the three real engines.
     engines: bool,
 }
@@ -89,11 +92,13 @@ fn options() -> anyhow::Result<Options> {
     }
     let lingers = list("--kafka-linger-ms", Vec::new())?;
     let lanes = list("--lanes", Vec::new())?;
+    let warm = list("--warm-cart-events", Vec::new())?;
     Ok(Options {
         seconds,
         users,
         lingers,
         lanes,
+        warm,
         engines: args.iter().any(|a| a == "--engines"),
     })
 }
@@ -774,6 +779,8 @@ struct Round {
     lingers: Vec<(u64, EndToEnd)>,
     /// Embedded phases at other consumer lane counts.
     lanes: Vec<(u64, EndToEnd)>,
+    /// Embedded phases at other warm-cart budgets.
+    warm: Vec<(u64, EndToEnd)>,
     /// On the real engines, with each engine's CPU ms per order.
     engines: Option<(EndToEnd, [f64; 3])>,
     /// The checkout saga on the embedded backends.
@@ -819,6 +826,9 @@ fn print_round(r: &Round) {
     }
     for (lanes, e) in &r.lanes {
         phase(&format!("runner, embedded, {lanes} lane(s)"), e);
+    }
+    for (events, e) in &r.warm {
+        phase(&format!("runner, embedded, warm {events} events"), e);
     }
     if let Some((e, [kafka, cassandra, opensearch])) = &r.engines {
         phase("runner, Kafka + Cassandra + OpenSearch", e);
@@ -989,6 +999,19 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("embedded phase, {n} lanes, {users} users"))?;
             lanes.push((n, measured));
         }
+        let mut warm = Vec::new();
+        for &n in &o.warm {
+            let settings = [("SALESTRACK_WARM_CART_EVENTS", n.to_string())];
+            let measured = end_to_end(
+                &Server::runner_with(None, &settings)?,
+                users,
+                &o,
+                &nothing_else,
+            )
+            .await
+            .with_context(|| format!("embedded phase, warm {n}, {users} users"))?;
+            warm.push((n, measured));
+        }
         let peer = match (&postgres, &peer_binary) {
             (Some(pg), Some(binary)) => {
                 let db = pg.database(&format!("peer_{i}"))?;
@@ -1015,6 +1038,7 @@ async fn main() -> anyhow::Result<()> {
             peer,
             lingers,
             lanes,
+            warm,
             engines: on_engines,
             checkout,
         };

@@ -672,6 +672,25 @@ async fn kafka_phase(
     Ok(Some(measured))
 }
 
+/// One embedded phase per value of the setting `name`, each on a fresh
+/// runner.
+async fn embedded_phases(
+    name: &str,
+    values: &[u64],
+    users: usize,
+    o: &Options,
+) -> anyhow::Result<Vec<(u64, EndToEnd)>> {
+    let mut measured = Vec::new();
+    for &value in values {
+        let runner = Server::runner_with(None, &[(name, value.to_string())])?;
+        let phase = end_to_end(&runner, users, o, &nothing_else)
+            .await
+            .with_context(|| format!("embedded phase, {name}={value}, {users} users"))?;
+        measured.push((value, phase));
+    }
+    Ok(measured)
+}
+
 /// The three real engines, shared by the engine phases (each phase on
 /// topics, groups, keyspace and index prefix of its own).
 struct Engines {
@@ -986,32 +1005,8 @@ async fn main() -> anyhow::Result<()> {
                 lingers.push((linger, measured));
             }
         }
-        let mut lanes = Vec::new();
-        for &n in &o.lanes {
-            let settings = [("SALESTRACK_CONSUMER_LANES", n.to_string())];
-            let measured = end_to_end(
-                &Server::runner_with(None, &settings)?,
-                users,
-                &o,
-                &nothing_else,
-            )
-            .await
-            .with_context(|| format!("embedded phase, {n} lanes, {users} users"))?;
-            lanes.push((n, measured));
-        }
-        let mut warm = Vec::new();
-        for &n in &o.warm {
-            let settings = [("SALESTRACK_WARM_CART_EVENTS", n.to_string())];
-            let measured = end_to_end(
-                &Server::runner_with(None, &settings)?,
-                users,
-                &o,
-                &nothing_else,
-            )
-            .await
-            .with_context(|| format!("embedded phase, warm {n}, {users} users"))?;
-            warm.push((n, measured));
-        }
+        let lanes = embedded_phases("SALESTRACK_CONSUMER_LANES", &o.lanes, users, &o).await?;
+        let warm = embedded_phases("SALESTRACK_WARM_CART_EVENTS", &o.warm, users, &o).await?;
         let peer = match (&postgres, &peer_binary) {
             (Some(pg), Some(binary)) => {
                 let db = pg.database(&format!("peer_{i}"))?;

@@ -36,6 +36,23 @@ fn harness() -> Harness {
 }
 
 impl Harness {
+    /// Batches of 10, brisk polls and retries, poison to [`DLQ`].
+    fn config(&self) -> LoopConfig {
+        LoopConfig {
+            name: "test",
+            batch_size: 10,
+            poll_wait: Duration::from_millis(20),
+            retry_backoff_max: Duration::from_millis(5),
+            event_source_arn: "arn:test".into(),
+            bootstrap_servers: "test".into(),
+            dead_letters: salestrack_msk::DeadLetters {
+                producer: Arc::new(self.bus.clone()),
+                topic: DLQ.into(),
+                stage: "test",
+            },
+        }
+    }
+
     async fn produce(&self, n: usize) {
         for i in 0..n {
             self.bus
@@ -61,19 +78,7 @@ impl Harness {
         let handled = Arc::new(Mutex::new(Vec::new()));
         let deliveries = Arc::new(Mutex::new(HashMap::<i64, u32>::new()));
         let shutdown = CancellationToken::new();
-        let config = LoopConfig {
-            name: "test",
-            batch_size: 10,
-            poll_wait: Duration::from_millis(20),
-            retry_backoff_max: Duration::from_millis(5),
-            event_source_arn: "arn:test".into(),
-            bootstrap_servers: "test".into(),
-            dead_letters: salestrack_msk::DeadLetters {
-                producer: Arc::new(self.bus.clone()),
-                topic: DLQ.into(),
-                stage: "test",
-            },
-        };
+        let config = self.config();
         let handler = {
             let handled = Arc::clone(&handled);
             let deliveries = Arc::clone(&deliveries);
@@ -317,19 +322,7 @@ async fn work_off_a_backlog(defer: bool) -> (u64, u64) {
     let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
-    let config = LoopConfig {
-        name: "test",
-        batch_size: 10,
-        poll_wait: Duration::from_millis(20),
-        retry_backoff_max: Duration::from_millis(5),
-        event_source_arn: "arn:test".into(),
-        bootstrap_servers: "test".into(),
-        dead_letters: salestrack_msk::DeadLetters {
-            producer: Arc::new(h.bus.clone()),
-            topic: DLQ.into(),
-            stage: "test",
-        },
-    };
+    let config = h.config();
     let handler = {
         let handled = Arc::clone(&handled);
         move |event: lambda_runtime::LambdaEvent<aws_lambda_events::event::kafka::KafkaEvent>| {

@@ -1,6 +1,6 @@
 //! Loading a cart: its latest usable snapshot and the events after it, or
 //! its whole stream; and writing a snapshot after an append that crossed a
-//! multiple of the configured interval.
+//! multiple of the configured interval ([`Carts::snapshot_due`]).
 
 use salestrack_core::aggregate::Cart;
 use salestrack_core::event::RecordedEvent;
@@ -62,18 +62,16 @@ impl Carts {
         }
     }
 
-    /// Called after `cart` was appended up to its version from `before`:
-    /// writes a snapshot when a multiple of `every` was crossed. A failure
-    /// is logged, not returned: the events are stored, the snapshot is only
-    /// a shortcut the next load can do without.
-    pub async fn appended(&self, cart_id: CartId, before: u64, cart: &Cart) {
-        if self.every == 0 || before / self.every == cart.version() / self.every {
-            return;
-        }
-        self.save(cart_id, cart).await;
+    /// Whether an append from version `before` to `after` crossed a
+    /// multiple of the interval, so that a snapshot is due.
+    pub fn snapshot_due(&self, before: u64, after: u64) -> bool {
+        self.every > 0 && before / self.every != after / self.every
     }
 
-    async fn save(&self, cart_id: CartId, cart: &Cart) {
+    /// Writes a snapshot of `cart`. A failure is logged, not returned: the
+    /// events are stored, the snapshot is only a shortcut the next load can
+    /// do without.
+    pub async fn save(&self, cart_id: CartId, cart: &Cart) {
         match self.store.save_snapshot(&take(cart_id, cart)).await {
             Ok(()) => metrics::counter!("salestrack_snapshots_written_total").increment(1),
             Err(e) => {

@@ -332,12 +332,17 @@ async fn decide_all(
         let appended = append_all(carts, &plans, deps).await;
         open.clear();
         let mut snapshots = Vec::new();
-        for ((i, plan), appended) in plans.into_iter().zip(appended) {
+        for ((i, mut plan), appended) in plans.into_iter().zip(appended) {
             match appended {
                 Ok(()) => {
                     let cart = &carts[i];
-                    deps.warm.keep(cart.cart_id, plan.cart.clone());
-                    snapshots.push((cart.cart_id, plan.base, plan.cart.clone()));
+                    // The state the append left: a copy only for a snapshot
+                    // that is due, the state itself kept warm.
+                    let state = std::mem::take(&mut plan.cart);
+                    if loader.snapshot_due(plan.base, state.version()) {
+                        snapshots.push((cart.cart_id, state.clone()));
+                    }
+                    deps.warm.keep(cart.cart_id, state);
                     answers[i] = Some(Ok(finish(cart, plan, deps)));
                 }
                 Err(AppendError::Conflict { expected, actual }) => {
@@ -353,7 +358,7 @@ async fn decide_all(
         futures::future::join_all(
             snapshots
                 .iter()
-                .map(|(cart_id, base, cart)| loader.appended(*cart_id, *base, cart)),
+                .map(|(cart_id, cart)| loader.save(*cart_id, cart)),
         )
         .await;
     }

@@ -375,3 +375,28 @@ async fn the_carts_of_a_batch_are_appended_with_one_store_call() {
     sizes.sort_unstable();
     assert_eq!(sizes, vec![1, 1, 2]);
 }
+
+#[tokio::test]
+async fn an_append_that_crosses_the_snapshot_interval_leaves_a_snapshot_of_its_state() {
+    let w = world();
+    let lines: Vec<OrderLine> = (0..120).map(line_n).collect();
+    let (first, second) = lines.split_at(60);
+    let cart_id = lines[0].cart_id;
+    let places = |ls: &[OrderLine]| ls.iter().map(place).collect::<Vec<_>>();
+    assert_eq!(w.run(batch_of_commands(&places(first))).await.applied, 60);
+    assert!(
+        w.store
+            .load_snapshot(cart_id)
+            .await
+            .expect("load")
+            .is_none(),
+        "60 events: below the interval of 100"
+    );
+    assert_eq!(w.run(batch_of_commands(&places(second))).await.applied, 60);
+    let snapshot = w.store.load_snapshot(cart_id).await.expect("load");
+    assert_eq!(
+        snapshot.map(|s| s.version),
+        Some(120),
+        "crossing 100 snapshots the state the append left"
+    );
+}

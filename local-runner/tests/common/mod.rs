@@ -231,6 +231,45 @@ pub fn kafka_settings(brokers: &str, data_dir: &std::path::Path) -> Settings {
     }
 }
 
+/// Where the three real engines of a test listen, and the keyspace and
+/// index prefix that are the test's own.
+pub struct OnEngines<'a> {
+    pub kafka: &'a str,
+    pub cassandra: &'a str,
+    pub keyspace: String,
+    pub opensearch: &'a str,
+    pub index_prefix: String,
+}
+
+/// Runner settings on the three real engines ([`kafka_settings`] for the
+/// bus): the event store and ledger on Cassandra, the read models on
+/// OpenSearch (one shard, no replica, refreshed before a write answers),
+/// reads waiting up to 20 s for their consistency token.
+pub fn engine_settings(on: OnEngines<'_>, data_dir: &std::path::Path) -> Settings {
+    let base = kafka_settings(on.kafka, data_dir);
+    Settings {
+        cassandra: salestrack_platform::CassandraSettings {
+            contact_points: on.cassandra.to_owned(),
+            keyspace: on.keyspace,
+            ..base.cassandra
+        },
+        elasticsearch: salestrack_platform::ElasticsearchSettings {
+            url: on.opensearch.to_owned(),
+            index_prefix: on.index_prefix,
+            refresh: salestrack_platform::config::EsRefresh::WaitFor,
+            shards: Some(1),
+            replicas: Some(0),
+            refresh_interval: Some("50ms".into()),
+            ..base.elasticsearch
+        },
+        consistency: salestrack_platform::ConsistencySettings {
+            wait_ms: 20_000,
+            ..base.consistency
+        },
+        ..base
+    }
+}
+
 /// The Kafka a test runs on.
 #[derive(Debug, Clone, Copy)]
 pub enum On {

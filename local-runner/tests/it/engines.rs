@@ -27,7 +27,6 @@ use salestrack_core::ids::{CartId, OrderId};
 use salestrack_core::ports::EventStore;
 use salestrack_core::testing::{order_body, order_body_for};
 use salestrack_elasticsearch::test_server::unique_prefix;
-use salestrack_platform::config::EsRefresh;
 use salestrack_platform::{Backends, Settings};
 use salestrack_test_engines::{Engine, EngineServer};
 use serde_json::Value;
@@ -63,29 +62,20 @@ impl Stack {
     /// Runner settings on the three engines, with topics, groups, keyspace
     /// and index prefix of their own.
     fn settings(&self, data_dir: &Path) -> Settings {
-        let base = common::kafka_settings(&self.kafka, data_dir);
+        let base = common::engine_settings(
+            common::OnEngines {
+                kafka: &self.kafka,
+                cassandra: &self.cassandra,
+                keyspace: format!("runner{}", Uuid::new_v4().simple()),
+                opensearch: &self.opensearch,
+                index_prefix: unique_prefix(),
+            },
+            data_dir,
+        );
         Settings {
             // A record that fails for a retryable reason is delivered again
             // every 200 ms at most (plus the time a failing attempt takes).
             retry_backoff_max_ms: 200,
-            cassandra: salestrack_platform::CassandraSettings {
-                contact_points: self.cassandra.clone(),
-                keyspace: format!("runner{}", Uuid::new_v4().simple()),
-                ..base.cassandra
-            },
-            elasticsearch: salestrack_platform::ElasticsearchSettings {
-                url: self.opensearch.clone(),
-                index_prefix: unique_prefix(),
-                refresh: EsRefresh::WaitFor,
-                shards: Some(1),
-                replicas: Some(0),
-                refresh_interval: Some("50ms".into()),
-                ..base.elasticsearch
-            },
-            consistency: salestrack_platform::ConsistencySettings {
-                wait_ms: 20_000,
-                ..base.consistency
-            },
             ready: salestrack_platform::ReadySettings {
                 max_record_wait_ms: 1_000,
                 ..base.ready

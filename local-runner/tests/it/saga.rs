@@ -814,7 +814,6 @@ async fn a_sigkill_mid_checkout_leaves_no_cart_stuck_and_none_charged_twice() {
 /// checkouts on OpenSearch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_checkouts_end_in_the_right_state_on_kafka_cassandra_and_opensearch() {
-    use salestrack_platform::config::EsRefresh;
     use salestrack_test_engines::{Engine, EngineServer};
     let (Some(kafka), Some(cassandra), Some(opensearch)) = (
         EngineServer::shared(Engine::Kafka),
@@ -825,29 +824,15 @@ async fn many_checkouts_end_in_the_right_state_on_kafka_cassandra_and_opensearch
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let run = Uuid::new_v4().simple().to_string();
-    let settings = {
-        let base = kafka_settings(&kafka.address(), dir.path());
-        Settings {
-            cassandra: salestrack_platform::CassandraSettings {
-                contact_points: cassandra.address(),
-                keyspace: format!("saga{run}"),
-                ..base.cassandra
-            },
-            elasticsearch: salestrack_platform::ElasticsearchSettings {
-                url: opensearch.address(),
-                index_prefix: format!("saga-{run}"),
-                refresh: EsRefresh::WaitFor,
-                shards: Some(1),
-                replicas: Some(0),
-                refresh_interval: Some("50ms".into()),
-                ..base.elasticsearch
-            },
-            consistency: salestrack_platform::ConsistencySettings {
-                wait_ms: 20_000,
-                ..base.consistency
-            },
-            ..base
-        }
-    };
+    let settings = common::engine_settings(
+        common::OnEngines {
+            kafka: &kafka.address(),
+            cassandra: &cassandra.address(),
+            keyspace: format!("saga{run}"),
+            opensearch: &opensearch.address(),
+            index_prefix: format!("saga-{run}"),
+        },
+        dir.path(),
+    );
     many_checkouts_end_in_the_right_state(settings).await;
 }

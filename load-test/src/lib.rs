@@ -4,6 +4,7 @@
 //! Talks to a runner over HTTP only; never reaches into its stores except to
 //! check, after an in-process run, that no accepted command was lost.
 
+pub mod jvm_profile;
 pub mod scenario;
 
 use std::net::IpAddr;

@@ -11,7 +11,12 @@
 //! the default phase runs the default, 1), `--warm-cart-events 0,100000`
 //! one per domain warm-cart budget. `--engines` adds a
 //! phase on the real engines (Apache Kafka 4, Apache Cassandra 5, OpenSearch
-//! 2.19 from `crates/test-engines`), with each engine's CPU per order.
+//! 2.19 from `crates/test-engines`), with each engine's CPU per order;
+//! The engines first run `--engines-warmup` seconds (default 80) of the
+//! same load unmeasured, so that their JIT compilers are done.
+//! `--profile-engines DIR` samples each engine's JVM with async-profiler
+//! during those phases and prints where its CPU went (see
+//! `salestrack_loadtest::jvm_profile`).
 //!
 //! For each number of users, each phase against a fresh server process on a
 //! free loopback port, driven by the same goose write-heavy scenario (same
@@ -44,11 +49,13 @@ use anyhow::{bail, Context};
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
 use salestrack_kafka::test_broker::{BrokerKind, TestBroker};
+use salestrack_loadtest::jvm_profile::JvmProfile;
 use salestrack_loadtest::scenario;
 use salestrack_test_engines::{Engine, EngineServer};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[derive(Clone)]
 struct Options {
     seconds: usize,
     users: Vec<usize>,
@@ -60,6 +67,11 @@ struct Options {
     warm: Vec<u64>,
     /// A phase on the three real engines.
     engines: bool,
+    /// Seconds of unmeasured load on the engines before the first engines
+    /// phase (`--engines-warmup`), so that the JVMs' JIT compilers are done.
+    engines_warmup: usize,
+    /// Where the engine phases' async-profiler stacks go (`--profile-engines`).
+    profile: Option<std::path::PathBuf>,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -100,6 +112,16 @@ fn options() -> anyhow::Result<Options> {
         lanes,
         warm,
         engines: args.iter().any(|a| a == "--engines"),
+        engines_warmup: match value("--engines-warmup") {
+            Some(v) => v
+                .and_then(|v| v.parse().ok())
+                .context("--engines-warmup needs a number of seconds")?,
+            None => 80,
+        },
+        profile: match value("--profile-engines") {
+            Some(dir) => Some(dir.context("--profile-engines needs a directory")?.into()),
+            None => None,
+        },
     })
 }
 
@@ -723,15 +745,20 @@ impl Engines {
         Some([k?, c?, o?])
     }
 
+    /// Each engine's JVM: the watchdog shell's only child.
+    fn jvm_pids(&self) -> [Option<u32>; 3] {
+        self.each().map(|e| {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", e.pid())).ok()?;
+            children.split_whitespace().next()?.parse().ok()
+        })
+    }
+
     /// Each engine's resident set now, in MiB (the JVMs size their heaps
     /// up front, so this is close to their peak).
     fn rss_mib(&self) -> [Option<f64>; 3] {
-        self.each().map(|e| {
-            // The JVM is the watchdog shell's only child.
-            let children =
-                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", e.pid())).ok()?;
-            let jvm: u32 = children.split_whitespace().next()?.parse().ok()?;
-            let status = std::fs::read_to_string(format!("/proc/{jvm}/status")).ok()?;
+        self.jvm_pids().map(|jvm| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", jvm?)).ok()?;
             let kib: f64 = status
                 .lines()
                 .find(|l| l.starts_with("VmRSS:"))?
@@ -775,16 +802,91 @@ async fn engines_phase(
         ("SALESTRACK_ELASTICSEARCH_REPLICAS", "0".to_owned()),
     ];
     let runner = Server::runner_with(None, &settings)?;
+    let profiles = match &o.profile {
+        Some(dir) => Some(start_profiles(engines, dir, users)?),
+        None => None,
+    };
     let before = engines.cpu_seconds();
     let all = || Some(engines.cpu_seconds()?.iter().sum::<f64>());
     let measured = end_to_end(&runner, users, o, &all)
         .await
         .with_context(|| format!("engines phase, {users} users"))?;
+    if let (Some(profiles), Some(dir)) = (profiles, &o.profile) {
+        let mut report = String::new();
+        for (name, profile) in ["kafka", "cassandra", "opensearch"].iter().zip(profiles) {
+            report.push_str(
+                &profile
+                    .stop()?
+                    .report(&format!("{name}, {users} users"), 12),
+            );
+        }
+        std::fs::write(dir.join(format!("engines-{users}-users.txt")), &report)?;
+        println!("{report}");
+    }
     let per_engine = before
         .zip(engines.cpu_seconds())
         .map(|(b, a)| [0, 1, 2].map(|i| (a[i] - b[i]) * 1e3 / measured.load.accepted.max(1) as f64))
         .unwrap_or_default();
     Ok((measured, per_engine))
+}
+
+/// Unmeasured load on freshly started engines, in slices of 20 s at the
+/// largest number of users, until `--engines-warmup` seconds have run.
+/// A JVM compiles its hot code as it meets it: in the first minute on two
+/// cores more than half of each engine's CPU went to its JIT compiler
+/// threads (async-profiler, `--profile-engines`), a cost a long-running
+/// engine has long paid; the figures settled after about a minute at 64
+/// users. Each slice's figures are printed, so that the run shows them
+/// settle.
+async fn warm_up(engines: &Engines, o: &Options) -> anyhow::Result<()> {
+    const SLICE: usize = 20;
+    let users = o.users.iter().copied().max().unwrap_or(16);
+    let slice = Options {
+        seconds: SLICE,
+        profile: None,
+        ..o.clone()
+    };
+    for round in 1..=o.engines_warmup.div_ceil(SLICE) {
+        let (e, [k, c, s]) = engines_phase(users, &slice, engines)
+            .await
+            .context("engines warm-up")?;
+        println!(
+            "engines warm-up {round} ({users} users, {SLICE} s): {:.0} orders/s, CPU per order Kafka {k:.2} / Cassandra {c:.2} / OpenSearch {s:.2} ms",
+            e.sustained
+        );
+    }
+    Ok(())
+}
+
+/// async-profiler in each engine's JVM for one engines phase; stacks to
+/// `dir/{engine}-{users}-users.collapsed`.
+fn start_profiles(
+    engines: &Engines,
+    dir: &std::path::Path,
+    users: usize,
+) -> anyhow::Result<Vec<JvmProfile>> {
+    let lib = match std::env::var_os("ASYNC_PROFILER_LIB") {
+        Some(lib) => std::path::PathBuf::from(lib),
+        None => std::process::Command::new("load-test/async-profiler")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().into())
+            .context("no async-profiler: set ASYNC_PROFILER_LIB or run from the repository root (load-test/async-profiler)")?,
+    };
+    std::fs::create_dir_all(dir)?;
+    ["kafka", "cassandra", "opensearch"]
+        .iter()
+        .zip(engines.jvm_pids())
+        .map(|(name, pid)| {
+            let pid = pid.with_context(|| format!("no JVM found for {name}"))?;
+            JvmProfile::start(
+                &lib,
+                pid,
+                dir.join(format!("{name}-{users}-users.collapsed")),
+            )
+        })
+        .collect()
 }
 
 /// Everything measured at one number of users.
@@ -981,6 +1083,7 @@ async fn main() -> anyhow::Result<()> {
 
     let engines = if o.engines {
         let engines = Engines::start()?;
+        warm_up(&engines, &o).await?;
         Some(engines)
     } else {
         None

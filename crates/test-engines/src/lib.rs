@@ -123,6 +123,14 @@ impl EngineServer {
     /// A server of its own (for tests that kill it), or `None` (having said
     /// why) when the engine is not resolved and not required.
     pub fn start(engine: Engine) -> Option<EngineServer> {
+        EngineServer::start_with(engine, &[])
+    }
+
+    /// [`EngineServer::start`] with settings added to the engine's own
+    /// configuration file, after ours (`cassandra.yaml` lines `key: value`,
+    /// Kafka's `server.properties` lines `key=value`): a benchmark's
+    /// side-by-side variants. OpenSearch takes none.
+    pub fn start_with(engine: Engine, settings: &[(&str, &str)]) -> Option<EngineServer> {
         let classpath = match classpath(engine) {
             Ok(cp) => cp,
             Err(why) => {
@@ -136,9 +144,15 @@ impl EngineServer {
         };
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let (port, args) = match engine {
-            Engine::Kafka => kafka_args(dir.path(), &classpath),
-            Engine::Cassandra => cassandra_args(dir.path(), &classpath),
-            Engine::OpenSearch => opensearch_args(dir.path(), &classpath),
+            Engine::Kafka => kafka_args(dir.path(), &classpath, &lines(settings, "=")),
+            Engine::Cassandra => cassandra_args(dir.path(), &classpath, &lines(settings, ": ")),
+            Engine::OpenSearch => {
+                assert!(
+                    settings.is_empty(),
+                    "OpenSearch's test node takes no settings"
+                );
+                opensearch_args(dir.path(), &classpath)
+            }
         };
         let process = ServerProcess::launch(dir, port, "java", args, engine.start_within());
         let server = EngineServer { engine, process };
@@ -238,9 +252,17 @@ fn log4j_jvm(classpath: &str, main: &str, args: &[String]) -> Vec<String> {
     all
 }
 
+/// `key{sep}value` lines, each ending in a newline.
+fn lines(settings: &[(&str, &str)], sep: &str) -> String {
+    settings
+        .iter()
+        .map(|(key, value)| format!("{key}{sep}{value}\n"))
+        .collect()
+}
+
 /// A KRaft combined node: the storage formatted once, here, with a cluster
 /// id of our own (22 characters of URL-safe base64, as `random-uuid` prints).
-fn kafka_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
+fn kafka_args(dir: &Path, classpath: &str, extra: &str) -> (u16, Vec<String>) {
     let (port, controller) = (free_port(), free_port());
     let data = dir.join("data");
     let properties = dir.join("server.properties");
@@ -267,7 +289,8 @@ fn kafka_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
              share.coordinator.state.topic.replication.factor=1\n\
              share.coordinator.state.topic.min.isr=1\n\
              broker.session.timeout.ms=3000\n\
-             broker.heartbeat.interval.ms=500\n",
+             broker.heartbeat.interval.ms=500\n\
+             {extra}",
             data = data.display()
         ),
     );
@@ -329,7 +352,7 @@ fn kafka_answers(brokers: &str) -> Result<(), String> {
 /// domain had already published their events, so the read models showed
 /// lines the restarted store no longer held). In production, replicas give
 /// that durability (replication factor 3, `LOCAL_QUORUM`).
-fn cassandra_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
+fn cassandra_args(dir: &Path, classpath: &str, extra: &str) -> (u16, Vec<String>) {
     let (port, storage) = (free_port(), free_port());
     let d = dir.display();
     let yaml = dir.join("cassandra.yaml");
@@ -355,7 +378,8 @@ fn cassandra_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
              hints_directory: {d}/hints\n\
              cdc_raw_directory: {d}/cdc_raw\n\
              commitlog_sync: batch\n\
-             auto_snapshot: false\n"
+             auto_snapshot: false\n\
+             {extra}"
         ),
     );
     let jamm = classpath

@@ -9,10 +9,15 @@
 //! value (the default phase runs the default, 0 ms). `--lanes 1,2` adds
 //! an embedded phase per consumer lane count (`SALESTRACK_CONSUMER_LANES`,
 //! the default phase runs the default, 1), `--warm-cart-events 0,100000`
-//! one per domain warm-cart budget. `--engines` adds a
+//! one per domain warm-cart budget, `--batch-size 100,500` one per
+//! handler batch size. `--engines` adds a
 //! phase on the real engines (Apache Kafka 4, Apache Cassandra 5, OpenSearch
 //! 2.19 from `crates/test-engines`), with each engine's CPU per order;
-//! The engines first run `--engines-warmup` seconds (default 80) of the
+//! `--engines-vary SALESTRACK_BATCH_SIZE=100,500` adds an engines phase
+//! per value of one runner setting, on the same engines.
+//! `--cassandra-paxos v1,v2` adds engine phases, each on a Cassandra of
+//! its own started with that `paxos_variant`, beside the same Kafka and
+//! OpenSearch. The engines first run `--engines-warmup` seconds (default 80) of the
 //! same load unmeasured, so that their JIT compilers are done.
 //! `--profile-engines DIR` samples each engine's JVM with async-profiler
 //! during those phases and prints where its CPU went (see
@@ -65,8 +70,16 @@ struct Options {
     lanes: Vec<u64>,
     /// Extra embedded phases, one per `SALESTRACK_WARM_CART_EVENTS` value.
     warm: Vec<u64>,
+    /// Extra embedded phases, one per `SALESTRACK_BATCH_SIZE` value.
+    batch: Vec<u64>,
     /// A phase on the three real engines.
     engines: bool,
+    /// Extra engine phases, each on a Cassandra of its own started with
+    /// `paxos_variant` set to one of these (`--cassandra-paxos v1,v2`).
+    paxos: Vec<String>,
+    /// Extra engine phases on the default engines, one per value of one
+    /// runner setting (`--engines-vary SALESTRACK_BATCH_SIZE=100,500`).
+    engines_vary: Option<(String, Vec<String>)>,
     /// Seconds of unmeasured load on the engines before the first engines
     /// phase (`--engines-warmup`), so that the JVMs' JIT compilers are done.
     engines_warmup: usize,
@@ -105,13 +118,40 @@ fn options() -> anyhow::Result<Options> {
     let lingers = list("--kafka-linger-ms", Vec::new())?;
     let lanes = list("--lanes", Vec::new())?;
     let warm = list("--warm-cart-events", Vec::new())?;
+    let batch = list("--batch-size", Vec::new())?;
     Ok(Options {
         seconds,
         users,
         lingers,
         lanes,
         warm,
+        batch,
         engines: args.iter().any(|a| a == "--engines"),
+        paxos: match value("--cassandra-paxos") {
+            Some(v) => v
+                .context("--cassandra-paxos needs a list (v1,v2)")?
+                .split(',')
+                .map(|v| v.trim().to_owned())
+                .collect(),
+            None => Vec::new(),
+        },
+        engines_vary: match value("--engines-vary") {
+            Some(v) => {
+                let v = v.context("--engines-vary needs NAME=v1,v2")?;
+                let (name, values) = v
+                    .split_once('=')
+                    .context("--engines-vary takes NAME=v1,v2")?;
+                anyhow::ensure!(
+                    name.starts_with("SALESTRACK_"),
+                    "--engines-vary takes a SALESTRACK_ setting"
+                );
+                Some((
+                    name.to_owned(),
+                    values.split(',').map(str::to_owned).collect(),
+                ))
+            }
+            None => None,
+        },
         engines_warmup: match value("--engines-warmup") {
             Some(v) => v
                 .and_then(|v| v.parse().ok())
@@ -714,31 +754,63 @@ async fn embedded_phases(
 }
 
 /// The three real engines, shared by the engine phases (each phase on
-/// topics, groups, keyspace and index prefix of its own).
+/// topics, groups, keyspace and index prefix of its own). A variant has a
+/// Cassandra of its own beside the same Kafka and OpenSearch.
 struct Engines {
-    kafka: EngineServer,
+    kafka: std::sync::Arc<EngineServer>,
     cassandra: EngineServer,
-    opensearch: EngineServer,
+    opensearch: std::sync::Arc<EngineServer>,
+    /// What this set's Cassandra was started with beyond the test node's
+    /// configuration ("" for none).
+    label: String,
 }
 
 impl Engines {
     fn start() -> anyhow::Result<Engines> {
-        let start = |engine| {
-            EngineServer::start(engine).with_context(|| {
-                format!("{engine:?} is not resolved: run crates/test-engines/resolve")
-            })
-        };
         Ok(Engines {
-            kafka: start(Engine::Kafka)?,
-            cassandra: start(Engine::Cassandra)?,
-            opensearch: start(Engine::OpenSearch)?,
+            kafka: std::sync::Arc::new(start_engine(Engine::Kafka, &[])?),
+            cassandra: start_engine(Engine::Cassandra, &[])?,
+            opensearch: std::sync::Arc::new(start_engine(Engine::OpenSearch, &[])?),
+            label: String::new(),
         })
+    }
+
+    /// The same Kafka and OpenSearch beside a Cassandra started with
+    /// `settings` added to its `cassandra.yaml`.
+    fn variant(&self, settings: &[(&str, &str)]) -> anyhow::Result<Engines> {
+        let label = settings
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Engines {
+            kafka: self.kafka.clone(),
+            cassandra: start_engine(Engine::Cassandra, settings)?,
+            opensearch: self.opensearch.clone(),
+            label,
+        })
+    }
+
+    /// The label for file names: "" or `-paxos_variant-v2`.
+    fn slug(&self) -> String {
+        self.label
+            .split([',', ':', ' '])
+            .filter(|w| !w.is_empty())
+            .map(|w| format!("-{w}"))
+            .collect()
     }
 
     fn each(&self) -> [&EngineServer; 3] {
         [&self.kafka, &self.cassandra, &self.opensearch]
     }
+}
 
+fn start_engine(engine: Engine, settings: &[(&str, &str)]) -> anyhow::Result<EngineServer> {
+    EngineServer::start_with(engine, settings)
+        .with_context(|| format!("{engine:?} is not resolved: run crates/test-engines/resolve"))
+}
+
+impl Engines {
     /// Each engine's CPU seconds so far.
     fn cpu_seconds(&self) -> Option<[f64; 3]> {
         let [k, c, o] = self.each().map(|e| cpu_seconds(e.pid()));
@@ -777,9 +849,10 @@ async fn engines_phase(
     users: usize,
     o: &Options,
     engines: &Engines,
+    extra: &[(&str, String)],
 ) -> anyhow::Result<(EndToEnd, [f64; 3])> {
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let settings = vec![
+    let mut settings: Vec<(&str, String)> = vec![
         ("SALESTRACK_KAFKA_BROKERS", engines.kafka.address()),
         ("SALESTRACK_PARTITIONS", "4".to_owned()),
         ("SALESTRACK_COMMANDS_TOPIC", format!("commands-{run}")),
@@ -801,6 +874,7 @@ async fn engines_phase(
         ("SALESTRACK_ELASTICSEARCH_SHARDS", "1".to_owned()),
         ("SALESTRACK_ELASTICSEARCH_REPLICAS", "0".to_owned()),
     ];
+    settings.extend_from_slice(extra);
     let runner = Server::runner_with(None, &settings)?;
     let profiles = match &o.profile {
         Some(dir) => Some(start_profiles(engines, dir, users)?),
@@ -820,7 +894,10 @@ async fn engines_phase(
                     .report(&format!("{name}, {users} users"), 12),
             );
         }
-        std::fs::write(dir.join(format!("engines-{users}-users.txt")), &report)?;
+        std::fs::write(
+            dir.join(format!("engines{}-{users}-users.txt", engines.slug())),
+            &report,
+        )?;
         println!("{report}");
     }
     let per_engine = before
@@ -847,11 +924,12 @@ async fn warm_up(engines: &Engines, o: &Options) -> anyhow::Result<()> {
         ..o.clone()
     };
     for round in 1..=o.engines_warmup.div_ceil(SLICE) {
-        let (e, [k, c, s]) = engines_phase(users, &slice, engines)
+        let (e, [k, c, s]) = engines_phase(users, &slice, engines, &[])
             .await
             .context("engines warm-up")?;
         println!(
-            "engines warm-up {round} ({users} users, {SLICE} s): {:.0} orders/s, CPU per order Kafka {k:.2} / Cassandra {c:.2} / OpenSearch {s:.2} ms",
+            "engines{} warm-up {round} ({users} users, {SLICE} s): {:.0} orders/s, CPU per order Kafka {k:.2} / Cassandra {c:.2} / OpenSearch {s:.2} ms",
+            engines.slug(),
             e.sustained
         );
     }
@@ -902,8 +980,12 @@ struct Round {
     lanes: Vec<(u64, EndToEnd)>,
     /// Embedded phases at other warm-cart budgets.
     warm: Vec<(u64, EndToEnd)>,
+    /// Embedded phases at other batch sizes.
+    batch: Vec<(u64, EndToEnd)>,
     /// On the real engines, with each engine's CPU ms per order.
     engines: Option<(EndToEnd, [f64; 3])>,
+    /// The same on each Cassandra variant (`--cassandra-paxos`), by label.
+    engine_variants: Vec<(String, (EndToEnd, [f64; 3]))>,
     /// The checkout saga on the embedded backends.
     checkout: Checkouts,
 }
@@ -950,6 +1032,9 @@ fn print_round(r: &Round) {
     }
     for (events, e) in &r.warm {
         phase(&format!("runner, embedded, warm {events} events"), e);
+    }
+    for (records, e) in &r.batch {
+        phase(&format!("runner, embedded, batches of {records}"), e);
     }
     if let Some((e, [kafka, cassandra, opensearch])) = &r.engines {
         phase("runner, Kafka + Cassandra + OpenSearch", e);
@@ -1031,23 +1116,30 @@ fn print_engines_table(rounds: &[Round], engines: &Engines) {
     println!("\n| users | end-to-end embedded orders/s | end-to-end real engines orders/s (x embedded) | (x peer) | CPU per order: runner + Kafka + Cassandra + OpenSearch | of which Kafka / Cassandra / OpenSearch |");
     println!("|---|---|---|---|---|---|");
     for r in rounds {
-        let Some((e, [k, c, o])) = &r.engines else {
-            continue;
-        };
-        let peer = r
-            .peer
-            .as_ref()
-            .map_or("-".to_owned(), |p| ratio(e.sustained, p.sustained));
-        println!(
-            "| {} | {:.0} | {:.0} ({}) | {} | {} | {k:.2} / {c:.2} / {o:.2} ms |",
-            r.users,
-            r.embedded.sustained,
-            e.sustained,
-            ratio(e.sustained, r.embedded.sustained),
-            peer,
-            e.cpu_ms_per_order
-                .map_or("-".to_owned(), |c| format!("{c:.2} ms")),
+        let rows = r.engines.iter().map(|e| ("", e)).chain(
+            r.engine_variants
+                .iter()
+                .map(|(label, e)| (label.as_str(), e)),
         );
+        for (label, (e, [k, c, o])) in rows {
+            let peer = r
+                .peer
+                .as_ref()
+                .map_or("-".to_owned(), |p| ratio(e.sustained, p.sustained));
+            let users = match label {
+                "" => r.users.to_string(),
+                label => format!("{} ({label})", r.users),
+            };
+            println!(
+                "| {users} | {:.0} | {:.0} ({}) | {} | {} | {k:.2} / {c:.2} / {o:.2} ms |",
+                r.embedded.sustained,
+                e.sustained,
+                ratio(e.sustained, r.embedded.sustained),
+                peer,
+                e.cpu_ms_per_order
+                    .map_or("-".to_owned(), |c| format!("{c:.2} ms")),
+            );
+        }
     }
     let [k, c, o] = engines.rss_mib();
     println!(
@@ -1088,6 +1180,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let mut variants = Vec::new();
+    for paxos in &o.paxos {
+        let Some(engines) = &engines else {
+            bail!("--cassandra-paxos needs --engines");
+        };
+        let variant = engines.variant(&[("paxos_variant", paxos)])?;
+        warm_up(&variant, &o).await?;
+        variants.push(variant);
+    }
 
     let mut rounds = Vec::new();
     for (i, &users) in o.users.iter().enumerate() {
@@ -1110,6 +1211,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let lanes = embedded_phases("SALESTRACK_CONSUMER_LANES", &o.lanes, users, &o).await?;
         let warm = embedded_phases("SALESTRACK_WARM_CART_EVENTS", &o.warm, users, &o).await?;
+        let batch = embedded_phases("SALESTRACK_BATCH_SIZE", &o.batch, users, &o).await?;
         let peer = match (&postgres, &peer_binary) {
             (Some(pg), Some(binary)) => {
                 let db = pg.database(&format!("peer_{i}"))?;
@@ -1122,9 +1224,21 @@ async fn main() -> anyhow::Result<()> {
             _ => None,
         };
         let on_engines = match &engines {
-            Some(engines) => Some(engines_phase(users, &o, engines).await?),
+            Some(engines) => Some(engines_phase(users, &o, engines, &[]).await?),
             None => None,
         };
+        let mut engine_variants = Vec::new();
+        for variant in &variants {
+            let measured = engines_phase(users, &o, variant, &[]).await?;
+            engine_variants.push((variant.label.clone(), measured));
+        }
+        if let (Some(engines), Some((name, values))) = (&engines, &o.engines_vary) {
+            for value in values {
+                let extra = [(name.as_str(), value.clone())];
+                let measured = engines_phase(users, &o, engines, &extra).await?;
+                engine_variants.push((format!("{name}={value}"), measured));
+            }
+        }
         let checkout = checkout_phase(users, &o)
             .await
             .with_context(|| format!("checkout phase, {users} users"))?;
@@ -1137,7 +1251,9 @@ async fn main() -> anyhow::Result<()> {
             lingers,
             lanes,
             warm,
+            batch,
             engines: on_engines,
+            engine_variants,
             checkout,
         };
         print_round(&round);

@@ -145,22 +145,31 @@ impl Profile {
     }
 }
 
-/// `[Native-Transport-Requests-12 tid=4711]` -> `Native-Transport-Requests-N`.
+/// `[Native-Transport-Requests-12 tid=4711]` -> `Native-Transport-Requests-N`:
+/// a number after a separator is an instance and becomes `N`; one right
+/// after a letter is part of the name (`C2 CompilerThre`, `G1 Conc#N`).
 fn thread_pool(frame: &str) -> String {
     let name = frame.trim_start_matches('[').trim_end_matches(']');
     let name = name.split(" tid=").next().unwrap_or(name);
     let mut out = String::with_capacity(name.len());
-    let mut in_number = false;
+    let mut previous = ' ';
+    let mut instance = false;
     for c in name.chars() {
         if c.is_ascii_digit() {
-            if !in_number {
-                out.push('N');
+            if !instance && !previous.is_ascii_digit() {
+                instance = !previous.is_alphabetic();
+                if instance {
+                    out.push('N');
+                }
             }
-            in_number = true;
+            if !instance {
+                out.push(c);
+            }
         } else {
             out.push(c);
-            in_number = false;
+            instance = false;
         }
+        previous = c;
     }
     out
 }
@@ -197,15 +206,19 @@ mod tests {
 [Native-Transport-Requests-1 tid=10];java/lang/Thread.run;org/apache/cassandra/service/paxos/Paxos.cas;java/util/HashMap.get 3
 [Native-Transport-Requests-2 tid=11];java/lang/Thread.run;org/apache/cassandra/db/commitlog/CommitLog.add;sun/nio/ch/FileDispatcherImpl.force0_[j] 5
 [COMMIT-LOG-WRITER tid=12];java/lang/Thread.run;fsync_[k] 2
+[C2 CompilerThre tid=13];Compile::Optimize 1
+[G1 Conc#10 tid=14];G1ConcurrentMark 1
 not a stack line
 ";
         let p = Profile::from_collapsed(text);
-        assert_eq!(p.samples, 10);
+        assert_eq!(p.samples, 12);
         assert_eq!(
             p.threads,
             vec![
                 ("Native-Transport-Requests-N".to_owned(), 8),
-                ("COMMIT-LOG-WRITER".to_owned(), 2)
+                ("COMMIT-LOG-WRITER".to_owned(), 2),
+                ("C2 CompilerThre".to_owned(), 1),
+                ("G1 Conc#N".to_owned(), 1),
             ]
         );
         assert_eq!(
@@ -221,11 +234,13 @@ not a stack line
                 ),
                 ("org.apache.cassandra.service.paxos.Paxos.cas".to_owned(), 3),
                 ("fsync".to_owned(), 2),
+                ("Compile::Optimize".to_owned(), 1),
+                ("G1ConcurrentMark".to_owned(), 1),
             ]
         );
         let report = p.report("cassandra", 2);
         assert!(
-            report.contains(" 80.0%  Native-Transport-Requests-N"),
+            report.contains(" 66.7%  Native-Transport-Requests-N"),
             "{report}"
         );
     }

@@ -69,7 +69,7 @@ impl JvmProfile {
 #[derive(Debug, Default)]
 pub struct Profile {
     pub samples: u64,
-    /// By thread pool (a thread's name with its numbers dropped).
+    /// By thread pool (a thread's name with its instance numbers as `N`).
     pub threads: Vec<(String, u64)>,
     /// By the frame that was running (self time).
     pub frames: Vec<(String, u64)>,

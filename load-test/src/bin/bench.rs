@@ -791,26 +791,10 @@ impl Engines {
         })
     }
 
-    /// The label for file names: "" or `-paxos_variant-v2`.
-    fn slug(&self) -> String {
-        self.label
-            .split([',', ':', ' '])
-            .filter(|w| !w.is_empty())
-            .map(|w| format!("-{w}"))
-            .collect()
-    }
-
     fn each(&self) -> [&EngineServer; 3] {
         [&self.kafka, &self.cassandra, &self.opensearch]
     }
-}
 
-fn start_engine(engine: Engine, settings: &[(&str, &str)]) -> anyhow::Result<EngineServer> {
-    EngineServer::start_with(engine, settings)
-        .with_context(|| format!("{engine:?} is not resolved: run crates/test-engines/resolve"))
-}
-
-impl Engines {
     /// Each engine's CPU seconds so far.
     fn cpu_seconds(&self) -> Option<[f64; 3]> {
         let [k, c, o] = self.each().map(|e| cpu_seconds(e.pid()));
@@ -841,6 +825,21 @@ impl Engines {
             Some(kib / 1024.0)
         })
     }
+}
+
+fn start_engine(engine: Engine, settings: &[(&str, &str)]) -> anyhow::Result<EngineServer> {
+    EngineServer::start_with(engine, settings)
+        .with_context(|| format!("{engine:?} is not resolved: run crates/test-engines/resolve"))
+}
+
+/// A phase's label as a file-name part: "" or `-paxos_variant-v2`,
+/// `-SALESTRACK_BATCH_SIZE-500`.
+fn slug(label: &str) -> String {
+    label
+        .split([',', ':', ' ', '='])
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("-{w}"))
+        .collect()
 }
 
 /// The runner on the three engines, and what each engine's CPU cost per
@@ -876,8 +875,22 @@ async fn engines_phase(
     ];
     settings.extend_from_slice(extra);
     let runner = Server::runner_with(None, &settings)?;
+    // The engines' variant and the runner's extra settings: one name per
+    // phase, so that no phase's profile overwrites another's.
+    let phase = slug(&engines.label)
+        + &slug(
+            &extra
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     let profiles = match &o.profile {
-        Some(dir) => Some(start_profiles(engines, dir, users)?),
+        Some(dir) => Some(start_profiles(
+            engines,
+            dir,
+            &format!("{phase}-{users}-users"),
+        )?),
         None => None,
     };
     let before = engines.cpu_seconds();
@@ -891,11 +904,11 @@ async fn engines_phase(
             report.push_str(
                 &profile
                     .stop()?
-                    .report(&format!("{name}, {users} users"), 12),
+                    .report(&format!("{name}{phase}, {users} users"), 12),
             );
         }
         std::fs::write(
-            dir.join(format!("engines{}-{users}-users.txt", engines.slug())),
+            dir.join(format!("engines{phase}-{users}-users.txt")),
             &report,
         )?;
         println!("{report}");
@@ -929,7 +942,7 @@ async fn warm_up(engines: &Engines, o: &Options) -> anyhow::Result<()> {
             .context("engines warm-up")?;
         println!(
             "engines{} warm-up {round} ({users} users, {SLICE} s): {:.0} orders/s, CPU per order Kafka {k:.2} / Cassandra {c:.2} / OpenSearch {s:.2} ms",
-            engines.slug(),
+            slug(&engines.label),
             e.sustained
         );
     }
@@ -937,11 +950,11 @@ async fn warm_up(engines: &Engines, o: &Options) -> anyhow::Result<()> {
 }
 
 /// async-profiler in each engine's JVM for one engines phase; stacks to
-/// `dir/{engine}-{users}-users.collapsed`.
+/// `dir/{engine}{phase}.collapsed`.
 fn start_profiles(
     engines: &Engines,
     dir: &std::path::Path,
-    users: usize,
+    phase: &str,
 ) -> anyhow::Result<Vec<JvmProfile>> {
     let lib = match std::env::var_os("ASYNC_PROFILER_LIB") {
         Some(lib) => std::path::PathBuf::from(lib),
@@ -958,11 +971,7 @@ fn start_profiles(
         .zip(engines.jvm_pids())
         .map(|(name, pid)| {
             let pid = pid.with_context(|| format!("no JVM found for {name}"))?;
-            JvmProfile::start(
-                &lib,
-                pid,
-                dir.join(format!("{name}-{users}-users.collapsed")),
-            )
+            JvmProfile::start(&lib, pid, dir.join(format!("{name}{phase}.collapsed")))
         })
         .collect()
 }
@@ -984,7 +993,8 @@ struct Round {
     batch: Vec<(u64, EndToEnd)>,
     /// On the real engines, with each engine's CPU ms per order.
     engines: Option<(EndToEnd, [f64; 3])>,
-    /// The same on each Cassandra variant (`--cassandra-paxos`), by label.
+    /// The same on each Cassandra variant (`--cassandra-paxos`) and at each
+    /// value of `--engines-vary`, by label.
     engine_variants: Vec<(String, (EndToEnd, [f64; 3]))>,
     /// The checkout saga on the embedded backends.
     checkout: Checkouts,
@@ -1314,7 +1324,21 @@ async fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use super::{quantile, slug};
+
+    #[test]
+    fn each_engines_phase_has_a_file_name_of_its_own() {
+        assert_eq!(slug(""), "");
+        assert_eq!(slug("paxos_variant: v2"), "-paxos_variant-v2");
+        assert_eq!(
+            slug("SALESTRACK_BATCH_SIZE=500"),
+            "-SALESTRACK_BATCH_SIZE-500"
+        );
+        assert_ne!(
+            slug("SALESTRACK_BATCH_SIZE=100"),
+            slug("SALESTRACK_BATCH_SIZE=500")
+        );
+    }
 
     #[test]
     fn a_histogram_quantile_interpolates_within_its_bucket() {

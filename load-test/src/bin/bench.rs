@@ -12,7 +12,11 @@
 //! one per domain warm-cart budget, `--batch-size 100,500` one per
 //! handler batch size. `--engines` adds a
 //! phase on the real engines (Apache Kafka 4, Apache Cassandra 5, OpenSearch
-//! 2.19 from `crates/test-engines`), with each engine's CPU per order;
+//! 2.19 from `crates/test-engines`), with each engine's CPU per order,
+//! and beside it the Pekko peer on the same engines (`load-test/peer-pekko`:
+//! Apache Pekko Persistence with its Cassandra plugin, publishing to Kafka,
+//! projected into OpenSearch; one JVM for the run, warmed up like the
+//! engines; `--no-pekko` leaves it out);
 //! `--engines-vary SALESTRACK_BATCH_SIZE=100,500` adds an engines phase
 //! per value of one runner setting, on the same engines.
 //! `--cassandra-paxos v1,v2` adds engine phases, each on a Cassandra of
@@ -74,6 +78,8 @@ struct Options {
     batch: Vec<u64>,
     /// A phase on the three real engines.
     engines: bool,
+    /// With `engines`, the Pekko peer on them too (off with `--no-pekko`).
+    pekko: bool,
     /// Extra engine phases, each on a Cassandra of its own started with
     /// `paxos_variant` set to one of these (`--cassandra-paxos v1,v2`).
     paxos: Vec<String>,
@@ -127,6 +133,7 @@ fn options() -> anyhow::Result<Options> {
         warm,
         batch,
         engines: args.iter().any(|a| a == "--engines"),
+        pekko: !args.iter().any(|a| a == "--no-pekko"),
         paxos: match value("--cassandra-paxos") {
             Some(v) => v
                 .context("--cassandra-paxos needs a list (v1,v2)")?
@@ -263,6 +270,37 @@ impl Server {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Server {
+            child,
+            url: format!("http://{addr}"),
+            _data: None,
+        })
+    }
+
+    /// The Pekko peer (`load-test/peer-pekko`, class path `classpath`) on
+    /// `engines`, with a keyspace, topic, group and index of its own.
+    fn pekko(classpath: &str, engines: &Engines) -> anyhow::Result<Server> {
+        let addr = free_addr()?;
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let child = Command::new("java")
+            .args([
+                "-Xms1g",
+                "-Xmx1g",
+                "-cp",
+                classpath,
+                "salestrack.peer.PekkoPeer",
+            ])
+            .args([
+                addr.clone(),
+                engines.kafka.address(),
+                engines.cassandra.address(),
+                engines.opensearch.address(),
+                run,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the Pekko peer (java)")?;
         Ok(Server {
             child,
             url: format!("http://{addr}"),
@@ -469,7 +507,9 @@ fn nothing_else() -> Option<f64> {
 }
 
 /// `also`: the CPU seconds so far of the processes that work for the server
-/// (its database, its engines), counted with it.
+/// (its database, its engines), counted with it. A server that ran earlier
+/// phases (the Pekko peer) keeps their lines: only those beyond what was
+/// visible at the start count.
 async fn end_to_end(
     server: &Server,
     users: usize,
@@ -477,12 +517,13 @@ async fn end_to_end(
     also: &dyn Fn() -> Option<f64>,
 ) -> anyhow::Result<EndToEnd> {
     server.wait_ready("/health/ready").await?;
+    let already = visible(&server.url).await?;
     let cpu = || Some(server.cpu_seconds()? + also()?);
     let cpu_before = cpu();
     let started = Instant::now();
     let load = load(&server.url, users, o, None).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
-    while visible(&server.url).await? < load.accepted {
+    while visible(&server.url).await? < already + load.accepted {
         if Instant::now() > deadline {
             bail!("the projection did not catch up within 300 s");
         }
@@ -646,6 +687,20 @@ fn build_peer() -> anyhow::Result<std::path::PathBuf> {
 
 /// The `q` quantile of a Prometheus histogram in `/metrics` text, with
 /// linear interpolation inside the bucket (as `histogram_quantile` does).
+/// Resolves and compiles the Pekko peer (`load-test/peer-pekko/build`,
+/// cached outside the clone); its JVM class path.
+fn build_pekko_peer() -> anyhow::Result<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peer-pekko/build");
+    eprintln!("building the Pekko peer ({script})...");
+    let built = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {script}"))?;
+    anyhow::ensure!(built.status.success(), "building the Pekko peer failed");
+    let file = String::from_utf8(built.stdout)?;
+    Ok(std::fs::read_to_string(file.trim())?)
+}
+
 fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = metrics
         .lines()
@@ -885,9 +940,34 @@ async fn engines_phase(
                 .collect::<Vec<_>>()
                 .join(","),
         );
+    measure_on_engines(&runner, users, o, engines, &phase, false)
+        .await
+        .with_context(|| format!("engines phase, {users} users"))
+}
+
+/// `server` end to end on `engines`, with each engine's CPU ms per order
+/// (Kafka, Cassandra, OpenSearch), counted in the server's figure too.
+/// With `--profile-engines`, each engine's JVM is sampled during the
+/// phase, and so is the server's own when it is one (`own_jvm`: the Pekko
+/// peer); `phase` names the files.
+async fn measure_on_engines(
+    server: &Server,
+    users: usize,
+    o: &Options,
+    engines: &Engines,
+    phase: &str,
+    own_jvm: bool,
+) -> anyhow::Result<(EndToEnd, [f64; 3])> {
+    let mut jvms: Vec<(&str, Option<u32>)> = ["kafka", "cassandra", "opensearch"]
+        .into_iter()
+        .zip(engines.jvm_pids())
+        .collect();
+    if own_jvm {
+        jvms.push(("server", Some(server.child.id())));
+    }
     let profiles = match &o.profile {
         Some(dir) => Some(start_profiles(
-            engines,
+            &jvms,
             dir,
             &format!("{phase}-{users}-users"),
         )?),
@@ -895,12 +975,14 @@ async fn engines_phase(
     };
     let before = engines.cpu_seconds();
     let all = || Some(engines.cpu_seconds()?.iter().sum::<f64>());
-    let measured = end_to_end(&runner, users, o, &all)
-        .await
-        .with_context(|| format!("engines phase, {users} users"))?;
+    let measured = end_to_end(server, users, o, &all).await?;
+    let per_engine = before
+        .zip(engines.cpu_seconds())
+        .map(|(b, a)| [0, 1, 2].map(|i| (a[i] - b[i]) * 1e3 / measured.load.accepted.max(1) as f64))
+        .unwrap_or_default();
     if let (Some(profiles), Some(dir)) = (profiles, &o.profile) {
         let mut report = String::new();
-        for (name, profile) in ["kafka", "cassandra", "opensearch"].iter().zip(profiles) {
+        for ((name, _), profile) in jvms.iter().zip(profiles) {
             report.push_str(
                 &profile
                     .stop()?
@@ -913,10 +995,6 @@ async fn engines_phase(
         )?;
         println!("{report}");
     }
-    let per_engine = before
-        .zip(engines.cpu_seconds())
-        .map(|(b, a)| [0, 1, 2].map(|i| (a[i] - b[i]) * 1e3 / measured.load.accepted.max(1) as f64))
-        .unwrap_or_default();
     Ok((measured, per_engine))
 }
 
@@ -928,7 +1006,11 @@ async fn engines_phase(
 /// engine has long paid; the figures settled after about a minute at 64
 /// users. Each slice's figures are printed, so that the run shows them
 /// settle.
-async fn warm_up(engines: &Engines, o: &Options) -> anyhow::Result<()> {
+///
+/// With `pekko`, the same for the Pekko peer's JVM (on engines already
+/// warm): its slices run on that one process, which every measured Pekko
+/// phase uses after.
+async fn warm_up(engines: &Engines, o: &Options, pekko: Option<&Server>) -> anyhow::Result<()> {
     const SLICE: usize = 20;
     let users = o.users.iter().copied().max().unwrap_or(16);
     let slice = Options {
@@ -936,23 +1018,29 @@ async fn warm_up(engines: &Engines, o: &Options) -> anyhow::Result<()> {
         profile: None,
         ..o.clone()
     };
+    let name = match pekko {
+        Some(_) => "Pekko peer".to_owned(),
+        None => format!("engines{}", slug(&engines.label)),
+    };
     for round in 1..=o.engines_warmup.div_ceil(SLICE) {
-        let (e, [k, c, s]) = engines_phase(users, &slice, engines, &[])
-            .await
-            .context("engines warm-up")?;
+        let (e, [k, c, s]) = match pekko {
+            Some(peer) => measure_on_engines(peer, users, &slice, engines, "", true).await,
+            None => engines_phase(users, &slice, engines, &[]).await,
+        }
+        .with_context(|| format!("{name} warm-up"))?;
         println!(
-            "engines{} warm-up {round} ({users} users, {SLICE} s): {:.0} orders/s, CPU per order Kafka {k:.2} / Cassandra {c:.2} / OpenSearch {s:.2} ms",
-            slug(&engines.label),
-            e.sustained
+            "{name} warm-up {round} ({users} users, {SLICE} s): {:.0} orders/s, CPU per order {} (Kafka {k:.2} / Cassandra {c:.2} / OpenSearch {s:.2} ms)",
+            e.sustained,
+            e.cpu_ms_per_order.map_or("-".to_owned(), |c| format!("{c:.2} ms")),
         );
     }
     Ok(())
 }
 
-/// async-profiler in each engine's JVM for one engines phase; stacks to
-/// `dir/{engine}{phase}.collapsed`.
+/// async-profiler in each named JVM for one engines phase; stacks to
+/// `dir/{name}{phase}.collapsed`.
 fn start_profiles(
-    engines: &Engines,
+    jvms: &[(&str, Option<u32>)],
     dir: &std::path::Path,
     phase: &str,
 ) -> anyhow::Result<Vec<JvmProfile>> {
@@ -966,9 +1054,7 @@ fn start_profiles(
             .context("no async-profiler: set ASYNC_PROFILER_LIB or run from the repository root (load-test/async-profiler)")?,
     };
     std::fs::create_dir_all(dir)?;
-    ["kafka", "cassandra", "opensearch"]
-        .iter()
-        .zip(engines.jvm_pids())
+    jvms.iter()
         .map(|(name, pid)| {
             let pid = pid.with_context(|| format!("no JVM found for {name}"))?;
             JvmProfile::start(&lib, pid, dir.join(format!("{name}{phase}.collapsed")))
@@ -996,6 +1082,8 @@ struct Round {
     /// The same on each Cassandra variant (`--cassandra-paxos`) and at each
     /// value of `--engines-vary`, by label.
     engine_variants: Vec<(String, (EndToEnd, [f64; 3]))>,
+    /// The Pekko peer on the same engines, with each engine's CPU ms per order.
+    pekko: Option<(EndToEnd, [f64; 3])>,
     /// The checkout saga on the embedded backends.
     checkout: Checkouts,
 }
@@ -1048,6 +1136,12 @@ fn print_round(r: &Round) {
     }
     if let Some((e, [kafka, cassandra, opensearch])) = &r.engines {
         phase("runner, Kafka + Cassandra + OpenSearch", e);
+        println!(
+            "    of its CPU per order: Kafka {kafka:.2} ms, Cassandra {cassandra:.2} ms, OpenSearch {opensearch:.2} ms"
+        );
+    }
+    if let Some((e, [kafka, cassandra, opensearch])) = &r.pekko {
+        phase("Pekko peer: Kafka + Cassandra + OpenSearch", e);
         println!(
             "    of its CPU per order: Kafka {kafka:.2} ms, Cassandra {cassandra:.2} ms, OpenSearch {opensearch:.2} ms"
         );
@@ -1123,32 +1217,37 @@ fn print_table(rounds: &[Round]) {
 
 /// The real engines beside the embedded backends and the peer.
 fn print_engines_table(rounds: &[Round], engines: &Engines) {
-    println!("\n| users | end-to-end embedded orders/s | end-to-end real engines orders/s (x embedded) | (x peer) | CPU per order: runner + Kafka + Cassandra + OpenSearch | of which Kafka / Cassandra / OpenSearch |");
-    println!("|---|---|---|---|---|---|");
+    println!("\n| users | end-to-end embedded orders/s | end-to-end real engines orders/s (x embedded) | (x peer) | (x Pekko peer) | CPU per order: server + Kafka + Cassandra + OpenSearch | of which Kafka / Cassandra / OpenSearch |");
+    println!("|---|---|---|---|---|---|---|");
     for r in rounds {
         let rows = r.engines.iter().map(|e| ("", e)).chain(
             r.engine_variants
                 .iter()
                 .map(|(label, e)| (label.as_str(), e)),
         );
-        for (label, (e, [k, c, o])) in rows {
-            let peer = r
-                .peer
-                .as_ref()
-                .map_or("-".to_owned(), |p| ratio(e.sustained, p.sustained));
+        let pekko = r.pekko.as_ref().map(|(p, _)| p.sustained);
+        let row = |label: &str, e: &EndToEnd, [k, c, o]: [f64; 3]| {
+            let vs = |other: Option<f64>| other.map_or("-".to_owned(), |p| ratio(e.sustained, p));
             let users = match label {
                 "" => r.users.to_string(),
                 label => format!("{} ({label})", r.users),
             };
             println!(
-                "| {users} | {:.0} | {:.0} ({}) | {} | {} | {k:.2} / {c:.2} / {o:.2} ms |",
+                "| {users} | {:.0} | {:.0} ({}) | {} | {} | {} | {k:.2} / {c:.2} / {o:.2} ms |",
                 r.embedded.sustained,
                 e.sustained,
                 ratio(e.sustained, r.embedded.sustained),
-                peer,
+                vs(r.peer.as_ref().map(|p| p.sustained)),
+                vs(pekko),
                 e.cpu_ms_per_order
                     .map_or("-".to_owned(), |c| format!("{c:.2} ms")),
             );
+        };
+        for (label, (e, per_engine)) in rows {
+            row(label, e, *per_engine);
+        }
+        if let Some((e, per_engine)) = &r.pekko {
+            row("Pekko peer", e, *per_engine);
         }
     }
     let [k, c, o] = engines.rss_mib();
@@ -1185,10 +1284,18 @@ async fn main() -> anyhow::Result<()> {
 
     let engines = if o.engines {
         let engines = Engines::start()?;
-        warm_up(&engines, &o).await?;
+        warm_up(&engines, &o, None).await?;
         Some(engines)
     } else {
         None
+    };
+    let pekko = match &engines {
+        Some(engines) if o.pekko => {
+            let peer = Server::pekko(&build_pekko_peer()?, engines)?;
+            warm_up(engines, &o, Some(&peer)).await?;
+            Some(peer)
+        }
+        _ => None,
     };
     let mut variants = Vec::new();
     for paxos in &o.paxos {
@@ -1196,7 +1303,7 @@ async fn main() -> anyhow::Result<()> {
             bail!("--cassandra-paxos needs --engines");
         };
         let variant = engines.variant(&[("paxos_variant", paxos)])?;
-        warm_up(&variant, &o).await?;
+        warm_up(&variant, &o, None).await?;
         variants.push(variant);
     }
 
@@ -1249,6 +1356,14 @@ async fn main() -> anyhow::Result<()> {
                 engine_variants.push((format!("{name}={value}"), measured));
             }
         }
+        let on_pekko = match (&engines, &pekko) {
+            (Some(engines), Some(peer)) => Some(
+                measure_on_engines(peer, users, &o, engines, "-pekko", true)
+                    .await
+                    .with_context(|| format!("Pekko peer phase, {users} users"))?,
+            ),
+            _ => None,
+        };
         let checkout = checkout_phase(users, &o)
             .await
             .with_context(|| format!("checkout phase, {users} users"))?;
@@ -1264,6 +1379,7 @@ async fn main() -> anyhow::Result<()> {
             batch,
             engines: on_engines,
             engine_variants,
+            pekko: on_pekko,
             checkout,
         };
         print_round(&round);
@@ -1315,6 +1431,8 @@ async fn main() -> anyhow::Result<()> {
                 + r.embedded.load.failed
                 + r.kafka.as_ref().map_or(0, |k| k.load.failed)
                 + r.peer.as_ref().map_or(0, |p| p.load.failed)
+                + r.engines.as_ref().map_or(0, |(e, _)| e.load.failed)
+                + r.pekko.as_ref().map_or(0, |(e, _)| e.load.failed)
         })
         .sum::<usize>()
         + at_half.failed;

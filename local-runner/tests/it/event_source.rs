@@ -376,3 +376,105 @@ async fn work_off_a_backlog(defer: bool) -> (u64, u64) {
     assert_eq!(health.records(), 1_000);
     (batches, commits)
 }
+
+/// A member whose polls right after a rewind come back empty, as Kafka's do
+/// while its client fetches again after the seek.
+struct RefetchLag {
+    inner: Box<dyn Consumer>,
+    /// Empty polls still to give since the last rewind.
+    empty: usize,
+}
+
+#[async_trait::async_trait]
+impl Consumer for RefetchLag {
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<BusRecord>, salestrack_core::ports::BackendError> {
+        if self.empty > 0 {
+            self.empty -= 1;
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        self.inner.poll(max, wait).await
+    }
+    async fn commit(
+        &mut self,
+        records: &[BusRecord],
+    ) -> Result<(), salestrack_core::ports::BackendError> {
+        self.inner.commit(records).await
+    }
+    async fn rewind(&mut self) -> Result<(), salestrack_core::ports::BackendError> {
+        self.empty = 2;
+        self.inner.rewind().await
+    }
+    async fn lag(
+        &mut self,
+    ) -> Result<Vec<salestrack_core::ports::PartitionLag>, salestrack_core::ports::BackendError>
+    {
+        self.inner.lag().await
+    }
+}
+
+/// A record that keeps failing is still waiting while the polls after each
+/// rewind come back empty: its failed deliveries add up and its wait grows,
+/// and the loop says it is failing at every look. Before, each empty poll
+/// was taken for "nothing waits": the count started again at 1, and
+/// readiness said `ready` between deliveries while two Cassandra nodes of
+/// three were down.
+#[tokio::test]
+async fn a_waiting_record_keeps_its_count_through_the_empty_polls_after_a_rewind() {
+    let h = harness();
+    h.produce(1).await;
+    let shutdown = CancellationToken::new();
+    let handler = |event: lambda_runtime::LambdaEvent<
+        aws_lambda_events::event::kafka::KafkaEvent,
+    >| async move {
+        let failures = event
+            .payload
+            .records
+            .values()
+            .flatten()
+            .map(|r| RecordFailure {
+                topic: r.topic.clone().unwrap_or_default(),
+                partition: r.partition,
+                offset: r.offset,
+                retryable: true,
+                error: "no quorum".into(),
+            })
+            .collect();
+        BatchResult {
+            report: (),
+            failures,
+        }
+    };
+    let health = Arc::new(LoopHealth::default());
+    let task = tokio::spawn(consumer::run(
+        h.config(),
+        Box::new(RefetchLag {
+            inner: Box::new(h.bus.consumer("group", &[TOPIC])),
+            empty: 0,
+        }),
+        handler,
+        Arc::clone(&health),
+        shutdown.clone(),
+    ));
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.last().copied().unwrap_or(0) < 8 && tokio::time::Instant::now() < deadline {
+        if let Some(waiting) = health.waiting() {
+            assert!(health.is_failing(), "a waiting record, yet not failing");
+            if seen.last() != Some(&waiting.attempts) {
+                seen.push(waiting.attempts);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("loop");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]) && seen.last().copied().unwrap_or(0) >= 8,
+        "the failed deliveries of the waiting record, as the loop reported them: {seen:?}"
+    );
+}

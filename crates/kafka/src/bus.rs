@@ -1,6 +1,7 @@
 //! The cluster connection: the producer (idempotent, `acks=all`), the
 //! factory of group consumers, and the topic bootstrap.
 
+use crate::acks::Acks;
 use crate::backend_error;
 use crate::config::{BusContext, KafkaConfig};
 use crate::consumer::{GroupContext, KafkaConsumer, MEMBERS};
@@ -22,6 +23,8 @@ use std::time::Duration;
 pub struct KafkaBus {
     config: KafkaConfig,
     producer: FutureProducer<BusContext>,
+    /// What the writes say about the cluster, for readiness.
+    acks: Arc<Acks>,
 }
 
 impl KafkaBus {
@@ -44,7 +47,11 @@ impl KafkaBus {
             )
             .create_with_context(config.context()?)
             .map_err(backend_error)?;
-        Ok(KafkaBus { config, producer })
+        Ok(KafkaBus {
+            config,
+            producer,
+            acks: Arc::default(),
+        })
     }
 
     pub fn brokers(&self) -> &str {
@@ -177,8 +184,16 @@ impl KafkaBus {
         })
     }
 
-    /// Reaches a broker and reads the cluster metadata (for readiness).
+    /// For readiness: the writes in flight are acknowledged in time and the
+    /// last one went through (see [`crate::acks`]); then either a write was
+    /// acknowledged a moment ago or a broker answers a metadata request.
     pub async fn ping(&self) -> Result<(), BackendError> {
+        if let Some(trouble) = self.acks.trouble() {
+            return Err(BackendError::new(crate::BACKEND, trouble));
+        }
+        if self.acks.vouch() {
+            return Ok(());
+        }
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || {
             producer
@@ -206,11 +221,13 @@ impl Producer for KafkaBus {
             .key(&record.key)
             .payload(&record.value)
             .headers(headers);
-        match self
+        let in_flight = self.acks.start();
+        let sent = self
             .producer
             .send(future, self.config.delivery_timeout)
-            .await
-        {
+            .await;
+        in_flight.finish(sent.as_ref().err().map(|(e, _)| e.to_string()));
+        match sent {
             Ok(delivery) => Ok(Delivery {
                 partition: delivery.partition,
                 offset: delivery.offset,

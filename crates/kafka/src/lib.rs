@@ -15,6 +15,7 @@
 //! members never work on one partition at once, as long as a batch takes
 //! less than `max.poll.interval.ms`.
 
+pub mod acks;
 pub mod bus;
 pub mod config;
 pub mod consumer;

@@ -35,8 +35,10 @@ use std::time::Duration;
 #[derive(Clone)]
 enum Bus {
     Embedded(EmbeddedBus),
+    // Boxed: the Kafka client's configuration is several times the size of
+    // the embedded bus's handle.
     #[cfg(feature = "kafka")]
-    Kafka(KafkaBus),
+    Kafka(Box<KafkaBus>),
 }
 
 /// The ports a binary uses: only these are opened.
@@ -162,7 +164,7 @@ async fn connect_kafka(
             .await?;
     }
     Ok((
-        Bus::Kafka(kafka.clone()),
+        Bus::Kafka(Box::new(kafka.clone())),
         Arc::new(kafka),
         format!("Kafka at {}", settings.kafka.brokers),
     ))

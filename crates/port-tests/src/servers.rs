@@ -61,6 +61,9 @@ fn installed(program: &str) -> bool {
 
 /// A running server process.
 pub struct ServerProcess {
+    /// The loopback address it listens on (127.0.0.1 unless launched with
+    /// [`ServerProcess::launch_on`]).
+    pub host: Ipv4Addr,
     pub port: u16,
     program: String,
     args: Vec<String>,
@@ -138,9 +141,25 @@ impl ServerProcess {
         args: Vec<String>,
         listen_within: Duration,
     ) -> ServerProcess {
+        Self::launch_on(dir, Ipv4Addr::LOCALHOST, port, program, args, listen_within)
+    }
+
+    /// [`ServerProcess::launch`] for a server listening on another loopback
+    /// address (127.0.0.2, ...: the nodes of a cluster on one machine share
+    /// their ports, each on an address of its own, as ccm runs them).
+    pub fn launch_on(
+        dir: tempfile::TempDir,
+        host: Ipv4Addr,
+        port: u16,
+        program: &str,
+        args: Vec<String>,
+        listen_within: Duration,
+    ) -> ServerProcess {
+        assert!(host.is_loopback(), "{host} is not a loopback address");
         let log = dir.path().join("server.log");
         let child = spawn(program, &args, &log);
         let server = ServerProcess {
+            host,
             port,
             program: program.to_owned(),
             args,
@@ -155,11 +174,12 @@ impl ServerProcess {
 
     fn wait_until_listening(&self) {
         let deadline = Instant::now() + self.listen_within;
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
+        while TcpStream::connect((self.host, self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "{} did not listen on {}:\n{}",
+                "{} did not listen on {}:{}:\n{}",
                 self.program,
+                self.host,
                 self.port,
                 self.log()
             );
@@ -182,9 +202,7 @@ impl ServerProcess {
         let _ = self.child.wait();
         // Until the port is free, a restart could not bind it.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
-            && Instant::now() < deadline
-        {
+        while TcpStream::connect((self.host, self.port)).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -14,11 +14,17 @@
 //! A JVM start costs seconds, so a test binary shares one server per engine
 //! ([`EngineServer::shared`]) and isolates its tests by topic, keyspace or
 //! index prefix; fault tests, which kill their server, start their own
-//! ([`EngineServer::start`]).
+//! ([`EngineServer::start`]). Replicated clusters of three nodes
+//! ([`CassandraCluster`], [`KafkaCluster`], in `cluster`) are for the fault
+//! tests of replication.
 //!
 //! When the class paths are missing the tests that need an engine are
 //! skipped with a printed reason, unless `REQUIRE_ENGINES=1` (set by
 //! `.ci/run`) makes that a failure.
+
+mod cluster;
+
+pub use cluster::{CassandraCluster, KafkaCluster};
 
 use base64::Engine as _;
 use salestrack_port_tests::servers::{free_port, ServerProcess};
@@ -71,6 +77,22 @@ fn classpath(engine: Engine) -> Result<String, String> {
     std::fs::read_to_string(&file)
         .map(|cp| cp.trim().to_owned())
         .map_err(|e| format!("{}: {e} (run crates/test-engines/resolve)", file.display()))
+}
+
+/// The class path of `engine`, or `None` (having said why) when it is not
+/// resolved and `REQUIRE_ENGINES` is unset.
+fn required_classpath(engine: Engine) -> Option<String> {
+    match classpath(engine) {
+        Ok(cp) => Some(cp),
+        Err(why) => {
+            assert!(
+                std::env::var_os("REQUIRE_ENGINES").is_none(),
+                "REQUIRE_ENGINES is set but {engine:?} is not resolved: {why}"
+            );
+            eprintln!("skipped: {engine:?} is not resolved: {why}");
+            None
+        }
+    }
 }
 
 /// This crate's own files (configuration the launchers pass on).
@@ -131,17 +153,7 @@ impl EngineServer {
     /// Kafka's `server.properties` lines `key=value`): a benchmark's
     /// side-by-side variants. OpenSearch takes none.
     pub fn start_with(engine: Engine, settings: &[(&str, &str)]) -> Option<EngineServer> {
-        let classpath = match classpath(engine) {
-            Ok(cp) => cp,
-            Err(why) => {
-                assert!(
-                    std::env::var_os("REQUIRE_ENGINES").is_none(),
-                    "REQUIRE_ENGINES is set but {engine:?} is not resolved: {why}"
-                );
-                eprintln!("skipped: {engine:?} is not resolved: {why}");
-                return None;
-            }
-        };
+        let classpath = required_classpath(engine)?;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let (port, args) = match engine {
             Engine::Kafka => kafka_args(dir.path(), &classpath, &lines(settings, "=")),
@@ -261,73 +273,107 @@ fn lines(settings: &[(&str, &str)], sep: &str) -> String {
 }
 
 /// A KRaft combined node: the storage formatted once, here, with a cluster
-/// id of our own (22 characters of URL-safe base64, as `random-uuid` prints).
+/// id of our own.
 fn kafka_args(dir: &Path, classpath: &str, extra: &str) -> (u16, Vec<String>) {
     let (port, controller) = (free_port(), free_port());
-    let data = dir.join("data");
-    let properties = dir.join("server.properties");
-    write(
-        &properties,
-        &format!(
-            "process.roles=broker,controller\n\
-             node.id=1\n\
-             controller.quorum.voters=1@127.0.0.1:{controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
-             controller.listener.names=CONTROLLER\n\
-             inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-             log.dirs={data}\n\
-             num.partitions=1\n\
-             auto.create.topics.enable=false\n\
-             offsets.topic.replication.factor=1\n\
-             offsets.topic.num.partitions=1\n\
-             transaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\n\
-             transaction.state.log.num.partitions=1\n\
-             group.initial.rebalance.delay.ms=0\n\
-             share.coordinator.state.topic.replication.factor=1\n\
-             share.coordinator.state.topic.min.isr=1\n\
-             broker.session.timeout.ms=3000\n\
-             broker.heartbeat.interval.ms=500\n\
-             {extra}",
-            data = data.display()
-        ),
-    );
-    // Kafka's own `Uuid.randomUuid` draws again when the text starts with
-    // `-`: the storage tool's argument parser takes that for an option (1
-    // start in 64 would fail; a CI run did).
-    let cluster_id = std::iter::repeat_with(|| {
+    let node = KafkaNode {
+        id: 1,
+        port,
+        controller,
+        voters: format!("1@127.0.0.1:{controller}"),
+        replicas: 1,
+    };
+    (port, node.args(dir, classpath, &kafka_cluster_id(), extra))
+}
+
+/// A new cluster id: 22 characters of URL-safe base64, as `random-uuid`
+/// prints. Kafka's own `Uuid.randomUuid` draws again when the text starts
+/// with `-`: the storage tool's argument parser takes that for an option (1
+/// start in 64 would fail; a CI run did).
+fn kafka_cluster_id() -> String {
+    std::iter::repeat_with(|| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
     })
     .find(|id| !id.starts_with('-'))
-    .unwrap_or_default();
-    let format = std::process::Command::new("java")
-        .args([
-            "-cp",
+    .unwrap_or_default()
+}
+
+/// One KRaft node, broker and controller in one process.
+struct KafkaNode {
+    id: u32,
+    port: u16,
+    controller: u16,
+    /// `controller.quorum.voters`: every controller of the cluster.
+    voters: String,
+    /// Replicas of the internal topics (offsets, transactions): the
+    /// cluster's size; `min.insync.replicas` for them 2 where there are 3.
+    replicas: usize,
+}
+
+impl KafkaNode {
+    /// Writes its `server.properties` (with `extra` lines) into `dir` and
+    /// formats its storage for cluster `cluster_id`; its `java` arguments.
+    fn args(&self, dir: &Path, classpath: &str, cluster_id: &str, extra: &str) -> Vec<String> {
+        let data = dir.join("data");
+        let properties = dir.join("server.properties");
+        let (port, controller, replicas) = (self.port, self.controller, self.replicas);
+        let min_isr = replicas.min(2);
+        write(
+            &properties,
+            &format!(
+                "process.roles=broker,controller\n\
+                 node.id={id}\n\
+                 controller.quorum.voters={voters}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 controller.listener.names=CONTROLLER\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+                 log.dirs={data}\n\
+                 num.partitions=1\n\
+                 auto.create.topics.enable=false\n\
+                 offsets.topic.replication.factor={replicas}\n\
+                 offsets.topic.num.partitions=1\n\
+                 transaction.state.log.replication.factor={replicas}\n\
+                 transaction.state.log.min.isr={min_isr}\n\
+                 transaction.state.log.num.partitions=1\n\
+                 group.initial.rebalance.delay.ms=0\n\
+                 share.coordinator.state.topic.replication.factor={replicas}\n\
+                 share.coordinator.state.topic.min.isr={min_isr}\n\
+                 broker.session.timeout.ms=3000\n\
+                 broker.heartbeat.interval.ms=500\n\
+                 {extra}",
+                id = self.id,
+                voters = self.voters,
+                data = data.display()
+            ),
+        );
+        let format = std::process::Command::new("java")
+            .args([
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+            ])
+            .arg(&properties)
+            .arg("--ignore-formatted")
+            .output()
+            .unwrap_or_else(|e| panic!("java: {e}"));
+        assert!(
+            format.status.success(),
+            "formatting Kafka's storage failed: {}{}",
+            String::from_utf8_lossy(&format.stdout),
+            String::from_utf8_lossy(&format.stderr)
+        );
+        log4j_jvm(
             classpath,
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            &cluster_id,
-            "-c",
-        ])
-        .arg(&properties)
-        .arg("--ignore-formatted")
-        .output()
-        .unwrap_or_else(|e| panic!("java: {e}"));
-    assert!(
-        format.status.success(),
-        "formatting Kafka's storage failed: {}{}",
-        String::from_utf8_lossy(&format.stdout),
-        String::from_utf8_lossy(&format.stderr)
-    );
-    let args = log4j_jvm(
-        classpath,
-        "kafka.Kafka",
-        &[properties.display().to_string()],
-    );
-    (port, args)
+            "kafka.Kafka",
+            &[properties.display().to_string()],
+        )
+    }
 }
 
 fn kafka_answers(brokers: &str) -> Result<(), String> {
@@ -351,58 +397,94 @@ fn kafka_answers(brokers: &str) -> Result<(), String> {
 /// appends Cassandra had acknowledged when the fault test SIGKILLed it (the
 /// domain had already published their events, so the read models showed
 /// lines the restarted store no longer held). In production, replicas give
-/// that durability (replication factor 3, `LOCAL_QUORUM`).
+/// that durability (replication factor 3, `LOCAL_QUORUM`): see
+/// [`CassandraCluster`].
 fn cassandra_args(dir: &Path, classpath: &str, extra: &str) -> (u16, Vec<String>) {
     let (port, storage) = (free_port(), free_port());
-    let d = dir.display();
-    let yaml = dir.join("cassandra.yaml");
-    write(
-        &yaml,
-        &format!(
-            "cluster_name: salestrack-test\n\
-             partitioner: org.apache.cassandra.dht.Murmur3Partitioner\n\
-             endpoint_snitch: SimpleSnitch\n\
-             num_tokens: 1\n\
-             listen_address: 127.0.0.1\n\
-             rpc_address: 127.0.0.1\n\
-             storage_port: {storage}\n\
-             native_transport_port: {port}\n\
-             start_native_transport: true\n\
-             seed_provider:\n  \
-               - class_name: org.apache.cassandra.locator.SimpleSeedProvider\n    \
-                 parameters:\n      \
-                   - seeds: \"127.0.0.1:{storage}\"\n\
-             data_file_directories: [{d}/data]\n\
-             commitlog_directory: {d}/commitlog\n\
-             saved_caches_directory: {d}/saved_caches\n\
-             hints_directory: {d}/hints\n\
-             cdc_raw_directory: {d}/cdc_raw\n\
-             commitlog_sync: batch\n\
-             auto_snapshot: false\n\
-             {extra}"
-        ),
-    );
-    let jamm = classpath
-        .split(':')
-        .find(|jar| jar.contains("/jamm-"))
-        .unwrap_or_else(|| panic!("no jamm jar in Cassandra's class path"));
-    let args = vec![
-        format!("@{}", own_file("maven/cassandra/jvm17.args")),
-        "-Xms1g".into(),
-        "-Xmx1g".into(),
-        format!("-javaagent:{jamm}"),
-        format!("-Dcassandra.config=file://{}", yaml.display()),
-        format!("-Dcassandra.storagedir={d}"),
-        format!("-Dcassandra.logdir={d}/logs"),
-        format!(
-            "-Dlogback.configurationFile=file://{}",
-            own_file("maven/cassandra/logback.xml")
-        ),
-        "-cp".into(),
-        classpath.into(),
-        "org.apache.cassandra.service.CassandraDaemon".into(),
-    ];
+    let node = CassandraNode {
+        host: std::net::Ipv4Addr::LOCALHOST,
+        port,
+        storage,
+        seed: std::net::Ipv4Addr::LOCALHOST,
+        token: "0",
+        heap: "1g",
+    };
+    let args = node.args(dir, classpath, &format!("commitlog_sync: batch\n{extra}"));
     (port, args)
+}
+
+/// Where one Cassandra node listens and what it owns.
+struct CassandraNode {
+    host: std::net::Ipv4Addr,
+    /// The native protocol's port (CQL).
+    port: u16,
+    /// Gossip and replication, on every node the same port.
+    storage: u16,
+    seed: std::net::Ipv4Addr,
+    /// Its one token (`num_tokens: 1`): the ring is laid out by hand, so
+    /// that nodes of a fresh cluster can join without streaming.
+    token: &'static str,
+    heap: &'static str,
+}
+
+impl CassandraNode {
+    /// Writes the node's `cassandra.yaml` (with `extra` lines) into `dir`;
+    /// its `java` arguments.
+    fn args(&self, dir: &Path, classpath: &str, extra: &str) -> Vec<String> {
+        let d = dir.display();
+        let yaml = dir.join("cassandra.yaml");
+        write(
+            &yaml,
+            &format!(
+                "cluster_name: salestrack-test\n\
+                 partitioner: org.apache.cassandra.dht.Murmur3Partitioner\n\
+                 endpoint_snitch: SimpleSnitch\n\
+                 num_tokens: 1\n\
+                 listen_address: {host}\n\
+                 rpc_address: {host}\n\
+                 storage_port: {storage}\n\
+                 native_transport_port: {port}\n\
+                 start_native_transport: true\n\
+                 seed_provider:\n  \
+                   - class_name: org.apache.cassandra.locator.SimpleSeedProvider\n    \
+                     parameters:\n      \
+                       - seeds: \"{seed}:{storage}\"\n\
+                 data_file_directories: [{d}/data]\n\
+                 commitlog_directory: {d}/commitlog\n\
+                 saved_caches_directory: {d}/saved_caches\n\
+                 hints_directory: {d}/hints\n\
+                 cdc_raw_directory: {d}/cdc_raw\n\
+                 auto_snapshot: false\n\
+                 {extra}",
+                host = self.host,
+                storage = self.storage,
+                port = self.port,
+                seed = self.seed,
+            ),
+        );
+        let jamm = classpath
+            .split(':')
+            .find(|jar| jar.contains("/jamm-"))
+            .unwrap_or_else(|| panic!("no jamm jar in Cassandra's class path"));
+        vec![
+            format!("@{}", own_file("maven/cassandra/jvm17.args")),
+            format!("-Xms{}", self.heap),
+            format!("-Xmx{}", self.heap),
+            format!("-javaagent:{jamm}"),
+            // After the argument file's, so this one counts.
+            format!("-Dcassandra.initial_token={}", self.token),
+            format!("-Dcassandra.config=file://{}", yaml.display()),
+            format!("-Dcassandra.storagedir={d}"),
+            format!("-Dcassandra.logdir={d}/logs"),
+            format!(
+                "-Dlogback.configurationFile=file://{}",
+                own_file("maven/cassandra/logback.xml")
+            ),
+            "-cp".into(),
+            classpath.into(),
+            "org.apache.cassandra.service.CassandraDaemon".into(),
+        ]
+    }
 }
 
 async fn cassandra_answers(address: String) -> Result<(), String> {

@@ -10,6 +10,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/faults.rs"]
+mod faults;
 #[path = "../common/sse.rs"]
 mod sse;
 

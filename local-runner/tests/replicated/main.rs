@@ -1,0 +1,455 @@
+//! The runner on replicated engines, each cluster on this one machine
+//! (`salestrack_test_engines::{CassandraCluster, KafkaCluster}`), the other
+//! engines the binary's single nodes. Clients post orders throughout each
+//! fault, and every order answered `202` is then accounted for in the read
+//! models and the event store (`common/faults.rs`).
+//!
+//! Apache Cassandra 5, three nodes (127.0.0.1-3), keyspaces at replication
+//! factor 3, the runner's production consistency (`LOCAL_QUORUM` reads and
+//! writes, `LOCAL_SERIAL` Paxos), the commit log synced every 10 s as in
+//! production:
+//!
+//! - One node SIGKILLed under load, restarted 30 s later: no order is
+//!   refused, orders keep becoming visible while it is down, and afterwards
+//!   every accepted order is stored and shown exactly once, each cart's
+//!   stream versions 1..n.
+//! - Two nodes SIGKILLed for 60 s (past any retry budget): no quorum, so
+//!   appends fail; orders are still accepted (the bus has them), their
+//!   commands wait, readiness says `degraded`, nothing is dead-lettered;
+//!   once the nodes are back, everything accepted is visible exactly once.
+//!
+//! Apache Kafka 4, three KRaft nodes, the runner's topics at replication
+//! factor 3 with `min.insync.replicas=2`, its producer at `acks=all`:
+//!
+//! - The leader of a commands partition SIGKILLed under load, restarted
+//!   30 s later: the clients fail over, every accepted order is there
+//!   exactly once (so no `202` was answered for a command the cluster did
+//!   not keep), and the runner is `ready` again.
+//! - Two brokers SIGKILLed: orders posted then are answered `503`, never
+//!   `202`; after the restart everything accepted is there exactly once.
+//!
+//! Each cluster is started once for the binary, by the first test that
+//! needs it (Cassandra's about two and a half minutes on two cores); the
+//! tests run one at a time. Each prints its row of docs/testing.md's fault
+//! table.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/faults.rs"]
+mod faults;
+
+use faults::{ready_becomes, recover_and_account, under_load, watch_readiness, UnderLoad};
+use salestrack_core::ids::CartId;
+use salestrack_elasticsearch::test_server::unique_prefix;
+use salestrack_platform::Settings;
+use salestrack_test_engines::{CassandraCluster, Engine, EngineServer, KafkaCluster};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// One fault at a time: two clusters' JVMs and their load at once would
+/// measure the machine, not the recovery.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The binary's clusters, started by the first test that needs each; every
+/// test leaves every node running when it is done.
+static CASSANDRA: tokio::sync::Mutex<Option<CassandraCluster>> =
+    tokio::sync::Mutex::const_new(None);
+static KAFKA: tokio::sync::Mutex<Option<KafkaCluster>> = tokio::sync::Mutex::const_new(None);
+
+/// Runner settings on `kafka` and `cassandra` (replicated `replicas` times
+/// each, 1 for a single node), with a keyspace, topics and index prefix of
+/// their own; OpenSearch is the binary's single node.
+fn settings(kafka: (&str, usize), cassandra: (&str, usize), data_dir: &Path) -> Option<Settings> {
+    let opensearch = EngineServer::shared(Engine::OpenSearch)?.address();
+    let base = common::engine_settings(
+        common::OnEngines {
+            kafka: kafka.0,
+            cassandra: cassandra.0,
+            keyspace: format!("replicated{}", Uuid::new_v4().simple()),
+            opensearch: &opensearch,
+            index_prefix: unique_prefix(),
+        },
+        data_dir,
+    );
+    let kafka_replicas = i32::try_from(kafka.1).expect("replicas");
+    Some(Settings {
+        cassandra: salestrack_platform::CassandraSettings {
+            replication: format!(
+                "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+                cassandra.1
+            ),
+            consistency: "LOCAL_QUORUM".into(),
+            serial_consistency: "LOCAL_SERIAL".into(),
+            ..base.cassandra
+        },
+        kafka: salestrack_platform::KafkaSettings {
+            replication_factor: kafka_replicas,
+            min_insync_replicas: Some(kafka_replicas.min(2)),
+            ..base.kafka
+        },
+        // A waiting record is delivered again every 200 ms at most.
+        retry_backoff_max_ms: 200,
+        ready: salestrack_platform::ReadySettings {
+            max_record_wait_ms: 1_000,
+            ..base.ready
+        },
+        ..base
+    })
+}
+
+/// The cluster behind `cell`, started on first use by `start`; `None`
+/// when its engine is not resolved (and not required).
+async fn started<C: Send + 'static>(
+    cell: &'static tokio::sync::Mutex<Option<C>>,
+    start: fn() -> Option<C>,
+) -> tokio::sync::MutexGuard<'static, Option<C>> {
+    let mut guard = cell.lock().await;
+    if guard.is_none() {
+        *guard = tokio::task::spawn_blocking(start)
+            .await
+            .expect("starting the cluster");
+    }
+    guard
+}
+
+/// Runs `f` on the cluster in a blocking thread (a start or stop waits for
+/// JVMs, gossip and elections).
+async fn on_cluster<C: Send + 'static>(
+    cluster: &mut Option<C>,
+    f: impl FnOnce(&mut C) + Send + 'static,
+) {
+    let mut taken = cluster.take().expect("the cluster");
+    let taken = tokio::task::spawn_blocking(move || {
+        f(&mut taken);
+        taken
+    })
+    .await
+    .expect("the cluster's nodes");
+    *cluster = Some(taken);
+}
+
+/// SIGKILL `nodes` under load, restart them (in order) after `outage`, and
+/// account for every order: [`run`].
+struct Fault {
+    nodes: &'static [usize],
+    outage: Duration,
+    /// Readiness once the runner noticed, and until the restart.
+    down_status: &'static str,
+}
+
+#[derive(Debug)]
+struct Outcome {
+    watched: faults::Watched,
+    accounting: faults::Accounting,
+    /// Orders that became visible in 15 s while the nodes were down.
+    visible_while_down: u64,
+}
+
+/// Order lines the sales report counts.
+async fn orders_visible(app: &common::Http) -> u64 {
+    let (_, report) = app.get("/reports/sales").await;
+    report["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["orders"].as_u64())
+        .sum()
+}
+
+/// The fault, with clients posting throughout; what readiness said while
+/// the nodes were down, and the accounting (already asserted exact), for
+/// the caller's assertions. `None` when an engine is not resolved.
+async fn run(fault: Fault, name: &str) -> Option<Outcome> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut guard = started(&CASSANDRA, CassandraCluster::start).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kafka = EngineServer::shared(Engine::Kafka)?.address();
+    let (contact_points, replicas) = {
+        let cluster = guard.as_ref()?;
+        (cluster.contact_points(), cluster.len())
+    };
+    let settings = settings((&kafka, 1), (&contact_points, replicas), dir.path())?;
+    let UnderLoad { app, stop, load } = under_load(&settings).await;
+
+    let killed = Instant::now();
+    let nodes = fault.nodes;
+    on_cluster(&mut guard, move |c| nodes.iter().for_each(|&i| c.kill(i))).await;
+    ready_becomes(&app, fault.down_status, Duration::from_secs(60)).await;
+    let noticed = killed.elapsed();
+    let watching = Arc::new(AtomicBool::new(false));
+    let watched = watch_readiness(app.base.clone(), Arc::clone(&watching));
+
+    // Whether orders keep becoming visible while the nodes are down: the
+    // sales report's count over 15 s, once what was in flight has settled.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = orders_visible(&app).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let visible_while_down = orders_visible(&app).await.saturating_sub(before);
+    tokio::time::sleep(fault.outage.saturating_sub(killed.elapsed())).await;
+    watching.store(true, Ordering::Relaxed);
+    let watched = watched.await.expect("watcher");
+
+    let restarting = Instant::now();
+    for &node in fault.nodes {
+        on_cluster(&mut guard, move |c| c.restart(node)).await;
+    }
+    let restarted = restarting.elapsed();
+    let (accounting, recovered) =
+        recover_and_account(&app, &settings, restarting, &stop, load).await;
+    eprintln!(
+        "| Cassandra, 3 nodes, RF 3 | {name}, down {} s, restarted on their data | {} | {:.1} s | {:.1} s | {:.1} s |",
+        fault.outage.as_secs(),
+        accounting.columns(),
+        noticed.as_secs_f64(),
+        restarted.as_secs_f64(),
+        recovered.as_secs_f64(),
+    );
+    eprintln!("while down: {watched:#?}\nvisible in 15 s while down: {visible_while_down}");
+    accounting.assert_exact(&app, name).await;
+    app.stop().await;
+    Some(Outcome {
+        watched,
+        accounting,
+        visible_while_down,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_node_of_three_killed_under_load_costs_no_accepted_order() {
+    let fault = Fault {
+        nodes: &[1],
+        outage: Duration::from_secs(30),
+        down_status: "ready",
+    };
+    let Some(outcome) = run(fault, "SIGKILL of 1 node of 3").await else {
+        return;
+    };
+    // The command function needs the bus only, and appends need two
+    // replicas of three: nobody was turned away, and the pipeline went on.
+    assert_eq!(
+        outcome.accounting.refused, 0,
+        "orders refused while one node of three was down: {outcome:#?}"
+    );
+    assert!(
+        !outcome.watched.statuses.contains("not_ready"),
+        "out of service with a quorum up: {outcome:#?}"
+    );
+    assert!(
+        outcome.visible_while_down > 0,
+        "nothing became visible while one node of three was down: {outcome:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_of_three_killed_stop_appends_and_lose_no_accepted_order() {
+    let fault = Fault {
+        nodes: &[1, 2],
+        // Longer than the retry budget the runner used to have (10
+        // redeliveries, about 43 s of backoff).
+        outage: faults::OUTAGE,
+        down_status: "degraded",
+    };
+    let Some(outcome) = run(fault, "SIGKILL of 2 nodes of 3").await else {
+        return;
+    };
+    let watched = &outcome.watched;
+    // No quorum: nothing new was appended, so nothing new became visible,
+    // while the bus went on taking orders.
+    assert_eq!(
+        outcome.visible_while_down, 0,
+        "orders became visible without a quorum: {outcome:#?}"
+    );
+    assert!(
+        !watched.statuses.contains("ready") && !watched.statuses.contains("not_ready"),
+        "readiness while two of three nodes were down: {watched:#?}"
+    );
+    // A command waited through the outage, past the 43 s of backoff after
+    // which the runner used to dead-letter it (each delivery now takes
+    // seconds: the coordinator waits for replicas that do not answer).
+    assert!(
+        watched.longest_wait > Duration::from_secs(43),
+        "no command waited out the outage: {watched:#?}"
+    );
+}
+
+/// A runner on the Kafka cluster (topics at replication factor 3,
+/// `min.insync.replicas=2`) and the binary's single Cassandra, `ready`,
+/// with clients posting; `None` when an engine is not resolved.
+struct OnKafka {
+    app: common::TestApp,
+    settings: Settings,
+    stop: Arc<AtomicBool>,
+    load: tokio::task::JoinHandle<Vec<faults::Posted>>,
+    _dir: tempfile::TempDir,
+}
+
+/// This test's turn, the Kafka cluster (started on first use) and a runner
+/// on it with clients posting; `None` when an engine is not resolved.
+async fn kafka_turn() -> Option<(
+    tokio::sync::MutexGuard<'static, ()>,
+    tokio::sync::MutexGuard<'static, Option<KafkaCluster>>,
+    OnKafka,
+)> {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let guard = started(&KAFKA, KafkaCluster::start).await;
+    let run = on_kafka(guard.as_ref()?).await?;
+    Some((turn, guard, run))
+}
+
+async fn on_kafka(cluster: &KafkaCluster) -> Option<OnKafka> {
+    let cassandra = EngineServer::shared(Engine::Cassandra)?.address();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(
+        (&cluster.bootstrap(), cluster.len()),
+        (&cassandra, 1),
+        dir.path(),
+    )?;
+    let UnderLoad { app, stop, load } = under_load(&settings).await;
+    Some(OnKafka {
+        app,
+        settings,
+        stop,
+        load,
+        _dir: dir,
+    })
+}
+
+impl OnKafka {
+    /// Stops the clients once the runner is `ready`, accounts for every
+    /// order (asserting it exact) and prints the fault table's row.
+    async fn account(
+        self,
+        name: &str,
+        down: Duration,
+        (restarting, restarted): (Instant, Duration),
+        watched: &faults::Watched,
+    ) {
+        let (accounting, recovered) =
+            recover_and_account(&self.app, &self.settings, restarting, &self.stop, self.load).await;
+        eprintln!(
+            "| Kafka, 3 brokers, RF 3, min ISR 2 | {name}, down {} s, restarted on their data | {} | {:?} | {:.1} s | {:.1} s |",
+            down.as_secs(),
+            accounting.columns(),
+            watched.statuses,
+            restarted.as_secs_f64(),
+            recovered.as_secs_f64(),
+        );
+        accounting.assert_exact(&self.app, name).await;
+        self.app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_of_a_commands_partition_killed_under_load_costs_no_accepted_order() {
+    let Some((_turn, mut guard, run)) = kafka_turn().await else {
+        return;
+    };
+    let leader = guard
+        .as_ref()
+        .expect("the cluster")
+        .leader(&run.settings.topics.commands, 0)
+        .expect("the commands topic's leader");
+    on_cluster(&mut guard, move |c| c.kill(leader)).await;
+    let watching = Arc::new(AtomicBool::new(false));
+    let watched = watch_readiness(run.app.base.clone(), Arc::clone(&watching));
+    let down = Duration::from_secs(30);
+    tokio::time::sleep(down).await;
+    watching.store(true, Ordering::Relaxed);
+    let watched = watched.await.expect("watcher");
+    eprintln!("with the leader of commands/0 down: {watched:#?}");
+    // Two brokers of three take every write: the runner stays in service
+    // (a metadata request that timed out on the busy machine used to turn
+    // it `not_ready` while every order was accepted).
+    assert!(
+        !watched.statuses.contains("not_ready"),
+        "out of service with two brokers of three up: {watched:#?}"
+    );
+    let restarting = Instant::now();
+    on_cluster(&mut guard, move |c| c.restart(leader)).await;
+    let restarted = restarting.elapsed();
+    run.account(
+        "SIGKILL of the leader of commands/0",
+        down,
+        (restarting, restarted),
+        &watched,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_brokers_of_three_killed_answer_503_never_202() {
+    let Some((_turn, mut guard, run)) = kafka_turn().await else {
+        return;
+    };
+    let killed = Instant::now();
+    on_cluster(&mut guard, |c| {
+        c.kill(1);
+        c.kill(2);
+    })
+    .await;
+    // The writes in flight tell: none is acknowledged (the broker left
+    // cannot reach `min.insync.replicas`), so the bus is down.
+    ready_becomes(&run.app, "not_ready", Duration::from_secs(60)).await;
+    let noticed = killed.elapsed();
+    let watching = Arc::new(AtomicBool::new(false));
+    let watched = watch_readiness(run.app.base.clone(), Arc::clone(&watching));
+    // Orders posted now, to carts of their own: one broker cannot hold a
+    // command with another replica, so none may be answered 202.
+    let client = reqwest::Client::builder()
+        // Longer than the producer's delivery timeout (30 s).
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let probes = futures::future::join_all((0..8).map(|_| {
+        let (client, base) = (client.clone(), run.app.base.clone());
+        async move {
+            let body = salestrack_core::testing::order_body_for(
+                CartId(Uuid::new_v4()),
+                salestrack_core::ids::OrderId(Uuid::new_v4()),
+                "Fault test",
+            );
+            client
+                .post(format!("{base}/orders"))
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status())
+                .map_err(|e| e.to_string())
+        }
+    }))
+    .await;
+    let down = killed.elapsed();
+    watching.store(true, Ordering::Relaxed);
+    let watched = watched.await.expect("watcher");
+    let restarting = Instant::now();
+    on_cluster(&mut guard, |c| {
+        c.restart(1);
+        c.restart(2);
+    })
+    .await;
+    let restarted = restarting.elapsed();
+    eprintln!(
+        "answers with two brokers of three down: {probes:?}\nnot_ready after {:.1} s; then: {watched:#?}",
+        noticed.as_secs_f64()
+    );
+    assert!(
+        probes.iter().all(|p| p
+            .as_ref()
+            .is_ok_and(|s| *s == reqwest::StatusCode::SERVICE_UNAVAILABLE)),
+        "orders posted with two brokers of three down: {probes:?}"
+    );
+    assert!(
+        !watched.statuses.contains("ready") && !watched.statuses.contains("degraded"),
+        "in service with two brokers of three down: {watched:#?}"
+    );
+    run.account(
+        "SIGKILL of 2 brokers of 3",
+        down,
+        (restarting, restarted),
+        &watched,
+    )
+    .await;
+}

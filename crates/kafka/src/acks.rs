@@ -13,7 +13,6 @@
 //! every order was accepted).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,18 +31,22 @@ pub const FAILURE_SAYS_FOR: Duration = Duration::from_secs(15);
 /// How recent an acknowledged write must be to vouch for the cluster.
 pub const ACKNOWLEDGED_VOUCHES_FOR: Duration = Duration::from_secs(5);
 
-/// The writes in flight (by start), the last one's failure if it failed,
-/// and when the last one was acknowledged.
+/// The writes in flight (by start) and the last one's outcome.
 #[derive(Debug, Default)]
 pub struct Acks {
-    next: AtomicU64,
-    in_flight: Mutex<BTreeMap<u64, Instant>>,
-    last_failure: Mutex<Option<(Instant, String)>>,
-    last_acknowledged: Mutex<Option<Instant>>,
+    state: Mutex<State>,
 }
 
-/// One write in flight; it is no longer counted when dropped (answered or
-/// abandoned).
+#[derive(Debug, Default)]
+struct State {
+    next: u64,
+    in_flight: BTreeMap<u64, Instant>,
+    /// When the last write was answered, and its failure if it failed.
+    last: Option<(Instant, Option<String>)>,
+}
+
+/// One write in flight; it is no longer counted when finished or dropped
+/// (abandoned).
 pub struct InFlight<'a> {
     acks: &'a Acks,
     id: u64,
@@ -53,58 +56,62 @@ impl Acks {
     /// Counts a write from now until the returned guard is finished or
     /// dropped.
     pub fn start(&self) -> InFlight<'_> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.in_flight).insert(id, Instant::now());
+        let mut state = self.lock();
+        let id = state.next;
+        state.next += 1;
+        state.in_flight.insert(id, Instant::now());
         InFlight { acks: self, id }
     }
 
-    /// Whether a write was acknowledged in the last
-    /// [`ACKNOWLEDGED_VOUCHES_FOR`] with none in trouble since.
+    /// Whether the last write was acknowledged in the last
+    /// [`ACKNOWLEDGED_VOUCHES_FOR`]. Ask [`Acks::trouble`] first: a write
+    /// unacknowledged for long outweighs it.
     pub fn vouch(&self) -> bool {
-        self.trouble().is_none()
-            && lock(&self.last_acknowledged)
-                .is_some_and(|at| at.elapsed() < ACKNOWLEDGED_VOUCHES_FOR)
+        self.lock().last.as_ref().is_some_and(|(at, failure)| {
+            failure.is_none() && at.elapsed() < ACKNOWLEDGED_VOUCHES_FOR
+        })
     }
 
     /// Why the cluster is not taking writes, if the writes say so.
     pub fn trouble(&self) -> Option<String> {
-        let oldest = lock(&self.in_flight).values().next().map(Instant::elapsed);
+        let state = self.lock();
+        let oldest = state.in_flight.values().next().map(Instant::elapsed);
         if let Some(age) = oldest.filter(|age| *age > UNACKNOWLEDGED_AFTER) {
             return Some(format!(
                 "a record sent {} s ago is not acknowledged yet",
                 age.as_secs()
             ));
         }
-        lock(&self.last_failure)
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < FAILURE_SAYS_FOR)
-            .map(|(at, error)| {
-                format!(
-                    "the last record sent failed {} s ago: {error}",
-                    at.elapsed().as_secs()
-                )
-            })
+        match &state.last {
+            Some((at, Some(error))) if at.elapsed() < FAILURE_SAYS_FOR => Some(format!(
+                "the last record sent failed {} s ago: {error}",
+                at.elapsed().as_secs()
+            )),
+            _ => None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl InFlight<'_> {
-    /// The write's outcome: a failure is remembered, a success clears it.
+    /// The write's outcome: it is no longer in flight, and it is the last
+    /// one answered.
     pub fn finish(self, failure: Option<String>) {
-        if failure.is_none() {
-            *lock(&self.acks.last_acknowledged) = Some(Instant::now());
-        }
-        *lock(&self.acks.last_failure) = failure.map(|e| (Instant::now(), e));
+        let mut state = self.acks.lock();
+        state.in_flight.remove(&self.id);
+        state.last = Some((Instant::now(), failure));
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        lock(&self.acks.in_flight).remove(&self.id);
+        self.acks.lock().in_flight.remove(&self.id);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -136,7 +143,7 @@ mod tests {
         let old = acks.start();
         let young = acks.start();
         // Backdate the first write.
-        if let Some(started) = lock(&acks.in_flight).get_mut(&old.id) {
+        if let Some(started) = acks.lock().in_flight.get_mut(&old.id) {
             *started -= UNACKNOWLEDGED_AFTER + Duration::from_secs(1);
         }
         let said = acks.trouble().unwrap_or_default();
@@ -144,6 +151,6 @@ mod tests {
         drop(old);
         assert_eq!(acks.trouble(), None, "only a young write in flight");
         young.finish(None);
-        assert!(lock(&acks.in_flight).is_empty());
+        assert!(acks.lock().in_flight.is_empty());
     }
 }

@@ -17,8 +17,8 @@
 //!   in sync.
 
 use crate::{
-    kafka_cluster_id, on_own_runtime, required_classpath, retry_until, CassandraNode, Engine,
-    KafkaNode,
+    kafka_cluster_id, kafka_metadata, on_own_runtime, required_classpath, retry_until,
+    CassandraNode, Engine, KafkaNode,
 };
 use salestrack_port_tests::servers::{free_port, ServerProcess};
 use scylla::client::session_builder::SessionBuilder;
@@ -59,9 +59,10 @@ pub struct Cluster<E> {
 
 /// How a cluster of one engine tells that it is ready.
 pub trait Readiness: Sized {
-    /// Until the running nodes serve as a whole (panics with the nodes'
-    /// logs past `READY_WITHIN`).
-    fn wait_until_ready(cluster: &Cluster<Self>);
+    const NAME: &'static str;
+
+    /// Whether the running nodes serve as a whole, or why not yet.
+    fn answers(cluster: &Cluster<Self>) -> Result<(), String>;
 }
 
 /// Apache Cassandra's nodes.
@@ -79,8 +80,20 @@ impl<E: Readiness> Cluster<E> {
             nodes,
             engine: std::marker::PhantomData,
         };
-        E::wait_until_ready(&cluster);
+        cluster.wait_until_ready();
         cluster
+    }
+
+    /// Until [`Readiness::answers`] says so; panics with the nodes' logs
+    /// past [`READY_WITHIN`].
+    fn wait_until_ready(&self) {
+        if let Err(e) = retry_until(READY_WITHIN, || E::answers(self)) {
+            panic!(
+                "the {} cluster did not become ready: {e}\n{}",
+                E::NAME,
+                self.logs()
+            );
+        }
     }
 
     /// How many nodes it has (and replicas a keyspace or topic of it may).
@@ -102,12 +115,7 @@ impl<E: Readiness> Cluster<E> {
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].restart();
         self.up[i] = true;
-        E::wait_until_ready(self);
-    }
-
-    /// The process group leader of node `i` (the JVM runs below it).
-    pub fn pid(&self, i: usize) -> u32 {
-        self.nodes[i].pid()
+        self.wait_until_ready();
     }
 
     /// What every node printed so far.
@@ -125,6 +133,24 @@ impl<E: Readiness> Cluster<E> {
             .map(|i| format!("{}:{}", self.nodes[i].host, self.nodes[i].port))
             .collect()
     }
+}
+
+/// The nodes `indices` names, started side by side by `launch`.
+fn launch_together(
+    indices: std::ops::Range<usize>,
+    launch: impl Fn(usize) -> ServerProcess + Sync,
+) -> Vec<ServerProcess> {
+    std::thread::scope(|s| {
+        let launch = &launch;
+        let starting: Vec<_> = indices.map(|i| s.spawn(move || launch(i))).collect();
+        starting
+            .into_iter()
+            .map(|node| {
+                node.join()
+                    .unwrap_or_else(|_| panic!("a node did not start"))
+            })
+            .collect()
+    })
 }
 
 /// A port free on each of `hosts`: every node listens on the same one.
@@ -161,17 +187,7 @@ impl Cluster<Cassandra> {
             ServerProcess::launch_on(dir, hosts[i], port, "java", args, READY_WITHIN)
         };
         let mut nodes = vec![launch(0)];
-        std::thread::scope(|s| {
-            let joining: Vec<_> = (1..hosts.len())
-                .map(|i| s.spawn(move || launch(i)))
-                .collect();
-            for node in joining {
-                nodes.push(
-                    node.join()
-                        .unwrap_or_else(|_| panic!("a node did not start")),
-                );
-            }
-        });
+        nodes.extend(launch_together(1..hosts.len(), launch));
         Some(Cluster::new(nodes))
     }
 
@@ -182,19 +198,12 @@ impl Cluster<Cassandra> {
 }
 
 impl Readiness for Cassandra {
-    fn wait_until_ready(cluster: &Cluster<Cassandra>) {
+    const NAME: &'static str = "Cassandra";
+
+    fn answers(cluster: &Cluster<Cassandra>) -> Result<(), String> {
         let live = cluster.addresses(|i| cluster.up[i]);
         let replicas = cluster.len();
-        let ready = retry_until(READY_WITHIN, || {
-            let live = live.clone();
-            on_own_runtime(move || cluster_answers(live, replicas))
-        });
-        if let Err(e) = ready {
-            panic!(
-                "the Cassandra cluster did not become ready: {e}\n{}",
-                cluster.logs()
-            );
-        }
+        on_own_runtime(move || cluster_answers(live, replicas))
     }
 }
 
@@ -244,6 +253,9 @@ async fn cluster_answers(live: Vec<String>, replicas: usize) -> Result<(), Strin
 /// Three nodes: two make a controller quorum and `min.insync.replicas`.
 const KAFKA_NODES: usize = 3;
 
+/// How long one metadata request of the cluster may take.
+const METADATA_WITHIN: Duration = Duration::from_secs(5);
+
 impl Cluster<Kafka> {
     /// Three nodes, or `None` (having said why) when Kafka is not resolved
     /// and not required. They start together: a controller needs a quorum
@@ -260,33 +272,18 @@ impl Cluster<Kafka> {
             .collect::<Vec<_>>()
             .join(",");
         let cluster_id = kafka_cluster_id();
-        let nodes = std::thread::scope(|s| {
-            let starting: Vec<_> = ports
-                .iter()
-                .enumerate()
-                .map(|(i, &(port, controller))| {
-                    let (classpath, voters, cluster_id) = (&classpath, &voters, &cluster_id);
-                    s.spawn(move || {
-                        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-                        let node = KafkaNode {
-                            id: i as u32 + 1,
-                            port,
-                            controller,
-                            voters: voters.clone(),
-                            replicas: KAFKA_NODES,
-                        };
-                        let args = node.args(dir.path(), classpath, cluster_id, "");
-                        ServerProcess::launch(dir, port, "java", args, READY_WITHIN)
-                    })
-                })
-                .collect();
-            starting
-                .into_iter()
-                .map(|node| {
-                    node.join()
-                        .unwrap_or_else(|_| panic!("a broker did not start"))
-                })
-                .collect::<Vec<_>>()
+        let nodes = launch_together(0..KAFKA_NODES, |i| {
+            let (port, controller) = ports[i];
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+            let node = KafkaNode {
+                id: i as u32 + 1,
+                port,
+                controller,
+                voters: voters.clone(),
+                replicas: KAFKA_NODES,
+            };
+            let args = node.args(dir.path(), &classpath, &cluster_id, "");
+            ServerProcess::launch(dir, port, "java", args, READY_WITHIN)
         });
         Some(Cluster::new(nodes))
     }
@@ -298,7 +295,7 @@ impl Cluster<Kafka> {
 
     /// The node that leads `partition` of `topic` now, by the metadata.
     pub fn leader(&self, topic: &str, partition: i32) -> Result<usize, String> {
-        let metadata = metadata(&self.bootstrap(), Some(topic))?;
+        let metadata = kafka_metadata(&self.bootstrap(), Some(topic), METADATA_WITHIN)?;
         let leader = metadata
             .topics()
             .iter()
@@ -314,51 +311,32 @@ impl Cluster<Kafka> {
 }
 
 impl Readiness for Kafka {
-    fn wait_until_ready(cluster: &Cluster<Kafka>) {
+    const NAME: &'static str = "Kafka";
+
+    fn answers(cluster: &Cluster<Kafka>) -> Result<(), String> {
         let live = cluster.up.iter().filter(|u| **u).count();
         let full = live == cluster.len();
-        let bootstrap = cluster.bootstrap();
-        let ready = retry_until(READY_WITHIN, || {
-            let metadata = metadata(&bootstrap, None)?;
-            if metadata.brokers().len() != live {
-                return Err(format!(
-                    "{} brokers in the metadata, {live} running",
-                    metadata.brokers().len()
-                ));
-            }
-            for topic in metadata.topics() {
-                for p in topic.partitions() {
-                    if p.leader() < 0 || (full && p.isr().len() != p.replicas().len()) {
-                        return Err(format!(
-                            "{}/{}: leader {}, replicas {:?}, in sync {:?}",
-                            topic.name(),
-                            p.id(),
-                            p.leader(),
-                            p.replicas(),
-                            p.isr()
-                        ));
-                    }
+        let metadata = kafka_metadata(&cluster.bootstrap(), None, METADATA_WITHIN)?;
+        if metadata.brokers().len() != live {
+            return Err(format!(
+                "{} brokers in the metadata, {live} running",
+                metadata.brokers().len()
+            ));
+        }
+        for topic in metadata.topics() {
+            for p in topic.partitions() {
+                if p.leader() < 0 || (full && p.isr().len() != p.replicas().len()) {
+                    return Err(format!(
+                        "{}/{}: leader {}, replicas {:?}, in sync {:?}",
+                        topic.name(),
+                        p.id(),
+                        p.leader(),
+                        p.replicas(),
+                        p.isr()
+                    ));
                 }
             }
-            Ok(())
-        });
-        if let Err(e) = ready {
-            panic!(
-                "the Kafka cluster did not become ready: {e}\n{}",
-                cluster.logs()
-            );
         }
+        Ok(())
     }
-}
-
-/// The cluster's metadata, of `topic` or of every topic.
-fn metadata(bootstrap: &str, topic: Option<&str>) -> Result<rdkafka::metadata::Metadata, String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| e.to_string())?;
-    client
-        .fetch_metadata(topic, Duration::from_secs(5))
-        .map_err(|e| e.to_string())
 }

@@ -377,18 +377,30 @@ impl KafkaNode {
 }
 
 fn kafka_answers(brokers: &str) -> Result<(), String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let metadata = client
-        .fetch_metadata(None, Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
-    if metadata.brokers().is_empty() {
+    if kafka_metadata(brokers, None, Duration::from_secs(2))?
+        .brokers()
+        .is_empty()
+    {
         return Err("no broker in the metadata yet".into());
     }
     Ok(())
+}
+
+/// The metadata of `topic`, or of every topic, from the brokers at
+/// `bootstrap`.
+fn kafka_metadata(
+    bootstrap: &str,
+    topic: Option<&str>,
+    within: Duration,
+) -> Result<rdkafka::metadata::Metadata, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    client
+        .fetch_metadata(topic, within)
+        .map_err(|e| e.to_string())
 }
 
 /// One node, SimpleSnitch, every directory under `dir`; JMX left unset so

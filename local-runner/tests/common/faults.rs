@@ -276,9 +276,27 @@ pub struct Watched {
     pub reasons: BTreeSet<String>,
 }
 
-/// Polls `/health/ready` until `stop`, gathering what it says.
-pub fn watch_readiness(base: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Watched> {
-    tokio::spawn(async move {
+/// Readiness watched from [`watch_readiness`] until [`Watching::stop`].
+pub struct Watching {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Watched>,
+}
+
+impl Watching {
+    /// What readiness said since the watch began.
+    pub async fn stop(self) -> Watched {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("watcher")
+    }
+}
+
+/// Polls `/health/ready` from now until the watch is stopped, gathering
+/// what it says.
+pub fn watch_readiness(base: String) -> Watching {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let task = tokio::spawn(async move {
+        let stop = stopped;
         let client = reqwest::Client::new();
         let mut watched = Watched::default();
         while !stop.load(Ordering::Relaxed) {
@@ -315,7 +333,8 @@ pub fn watch_readiness(base: String, stop: Arc<AtomicBool>) -> tokio::task::Join
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         watched
-    })
+    });
+    Watching { stop, task }
 }
 
 /// A runner on `settings`, `ready`, with clients posting over 50 carts

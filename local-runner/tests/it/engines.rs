@@ -32,7 +32,6 @@ use salestrack_platform::Settings;
 use salestrack_test_engines::{Engine, EngineServer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -214,11 +213,9 @@ async fn a_sigkill_of(engine: Engine) {
     own.lock().expect("server").kill();
     let down = ready_becomes(&app, down_status, Duration::from_secs(60)).await;
     let noticed = killed.elapsed();
-    let watching = Arc::new(AtomicBool::new(false));
-    let watched = watch_readiness(app.base.clone(), Arc::clone(&watching));
+    let watching = watch_readiness(app.base.clone());
     tokio::time::sleep(OUTAGE.saturating_sub(killed.elapsed())).await;
-    watching.store(true, Ordering::Relaxed);
-    let watched = watched.await.expect("watcher");
+    let watched = watching.stop().await;
     let restarting = Instant::now();
     {
         let own = Arc::clone(&own);

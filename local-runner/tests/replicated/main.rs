@@ -44,7 +44,7 @@ use salestrack_elasticsearch::test_server::unique_prefix;
 use salestrack_platform::Settings;
 use salestrack_test_engines::{CassandraCluster, Engine, EngineServer, KafkaCluster};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -179,8 +179,7 @@ async fn run(fault: Fault, name: &str) -> Option<Outcome> {
     on_cluster(&mut guard, move |c| nodes.iter().for_each(|&i| c.kill(i))).await;
     ready_becomes(&app, fault.down_status, Duration::from_secs(60)).await;
     let noticed = killed.elapsed();
-    let watching = Arc::new(AtomicBool::new(false));
-    let watched = watch_readiness(app.base.clone(), Arc::clone(&watching));
+    let watching = watch_readiness(app.base.clone());
 
     // Whether orders keep becoming visible while the nodes are down: the
     // sales report's count over 15 s, once what was in flight has settled.
@@ -189,8 +188,7 @@ async fn run(fault: Fault, name: &str) -> Option<Outcome> {
     tokio::time::sleep(Duration::from_secs(15)).await;
     let visible_while_down = orders_visible(&app).await.saturating_sub(before);
     tokio::time::sleep(fault.outage.saturating_sub(killed.elapsed())).await;
-    watching.store(true, Ordering::Relaxed);
-    let watched = watched.await.expect("watcher");
+    let watched = watching.stop().await;
 
     let restarting = Instant::now();
     for &node in fault.nodes {
@@ -353,12 +351,10 @@ async fn the_leader_of_a_commands_partition_killed_under_load_costs_no_accepted_
         .leader(&run.settings.topics.commands, 0)
         .expect("the commands topic's leader");
     on_cluster(&mut guard, move |c| c.kill(leader)).await;
-    let watching = Arc::new(AtomicBool::new(false));
-    let watched = watch_readiness(run.app.base.clone(), Arc::clone(&watching));
+    let watching = watch_readiness(run.app.base.clone());
     let down = Duration::from_secs(30);
     tokio::time::sleep(down).await;
-    watching.store(true, Ordering::Relaxed);
-    let watched = watched.await.expect("watcher");
+    let watched = watching.stop().await;
     eprintln!("with the leader of commands/0 down: {watched:#?}");
     // Two brokers of three take every write: the runner stays in service
     // (a metadata request that timed out on the busy machine used to turn
@@ -394,8 +390,7 @@ async fn two_brokers_of_three_killed_answer_503_never_202() {
     // cannot reach `min.insync.replicas`), so the bus is down.
     ready_becomes(&run.app, "not_ready", Duration::from_secs(60)).await;
     let noticed = killed.elapsed();
-    let watching = Arc::new(AtomicBool::new(false));
-    let watched = watch_readiness(run.app.base.clone(), Arc::clone(&watching));
+    let watching = watch_readiness(run.app.base.clone());
     // Orders posted now, to carts of their own: one broker cannot hold a
     // command with another replica, so none may be answered 202.
     let client = reqwest::Client::builder()
@@ -422,8 +417,7 @@ async fn two_brokers_of_three_killed_answer_503_never_202() {
     }))
     .await;
     let down = killed.elapsed();
-    watching.store(true, Ordering::Relaxed);
-    let watched = watched.await.expect("watcher");
+    let watched = watching.stop().await;
     let restarting = Instant::now();
     on_cluster(&mut guard, |c| {
         c.restart(1);

@@ -685,8 +685,6 @@ fn build_peer() -> anyhow::Result<std::path::PathBuf> {
     Ok(std::path::Path::new(&target).join("release/salestrack-peer"))
 }
 
-/// The `q` quantile of a Prometheus histogram in `/metrics` text, with
-/// linear interpolation inside the bucket (as `histogram_quantile` does).
 /// Resolves and compiles the Pekko peer (`load-test/peer-pekko/build`,
 /// cached outside the clone); its JVM class path.
 fn build_pekko_peer() -> anyhow::Result<String> {
@@ -701,6 +699,8 @@ fn build_pekko_peer() -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(file.trim())?)
 }
 
+/// The `q` quantile of a Prometheus histogram in `/metrics` text, with
+/// linear interpolation inside the bucket (as `histogram_quantile` does).
 fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = metrics
         .lines()
@@ -1134,17 +1134,17 @@ fn print_round(r: &Round) {
     for (records, e) in &r.batch {
         phase(&format!("runner, embedded, batches of {records}"), e);
     }
-    if let Some((e, [kafka, cassandra, opensearch])) = &r.engines {
-        phase("runner, Kafka + Cassandra + OpenSearch", e);
-        println!(
-            "    of its CPU per order: Kafka {kafka:.2} ms, Cassandra {cassandra:.2} ms, OpenSearch {opensearch:.2} ms"
-        );
-    }
-    if let Some((e, [kafka, cassandra, opensearch])) = &r.pekko {
-        phase("Pekko peer: Kafka + Cassandra + OpenSearch", e);
-        println!(
-            "    of its CPU per order: Kafka {kafka:.2} ms, Cassandra {cassandra:.2} ms, OpenSearch {opensearch:.2} ms"
-        );
+    let on_engines = [
+        ("runner, Kafka + Cassandra + OpenSearch", &r.engines),
+        ("Pekko peer: Kafka + Cassandra + OpenSearch", &r.pekko),
+    ];
+    for (name, measured) in on_engines {
+        if let Some((e, [kafka, cassandra, opensearch])) = measured {
+            phase(name, e);
+            println!(
+                "    of its CPU per order: Kafka {kafka:.2} ms, Cassandra {cassandra:.2} ms, OpenSearch {opensearch:.2} ms"
+            );
+        }
     }
     let c = &r.checkout;
     println!(

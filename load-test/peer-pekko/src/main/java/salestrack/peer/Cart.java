@@ -1,5 +1,6 @@
 package salestrack.peer;
 
+import java.nio.charset.StandardCharsets;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.pekko.actor.typed.ActorRef;
@@ -104,9 +105,16 @@ final class Cart extends EventSourcedBehavior<Cart.Place, Cart.Placed, Cart.Stat
         .thenRun(
             s ->
                 producer.send(
-                    new ProducerRecord<>(topic, cartId, line.json),
+                    published(line),
                     (metadata, error) ->
                         c.replyTo.tell(error == null ? Reply.OK : new Reply(error.toString()))));
+  }
+
+  /** The line on the events topic, keyed by cart, its order id in a header. */
+  private ProducerRecord<String, byte[]> published(PekkoPeer.Line line) {
+    ProducerRecord<String, byte[]> record = new ProducerRecord<>(topic, cartId, line.json);
+    record.headers().add(PekkoPeer.ORDER_ID, line.orderId.getBytes(StandardCharsets.UTF_8));
+    return record;
   }
 
   @Override

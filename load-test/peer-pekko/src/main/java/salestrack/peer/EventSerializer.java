@@ -2,7 +2,7 @@ package salestrack.peer;
 
 import org.apache.pekko.serialization.SerializerWithStringManifest;
 
-/** {@link Cart.Placed} in the journal: the order line's JSON as the client sent it. */
+/** {@link Cart.Placed} in the journal: the order line's JSON, compact. */
 public final class EventSerializer extends SerializerWithStringManifest {
   private static final String PLACED = "placed";
 

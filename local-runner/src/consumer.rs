@@ -444,9 +444,11 @@ pub async fn run<H, Fut, R>(
         if settled.stop_at.is_empty() {
             continue;
         }
-        // Back to the committed positions: the records to deliver again come first.
+        // Back to the committed positions: the records to deliver again come
+        // first. A rewind that failed is finished by the next poll before
+        // it hands over anything (the `Consumer` contract).
         if let Err(e) = consumer.rewind().await {
-            tracing::error!(consumer = config.name, error = %e, "rewind failed");
+            tracing::error!(consumer = config.name, error = %e, "rewind failed; the next poll tries again first");
         }
         if let Some(delay) = settled.retry_in {
             if !pause(delay, &shutdown).await {

@@ -181,6 +181,7 @@ impl KafkaBus {
             batch_window: self.config.batch_window,
             touched: BTreeSet::new(),
             resume: BTreeMap::new(),
+            unsought: BTreeSet::new(),
         })
     }
 

@@ -133,6 +133,13 @@ pub struct KafkaConsumer {
     /// Partitions sought back to their committed offset whose first record
     /// since has not arrived yet.
     pub(crate) resume: BTreeMap<(String, i32), Resume>,
+    /// Partitions that must be sought back to the group's committed offset
+    /// before anything more is handed over: a rewind's or a rebalance's,
+    /// kept until the seek succeeds. A seek that failed (the coordinator
+    /// down with two brokers of three) left librdkafka's position past the
+    /// records to deliver again, and the next poll handed over the ones
+    /// after them, whose commit then skipped the failed records for good.
+    pub(crate) unsought: BTreeSet<(String, i32)>,
 }
 
 impl KafkaConsumer {
@@ -196,15 +203,84 @@ impl KafkaConsumer {
         }
         if !seeks.is_empty() {
             tracing::info!(partitions = ?seeks, "records after the committed offset were not delivered: seeking further back");
-            self.blocking(move |c| {
-                for ((topic, partition), offset) in seeks {
-                    c.seek(&topic, partition, offset, Duration::from_secs(10))?;
-                }
-                Ok(())
-            })
-            .await?;
+            let partitions: Vec<(String, i32)> = seeks.keys().cloned().collect();
+            let sought = self
+                .blocking(move |c| {
+                    for ((topic, partition), offset) in seeks {
+                        c.seek(&topic, partition, offset, Duration::from_secs(10))?;
+                    }
+                    Ok(())
+                })
+                .await;
+            // The records kept are past their partitions' positions already:
+            // hand them over; the partitions not sought are before the next
+            // poll's first step.
+            if let Err(e) = sought {
+                tracing::warn!(error = %e, ?partitions, "seeking further back failed; trying again before the next poll");
+                self.unsought.extend(partitions);
+            }
         }
         Ok(kept)
+    }
+
+    /// Seeks every partition in [`KafkaConsumer::unsought`] that is still
+    /// assigned back to the group's committed offset (the beginning if
+    /// none); on failure they all stay there, for the next try.
+    async fn seek_unsought(&mut self) -> Result<(), BackendError> {
+        if self.unsought.is_empty() {
+            return Ok(());
+        }
+        let unsought = self.unsought.clone();
+        let sought = self
+            .blocking(move |c| {
+                let assigned = c.assignment()?;
+                let mut tpl = TopicPartitionList::new();
+                for (topic, partition) in &unsought {
+                    if assigned.find_partition(topic, *partition).is_some() {
+                        tpl.add_partition(topic, *partition);
+                    }
+                }
+                let mut sought = Vec::new();
+                if tpl.count() == 0 {
+                    return Ok(sought);
+                }
+                let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+                for e in committed.elements() {
+                    // A partition's own error (its coordinator loading, say)
+                    // is no "nothing committed": seeking to the beginning
+                    // would redeliver the whole log.
+                    e.error()?;
+                    let resume = match e.offset() {
+                        Offset::Offset(committed) => Some(Resume {
+                            committed,
+                            lookback: REWIND_LOOKBACK,
+                        }),
+                        _ => None,
+                    };
+                    let offset = resume.map_or(Offset::Beginning, Resume::seek_offset);
+                    tracing::debug!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        ?resume,
+                        ?offset,
+                        "seeking back to the committed offset"
+                    );
+                    c.seek(e.topic(), e.partition(), offset, Duration::from_secs(10))?;
+                    sought.push(((e.topic().to_owned(), e.partition()), resume));
+                }
+                Ok(sought)
+            })
+            .await?;
+        // Partitions no longer assigned are dropped too: their new owner
+        // starts from the commit anyway.
+        self.unsought.clear();
+        for (partition, resume) in sought {
+            match resume {
+                Some(resume) => self.resume.insert(partition, resume),
+                None => self.resume.remove(&partition),
+            };
+        }
+        Ok(())
     }
 
     /// Runs a blocking librdkafka call off the async threads.
@@ -223,6 +299,9 @@ impl KafkaConsumer {
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BackendError> {
+        // A rewind that failed is finished first: nothing past the records
+        // it was to deliver again may be handed over.
+        self.seek_unsought().await?;
         let records = self.fetch(max, wait).await?;
         // Rebalances run inside `recv`, so only during a poll, never while a
         // batch is handled. After one, nothing fetched from a partition that
@@ -252,10 +331,10 @@ impl Consumer for KafkaConsumer {
                 partitions = moved.len(),
                 "rebalanced: seeking the partitions still assigned to their committed offsets"
             );
-            let kept = std::mem::replace(&mut self.touched, moved);
-            let rewound = self.rewind().await;
-            self.touched = kept;
-            rewound?;
+            // What was fetched from them is dropped above; should the seek
+            // fail, the next poll tries again before fetching anything.
+            self.unsought.extend(moved);
+            self.seek_unsought().await?;
         }
         let records = self.screen(records).await?;
         for r in &records {
@@ -309,54 +388,11 @@ impl Consumer for KafkaConsumer {
     /// Seeks every partition polled since the last rewind back to the group's
     /// committed offset (the beginning if none); see [`REWIND_LOOKBACK`].
     /// Partitions no longer assigned are skipped: their new owner starts from
-    /// the commit anyway.
+    /// the commit anyway. On failure the partitions stay to be sought, and
+    /// every poll tries again before it hands over any record.
     async fn rewind(&mut self) -> Result<(), BackendError> {
         let touched = std::mem::take(&mut self.touched);
-        if touched.is_empty() {
-            return Ok(());
-        }
-        let sought = self
-            .blocking(move |c| {
-                let assigned = c.assignment()?;
-                let mut tpl = TopicPartitionList::new();
-                for (topic, partition) in &touched {
-                    if assigned.find_partition(topic, *partition).is_some() {
-                        tpl.add_partition(topic, *partition);
-                    }
-                }
-                let mut sought = Vec::new();
-                if tpl.count() == 0 {
-                    return Ok(sought);
-                }
-                let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
-                for e in committed.elements() {
-                    let resume = match e.offset() {
-                        Offset::Offset(committed) => Some(Resume {
-                            committed,
-                            lookback: REWIND_LOOKBACK,
-                        }),
-                        _ => None,
-                    };
-                    let offset = resume.map_or(Offset::Beginning, Resume::seek_offset);
-                    tracing::debug!(
-                        topic = e.topic(),
-                        partition = e.partition(),
-                        ?resume,
-                        ?offset,
-                        "seeking back to the committed offset"
-                    );
-                    c.seek(e.topic(), e.partition(), offset, Duration::from_secs(10))?;
-                    sought.push(((e.topic().to_owned(), e.partition()), resume));
-                }
-                Ok(sought)
-            })
-            .await?;
-        for (partition, resume) in sought {
-            match resume {
-                Some(resume) => self.resume.insert(partition, resume),
-                None => self.resume.remove(&partition),
-            };
-        }
-        Ok(())
+        self.unsought.extend(touched);
+        self.seek_unsought().await
     }
 }

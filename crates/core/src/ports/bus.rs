@@ -56,6 +56,9 @@ pub trait Consumer: Send {
     /// Marks everything up to and including these records as processed.
     async fn commit(&mut self, records: &[BusRecord]) -> Result<(), BackendError>;
     /// Forgets uncommitted progress: the next poll starts at the committed offsets.
+    /// A rewind that fails still holds: no poll hands over a record past
+    /// the committed offsets until the rewind is done (each poll tries it
+    /// again first), so a retryable failure is never skipped.
     async fn rewind(&mut self) -> Result<(), BackendError>;
 
     /// How many records of each partition this member holds the group has

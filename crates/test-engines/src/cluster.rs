@@ -15,10 +15,19 @@
 //!   `min.insync.replicas=2`. Ready when the metadata names every running
 //!   broker and every partition has a leader and its full set of replicas
 //!   in sync.
+//! - [`OpenSearchCluster`]: OpenSearch 2.19 with two nodes, the first
+//!   cluster manager and data, the second data only: with two
+//!   cluster-manager-eligible nodes neither could be lost (a majority of two
+//!   votes is two; OpenSearch leaves one out of the voting configuration
+//!   instead, and which one is its choice), so the node a two-node cluster
+//!   can lose is the one that does not manage it. Indices get one replica,
+//!   so each shard has a copy on each node. Ready when the health of the
+//!   running nodes is green (yellow with one down: the replicas it held
+//!   have nowhere to go).
 
 use crate::{
-    kafka_cluster_id, kafka_metadata, on_own_runtime, required_classpath, retry_until,
-    CassandraNode, Engine, KafkaNode,
+    kafka_cluster_id, kafka_metadata, on_own_runtime, opensearch_node_args, required_classpath,
+    retry_until, CassandraNode, Engine, KafkaNode,
 };
 use salestrack_port_tests::servers::{free_port, ServerProcess};
 use scylla::client::session_builder::SessionBuilder;
@@ -69,9 +78,12 @@ pub trait Readiness: Sized {
 pub struct Cassandra;
 /// Apache Kafka's nodes.
 pub struct Kafka;
+/// OpenSearch's nodes.
+pub struct OpenSearch;
 
 pub type CassandraCluster = Cluster<Cassandra>;
 pub type KafkaCluster = Cluster<Kafka>;
+pub type OpenSearchCluster = Cluster<OpenSearch>;
 
 impl<E: Readiness> Cluster<E> {
     fn new(nodes: Vec<ServerProcess>) -> Cluster<E> {
@@ -86,7 +98,7 @@ impl<E: Readiness> Cluster<E> {
 
     /// Until [`Readiness::answers`] says so; panics with the nodes' logs
     /// past [`READY_WITHIN`].
-    fn wait_until_ready(&self) {
+    pub fn wait_until_ready(&self) {
         if let Err(e) = retry_until(READY_WITHIN, || E::answers(self)) {
             panic!(
                 "the {} cluster did not become ready: {e}\n{}",
@@ -338,5 +350,87 @@ impl Readiness for Kafka {
             }
         }
         Ok(())
+    }
+}
+
+/// The cluster manager (which also holds data) and one data node.
+const OPENSEARCH_ROLES: [&str; 2] = ["cluster_manager,data,ingest", "data,ingest"];
+
+impl Cluster<OpenSearch> {
+    /// Two nodes, or `None` (having said why) when OpenSearch is not
+    /// resolved and not required. They start together and find each other
+    /// through their transport ports.
+    pub fn start() -> Option<OpenSearchCluster> {
+        let classpath = required_classpath(Engine::OpenSearch)?;
+        let ports: Vec<(u16, u16)> = OPENSEARCH_ROLES
+            .iter()
+            .map(|_| (free_port(), free_port()))
+            .collect();
+        let seeds = ports
+            .iter()
+            .map(|(_, transport)| transport.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = launch_together(0..OPENSEARCH_ROLES.len(), |i| {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+            let cluster = [
+                format!("salestrack-{i}"),
+                OPENSEARCH_ROLES[i].to_owned(),
+                seeds.clone(),
+                "salestrack-0".to_owned(),
+            ];
+            let args = opensearch_node_args(dir.path(), &classpath, ports[i], &cluster);
+            ServerProcess::launch(dir, ports[i].0, "java", args, READY_WITHIN)
+        });
+        Some(Cluster::new(nodes))
+    }
+
+    /// The cluster manager's URL, which the runner is given: as a managed
+    /// domain's endpoint does, it serves through whichever nodes are up.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addresses(|i| i == 0)[0])
+    }
+
+    /// The node that holds data only: the one the cluster can lose.
+    pub fn data_node(&self) -> usize {
+        1
+    }
+}
+
+impl Readiness for OpenSearch {
+    const NAME: &'static str = "OpenSearch";
+
+    fn answers(cluster: &Cluster<OpenSearch>) -> Result<(), String> {
+        let live = cluster.up.iter().filter(|u| **u).count();
+        let status = if live == cluster.len() {
+            "green"
+        } else {
+            "yellow"
+        };
+        let url = cluster.url();
+        on_own_runtime(move || opensearch_health(url, live, status))
+    }
+}
+
+/// The cluster's health names `nodes` nodes and is at least `status`.
+async fn opensearch_health(url: String, nodes: usize, status: &str) -> Result<(), String> {
+    let body = reqwest::Client::new()
+        .get(format!(
+            "{url}/_cluster/health?wait_for_nodes={nodes}&wait_for_status={status}&timeout=5s"
+        ))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let health: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    if health["timed_out"] == false && health["number_of_nodes"] == nodes {
+        Ok(())
+    } else {
+        Err(format!(
+            "cluster health, waiting for {nodes} nodes and {status}: {health}"
+        ))
     }
 }

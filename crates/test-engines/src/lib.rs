@@ -24,7 +24,7 @@
 
 mod cluster;
 
-pub use cluster::{CassandraCluster, KafkaCluster};
+pub use cluster::{CassandraCluster, KafkaCluster, OpenSearchCluster};
 
 use base64::Engine as _;
 use salestrack_port_tests::servers::{free_port, ServerProcess};
@@ -514,16 +514,27 @@ async fn cassandra_answers(address: String) -> Result<(), String> {
 
 fn opensearch_args(dir: &Path, classpath: &str) -> (u16, Vec<String>) {
     let (port, transport) = (free_port(), free_port());
-    let args = log4j_jvm(
-        classpath,
-        "salestrack.OpenSearchNode",
-        &[
-            dir.join("home").display().to_string(),
-            port.to_string(),
-            transport.to_string(),
-        ],
-    );
-    (port, args)
+    (
+        port,
+        opensearch_node_args(dir, classpath, (port, transport), &[]),
+    )
+}
+
+/// `OpenSearchNode`'s command line on `ports` (HTTP, transport), with
+/// `cluster`'s arguments for a node of a cluster (none for a single node).
+fn opensearch_node_args(
+    dir: &Path,
+    classpath: &str,
+    (port, transport): (u16, u16),
+    cluster: &[String],
+) -> Vec<String> {
+    let mut args = vec![
+        dir.join("home").display().to_string(),
+        port.to_string(),
+        transport.to_string(),
+    ];
+    args.extend_from_slice(cluster);
+    log4j_jvm(classpath, "salestrack.OpenSearchNode", &args)
 }
 
 async fn opensearch_answers(url: String) -> Result<(), String> {

@@ -28,6 +28,14 @@
 //! - Two brokers SIGKILLed: orders posted then are answered `503`, never
 //!   `202`; after the restart everything accepted is there exactly once.
 //!
+//! OpenSearch 2.19, two nodes (a cluster manager that holds data, and a
+//! data node), the runner's indices at two shards and one replica:
+//!
+//! - The data node SIGKILLed under load, restarted 30 s later: its
+//!   primaries' replicas on the other node take over, orders keep becoming
+//!   visible, nobody is refused; back, the cluster is green and both copies
+//!   of every shard hold the same documents, and the read models are exact.
+//!
 //! Each cluster is started once for the binary, by the first test that
 //! needs it (Cassandra's about two and a half minutes on two cores); the
 //! tests run one at a time. Each prints its row of docs/testing.md's fault
@@ -42,7 +50,10 @@ use faults::{ready_becomes, recover_and_account, under_load, watch_readiness, Un
 use salestrack_core::ids::CartId;
 use salestrack_elasticsearch::test_server::unique_prefix;
 use salestrack_platform::Settings;
-use salestrack_test_engines::{CassandraCluster, Engine, EngineServer, KafkaCluster};
+use salestrack_test_engines::{
+    CassandraCluster, Engine, EngineServer, KafkaCluster, OpenSearchCluster,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -58,24 +69,39 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 static CASSANDRA: tokio::sync::Mutex<Option<CassandraCluster>> =
     tokio::sync::Mutex::const_new(None);
 static KAFKA: tokio::sync::Mutex<Option<KafkaCluster>> = tokio::sync::Mutex::const_new(None);
+static OPENSEARCH: tokio::sync::Mutex<Option<OpenSearchCluster>> =
+    tokio::sync::Mutex::const_new(None);
 
 /// Runner settings on `kafka` and `cassandra` (replicated `replicas` times
 /// each, 1 for a single node), with a keyspace, topics and index prefix of
 /// their own; OpenSearch is the binary's single node.
 fn settings(kafka: (&str, usize), cassandra: (&str, usize), data_dir: &Path) -> Option<Settings> {
     let opensearch = EngineServer::shared(Engine::OpenSearch)?.address();
+    Some(settings_on(kafka, cassandra, (&opensearch, 0), data_dir))
+}
+
+/// [`settings`] on the OpenSearch at `opensearch.0`, its indices with
+/// `opensearch.1` replicas (and two shards where there are replicas, so
+/// each node of two leads some).
+fn settings_on(
+    kafka: (&str, usize),
+    cassandra: (&str, usize),
+    opensearch: (&str, u32),
+    data_dir: &Path,
+) -> Settings {
+    let (opensearch, replicas) = opensearch;
     let base = common::engine_settings(
         common::OnEngines {
             kafka: kafka.0,
             cassandra: cassandra.0,
             keyspace: format!("replicated{}", Uuid::new_v4().simple()),
-            opensearch: &opensearch,
+            opensearch,
             index_prefix: unique_prefix(),
         },
         data_dir,
     );
     let kafka_replicas = i32::try_from(kafka.1).expect("replicas");
-    Some(Settings {
+    Settings {
         cassandra: salestrack_platform::CassandraSettings {
             replication: format!(
                 "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
@@ -90,6 +116,11 @@ fn settings(kafka: (&str, usize), cassandra: (&str, usize), data_dir: &Path) -> 
             min_insync_replicas: Some(kafka_replicas.min(2)),
             ..base.kafka
         },
+        elasticsearch: salestrack_platform::ElasticsearchSettings {
+            shards: Some(if replicas > 0 { 2 } else { 1 }),
+            replicas: Some(replicas),
+            ..base.elasticsearch
+        },
         // A waiting record is delivered again every 200 ms at most.
         retry_backoff_max_ms: 200,
         ready: salestrack_platform::ReadySettings {
@@ -97,7 +128,7 @@ fn settings(kafka: (&str, usize), cassandra: (&str, usize), data_dir: &Path) -> 
             ..base.ready
         },
         ..base
-    })
+    }
 }
 
 /// The cluster behind `cell`, started on first use by `start`; `None`
@@ -446,4 +477,152 @@ async fn two_brokers_of_three_killed_answer_503_never_202() {
         &watched,
     )
     .await;
+}
+
+/// A copy of a shard, as `_cat/shards` lists it.
+#[derive(Debug)]
+struct ShardCopy {
+    primary: bool,
+    state: String,
+    docs: Option<u64>,
+    node: Option<String>,
+}
+
+/// Each shard's copies in the indices under `prefix`, by (index, shard),
+/// after a refresh.
+async fn shard_copies(url: &str, prefix: &str) -> BTreeMap<(String, u64), Vec<ShardCopy>> {
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{url}/{prefix}*/_refresh"))
+        .send()
+        .await
+        .expect("refresh");
+    let shards: Vec<serde_json::Value> = client
+        .get(format!(
+            "{url}/_cat/shards/{prefix}*?format=json&h=index,shard,prirep,state,docs,node"
+        ))
+        .send()
+        .await
+        .expect("_cat/shards")
+        .json()
+        .await
+        .expect("shards");
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let number = |v: &serde_json::Value| text(v).and_then(|t| t.parse().ok());
+    let mut copies: BTreeMap<(String, u64), Vec<ShardCopy>> = BTreeMap::new();
+    for s in shards {
+        let shard = (
+            text(&s["index"]).unwrap_or_default(),
+            number(&s["shard"]).unwrap_or_default(),
+        );
+        copies.entry(shard).or_default().push(ShardCopy {
+            primary: s["prirep"] == "p",
+            state: text(&s["state"]).unwrap_or_default(),
+            docs: number(&s["docs"]),
+            node: text(&s["node"]),
+        });
+    }
+    copies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_data_node_of_two_killed_under_load_projection_goes_on_on_the_replicas() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut guard = started(&OPENSEARCH, OpenSearchCluster::start).await;
+    let Some((url, data_node)) = guard.as_ref().map(|c| (c.url(), c.data_node())) else {
+        return;
+    };
+    let (Some(kafka), Some(cassandra)) = (
+        EngineServer::shared(Engine::Kafka),
+        EngineServer::shared(Engine::Cassandra),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings_on(
+        (&kafka.address(), 1),
+        (&cassandra.address(), 1),
+        (&url, 1),
+        dir.path(),
+    );
+    let prefix = settings.elasticsearch.index_prefix.clone();
+    let UnderLoad { app, stop, load } = under_load(&settings).await;
+    // Every index's replicas allocated before the fault, and primaries on
+    // the node to be killed: their replicas must take over.
+    on_cluster(&mut guard, |c| c.wait_until_ready()).await;
+    let before_kill = shard_copies(&url, &prefix).await;
+    let data_node_name = format!("salestrack-{data_node}");
+    let led_there = before_kill
+        .values()
+        .flatten()
+        .filter(|c| c.primary && c.node.as_deref() == Some(data_node_name.as_str()))
+        .count();
+    assert!(
+        led_there > 0,
+        "no primary on the data node: {before_kill:#?}"
+    );
+
+    let killed = Instant::now();
+    on_cluster(&mut guard, move |c| c.kill(data_node)).await;
+    let watching = watch_readiness(app.base.clone());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = orders_visible(&app).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let visible_while_down = orders_visible(&app).await.saturating_sub(before);
+    let down = Duration::from_secs(30);
+    tokio::time::sleep(down.saturating_sub(killed.elapsed())).await;
+    let watched = watching.stop().await;
+    let while_down = shard_copies(&url, &prefix).await;
+
+    let restarting = Instant::now();
+    // Until the health is green with both nodes: every replica recovered.
+    on_cluster(&mut guard, move |c| c.restart(data_node)).await;
+    let restarted = restarting.elapsed();
+    let (accounting, recovered) =
+        recover_and_account(&app, &settings, restarting, &stop, load).await;
+    let copies = shard_copies(&url, &prefix).await;
+    eprintln!(
+        "| OpenSearch, 2 nodes, 1 replica | SIGKILL of the data node, down {} s, restarted on its data | {} | {:?} | {:.1} s | {:.1} s |",
+        down.as_secs(),
+        accounting.columns(),
+        watched.statuses,
+        restarted.as_secs_f64(),
+        recovered.as_secs_f64(),
+    );
+    eprintln!(
+        "primaries on the data node before: {led_there}\nwhile down: {watched:#?}\n\
+         visible in 15 s while down: {visible_while_down}\n\
+         shard copies while down: {while_down:#?}\nafter: {copies:#?}"
+    );
+    accounting
+        .assert_exact(&app, "SIGKILL of the data node")
+        .await;
+    // The read store is not the command side's: nobody was turned away,
+    // and the projection went on with the copies on the node left.
+    assert_eq!(accounting.refused, 0, "orders refused: {watched:#?}");
+    assert!(
+        !watched.statuses.contains("not_ready"),
+        "out of service with one node of two: {watched:#?}"
+    );
+    assert!(
+        visible_while_down > 0,
+        "nothing became visible with the data node down: {watched:#?}"
+    );
+    // While down, the replicas on the node left had become the primaries.
+    assert!(
+        while_down
+            .values()
+            .all(|copies| copies.iter().any(|c| c.primary && c.state == "STARTED")),
+        "a shard without a primary while the data node was down: {while_down:#?}"
+    );
+    // Back: each shard has both copies started, and they hold the same
+    // documents (the replica caught up with what was written meanwhile).
+    for (shard, both) in &copies {
+        let docs: BTreeSet<Option<u64>> = both.iter().map(|c| c.docs).collect();
+        assert!(
+            both.len() == 2 && both.iter().all(|c| c.state == "STARTED") && docs.len() == 1,
+            "{shard:?}: {copies:#?}"
+        );
+    }
+    app.stop().await;
 }

@@ -18,6 +18,14 @@
 //!   commands wait, readiness says `degraded`, nothing is dead-lettered;
 //!   once the nodes are back, everything accepted is visible exactly once.
 //!
+//! - A coordinator SIGKILLed with Paxos rounds in flight (200 carts
+//!   appended to at once, straight through the event store): each such
+//!   append fails without an answer, and the serial read that settles it
+//!   finishes whatever round a quorum had accepted. Some land and are
+//!   found (`applied`), some did not; a "did not apply" is never
+//!   contradicted by a later round, and every stream is exactly what its
+//!   writer was told.
+//!
 //! Apache Kafka 4, three KRaft nodes, the runner's topics at replication
 //! factor 3 with `min.insync.replicas=2`, its producer at `acks=all`:
 //!
@@ -47,7 +55,10 @@ mod common;
 mod faults;
 
 use faults::{ready_becomes, recover_and_account, under_load, watch_readiness, UnderLoad};
+use salestrack_cassandra::CassandraEventStore;
+use salestrack_core::event::{Event, RecordedEvent};
 use salestrack_core::ids::CartId;
+use salestrack_core::ports::{AppendError, EventStore};
 use salestrack_elasticsearch::test_server::unique_prefix;
 use salestrack_platform::Settings;
 use salestrack_test_engines::{
@@ -626,3 +637,179 @@ async fn the_data_node_of_two_killed_under_load_projection_goes_on_on_the_replic
     }
     app.stop().await;
 }
+
+/// Counts the event store's appends settled by a serial read, by outcome,
+/// from its log line (`salestrack_cassandra`'s "settled by a serial read").
+#[derive(Clone, Default)]
+struct Settles(Arc<std::sync::Mutex<BTreeMap<String, usize>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Settles {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Outcome(Option<String>);
+        impl tracing::field::Visit for Outcome {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "outcome" {
+                    self.0 = Some(value.to_owned());
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        if event.metadata().target() != "salestrack_cassandra" {
+            return;
+        }
+        let mut outcome = Outcome(None);
+        event.record(&mut outcome);
+        if let (Some(outcome), Ok(mut counts)) = (outcome.0, self.0.lock()) {
+            *counts.entry(outcome).or_default() += 1;
+        }
+    }
+}
+
+/// What one cart's writer saw.
+#[derive(Debug)]
+struct Written {
+    cart: CartId,
+    /// Every event whose append was acknowledged (or settled as applied).
+    appended: Vec<RecordedEvent>,
+    /// Appends answered with an error, each tried again at its version.
+    errors: usize,
+    /// Of those tries again, the ones that found their own events already
+    /// stored: an earlier try's Paxos round that landed after all.
+    landed_on_retry: usize,
+    /// Of those, the ones the store had settled as not applied: a verdict
+    /// that a later round contradicted.
+    landed_after_not_applied: usize,
+}
+
+/// Appends one event at a time to `cart` until `stop`. An append answered
+/// with an error is tried again with the same events at the same version,
+/// as the domain's redelivery does; a conflict there must be its own
+/// events, stored by an earlier try.
+async fn write_cart(
+    store: Arc<CassandraEventStore>,
+    cart: CartId,
+    stop: Arc<AtomicBool>,
+) -> Written {
+    let mut written = Written {
+        cart,
+        appended: Vec::new(),
+        errors: 0,
+        landed_on_retry: 0,
+        landed_after_not_applied: 0,
+    };
+    // Whether the store said the last failed try did not apply.
+    let mut settled_not_applied = false;
+    let mut retry: Option<Vec<RecordedEvent>> = None;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while retry.is_some() || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "cart {cart}: {written:?}");
+        let after = written.appended.len() as u64;
+        let events = retry.take().unwrap_or_else(|| {
+            let line = salestrack_port_tests::line_of(cart, "u", "p", 1);
+            salestrack_port_tests::recorded(cart, after, vec![Event::OrderPlaced(line)])
+        });
+        match store.append(cart, after, &events).await {
+            Ok(()) => written.appended.extend(events),
+            Err(AppendError::Conflict { .. }) if written.errors > 0 => {
+                let stored = store
+                    .read_stream(cart)
+                    .await
+                    .expect("read after a conflict");
+                assert_eq!(
+                    stored.get(written.appended.len()..),
+                    Some(events.as_slice()),
+                    "cart {cart}: a conflict that is not this writer's earlier try"
+                );
+                written.landed_on_retry += 1;
+                written.landed_after_not_applied += usize::from(settled_not_applied);
+                written.appended.extend(events);
+            }
+            Err(AppendError::Conflict { .. }) => panic!("cart {cart}: a conflict with one writer"),
+            Err(e) => {
+                written.errors += 1;
+                settled_not_applied = e.to_string().contains("did not apply");
+                retry = Some(events);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    written
+}
+
+/// The coordinator of Paxos rounds in flight SIGKILLed: each such append
+/// failed without an answer, and the serial read that settles it (run by a
+/// node left) finishes a round a quorum had accepted. Every cart's stream
+/// is then exactly what its writer was told: nothing acknowledged missing,
+/// nothing refused stored.
+#[tokio::test(flavor = "current_thread")]
+async fn appends_in_flight_on_a_killed_coordinator_settle_as_paxos_decided() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let settles = Settles::default();
+    let _log =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(settles.clone()));
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut guard = started(&CASSANDRA, CassandraCluster::start).await;
+    let Some((contact_points, replicas)) = guard.as_ref().map(|c| (c.contact_points(), c.len()))
+    else {
+        return;
+    };
+    let mut config = salestrack_cassandra::CassandraConfig::new(
+        &contact_points,
+        &format!("settle{}", Uuid::new_v4().simple()),
+    );
+    config.replication = format!("{{'class': 'SimpleStrategy', 'replication_factor': {replicas}}}");
+    let store = Arc::new(CassandraEventStore::connect(config).await.expect("connect"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            tokio::spawn(write_cart(
+                Arc::clone(&store),
+                CartId(Uuid::new_v4()),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    on_cluster(&mut guard, |c| c.kill(1)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut carts = Vec::new();
+    for writer in writers {
+        carts.push(writer.await.expect("writer"));
+    }
+    on_cluster(&mut guard, |c| c.restart(1)).await;
+
+    let mut stored_events = 0;
+    for written in &carts {
+        let cart = written.cart;
+        let stream = store.read_stream(cart).await.expect("read");
+        assert_eq!(stream, written.appended, "cart {cart}: {written:?}");
+        stored_events += stream.len();
+    }
+    let settles = settles.0.lock().expect("settles").clone();
+    let errors: usize = carts.iter().map(|w| w.errors).sum();
+    let landed_on_retry: usize = carts.iter().map(|w| w.landed_on_retry).sum();
+    let contradicted: usize = carts.iter().map(|w| w.landed_after_not_applied).sum();
+    eprintln!(
+        "{WRITERS} writers, {stored_events} events stored, each stream exactly as acknowledged; \
+         appends answered with an error {errors}, of which found landed when tried again \
+         {landed_on_retry} ({contradicted} after a settle said not applied); settled by a \
+         serial read, by outcome: {settles:?}"
+    );
+    // The serial read finished the rounds a quorum had accepted: some of
+    // the appends that failed without an answer had landed, and were
+    // found.
+    assert!(
+        settles.get("applied").is_some_and(|n| *n > 0),
+        "no round in flight on the killed node was found landed: {settles:?}"
+    );
+    // A "did not apply" is final: no later round completed such a try.
+    assert_eq!(
+        contradicted, 0,
+        "tries settled as not applied that landed later"
+    );
+}
+
+/// Carts appended to at once: enough rounds in flight on the killed node
+/// that some are past their proposal.
+const WRITERS: usize = 200;

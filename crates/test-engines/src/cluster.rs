@@ -413,7 +413,11 @@ impl Readiness for OpenSearch {
 }
 
 /// The cluster's health names `nodes` nodes and is at least `status`.
-async fn opensearch_health(url: String, nodes: usize, status: &str) -> Result<(), String> {
+pub(crate) async fn opensearch_health(
+    url: String,
+    nodes: usize,
+    status: &str,
+) -> Result<(), String> {
     let body = reqwest::Client::new()
         .get(format!(
             "{url}/_cluster/health?wait_for_nodes={nodes}&wait_for_status={status}&timeout=5s"

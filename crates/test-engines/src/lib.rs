@@ -537,17 +537,7 @@ fn opensearch_node_args(
     log4j_jvm(classpath, "salestrack.OpenSearchNode", &args)
 }
 
+/// The single node answers its cluster health: one node, yellow or better.
 async fn opensearch_answers(url: String) -> Result<(), String> {
-    let response = reqwest::Client::new()
-        .get(format!(
-            "{url}/_cluster/health?wait_for_status=yellow&timeout=5s"
-        ))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("cluster health answered {}", response.status()))
-    }
+    cluster::opensearch_health(url, 1, "yellow").await
 }

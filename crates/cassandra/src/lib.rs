@@ -7,9 +7,12 @@
 //! - A conditional write that fails without an answer (a write timeout, a
 //!   client timeout, a broken connection) may still have applied. It is
 //!   never retried blindly: the adapter reads the versions it wrote at
-//!   SERIAL consistency, which settles any Paxos round in flight, and
-//!   answers from what is there: our events (applied), another writer's
-//!   (conflict) or none (not applied: a retryable error).
+//!   SERIAL consistency, which settles any Paxos round in flight (tried
+//!   again for up to the request timeout: the first reads after a
+//!   coordinator died may be routed to it again), and answers from what is
+//!   there: our events (applied), another writer's (conflict) or none (not
+//!   applied: a retryable error). A read that never succeeds leaves the
+//!   append unsettled: an error that says it may have applied.
 //! - Reads are prepared, paged and idempotent (the driver may retry them);
 //!   snapshots are plain upserts in their own table.
 //!
@@ -39,6 +42,7 @@ use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlTimestamp, CqlValue, Row};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -94,6 +98,8 @@ pub struct CassandraEventStore {
     statements: Arc<Statements>,
     keyspace: String,
     serial_consistency: SerialConsistency,
+    /// How long a failed append's serial read is tried again for.
+    settle_within: Duration,
 }
 
 impl CassandraEventStore {
@@ -116,6 +122,7 @@ impl CassandraEventStore {
             statements: Arc::new(statements),
             keyspace: config.keyspace,
             serial_consistency: config.serial_consistency,
+            settle_within: config.request_timeout,
         })
     }
 
@@ -203,6 +210,31 @@ impl CassandraEventStore {
         .await
     }
 
+    /// [`Self::read_settled`] tried again, with growing pauses, for up to the
+    /// request timeout. A coordinator that died with rounds in flight broke
+    /// its connection, and the driver may route the first reads that follow
+    /// to it again before it has noticed: one failed read would leave an
+    /// append unsettled that a moment later could be.
+    async fn read_settled_retrying(
+        &self,
+        cart_id: CartId,
+        first: u64,
+    ) -> Result<Vec<RecordedEvent>, BackendError> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.read_settled(cart_id, first).await {
+                Ok(stored) => return Ok(stored),
+                Err(e) if started.elapsed() + pause >= self.settle_within => return Err(e),
+                Err(e) => {
+                    tracing::debug!(%cart_id, error = %e, "a settling serial read failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     /// After a conditional write answered `[applied] = false`.
     async fn conflict(&self, cart_id: CartId, expected: u64) -> AppendError {
         match self.read_settled(cart_id, expected + 1).await {
@@ -223,15 +255,19 @@ impl CassandraEventStore {
         events: &[RecordedEvent],
         failure: String,
     ) -> Result<(), AppendError> {
-        let stored = self
-            .read_settled(cart_id, expected + 1)
-            .await
-            .map_err(|e| {
-                backend(format!(
+        let stored = match self.read_settled_retrying(cart_id, expected + 1).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                metrics::counter!("salestrack_cassandra_ambiguous_appends_total", "outcome" => "unsettled")
+                    .increment(1);
+                tracing::warn!(%cart_id, expected, %failure, error = %e, outcome = "unsettled", "conditional append failed without an answer, and so did the serial read that settles it");
+                return Err(backend(format!(
                     "append to cart {cart_id} failed ({failure}) and reading back failed too ({e}); \
                      the append may or may not have applied"
                 ))
-            })?;
+                .into());
+            }
+        };
         let outcome = if stored.is_empty() {
             "not_applied"
         } else if stored.starts_with(events) {

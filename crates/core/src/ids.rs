@@ -66,6 +66,11 @@ uuid_id!(
     /// One recorded event. Derived from (cart, version) so a replay has the same id.
     EventId
 );
+uuid_id!(
+    /// One user's data key (see [`crate::personal`]): random, named by every
+    /// value sealed under it, and gone with the key when the user is erased.
+    KeyId
+);
 
 /// Namespace for the name-based (v5) ids salestrack derives.
 const NAMESPACE: Uuid = Uuid::from_u128(0x5a1e_57ac_0000_4000_8000_0000_0000_0001);

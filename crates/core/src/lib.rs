@@ -10,6 +10,8 @@
 //! - [`ids`], [`money`], [`json`]: value types and canonical JSON.
 //! - [`contract`]: the input rules (value checks) validation is built from.
 //! - [`fields`]: the fields of request bodies, their rules and errors.
+//! - [`personal`]: the one list of personal fields, and their sealing
+//!   under each user's data key (crypto-shredding).
 //! - [`command`]: the commands (`place_order`, `cancel_order`, the saga's),
 //!   parsed and validated field by field.
 //! - [`event`]: domain events, their [`event::EventKind`], the recorded event.
@@ -37,6 +39,7 @@ pub mod headers;
 pub mod ids;
 pub mod json;
 pub mod money;
+pub mod personal;
 pub mod ports;
 pub mod read_model;
 pub mod search;

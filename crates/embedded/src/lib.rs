@@ -9,16 +9,19 @@
 //! - [`event_store`]: streams with a unique (cart, version).
 //! - [`read_store`]: version-guarded documents, search and report aggregation.
 //! - [`payment_ledger`]: the mock gateway's charges, one per checkout.
+//! - [`key_store`]: each user's data key, securely deleted on erasure.
 //! - [`sqlite`]: the connection wrapper they share.
 
 pub mod bus;
 pub mod event_store;
+pub mod key_store;
 pub mod payment_ledger;
 pub mod read_store;
 pub mod sqlite;
 
 pub use bus::{EmbeddedBus, EmbeddedConsumer};
 pub use event_store::EmbeddedEventStore;
+pub use key_store::EmbeddedKeyStore;
 pub use payment_ledger::EmbeddedPaymentLedger;
 pub use read_store::EmbeddedReadStore;
 

@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod event_store;
+pub mod key_store;
 pub mod payment_ledger;
 pub mod read_store;
 pub mod servers;

@@ -5,12 +5,13 @@
 //! error is infrastructure and fails the batch or request (retryable).
 //!
 //! One module per port: [`bus`], [`event_store`], [`read_store`],
-//! [`payment_ledger`]; [`error`] holds the error every port returns, [`clock`] the time.
+//! [`payment_ledger`], [`key_store`]; [`error`] holds the error every port returns, [`clock`] the time.
 
 pub mod bus;
 pub mod clock;
 pub mod error;
 pub mod event_store;
+pub mod key_store;
 pub mod payment_ledger;
 pub mod read_store;
 
@@ -19,5 +20,6 @@ pub use bus::{BusProjectionFeed, Consumer, Producer, ProjectionFeed};
 pub use clock::{Clock, SystemClock};
 pub use error::BackendError;
 pub use event_store::{AppendError, EventStore, Snapshot, StreamAppend, StreamHead};
+pub use key_store::KeyStore;
 pub use payment_ledger::{Charge, ChargeStatus, PaymentLedger};
 pub use read_store::{DueCheckout, ReadDocument, ReadStore, Reader, Upsert};

@@ -84,6 +84,66 @@ mod payment_ledger_contract {
     salestrack_port_tests::every_payment_ledger_check!();
 }
 
+mod key_store_contract {
+    use salestrack_core::ports::KeyStore;
+    use salestrack_embedded::EmbeddedKeyStore;
+    use std::sync::Arc;
+    use tempfile::TempDir;
+
+    async fn key_store() -> Option<(TempDir, Arc<dyn KeyStore>)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedKeyStore::open(&dir.path().join("keys.sqlite")).expect("open");
+        Some((dir, Arc::new(store)))
+    }
+
+    salestrack_port_tests::every_key_store_check!();
+
+    /// Every byte the key store left on disk (the database, its write-ahead
+    /// log and shared memory), searched for a secret.
+    fn on_disk(dir: &std::path::Path, secret: &[u8]) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| {
+                let bytes = std::fs::read(path).expect("read");
+                bytes.windows(secret.len()).any(|w| w == secret)
+            })
+            .map(|path| path.display().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_destroyed_key_is_on_no_byte_of_the_files_and_a_kept_one_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys.sqlite");
+        let store = EmbeddedKeyStore::open(&path).expect("open");
+        let erased = store.sealing_key("erased").await.expect("key");
+        // Enough other users that the erased key's page holds other rows,
+        // and SQLite's deletion must overwrite a row inside a live page.
+        let mut kept = Vec::new();
+        for n in 0..50 {
+            kept.push(store.sealing_key(&format!("kept-{n}")).await.expect("key"));
+        }
+        assert!(
+            !on_disk(dir.path(), erased.secret()).is_empty(),
+            "the search would find the key while it lives"
+        );
+        assert_eq!(
+            store.destroy("erased").await.expect("destroy"),
+            vec![erased.id]
+        );
+        assert_eq!(on_disk(dir.path(), erased.secret()), Vec::<String>::new());
+        drop(store);
+        let reopened = EmbeddedKeyStore::open(&path).expect("reopen");
+        for key in &kept {
+            let found = reopened.key(key.id).await.expect("read").expect("kept");
+            assert_eq!(found.secret(), key.secret());
+        }
+        assert!(reopened.key(erased.id).await.expect("read").is_none());
+        assert_eq!(on_disk(dir.path(), erased.secret()), Vec::<String>::new());
+    }
+}
+
 mod bus_contract {
     use super::*;
 

@@ -1,0 +1,168 @@
+//! The one list applied: an order line sealed where it enters, and the
+//! sealed values of any document (a read model, an event in a history, a
+//! live update) opened where it is answered, or shown as erased.
+
+use crate::command::OrderLine;
+use crate::ids::KeyId;
+use crate::personal::seal::{DataKey, PersonalField, Sealed, ERASED};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+
+/// Seals every personal field of `line` under `key` (its user's), leaving a
+/// field that is sealed already as it is.
+pub fn seal_line(line: &mut OrderLine, key: &DataKey) {
+    for (field, value) in [
+        (PersonalField::ShippingAddress, &mut line.shipping_address),
+        (PersonalField::BillingAddress, &mut line.billing_address),
+        (PersonalField::PaymentMethod, &mut line.payment_method),
+    ] {
+        if Sealed::from_token(value).is_none() {
+            *value = key.seal(field, value).to_token();
+        }
+    }
+}
+
+/// Every key the sealed values in `doc` name: what to fetch before
+/// [`open_document`].
+pub fn sealed_keys(doc: &Value) -> BTreeSet<KeyId> {
+    let mut keys = BTreeSet::new();
+    walk(doc, &mut |_, value| {
+        if let Some(Ok(sealed)) = Sealed::from_token(value) {
+            keys.insert(sealed.key);
+        }
+    });
+    keys
+}
+
+/// Opens every sealed value in `doc` with `keys`. A value whose key is not
+/// there (destroyed: its user was erased), that does not authenticate, or
+/// that is not under a personal field's name, becomes [`ERASED`]: nothing
+/// sealed is ever answered as it is.
+pub fn open_document(doc: &mut Value, keys: &HashMap<KeyId, DataKey>) {
+    walk_mut(doc, None, &mut |name, value| {
+        let Some(sealed) = Sealed::from_token(value) else {
+            return;
+        };
+        let clear = sealed.ok().and_then(|sealed| {
+            let field = PersonalField::parse(name?)?;
+            keys.get(&sealed.key)?.open(field, &sealed).ok()
+        });
+        *value = clear.unwrap_or_else(|| ERASED.to_owned());
+    });
+}
+
+/// Calls `f` with every string in `doc` and the name of the member it is
+/// the value of (an array's items have their array's name).
+fn walk<'a>(doc: &'a Value, f: &mut impl FnMut(Option<&str>, &'a str)) {
+    match doc {
+        Value::String(s) => f(None, s),
+        Value::Array(items) => items.iter().for_each(|item| walk(item, f)),
+        Value::Object(members) => {
+            for (name, value) in members {
+                match value {
+                    Value::String(s) => f(Some(name), s),
+                    other => walk(other, f),
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn walk_mut(doc: &mut Value, name: Option<&str>, f: &mut impl FnMut(Option<&str>, &mut String)) {
+    match doc {
+        Value::String(s) => f(name, s),
+        Value::Array(items) => items.iter_mut().for_each(|item| walk_mut(item, name, f)),
+        Value::Object(members) => {
+            for (name, value) in members.iter_mut() {
+                walk_mut(value, Some(name), f);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(n: u8) -> DataKey {
+        DataKey::new(KeyId(uuid::Uuid::from_u128(u128::from(n))), [n; 32])
+    }
+
+    #[test]
+    fn a_sealed_line_has_no_personal_field_in_the_clear_and_opens_back() {
+        let mut line = crate::testing::line();
+        let clear = line.clone();
+        let k = key(1);
+        seal_line(&mut line, &k);
+        let sealed = line.clone();
+        seal_line(&mut line, &k);
+        assert_eq!(line, sealed, "sealing twice changes nothing");
+        for (field, value) in [
+            (PersonalField::ShippingAddress, &line.shipping_address),
+            (PersonalField::BillingAddress, &line.billing_address),
+            (PersonalField::PaymentMethod, &line.payment_method),
+        ] {
+            assert!(
+                matches!(Sealed::from_token(value), Some(Ok(_))),
+                "{field:?}"
+            );
+        }
+        assert_eq!(
+            (&line.user_id, &line.product_name, line.subtotal),
+            (&clear.user_id, &clear.product_name, clear.subtotal),
+            "sales facts and the user id stay in the clear"
+        );
+        let mut doc = json!({
+            "lines": [{
+                "shipping_address": line.shipping_address,
+                "billing_address": line.billing_address,
+                "payment_method": line.payment_method,
+                "product_name": line.product_name,
+            }],
+        });
+        assert_eq!(sealed_keys(&doc), BTreeSet::from([k.id]));
+        open_document(&mut doc, &HashMap::from([(k.id, k)]));
+        assert_eq!(
+            doc,
+            json!({
+                "lines": [{
+                    "shipping_address": clear.shipping_address,
+                    "billing_address": clear.billing_address,
+                    "payment_method": clear.payment_method,
+                    "product_name": clear.product_name,
+                }],
+            })
+        );
+    }
+
+    #[test]
+    fn values_of_a_destroyed_key_or_out_of_place_read_as_erased() {
+        let (erased, kept) = (key(1), key(2));
+        let token = |k: &DataKey, field, value| k.seal(field, value).to_token();
+        let mut doc = json!({
+            "shipping_address": token(&erased, PersonalField::ShippingAddress, "1 Gone Rd"),
+            "billing_address": token(&kept, PersonalField::BillingAddress, "2 Kept Rd"),
+            // Moved to another field: does not authenticate there.
+            "payment_method": token(&kept, PersonalField::BillingAddress, "2 Kept Rd"),
+            "product_name": token(&kept, PersonalField::ShippingAddress, "3 Odd Rd"),
+            "history": [token(&kept, PersonalField::ShippingAddress, "4 Item Rd")],
+            "user_id": "u-1",
+        });
+        assert_eq!(sealed_keys(&doc), BTreeSet::from([erased.id, kept.id]));
+        open_document(&mut doc, &HashMap::from([(kept.id, kept)]));
+        assert_eq!(
+            doc,
+            json!({
+                "shipping_address": ERASED,
+                "billing_address": "2 Kept Rd",
+                "payment_method": ERASED,
+                "product_name": ERASED,
+                "history": [ERASED],
+                "user_id": "u-1",
+            })
+        );
+    }
+}

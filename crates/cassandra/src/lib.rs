@@ -23,9 +23,11 @@ pub mod schema;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 
+pub mod key_store;
 pub mod payment_ledger;
 
 pub use config::{parse_consistency, parse_serial_consistency, CassandraConfig};
+pub use key_store::CassandraKeyStore;
 pub use payment_ledger::CassandraPaymentLedger;
 
 use async_trait::async_trait;
@@ -129,6 +131,16 @@ impl CassandraEventStore {
     /// The payment ledger in the same keyspace, on the same session.
     pub async fn payment_ledger(&self) -> Result<CassandraPaymentLedger, CassandraError> {
         CassandraPaymentLedger::prepare(
+            Arc::clone(&self.session),
+            &self.keyspace,
+            self.serial_consistency,
+        )
+        .await
+    }
+
+    /// The key store in the same keyspace, on the same session.
+    pub async fn key_store(&self) -> Result<CassandraKeyStore, CassandraError> {
+        CassandraKeyStore::prepare(
             Arc::clone(&self.session),
             &self.keyspace,
             self.serial_consistency,

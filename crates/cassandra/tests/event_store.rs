@@ -282,4 +282,17 @@ mod apache_cassandra {
 
         salestrack_port_tests::every_payment_ledger_check!();
     }
+
+    mod key_store_contract {
+        use super::*;
+        use salestrack_core::ports::KeyStore;
+
+        async fn key_store() -> Option<((), Arc<dyn KeyStore>)> {
+            let store = store().await?;
+            let keys = store.key_store().await.expect("prepare the key store");
+            Some(((), Arc::new(keys)))
+        }
+
+        salestrack_port_tests::every_key_store_check!();
+    }
 }

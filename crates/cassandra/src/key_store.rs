@@ -1,0 +1,236 @@
+//! The key store on Cassandra: the `data_keys_by_id` and `data_keys`
+//! tables of `infra/cassandra/tables.cql`.
+//!
+//! - A new key is written by id first, then claimed for its user with
+//!   `INSERT ... IF NOT EXISTS` on the user's pointer: whoever loses the
+//!   race deletes the key it wrote and takes the winner's, so concurrent
+//!   first orders agree on one key, and no pointer ever names a key not
+//!   written yet.
+//! - A destroy deletes the key, then the pointer (`IF key_id = ?`). A
+//!   pointer whose key is gone (a destroy cut short) is finished by the
+//!   next call that meets it, destroy or sealing alike.
+//! - Pointers are read at SERIAL consistency (they are written by Paxos);
+//!   keys at the configured consistency.
+
+use crate::{applied, backend, driver, CassandraError};
+use async_trait::async_trait;
+use salestrack_core::ids::KeyId;
+use salestrack_core::personal::DataKey;
+use salestrack_core::ports::{BackendError, KeyStore};
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Pointer races a call settles before it gives up: each lost one means
+/// another writer changed the user's key in between.
+const ROUNDS: usize = 8;
+
+#[derive(Clone)]
+pub struct CassandraKeyStore {
+    session: Arc<Session>,
+    write_key: PreparedStatement,
+    read_key: PreparedStatement,
+    delete_key: PreparedStatement,
+    claim: PreparedStatement,
+    /// At SERIAL consistency: sees every claim a conditional write settled.
+    pointer: PreparedStatement,
+    release: PreparedStatement,
+}
+
+impl CassandraKeyStore {
+    pub(crate) async fn prepare(
+        session: Arc<Session>,
+        keyspace: &str,
+        serial: SerialConsistency,
+    ) -> Result<CassandraKeyStore, CassandraError> {
+        let prepare = |cql: String, idempotent: bool| {
+            let session = Arc::clone(&session);
+            async move {
+                let mut statement = session
+                    .prepare(cql.as_str())
+                    .await
+                    .map_err(|e| CassandraError::Schema(format!("preparing {cql}: {e}")))?;
+                statement.set_is_idempotent(idempotent);
+                statement.set_serial_consistency(Some(serial));
+                Ok::<_, CassandraError>(statement)
+            }
+        };
+        let write_key = prepare(
+            format!(
+                "INSERT INTO {keyspace}.data_keys_by_id (key_id, user_id, secret) VALUES (?, ?, ?)"
+            ),
+            true,
+        )
+        .await?;
+        let read_key = prepare(
+            format!("SELECT secret FROM {keyspace}.data_keys_by_id WHERE key_id = ?"),
+            true,
+        )
+        .await?;
+        let delete_key = prepare(
+            format!("DELETE FROM {keyspace}.data_keys_by_id WHERE key_id = ?"),
+            true,
+        )
+        .await?;
+        let claim = prepare(
+            format!(
+                "INSERT INTO {keyspace}.data_keys (user_id, key_id) VALUES (?, ?) IF NOT EXISTS"
+            ),
+            false,
+        )
+        .await?;
+        let mut pointer = prepare(
+            format!("SELECT key_id FROM {keyspace}.data_keys WHERE user_id = ?"),
+            true,
+        )
+        .await?;
+        pointer.set_consistency(match serial {
+            SerialConsistency::Serial => Consistency::Serial,
+            SerialConsistency::LocalSerial => Consistency::LocalSerial,
+        });
+        let release = prepare(
+            format!("DELETE FROM {keyspace}.data_keys WHERE user_id = ? IF key_id = ?"),
+            false,
+        )
+        .await?;
+        Ok(CassandraKeyStore {
+            session,
+            write_key,
+            read_key,
+            delete_key,
+            claim,
+            pointer,
+            release,
+        })
+    }
+
+    /// The key the user's pointer names, if any.
+    async fn pointer(&self, user_id: &str) -> Result<Option<KeyId>, BackendError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.pointer, (user_id,))
+            .await
+            .map_err(driver)?
+            .into_rows_result()
+            .map_err(driver)?;
+        Ok(rows
+            .maybe_first_row::<(Uuid,)>()
+            .map_err(driver)?
+            .map(|(id,)| KeyId(id)))
+    }
+
+    async fn delete_key(&self, id: KeyId) -> Result<(), BackendError> {
+        self.session
+            .execute_unpaged(&self.delete_key, (id.0,))
+            .await
+            .map_err(driver)?;
+        Ok(())
+    }
+
+    /// Deletes `id`, then the user's pointer to it.
+    async fn destroy_key(&self, user_id: &str, id: KeyId) -> Result<(), BackendError> {
+        self.delete_key(id).await?;
+        // Not applied: another call already released it.
+        self.session
+            .execute_unpaged(&self.release, (user_id, id.0))
+            .await
+            .map_err(driver)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyStore for CassandraKeyStore {
+    async fn sealing_key(&self, user_id: &str) -> Result<DataKey, BackendError> {
+        for _ in 0..ROUNDS {
+            if let Some(id) = self.pointer(user_id).await? {
+                match self.key(id).await? {
+                    Some(key) => return Ok(key),
+                    // A destroy was cut short between its two deletes.
+                    None => {
+                        self.destroy_key(user_id, id).await?;
+                        continue;
+                    }
+                }
+            }
+            let key = DataKey::new(KeyId(Uuid::new_v4()), new_secret()?);
+            self.session
+                .execute_unpaged(
+                    &self.write_key,
+                    (key.id.0, user_id, key.secret().as_slice()),
+                )
+                .await
+                .map_err(driver)?;
+            let claimed = match self
+                .session
+                .execute_unpaged(&self.claim, (user_id, key.id.0))
+                .await
+            {
+                Ok(answer) => applied(answer).map_err(backend)?,
+                // Whether the claim landed, the pointer read at SERIAL
+                // settles: ours, or another's.
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming a data key failed without an answer; settled by a serial read");
+                    self.pointer(user_id).await? == Some(key.id)
+                }
+            };
+            if claimed {
+                return Ok(key);
+            }
+            self.delete_key(key.id).await?;
+        }
+        Err(backend(format!(
+            "the data key of a user changed {ROUNDS} times while it was being read"
+        )))
+    }
+
+    async fn key(&self, id: KeyId) -> Result<Option<DataKey>, BackendError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.read_key, (id.0,))
+            .await
+            .map_err(driver)?
+            .into_rows_result()
+            .map_err(driver)?;
+        rows.maybe_first_row::<(Vec<u8>,)>()
+            .map_err(driver)?
+            .map(|(secret,)| {
+                let secret: [u8; 32] = secret
+                    .try_into()
+                    .map_err(|_| backend(format!("data key {id}: not 32 bytes")))?;
+                Ok(DataKey::new(id, secret))
+            })
+            .transpose()
+    }
+
+    async fn destroy(&self, user_id: &str) -> Result<Vec<KeyId>, BackendError> {
+        let mut destroyed = Vec::new();
+        for _ in 0..ROUNDS {
+            let Some(id) = self.pointer(user_id).await? else {
+                return Ok(destroyed);
+            };
+            // A pointer whose key is already gone was destroyed before,
+            // by a call cut short: finished, not counted again.
+            if self.key(id).await?.is_some() {
+                destroyed.push(id);
+            }
+            self.destroy_key(user_id, id).await?;
+        }
+        Err(backend(format!(
+            "the data key of a user changed {ROUNDS} times while it was being destroyed"
+        )))
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.key(KeyId(Uuid::nil())).await.map(|_| ())
+    }
+}
+
+/// 32 bytes from the operating system's random source.
+fn new_secret() -> Result<[u8; 32], BackendError> {
+    let mut secret = [0; 32];
+    getrandom::fill(&mut secret).map_err(|e| backend(format!("random source: {e}")))?;
+    Ok(secret)
+}

@@ -16,13 +16,13 @@ use salestrack_cassandra::{
     parse_consistency, parse_serial_consistency, CassandraConfig, CassandraEventStore,
 };
 use salestrack_core::ports::{
-    BackendError, BusProjectionFeed, Consumer, EventStore, PaymentLedger, Producer, ProjectionFeed,
-    ReadStore,
+    BackendError, BusProjectionFeed, Consumer, EventStore, KeyStore, PaymentLedger, Producer,
+    ProjectionFeed, ReadStore,
 };
 #[cfg(feature = "elasticsearch")]
 use salestrack_elasticsearch::{EsConfig, EsReadStore, RefreshPolicy};
 use salestrack_embedded::{
-    EmbeddedBus, EmbeddedEventStore, EmbeddedPaymentLedger, EmbeddedReadStore,
+    EmbeddedBus, EmbeddedEventStore, EmbeddedKeyStore, EmbeddedPaymentLedger, EmbeddedReadStore,
 };
 #[cfg(feature = "kafka")]
 use salestrack_kafka::{KafkaBus, KafkaConfig};
@@ -48,6 +48,7 @@ pub struct Uses {
     pub event_store: bool,
     pub read_store: bool,
     pub payment_ledger: bool,
+    pub key_store: bool,
 }
 
 impl Uses {
@@ -57,12 +58,14 @@ impl Uses {
         event_store: true,
         read_store: true,
         payment_ledger: true,
+        key_store: true,
     };
     pub const NOTHING: Uses = Uses {
         bus: false,
         event_store: false,
         read_store: false,
         payment_ledger: false,
+        key_store: false,
     };
 }
 
@@ -76,6 +79,9 @@ pub struct Backends {
     /// The mock payment gateway's ledger: in the Cassandra keyspace when
     /// Cassandra is configured, else embedded SQLite.
     payment_ledger: Option<Arc<dyn PaymentLedger>>,
+    /// The users' data keys: beside the event store (in the Cassandra
+    /// keyspace, or an embedded SQLite file of their own).
+    key_store: Option<Arc<dyn KeyStore>>,
     bus: Option<Bus>,
     description: String,
 }
@@ -87,6 +93,7 @@ pub struct Ports {
     pub event_store: Arc<dyn EventStore>,
     pub read_store: Arc<dyn ReadStore>,
     pub payment_ledger: Arc<dyn PaymentLedger>,
+    pub key_store: Arc<dyn KeyStore>,
 }
 
 fn not_opened(port: &str) -> BackendError {
@@ -278,20 +285,21 @@ async fn open_read_store(
     ))
 }
 
-/// The event store and the payment ledger, which live together: in the
-/// Cassandra keyspace, or in embedded SQLite files.
+/// What lives beside the event store.
+struct EventStores {
+    events: Option<Arc<dyn EventStore>>,
+    ledger: Option<Arc<dyn PaymentLedger>>,
+    keys: Option<Arc<dyn KeyStore>>,
+    description: String,
+}
+
+/// The event store, the payment ledger and the key store, which live
+/// together: in the Cassandra keyspace, or in embedded SQLite files.
 async fn open_event_stores(
     settings: &Settings,
     data_dir: &Path,
     uses: Uses,
-) -> Result<
-    (
-        Option<Arc<dyn EventStore>>,
-        Option<Arc<dyn PaymentLedger>>,
-        String,
-    ),
-    BackendError,
-> {
+) -> Result<EventStores, BackendError> {
     if settings.cassandra.contact_points.trim().is_empty() {
         let events: Option<Arc<dyn EventStore>> = match uses.event_store {
             true => Some(Arc::new(EmbeddedEventStore::open(
@@ -305,7 +313,18 @@ async fn open_event_stores(
             )?)),
             false => None,
         };
-        return Ok((events, ledger, embedded(data_dir)));
+        let keys: Option<Arc<dyn KeyStore>> = match uses.key_store {
+            true => Some(Arc::new(EmbeddedKeyStore::open(
+                &data_dir.join("keys.sqlite"),
+            )?)),
+            false => None,
+        };
+        return Ok(EventStores {
+            events,
+            ledger,
+            keys,
+            description: embedded(data_dir),
+        });
     }
     #[cfg(feature = "cassandra")]
     {
@@ -320,8 +339,17 @@ async fn open_event_stores(
             true => Some(Arc::new(store.payment_ledger().await?)),
             false => None,
         };
+        let keys: Option<Arc<dyn KeyStore>> = match uses.key_store {
+            true => Some(Arc::new(store.key_store().await?)),
+            false => None,
+        };
         let events: Option<Arc<dyn EventStore>> = uses.event_store.then(|| Arc::new(store) as _);
-        Ok((events, ledger, description))
+        Ok(EventStores {
+            events,
+            ledger,
+            keys,
+            description,
+        })
     }
     #[cfg(not(feature = "cassandra"))]
     {
@@ -359,15 +387,15 @@ impl Backends {
             }
             false => None,
         };
-        let (event_store, payment_ledger) = match uses.event_store || uses.payment_ledger {
-            true => {
-                let (events, ledger, description) =
-                    open_event_stores(settings, data_dir, uses).await?;
-                described.push(format!("event store: {description}"));
-                (events, ledger)
-            }
-            false => (None, None),
-        };
+        let (event_store, payment_ledger, key_store) =
+            match uses.event_store || uses.payment_ledger || uses.key_store {
+                true => {
+                    let stores = open_event_stores(settings, data_dir, uses).await?;
+                    described.push(format!("event store: {}", stores.description));
+                    (stores.events, stores.ledger, stores.keys)
+                }
+                false => (None, None, None),
+            };
         let (bus, producer) = match uses.bus {
             true => {
                 let (bus, producer, description) = if settings.kafka.brokers.trim().is_empty() {
@@ -393,6 +421,7 @@ impl Backends {
             event_store,
             read_store,
             payment_ledger,
+            key_store,
             bus,
             description: described.join("; "),
         })
@@ -420,6 +449,12 @@ impl Backends {
             .ok_or_else(|| not_opened("payment ledger"))
     }
 
+    pub fn key_store(&self) -> Result<Arc<dyn KeyStore>, BackendError> {
+        self.key_store
+            .clone()
+            .ok_or_else(|| not_opened("key store"))
+    }
+
     /// Every port; an error when one was not opened.
     pub fn ports(&self) -> Result<Ports, BackendError> {
         Ok(Ports {
@@ -427,6 +462,7 @@ impl Backends {
             event_store: self.event_store()?,
             read_store: self.read_store()?,
             payment_ledger: self.payment_ledger()?,
+            key_store: self.key_store()?,
         })
     }
 

@@ -154,6 +154,7 @@ fn each_function_holds_only_its_own_secret_and_rights() {
         );
     }
     let functions = [
+        ("CommandFunction", "CommandSecretArn"),
         ("QueryFunction", "QuerySecretArn"),
         ("LiveFunction", "QuerySecretArn"),
         ("DomainFunction", "DomainSecretArn"),
@@ -205,6 +206,7 @@ fn each_function_holds_only_its_own_secret_and_rights() {
         "the other reads do not hold an execution for a stream's lifetime"
     );
     for (user, may_modify) in [
+        ("CommandKeyspacesUser", true),
         ("QueryKeyspacesUser", false),
         ("ProjectorKeyspacesUser", false),
         ("DomainKeyspacesUser", true),
@@ -294,6 +296,8 @@ fn the_keyspaces_tables_in_the_template_match_the_cql_schema() {
         ("EventsTable", "events", 8),
         ("SnapshotsTable", "snapshots", 4),
         ("PaymentsTable", "payments", 4),
+        ("DataKeysByIdTable", "data_keys_by_id", 3),
+        ("DataKeysTable", "data_keys", 2),
     ] {
         let mut declared = template_columns(&template, resource);
         let mut expected = cql_columns(table);

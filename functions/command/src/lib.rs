@@ -1,5 +1,7 @@
-//! The command function: `POST /orders`, `POST /orders/{order_id}/cancel`
-//! and `POST /carts/{cart_id}/checkout`.
+//! The command function: `POST /orders`, `POST /orders/{order_id}/cancel`,
+//! `POST /carts/{cart_id}/checkout`, and `POST /users/{user_id}/erase`.
+//! Personal fields are sealed here, where they enter (see
+//! `salestrack_core::personal`), and an erasure destroys their keys.
 //! Validates the request, produces one command record keyed by cart id, and
 //! answers `202` as soon as the bus has it durably. Never waits for the domain.
 //!
@@ -16,7 +18,9 @@ use salestrack_api::params::{Param, ParamSpec};
 use salestrack_core::command::{CancelOrder, CheckoutCart, Command, PlaceOrder};
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ids::{CartId, CommandId, OrderId};
-use salestrack_core::ports::{Clock, Producer};
+use salestrack_core::personal::{cart_holder, seal_line, PersonalField};
+use salestrack_core::ports::{Clock, KeyStore, Producer, ReadStore};
+use salestrack_core::search::CartSearch;
 use salestrack_core::token::ConsistencyToken;
 use salestrack_core::wire::CommandRecord;
 use salestrack_platform::auth::{self, Access, Authenticator};
@@ -34,6 +38,11 @@ pub struct CommandState {
     pub max_body_bytes: usize,
     /// Bearer-token authentication; `None`: open to anyone who can reach it.
     pub auth: Option<Arc<Authenticator>>,
+    /// The users' data keys: personal fields are sealed here, where they
+    /// enter, and never travel in the clear.
+    pub keys: Arc<dyn KeyStore>,
+    /// Read only, for an erasure: which carts are the user's.
+    pub read_store: Arc<dyn ReadStore>,
 }
 
 impl CommandState {
@@ -51,6 +60,8 @@ impl CommandState {
             topic: settings.topics.commands.clone(),
             max_body_bytes: settings.http.max_body_bytes,
             auth,
+            keys: backends.key_store()?,
+            read_store: backends.read_store()?,
         })
     }
 }
@@ -107,8 +118,15 @@ body_schema!(
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(place_order, cancel_order, checkout_cart),
-    components(schemas(Accepted, CancelRequest, CheckoutRequest, OrderRequest, ErrorBody))
+    paths(place_order, cancel_order, checkout_cart, erase_user),
+    components(schemas(
+        Accepted,
+        CancelRequest,
+        CheckoutRequest,
+        OrderRequest,
+        Erased,
+        ErrorBody
+    ))
 )]
 pub struct CommandApi;
 
@@ -118,6 +136,7 @@ pub fn router(state: CommandState) -> Router {
         .route("/orders", post(place_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
         .route("/carts/{cart_id}/checkout", post(checkout_cart))
+        .route("/users/{user_id}/erase", post(erase_user))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
 }
@@ -145,7 +164,7 @@ pub async fn place_order(
 ) -> Result<Response, ApiError> {
     let json = read_json(&headers, body, state.max_body_bytes).await?;
     let key = idempotency_key(&headers)?;
-    let order = PlaceOrder::parse(&json)?;
+    let mut order = PlaceOrder::parse(&json)?;
     if access
         .owner()
         .is_some_and(|owner| owner != order.line.user_id)
@@ -154,6 +173,8 @@ pub async fn place_order(
             "`user_id` must be your own: the token's subject".into(),
         ));
     }
+    let data_key = state.keys.sealing_key(&order.line.user_id).await?;
+    seal_line(&mut order.line, &data_key);
     let command = Command::PlaceOrder(order);
     accept(&state, command, key.as_deref(), trace_of(&headers)).await
 }
@@ -225,8 +246,95 @@ pub async fn checkout_cart(
     let mut checkout = CheckoutCart::parse(cart_id, &json)?;
     // Only the cart's owner may check it out: the domain compares.
     checkout.requested_by = access.owner().map(str::to_owned);
+    if let Some(method) = checkout.payment_method.as_mut() {
+        let data_key = state.keys.sealing_key(&cart_holder(cart_id)).await?;
+        *method = data_key
+            .seal(PersonalField::PaymentMethod, method)
+            .to_token();
+    }
     let command = Command::CheckoutCart(checkout);
     accept(&state, command, key.as_deref(), trace_of(&headers)).await
+}
+
+/// What an erasure destroyed.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Erased {
+    pub user_id: String,
+    /// Data keys destroyed by this call: the user's, and those of their
+    /// carts' checkouts. None when the user was erased already (or never
+    /// ordered).
+    pub keys_destroyed: usize,
+    /// The user's carts the read models know: each one's personal fields
+    /// now read as `[erased]`.
+    pub carts: usize,
+}
+
+/// Carts read per page while an erasure looks for the user's.
+const ERASE_PAGE: u32 = 100;
+
+/// Erase a user's personal data (GDPR art. 17): their data keys are
+/// destroyed, so every personal field sealed under them (addresses, payment
+/// methods), in every store and message that holds one, can no longer be
+/// read and is answered as `[erased]`. Sales figures stay exact. Idempotent;
+/// what the user orders afterwards is sealed under a new key.
+#[utoipa::path(
+    post, path = "/users/{user_id}/erase", tag = "commands",
+    params(("user_id" = String, Path, description = "The user whose personal data to erase")),
+    responses(
+        (status = 200, description = "Erased: the keys are destroyed, durably", body = Erased),
+        (status = 400, description = "The user id is not one `POST /orders` accepts", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid", body = ErrorBody),
+        (status = 403, description = "Authentication is on and the caller lacks the `admin` role", body = ErrorBody),
+        (status = 503, description = "The key store or the read store is unavailable: nothing is confirmed; send the same request again", body = ErrorBody),
+    )
+)]
+pub async fn erase_user(
+    State(state): State<CommandState>,
+    Extension(access): Extension<Access>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Erased>, ApiError> {
+    if !access.is_admin() {
+        return Err(ApiError::Forbidden(
+            "erasing a user's personal data needs the `admin` role".into(),
+        ));
+    }
+    salestrack_core::contract::Text {
+        max: salestrack_core::command::MAX_USER_ID,
+    }
+    .check("user_id", &user_id)
+    .map_err(|p| ApiError::bad_request(p.code, p.message))?;
+    // The user's own key first: from here on nothing of theirs opens.
+    let mut keys_destroyed = state.keys.destroy(&user_id).await?.len();
+    let mut carts = 0;
+    let mut after = None;
+    loop {
+        let page = state
+            .read_store
+            .search_carts(&CartSearch {
+                user_id: Some(user_id.clone()),
+                currency: None,
+                from: None,
+                to: None,
+                q: None,
+                limit: ERASE_PAGE,
+                after,
+            })
+            .await?;
+        for cart in &page.carts {
+            keys_destroyed += state.keys.destroy(&cart_holder(cart.cart_id)).await?.len();
+        }
+        carts += page.carts.len();
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    tracing::info!(keys_destroyed, carts, "a user's personal data erased");
+    Ok(Json(Erased {
+        user_id,
+        keys_destroyed,
+        carts,
+    }))
 }
 
 /// The caller's W3C trace context, if its `traceparent` header is valid.

@@ -9,6 +9,10 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_http::Error> {
     let (settings, backends) = salestrack_platform::start(|_| Uses {
         bus: true,
+        // Personal fields are sealed where they enter.
+        key_store: true,
+        // An erasure finds the user's carts.
+        read_store: true,
         ..Uses::NOTHING
     })
     .await?;

@@ -33,8 +33,10 @@ use lambda_runtime::LambdaEvent;
 use salestrack_core::command::{Command, ExpireCheckout, PaymentResult, RecordPayment};
 use salestrack_core::headers::TraceParent;
 use salestrack_core::ids::CartId;
+use salestrack_core::personal::{PersonalField, Sealed, ERASED};
 use salestrack_core::ports::{
-    BackendError, Charge, ChargeStatus, Clock, OutboundRecord, PaymentLedger, Producer, ReadStore,
+    BackendError, Charge, ChargeStatus, Clock, KeyStore, OutboundRecord, PaymentLedger, Producer,
+    ReadStore,
 };
 use salestrack_core::wire::{CommandRecord, PaymentRequest, PaymentRequestKind};
 use salestrack_msk::{self as msk, BatchResult, Record};
@@ -64,6 +66,9 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub topics: Topics,
     pub gateway: Gateway,
+    /// Opens the sealed payment method of a charge (the gateway's own
+    /// business); the ledger keeps it sealed.
+    pub keys: Arc<dyn KeyStore>,
 }
 
 impl Deps {
@@ -82,6 +87,7 @@ impl Deps {
                 decline_rate: settings.payment.decline_rate,
                 delay: std::time::Duration::from_millis(settings.payment.delay_ms),
             },
+            keys: backends.key_store()?,
         })
     }
 }
@@ -255,13 +261,18 @@ async fn handle(incoming: Incoming, deps: &Deps) -> Result<Handled, HandlerError
                 handled.answer = Some(answer(&charge, trace, deps));
             }
         }
-        PaymentRequestKind::Charge if request.payment_method.as_deref() == Some(NEVER_ANSWERED) => {
-            tracing::info!(cart_id = %request.cart_id, checkout = request.checkout,
-                "test-timeout: the gateway never answers");
-            handled.report.unanswered = 1;
-        }
         PaymentRequestKind::Charge => {
-            let stored = deps.ledger.charge_once(&charge(&request, deps)).await?;
+            let method = payment_method(&request, deps).await?;
+            if method == NEVER_ANSWERED {
+                tracing::info!(cart_id = %request.cart_id, checkout = request.checkout,
+                    "test-timeout: the gateway never answers");
+                handled.report.unanswered = 1;
+                return Ok(handled);
+            }
+            let stored = deps
+                .ledger
+                .charge_once(&charge(&request, &method, deps))
+                .await?;
             match stored.status {
                 ChargeStatus::Succeeded => handled.report.succeeded = 1,
                 ChargeStatus::Declined => handled.report.declined = 1,
@@ -274,10 +285,31 @@ async fn handle(incoming: Incoming, deps: &Deps) -> Result<Handled, HandlerError
 
 /// The charge the mock gateway would make now. Only the first one made for
 /// a checkout is kept (the ledger's), whatever later attempts decide.
-fn charge(request: &PaymentRequest, deps: &Deps) -> Charge {
-    let method = request.payment_method.clone().unwrap_or_default();
+/// The charge's payment method in the clear: opened when sealed, as it is
+/// for events from before sealing. An erased one cannot be charged.
+async fn payment_method(request: &PaymentRequest, deps: &Deps) -> Result<String, BackendError> {
+    let given = request.payment_method.as_deref().unwrap_or_default();
+    let Some(sealed) = Sealed::from_token(given) else {
+        return Ok(given.to_owned());
+    };
+    let Ok(sealed) = sealed else {
+        return Ok(ERASED.to_owned());
+    };
+    Ok(match deps.keys.key(sealed.key).await? {
+        Some(key) => key
+            .open(PersonalField::PaymentMethod, &sealed)
+            .unwrap_or_else(|_| ERASED.to_owned()),
+        None => ERASED.to_owned(),
+    })
+}
+
+/// `method` is the request's payment method in the clear; the charge keeps
+/// the request's own (sealed) value.
+fn charge(request: &PaymentRequest, method: &str, deps: &Deps) -> Charge {
     let decline = if method == ALWAYS_DECLINED {
         Some("test-decline: always declined".to_owned())
+    } else if method == ERASED {
+        Some("the payment method was erased with its user's personal data".to_owned())
     } else if rand::random::<f64>() < deps.gateway.decline_rate {
         Some("declined by the mock gateway's random decline rate".to_owned())
     } else {
@@ -297,7 +329,7 @@ fn charge(request: &PaymentRequest, deps: &Deps) -> Charge {
             .currency
             .map(|c| c.as_str().to_owned())
             .unwrap_or_default(),
-        payment_method: method,
+        payment_method: request.payment_method.clone().unwrap_or_default(),
         decline_reason: decline,
         charged_at: deps.clock.now(),
         refunded_at: None,

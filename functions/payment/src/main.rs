@@ -15,6 +15,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (settings, backends) = salestrack_platform::start(|_| Uses {
         bus: true,
         payment_ledger: true,
+        // Opens the sealed payment method it charges.
+        key_store: true,
         // The timer reads the carts due from the read store.
         read_store: true,
         ..Uses::NOTHING

@@ -15,7 +15,9 @@ use salestrack_core::ports::{
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::testing::line;
 use salestrack_core::wire::{CommandRecord, PaymentRequest};
-use salestrack_embedded::{EmbeddedBus, EmbeddedPaymentLedger, EmbeddedReadStore};
+use salestrack_embedded::{
+    EmbeddedBus, EmbeddedKeyStore, EmbeddedPaymentLedger, EmbeddedReadStore,
+};
 use salestrack_payment::{expire_due, handler, BatchReport, Deps, Gateway};
 use salestrack_platform::Topics;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ struct World {
     _dir: tempfile::TempDir,
     bus: EmbeddedBus,
     ledger: EmbeddedPaymentLedger,
+    keys: EmbeddedKeyStore,
     topics: Topics,
 }
 
@@ -34,6 +37,7 @@ fn world() -> World {
     World {
         bus: EmbeddedBus::open(&dir.path().join("bus.sqlite"), 4).expect("bus"),
         ledger: EmbeddedPaymentLedger::open(&dir.path().join("payments.sqlite")).expect("ledger"),
+        keys: EmbeddedKeyStore::open(&dir.path().join("keys.sqlite")).expect("keys"),
         topics: Topics::default(),
         _dir: dir,
     }
@@ -50,6 +54,7 @@ impl World {
                 decline_rate,
                 delay: Duration::ZERO,
             },
+            keys: Arc::new(self.keys.clone()),
         }
     }
 
@@ -175,6 +180,64 @@ async fn test_decline_is_declined_and_test_timeout_never_answered() {
         .collect();
     assert_eq!(answered.len(), 2);
     assert!(!answered.contains(&silent));
+}
+
+/// Payment methods arrive sealed under their user's key: the gateway
+/// opens them to charge, the ledger keeps them sealed, and one whose key
+/// was destroyed (its user erased) is declined, never charged as a guess.
+#[tokio::test]
+async fn sealed_payment_methods_are_opened_to_charge_and_kept_sealed() {
+    use salestrack_core::personal::PersonalField;
+    use salestrack_core::ports::KeyStore;
+    let w = world();
+    let (declined, silent, paid, erased) = (
+        CartId(Uuid::new_v4()),
+        CartId(Uuid::new_v4()),
+        CartId(Uuid::new_v4()),
+        CartId(Uuid::new_v4()),
+    );
+    let kept = w.keys.sealing_key("kept").await.expect("key");
+    let gone = w.keys.sealing_key("gone").await.expect("key");
+    let sealed = |key: &salestrack_core::personal::DataKey, method| {
+        key.seal(PersonalField::PaymentMethod, method).to_token()
+    };
+    let paid_method = sealed(&kept, "card");
+    w.keys.destroy("gone").await.expect("destroy");
+    let result = handler(
+        batch(&[
+            charge_request(declined, &sealed(&kept, "test-decline")),
+            charge_request(silent, &sealed(&kept, "test-timeout")),
+            charge_request(paid, &paid_method),
+            charge_request(erased, &sealed(&gone, "card")),
+        ]),
+        &w.deps(0.0),
+    )
+    .await;
+    assert_eq!(
+        result.report,
+        BatchReport {
+            succeeded: 1,
+            declined: 2,
+            unanswered: 1,
+            refunded: 0,
+            reconciled: 0,
+        }
+    );
+    let charged = &w.ledger.charges(paid).await.expect("ledger")[0];
+    assert_eq!(
+        (charged.status, charged.payment_method.as_str()),
+        (ChargeStatus::Succeeded, paid_method.as_str())
+    );
+    let refused = &w.ledger.charges(erased).await.expect("ledger")[0];
+    assert_eq!(refused.status, ChargeStatus::Declined);
+    assert!(
+        refused
+            .decline_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("erased")),
+        "{refused:?}"
+    );
+    assert!(w.ledger.charges(silent).await.expect("ledger").is_empty());
 }
 
 #[tokio::test]

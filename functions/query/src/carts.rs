@@ -38,14 +38,16 @@ pub async fn get_cart(
     let given = Given::new(params::cart::ALL, &query, &headers)?;
     if let Some(as_of) = history::as_of(&given)? {
         let past = history::cart_as_of(&state, &access, cart_id, as_of).await?;
-        return Ok(Json(past).into_response());
+        return Ok(Json(state.opened(&past).await?).into_response());
     }
     let fresh = state.freshness(given.consistency_token()?, &access).await?;
     let detail = state.visible_detail(cart_id, &access).await?;
     Ok(answer(
+        &state,
         fresh,
         detail.ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}"))),
-    ))
+    )
+    .await)
 }
 
 /// The cart summary: product names as one text, totals, addresses.
@@ -69,9 +71,11 @@ pub async fn get_cart_summary(
         .cart_summary(cart_id, Reader::from(access.owner()))
         .await?;
     Ok(answer(
+        &state,
         fresh,
         summary.ok_or_else(|| ApiError::NotFound(format!("no cart {cart_id}"))),
-    ))
+    )
+    .await)
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -135,12 +139,14 @@ pub async fn search_carts(
         (None, asked) => asked,
         (Some(owner), Some(asked)) if asked != owner => {
             return Ok(answer(
+                &state,
                 Freshness::Fresh,
                 Ok(CartList {
                     carts: Vec::new(),
                     next_cursor: None,
                 }),
-            ));
+            )
+            .await);
         }
         (Some(owner), _) => Some(owner.to_owned()),
     };
@@ -164,10 +170,12 @@ pub async fn search_carts(
     let fresh = state.freshness(given.consistency_token()?, &access).await?;
     let page = state.read_store.search_carts(&search).await?;
     Ok(answer(
+        &state,
         fresh,
         Ok(CartList {
             carts: page.carts,
             next_cursor: page.next.as_ref().map(encode_cursor),
         }),
-    ))
+    )
+    .await)
 }

@@ -15,12 +15,14 @@
 //!
 //! Reads the `ReadStore` port, and the `EventStore` port read only: time
 //! travel and history fold the event stream, and a live resume folds the
-//! versions a client missed. Never appends, never touches the bus.
+//! versions a client missed. Never appends, never touches the bus. Personal
+//! fields are stored sealed everywhere; every answer opens them with the
+//! `KeyStore` port, and one whose user was erased reads `[erased]`.
 
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use salestrack_core::ports::{EventStore, ReadStore};
+use salestrack_core::ports::{key_store, BackendError, EventStore, KeyStore, ReadStore};
 use salestrack_core::read_model::{CartDetail, CartSummary};
 use salestrack_core::search::{ReportDimension, ReportInterval, SalesBucket};
 use salestrack_core::wire::Reason;
@@ -54,6 +56,9 @@ pub struct QueryState {
     pub auth: Option<Arc<Authenticator>>,
     /// The process's live streams.
     pub live: Arc<live::Live>,
+    /// Opens the sealed personal fields of what is answered; a field whose
+    /// key was destroyed reads as erased.
+    pub keys: Arc<dyn KeyStore>,
 }
 
 impl QueryState {
@@ -73,6 +78,7 @@ impl QueryState {
             consistency: ConsistencyWait::from_settings(settings),
             auth,
             live,
+            keys: backends.key_store()?,
         })
     }
 }
@@ -154,9 +160,29 @@ impl Freshness {
 /// Response header saying whether a read reached its consistency token.
 pub const CONSISTENCY_HEADER: &str = "consistency";
 
-/// A read's answer with its [`Freshness`] in the `Consistency` header.
-fn answer<T: Serialize>(freshness: Freshness, result: Result<T, ApiError>) -> Response {
-    match result {
+impl QueryState {
+    /// `body` as JSON, its sealed personal fields opened (or erased).
+    async fn opened<T: Serialize>(&self, body: &T) -> Result<serde_json::Value, ApiError> {
+        // Serializing the answer's own types does not fail.
+        let mut value = serde_json::to_value(body)
+            .map_err(|e| BackendError::new("answer", format!("serializing: {e}")))?;
+        key_store::open_sealed(&mut value, self.keys.as_ref()).await?;
+        Ok(value)
+    }
+}
+
+/// A read's answer, opened, with its [`Freshness`] in the `Consistency`
+/// header.
+async fn answer<T: Serialize>(
+    state: &QueryState,
+    freshness: Freshness,
+    result: Result<T, ApiError>,
+) -> Response {
+    let opened = match result {
+        Ok(body) => state.opened(&body).await,
+        Err(e) => Err(e),
+    };
+    match opened {
         Ok(body) => (freshness.header(), Json(body)).into_response(),
         Err(e) => (freshness.header(), e).into_response(),
     }

@@ -396,11 +396,12 @@ impl Streamer {
 
     /// Sends `detail` as the next event; [`Self::send`] also keeps it.
     async fn send_ref(&mut self, detail: &CartDetail, config: &LiveConfig) -> Result<(), End> {
+        let opened = self.state.opened(detail).await.map_err(|_| End::Backend)?;
         let event = Event::default()
             .event("cart")
             .id(detail.version.to_string())
             .retry(Duration::from_millis(RECONNECT_MS))
-            .json_data(detail)
+            .json_data(opened)
             .map_err(|_| End::Backend)?;
         match tokio::time::timeout(config.slow_after, self.sender.send(Ok(event))).await {
             Ok(Ok(())) => {

@@ -33,6 +33,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let (settings, backends) = salestrack_platform::start(|_| Uses {
         event_store: true,
         read_store: true,
+        // Opens the sealed personal fields of its answers.
+        key_store: true,
         ..Uses::NOTHING
     })
     .await?;

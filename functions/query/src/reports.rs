@@ -7,6 +7,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use chrono::{DateTime, Utc};
+use salestrack_core::personal;
+use salestrack_core::ports::key_store;
 use salestrack_core::search::{
     ReportDimension, ReportInterval, ReportStatus, SalesBucket, SalesReportQuery,
 };
@@ -72,8 +74,14 @@ pub async fn sales_report(
         to,
         status,
     };
-    let buckets = state.read_store.sales_report(&query).await?;
+    let mut buckets = state.read_store.sales_report(&query).await?;
+    if group_by == Some(ReportDimension::PaymentMethod) {
+        // Grouped by sealed value, which differs per user: opened, merged.
+        let keys = key_store::keys_of(state.keys.as_ref(), personal::report_keys(&buckets)).await?;
+        buckets = personal::open_report(buckets, &keys);
+    }
     Ok(answer(
+        &state,
         fresh,
         Ok(SalesReport {
             interval,
@@ -83,5 +91,6 @@ pub async fn sales_report(
             status,
             buckets,
         }),
-    ))
+    )
+    .await)
 }

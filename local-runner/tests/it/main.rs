@@ -26,6 +26,7 @@ mod kafka_outage;
 mod lanes;
 mod live;
 mod outage;
+mod personal;
 mod redrive;
 mod saga;
 mod slow_clients;

@@ -649,6 +649,7 @@ async fn a_payment_whose_answer_is_lost_after_the_charge_is_refunded_once_the_ch
             decline_rate: 0.0,
             delay: Duration::ZERO,
         },
+        keys: backends.key_store().expect("a key store"),
     };
     let batch = salestrack_msk::batch(&requests, "arn", "embedded");
     let handled = salestrack_payment::handler(

@@ -3,10 +3,11 @@
 //! live update) opened where it is answered, or shown as erased.
 
 use crate::command::OrderLine;
-use crate::ids::KeyId;
+use crate::ids::{CartId, KeyId};
 use crate::personal::seal::{DataKey, PersonalField, Sealed, ERASED};
+use crate::search::SalesBucket;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Seals every personal field of `line` under `key` (its user's), leaving a
 /// field that is sealed already as it is.
@@ -20,6 +21,64 @@ pub fn seal_line(line: &mut OrderLine, key: &DataKey) {
             *value = key.seal(field, value).to_token();
         }
     }
+}
+
+/// Whom the key of a value about a cart but not from its lines (a
+/// checkout's payment method) is filed under: the cart, so that no caller
+/// need be authenticated to seal it, and an erasure of the cart's user
+/// destroys the keys of their carts with theirs. A control character
+/// starts it, which no user id has.
+pub fn cart_holder(cart: CartId) -> String {
+    format!("\u{1}cart.{cart}")
+}
+
+/// The keys a report's bucket keys are sealed under (a report grouped by
+/// payment method).
+pub fn report_keys(buckets: &[SalesBucket]) -> BTreeSet<KeyId> {
+    buckets
+        .iter()
+        .filter_map(|b| match Sealed::from_token(b.key.as_deref()?) {
+            Some(Ok(sealed)) => Some(sealed.key),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A report grouped by payment method, its keys opened (or erased) and the
+/// buckets that then share a period, key and currency merged: the store
+/// groups by sealed value, which differs per user. Sums stay exact; an
+/// erased user's lines count under [`ERASED`].
+pub fn open_report(buckets: Vec<SalesBucket>, keys: &HashMap<KeyId, DataKey>) -> Vec<SalesBucket> {
+    type Group = (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<String>,
+        String,
+    );
+    let mut merged: BTreeMap<Group, SalesBucket> = BTreeMap::new();
+    for mut bucket in buckets {
+        if let Some(Some(sealed)) = bucket.key.as_deref().map(Sealed::from_token) {
+            let clear = sealed.ok().and_then(|sealed| {
+                keys.get(&sealed.key)?
+                    .open(PersonalField::PaymentMethod, &sealed)
+                    .ok()
+            });
+            bucket.key = Some(clear.unwrap_or_else(|| ERASED.to_owned()));
+        }
+        let group = (bucket.period, bucket.key.clone(), bucket.currency.clone());
+        match merged.get_mut(&group) {
+            Some(m) => {
+                m.revenue += bucket.revenue;
+                m.tax += bucket.tax;
+                m.units += bucket.units;
+                m.orders += bucket.orders;
+            }
+            None => {
+                merged.insert(group, bucket);
+            }
+        }
+    }
+    // The order of `SalesBucket::order_key`: period, key, currency.
+    merged.into_values().collect()
 }
 
 /// Every key the sealed values in `doc` name: what to fetch before
@@ -163,6 +222,50 @@ mod tests {
                 "history": [ERASED],
                 "user_id": "u-1",
             })
+        );
+    }
+
+    #[test]
+    fn a_report_by_payment_method_merges_users_and_keeps_erased_sums_exact() {
+        let (a, b, erased) = (key(1), key(2), key(3));
+        let bucket = |k: &DataKey, method, revenue: &str, units| SalesBucket {
+            period: None,
+            key: Some(k.seal(PersonalField::PaymentMethod, method).to_token()),
+            currency: "EUR".into(),
+            revenue: revenue.parse().expect("revenue"),
+            tax: "1.00".parse().expect("tax"),
+            units,
+            orders: 1,
+        };
+        let buckets = vec![
+            bucket(&a, "card", "10.05", 1),
+            bucket(&b, "card", "20.10", 2),
+            bucket(&b, "cash", "5.00", 1),
+            bucket(&erased, "card", "7.25", 3),
+        ];
+        assert_eq!(
+            report_keys(&buckets),
+            BTreeSet::from([a.id, b.id, erased.id])
+        );
+        let opened = open_report(buckets, &HashMap::from([(a.id, a), (b.id, b)]));
+        let rows: Vec<(String, String, u64, u64)> = opened
+            .iter()
+            .map(|b| {
+                (
+                    b.key.clone().unwrap_or_default(),
+                    b.revenue.to_string(),
+                    b.units,
+                    b.orders,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (ERASED.to_owned(), "7.25".to_owned(), 3, 1),
+                ("card".to_owned(), "30.15".to_owned(), 3, 2),
+                ("cash".to_owned(), "5.00".to_owned(), 1, 1),
+            ]
         );
     }
 }

@@ -5,6 +5,8 @@ use crate::ids::KeyId;
 use crate::personal::DataKey;
 use crate::ports::error::BackendError;
 use async_trait::async_trait;
+use serde_json::Value;
+use std::collections::HashMap;
 
 /// Keeps each user's data key, and destroys it on erasure.
 ///
@@ -29,4 +31,30 @@ pub trait KeyStore: Send + Sync {
     /// Destroys every key of the user; the ids destroyed, none the second time.
     async fn destroy(&self, user_id: &str) -> Result<Vec<KeyId>, BackendError>;
     async fn ping(&self) -> Result<(), BackendError>;
+}
+
+/// The keys among `ids` that still exist (a destroyed one is left out).
+pub async fn keys_of(
+    store: &dyn KeyStore,
+    ids: impl IntoIterator<Item = KeyId>,
+) -> Result<HashMap<KeyId, DataKey>, BackendError> {
+    let mut keys = HashMap::new();
+    for id in ids {
+        if let Some(key) = store.key(id).await? {
+            keys.insert(id, key);
+        }
+    }
+    Ok(keys)
+}
+
+/// `doc` with every sealed value opened, or erased (see
+/// [`crate::personal::open_document`]).
+pub async fn open_sealed(doc: &mut Value, store: &dyn KeyStore) -> Result<(), BackendError> {
+    let ids = crate::personal::sealed_keys(doc);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let keys = keys_of(store, ids).await?;
+    crate::personal::open_document(doc, &keys);
+    Ok(())
 }

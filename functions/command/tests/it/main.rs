@@ -5,13 +5,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use salestrack_command::{router, CommandState};
+use salestrack_core::command::Command;
 use salestrack_core::headers::{self as h, TraceParent};
 use salestrack_core::ports::{
     BackendError, Consumer, Delivery, OutboundRecord, Producer, SystemClock,
 };
 use salestrack_core::testing::order_body;
 use salestrack_core::wire::CommandRecord;
-use salestrack_embedded::EmbeddedBus;
+use salestrack_embedded::{EmbeddedBus, EmbeddedKeyStore, EmbeddedReadStore};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,10 @@ fn spawn_app() -> App {
         topic: TOPIC.into(),
         max_body_bytes: 4096,
         auth: None,
+        keys: Arc::new(EmbeddedKeyStore::open(&dir.path().join("keys.sqlite")).expect("keys")),
+        read_store: Arc::new(
+            EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("read store"),
+        ),
     });
     App {
         _dir: dir,
@@ -116,6 +121,71 @@ async fn a_valid_order_is_accepted_and_lands_on_the_bus_keyed_by_cart() {
     assert_eq!(
         command.command_id.to_string(),
         body["command_id"].as_str().expect("id")
+    );
+}
+
+/// Personal fields are sealed where they enter: the record on the bus holds
+/// none of them readable, and the user's key opens them back.
+#[tokio::test]
+async fn personal_fields_travel_sealed_under_the_users_key() {
+    use salestrack_core::personal::{PersonalField, Sealed};
+    use salestrack_core::ports::KeyStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = EmbeddedBus::open(&dir.path().join("bus.sqlite"), 4).expect("bus");
+    let keys = EmbeddedKeyStore::open(&dir.path().join("keys.sqlite")).expect("keys");
+    let router = router(CommandState {
+        producer: Arc::new(bus.clone()),
+        clock: Arc::new(SystemClock),
+        topic: TOPIC.into(),
+        max_body_bytes: 4096,
+        auth: None,
+        keys: Arc::new(keys.clone()),
+        read_store: Arc::new(
+            EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("read store"),
+        ),
+    });
+    let mut body = order_body();
+    body["shipping_address"] = json!("Qwertzuiop Lane 17");
+    body["billing_address"] = json!("Asdfghjkl Court 3");
+    body["payment_method"] = json!("Yxcvbnm Card");
+    let (status, _) = send(&router, post_json("/orders", &body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let records = bus
+        .consumer("test", &[TOPIC])
+        .poll(10, Duration::from_secs(5))
+        .await
+        .expect("poll");
+    let value = records[0].value.as_deref().expect("value");
+    for clear in ["Qwertzuiop", "Asdfghjkl", "Yxcvbnm"] {
+        assert!(
+            !value.windows(clear.len()).any(|w| w == clear.as_bytes()),
+            "{clear} readable on the bus"
+        );
+    }
+    let Command::PlaceOrder(order) = CommandRecord::decode(value).expect("decodes").command else {
+        panic!("a place_order");
+    };
+    let key = keys
+        .sealing_key(body["user_id"].as_str().expect("user"))
+        .await
+        .expect("the user's key");
+    let open = |field, token: &str| {
+        let sealed = Sealed::from_token(token)
+            .expect("sealed")
+            .expect("well-formed");
+        key.open(field, &sealed).expect("opens")
+    };
+    assert_eq!(
+        open(PersonalField::ShippingAddress, &order.line.shipping_address),
+        "Qwertzuiop Lane 17"
+    );
+    assert_eq!(
+        open(PersonalField::BillingAddress, &order.line.billing_address),
+        "Asdfghjkl Court 3"
+    );
+    assert_eq!(
+        open(PersonalField::PaymentMethod, &order.line.payment_method),
+        "Yxcvbnm Card"
     );
 }
 
@@ -356,6 +426,10 @@ async fn a_lost_acknowledgement_is_503_unconfirmed_and_the_retry_is_the_same_com
         topic: TOPIC.into(),
         max_body_bytes: 4096,
         auth: None,
+        keys: Arc::new(EmbeddedKeyStore::open(&dir.path().join("keys.sqlite")).expect("keys")),
+        read_store: Arc::new(
+            EmbeddedReadStore::open(&dir.path().join("read.sqlite")).expect("read store"),
+        ),
     });
     let (status, headers, refused) =
         send_with_headers(&router, post_json("/orders", &order_body())).await;

@@ -40,6 +40,10 @@ fn spawn_app(wait: Duration) -> App {
             salestrack_query::live::LiveConfig::from_settings(&Default::default()),
             Default::default(),
         ),
+        keys: Arc::new(
+            salestrack_embedded::EmbeddedKeyStore::open(&dir.path().join("keys.sqlite"))
+                .expect("keys"),
+        ),
     });
     App {
         _dir: dir,

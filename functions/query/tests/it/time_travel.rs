@@ -115,6 +115,9 @@ fn app(events: Arc<dyn EventStore>, dir: &std::path::Path) -> axum::Router {
             salestrack_query::live::LiveConfig::from_settings(&Default::default()),
             Default::default(),
         ),
+        keys: Arc::new(
+            salestrack_embedded::EmbeddedKeyStore::open(&dir.join("keys.sqlite")).expect("keys"),
+        ),
     })
 }
 

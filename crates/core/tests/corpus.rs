@@ -8,6 +8,11 @@
 //! store's `schema_version` column and the Kafka header said. `expected.json`
 //! is the cart detail and decision-state facts the release folded from it.
 //!
+//! Since `r3-sealed-personal-fields`, personal fields are stored sealed
+//! (`salestrack_core::personal`) under [`corpus_key`], a key committed for
+//! the corpus alone; the folds open them with it, so every release folds to
+//! the same facts.
+//!
 //! A release that changes how events are written adds its own directory
 //! with `SALESTRACK_WRITE_CORPUS=<release> cargo test -p salestrack-core
 //! --test corpus -- --ignored`; directories already committed are never
@@ -17,11 +22,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use salestrack_core::aggregate::{Cart, Context};
 use salestrack_core::command::{CancelOrder, CheckoutCart, Command};
 use salestrack_core::event::{CancelReason, Checkout, Event, RecordedEvent};
-use salestrack_core::ids::{CartId, CommandId, OrderId, PaymentId};
+use salestrack_core::ids::{CartId, CommandId, KeyId, OrderId, PaymentId};
+use salestrack_core::personal::{self, DataKey, PersonalField};
 use salestrack_core::read_model::CartDetail;
 use salestrack_core::testing::line;
 use salestrack_core::wire;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 fn corpus_dir() -> PathBuf {
@@ -116,10 +123,43 @@ fn streams() -> Vec<(&'static str, Vec<RecordedEvent>)> {
     vec![("paid", paid_stream), ("refunded", late_stream)]
 }
 
-/// What a stream folds to: the cart detail, and the decision state's
-/// answers to the commands that tell its facts apart.
+/// The data key the corpus's sealed personal fields are sealed under: a
+/// fixed one, public, for these files only.
+fn corpus_key() -> DataKey {
+    DataKey::new(KeyId(uuid::Uuid::from_u128(0x5ea1_ed00)), [0x5a; 32])
+}
+
+/// The streams as this build stores them: their personal fields sealed
+/// where they entered.
+fn sealed_streams() -> Vec<(&'static str, Vec<RecordedEvent>)> {
+    let key = corpus_key();
+    streams()
+        .into_iter()
+        .map(|(name, mut events)| {
+            for e in &mut events {
+                match &mut e.event {
+                    Event::OrderPlaced(line) => personal::seal_line(line, &key),
+                    Event::CheckoutStarted(checkout) => {
+                        checkout.payment_method = key
+                            .seal(PersonalField::PaymentMethod, &checkout.payment_method)
+                            .to_token();
+                    }
+                    _ => {}
+                }
+            }
+            (name, events)
+        })
+        .collect()
+}
+
+/// What a stream folds to: the cart detail (its sealed fields opened with
+/// [`corpus_key`]), and the decision state's answers to the commands that
+/// tell its facts apart.
 fn folded(events: &[RecordedEvent]) -> Value {
     let detail = CartDetail::fold(events).expect("a cart");
+    let mut opened = serde_json::to_value(&detail).expect("JSON");
+    let key = corpus_key();
+    personal::open_document(&mut opened, &HashMap::from([(key.id, key)]));
     let cart = Cart::from_history(events);
     let cart_id = events[0].cart_id;
     let context = Context {
@@ -147,7 +187,7 @@ fn folded(events: &[RecordedEvent]) -> Value {
         })
         .collect();
     json!({
-        "detail": detail,
+        "detail": opened,
         "version": cart.version(),
         "decisions": decisions,
     })
@@ -207,7 +247,7 @@ fn every_stored_event_of_every_release_still_decodes_and_folds_the_same() {
 fn this_build_folds_its_own_events_as_the_corpus_says() {
     // The events this build writes, decoded again: the same facts as the
     // oldest release's bytes.
-    for (stream, events) in streams() {
+    for (stream, events) in sealed_streams() {
         let again: Vec<RecordedEvent> = events
             .iter()
             .map(|e| wire::decode_event(&wire::encode_event(e)).expect("decodes"))
@@ -240,7 +280,7 @@ fn write_the_corpus_of_this_release() {
         "{} is committed: never rewritten",
         root.display()
     );
-    for (stream, events) in streams() {
+    for (stream, events) in sealed_streams() {
         let dir = root.join(stream);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let mut manifest = Vec::new();
@@ -257,6 +297,37 @@ fn write_the_corpus_of_this_release() {
         std::fs::write(dir.join("manifest.json"), pretty(&json!(manifest))).expect("write");
         std::fs::write(dir.join("expected.json"), pretty(&folded(&events))).expect("write");
     }
+}
+
+/// The sealed release holds no personal field readable: every event file
+/// is searched for the sample's addresses and payment method.
+#[test]
+fn the_sealed_release_holds_no_personal_field_in_the_clear() {
+    let sample = line();
+    let dir = corpus_dir().join("r3-sealed-personal-fields");
+    let mut files = 0;
+    for (stream, _) in streams() {
+        for entry in std::fs::read_dir(dir.join(stream)).expect("the sealed release") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.ends_with("manifest.json") || name.ends_with("expected.json") {
+                continue;
+            }
+            let bytes = String::from_utf8(std::fs::read(&path).expect("read")).expect("UTF-8");
+            for clear in [&sample.shipping_address, &sample.billing_address] {
+                assert!(!bytes.contains(clear.as_str()), "{name} holds {clear}");
+            }
+            assert!(
+                !bytes.contains("\"card\""),
+                "{name} holds its payment method"
+            );
+            files += 1;
+        }
+    }
+    assert!(files >= 12, "{files} event files");
 }
 
 /// The snapshot of the corpus's richest cart, as this build takes it.

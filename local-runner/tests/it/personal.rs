@@ -82,28 +82,39 @@ async fn visible(app: &super::TestApp, cart: &str, lines: usize) -> Value {
     }
 }
 
-#[tokio::test]
-async fn an_erased_users_personal_data_is_on_no_byte_and_the_report_stays_exact() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn_app(dir.path().into()).await;
-    let (erased, _) = order_of("erased-user", "Quokkaerased", "Kettle", "30.10");
-    let (erased_too, _) = order_of("erased-user", "Quokkaerased", "Toaster", "12.34");
-    let (kept, kept_cart) = order_of("kept-user", "Wombatkept", "Grinder", "55.55");
+/// What [`place`] left for [`erase`] to check.
+struct Placed {
+    erased_cart: String,
+    kept_cart: String,
+    /// Before any erasure: the cart of the user to erase, and the report.
+    before: Value,
+    report: Value,
+    /// The secret of the key the erased user's fields are sealed under.
+    secret: Vec<u8>,
+}
+
+/// The distinctive text in every personal field of the two users.
+const MARKS: [&str; 2] = ["Quokkaerased", "Wombatkept"];
+
+/// Orders of two users (two lines in one cart for the one to erase, and a
+/// checkout naming another payment method), visible and opened in the
+/// answers, and the report grouped by payment method in the clear.
+async fn place(app: &super::TestApp) -> Placed {
+    let (erased, _) = order_of("erased-user", MARKS[0], "Kettle", "30.10");
+    let (mut erased_too, _) = order_of("erased-user", MARKS[0], "Toaster", "12.34");
+    let (kept, kept_cart) = order_of("kept-user", MARKS[1], "Grinder", "55.55");
     let erased_cart = erased["cart_id"].as_str().expect("cart").to_owned();
-    // The second order goes into the first's cart.
-    let mut erased_too = erased_too;
     erased_too["cart_id"] = json!(erased_cart);
     for body in [&erased, &erased_too, &kept] {
         let (status, answer) = app.post("/orders", body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     }
-    let before = visible(&app, &erased_cart, 2).await;
-    visible(&app, &kept_cart, 1).await;
+    let before = visible(app, &erased_cart, 2).await;
+    visible(app, &kept_cart, 1).await;
     assert_eq!(
         before["shipping_address"], "Quokkaerased Shipping Street 1",
         "opened for its reader: {before}"
     );
-    // A checkout naming another payment method: sealed under the cart's key.
     let (status, answer) = app
         .post(
             &format!("/carts/{erased_cart}/checkout"),
@@ -116,8 +127,8 @@ async fn an_erased_users_personal_data_is_on_no_byte_and_the_report_stays_exact(
         assert!(Instant::now() < deadline, "the checkout never showed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, report_before) = app.get("/reports/sales?group_by=payment_method").await;
-    let methods: Vec<&str> = report_before["buckets"]
+    let (_, report) = app.get("/reports/sales?group_by=payment_method").await;
+    let methods: Vec<&str> = report["buckets"]
         .as_array()
         .expect("buckets")
         .iter()
@@ -125,10 +136,8 @@ async fn an_erased_users_personal_data_is_on_no_byte_and_the_report_stays_exact(
         .collect();
     assert!(
         methods.contains(&"QuokkaerasedPay") && methods.contains(&"WombatkeptPay"),
-        "the report groups by the methods in the clear: {report_before}"
+        "the report groups by the methods in the clear: {report}"
     );
-
-    // Sealed from the start: no file ever held a personal field readable.
     let key = app
         .backends
         .key_store()
@@ -136,14 +145,20 @@ async fn an_erased_users_personal_data_is_on_no_byte_and_the_report_stays_exact(
         .sealing_key("erased-user")
         .await
         .expect("the user's key");
-    for mark in ["Quokkaerased", "Wombatkept"] {
-        assert_eq!(
-            files_holding(dir.path(), mark.as_bytes()),
-            Vec::<String>::new()
-        );
+    Placed {
+        erased_cart,
+        kept_cart,
+        before,
+        report,
+        secret: key.secret().to_vec(),
     }
-    assert!(!files_holding(dir.path(), key.secret()).is_empty());
+}
 
+/// Erases the first user, twice: their fields read `[erased]` in every
+/// answer, the other user's do not, the report's figures are unchanged to
+/// the cent, and a new order of the erased user is readable again.
+async fn erase(app: &super::TestApp, placed: &Placed) {
+    let (erased_cart, kept_cart, before) = (&placed.erased_cart, &placed.kept_cart, &placed.before);
     let (status, erasure) = app.post("/users/erased-user/erase", &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{erasure}");
     assert_eq!(erasure["carts"], 1, "{erasure}");
@@ -154,10 +169,6 @@ async fn an_erased_users_personal_data_is_on_no_byte_and_the_report_stays_exact(
     let (_, again) = app.post("/users/erased-user/erase", &json!({})).await;
     assert_eq!(again["keys_destroyed"], 0, "idempotent: {again}");
 
-    assert_eq!(
-        files_holding(dir.path(), key.secret()),
-        Vec::<String>::new()
-    );
     let (_, after) = app.get(&format!("/carts/{erased_cart}")).await;
     for field in ["shipping_address", "billing_address", "payment_method"] {
         assert_eq!(after[field], ERASED, "{after}");
@@ -182,13 +193,9 @@ async fn an_erased_users_personal_data_is_on_no_byte_and_the_report_stays_exact(
         "another user's data intact: {other}"
     );
 
-    let (_, report_after) = app.get("/reports/sales?group_by=payment_method").await;
-    assert_eq!(
-        totals(&report_after),
-        totals(&report_before),
-        "{report_after}"
-    );
-    let keys: Vec<&str> = report_after["buckets"]
+    let (_, report) = app.get("/reports/sales?group_by=payment_method").await;
+    assert_eq!(totals(&report), totals(&placed.report), "{report}");
+    let keys: Vec<&str> = report["buckets"]
         .as_array()
         .expect("buckets")
         .iter()
@@ -196,19 +203,203 @@ async fn an_erased_users_personal_data_is_on_no_byte_and_the_report_stays_exact(
         .collect();
     assert!(
         keys.contains(&ERASED) && !keys.iter().any(|k| k.contains("Quokka")),
-        "{report_after}"
+        "{report}"
     );
 
     // After the erasure the user is a new relationship: a new key, readable.
     let (again_order, again_cart) = order_of("erased-user", "Quokkanew", "Mug", "3.00");
     let (status, _) = app.post("/orders", &again_order).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let detail = visible(&app, &again_cart, 1).await;
+    let detail = visible(app, &again_cart, 1).await;
     assert_eq!(
         detail["items"][0]["payment_method"], "QuokkanewPay",
         "{detail}"
     );
+}
+
+#[tokio::test]
+async fn an_erased_users_personal_data_is_on_no_byte_and_the_report_stays_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app(dir.path().into()).await;
+    let placed = place(&app).await;
+    // Sealed from the start: no file ever held a personal field readable.
+    for mark in MARKS {
+        assert_eq!(
+            files_holding(dir.path(), mark.as_bytes()),
+            Vec::<String>::new()
+        );
+    }
+    assert!(
+        !files_holding(dir.path(), &placed.secret).is_empty(),
+        "the search finds the key while it lives"
+    );
+    erase(&app, &placed).await;
+    assert_eq!(
+        files_holding(dir.path(), &placed.secret),
+        Vec::<String>::new()
+    );
+    for mark in MARKS {
+        assert_eq!(
+            files_holding(dir.path(), mark.as_bytes()),
+            Vec::<String>::new()
+        );
+    }
     app.stop().await;
+}
+
+/// The same on Apache Kafka 4, Apache Cassandra 5 and OpenSearch 2.19: every
+/// record of every topic read from offset 0, every row of every table read
+/// with CQL, and every document of every index hold no personal field
+/// readable; after the erasure no row holds the destroyed key.
+#[tokio::test]
+async fn on_the_engines_no_topic_table_or_index_holds_a_personal_field() {
+    use salestrack_test_engines::{Engine, EngineServer};
+    let (Some(kafka), Some(cassandra), Some(opensearch)) = (
+        EngineServer::shared(Engine::Kafka),
+        EngineServer::shared(Engine::Cassandra),
+        EngineServer::shared(Engine::OpenSearch),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = crate::common::engine_settings(
+        crate::common::OnEngines {
+            kafka: &kafka.address(),
+            cassandra: &cassandra.address(),
+            keyspace: format!("personal{}", uuid::Uuid::new_v4().simple()),
+            opensearch: &opensearch.address(),
+            index_prefix: salestrack_elasticsearch::test_server::unique_prefix(),
+        },
+        dir.path(),
+    );
+    let app = crate::faults::spawn(&settings).await;
+    let placed = place(&app).await;
+    let raw = engine_bytes(&app, &settings).await;
+    for mark in MARKS {
+        for (store, bytes) in &raw {
+            assert!(!holds(bytes, mark.as_bytes()), "{mark} readable in {store}");
+        }
+    }
+    assert!(
+        raw.iter().any(|(_, bytes)| holds(bytes, &placed.secret)),
+        "the search finds the key while it lives"
+    );
+    erase(&app, &placed).await;
+    let raw = engine_bytes(&app, &settings).await;
+    for (store, bytes) in &raw {
+        assert!(
+            !holds(bytes, &placed.secret),
+            "the destroyed key in {store}"
+        );
+        for mark in MARKS {
+            assert!(!holds(bytes, mark.as_bytes()), "{mark} readable in {store}");
+        }
+    }
+    app.stop().await;
+}
+
+fn holds(bytes: &[u8], needle: &[u8]) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every byte the engines hold for the runner, by where: each topic's
+/// records from offset 0 (keys, values, headers), each table's rows read
+/// with CQL, each index's documents.
+async fn engine_bytes(
+    app: &super::TestApp,
+    settings: &salestrack_platform::Settings,
+) -> Vec<(String, Vec<u8>)> {
+    let mut raw = Vec::new();
+    let t = &settings.topics;
+    for topic in [
+        &t.commands,
+        &t.events,
+        &t.outcomes,
+        &t.payments,
+        &t.projections,
+        &t.dead_letter,
+    ] {
+        if topic.is_empty() {
+            continue;
+        }
+        let mut consumer = app
+            .backends
+            .consumer(&format!("raw-{}", uuid::Uuid::new_v4()), &[topic])
+            .expect("consumer");
+        let (mut bytes, mut idle) = (Vec::new(), 0);
+        while idle < 3 {
+            let records = consumer
+                .poll(1_000, Duration::from_secs(1))
+                .await
+                .unwrap_or_default();
+            idle = if records.is_empty() { idle + 1 } else { 0 };
+            for r in records {
+                bytes.extend(r.key.unwrap_or_default());
+                bytes.extend(r.value.unwrap_or_default());
+                for (name, value) in r.headers {
+                    bytes.extend(name.into_bytes());
+                    bytes.extend(value);
+                }
+            }
+        }
+        assert!(
+            !bytes.is_empty() || topic == &t.dead_letter,
+            "topic {topic} read empty"
+        );
+        raw.push((format!("topic {topic}"), bytes));
+    }
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&settings.cassandra.contact_points)
+        .build()
+        .await
+        .expect("CQL session");
+    let keyspace = &settings.cassandra.keyspace;
+    for table in [
+        "events",
+        "snapshots",
+        "payments",
+        "data_keys_by_id",
+        "data_keys",
+    ] {
+        let rows = session
+            .query_unpaged(format!("SELECT * FROM {keyspace}.{table}"), ())
+            .await
+            .expect("select")
+            .into_rows_result()
+            .expect("rows");
+        let mut bytes = Vec::new();
+        for row in rows.rows::<scylla::value::Row>().expect("typed rows") {
+            for column in row.expect("row").columns.into_iter().flatten() {
+                match column {
+                    scylla::value::CqlValue::Blob(b) => bytes.extend(b),
+                    scylla::value::CqlValue::Text(t) => bytes.extend(t.into_bytes()),
+                    other => bytes.extend(format!("{other:?}").into_bytes()),
+                }
+            }
+        }
+        raw.push((format!("table {table}"), bytes));
+    }
+    let url = format!(
+        "{}/{}-*/_search?size=10000",
+        settings.elasticsearch.url.trim_end_matches('/'),
+        settings.elasticsearch.index_prefix
+    );
+    let documents = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"query": {"match_all": {}}}))
+        .send()
+        .await
+        .expect("search every index")
+        .bytes()
+        .await
+        .expect("documents");
+    assert!(
+        documents.len() > 100,
+        "{}",
+        String::from_utf8_lossy(&documents)
+    );
+    raw.push(("the indices".to_owned(), documents.to_vec()));
+    raw
 }
 
 #[tokio::test]

@@ -269,6 +269,30 @@ pub struct Erased {
     pub carts: usize,
 }
 
+/// The rule of an erasure's user id: the one `POST /orders` takes.
+const ERASED_USER: Param = Param::Text(salestrack_core::contract::Text {
+    max: salestrack_core::command::MAX_USER_ID,
+});
+
+/// The path parameter of `POST /users/{user_id}/erase`, described by
+/// [`ERASED_USER`], the rule the handler checks.
+pub struct ErasedUser;
+
+impl utoipa::IntoParams for ErasedUser {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        vec![ParameterBuilder::new()
+            .name("user_id")
+            .parameter_in(ParameterIn::Path)
+            .required(utoipa::openapi::Required::True)
+            .description(Some("The user whose personal data to erase"))
+            .schema(Some(ERASED_USER.schema()))
+            .build()]
+    }
+}
+
 /// Carts read per page while an erasure looks for the user's.
 const ERASE_PAGE: u32 = 100;
 
@@ -279,7 +303,7 @@ const ERASE_PAGE: u32 = 100;
 /// what the user orders afterwards is sealed under a new key.
 #[utoipa::path(
     post, path = "/users/{user_id}/erase", tag = "commands",
-    params(("user_id" = String, Path, description = "The user whose personal data to erase")),
+    params(ErasedUser),
     responses(
         (status = 200, description = "Erased: the keys are destroyed, durably", body = Erased),
         (status = 400, description = "The user id is not one `POST /orders` accepts", body = ErrorBody),
@@ -298,11 +322,9 @@ pub async fn erase_user(
             "erasing a user's personal data needs the `admin` role".into(),
         ));
     }
-    salestrack_core::contract::Text {
-        max: salestrack_core::command::MAX_USER_ID,
-    }
-    .check("user_id", &user_id)
-    .map_err(|p| ApiError::bad_request(p.code, p.message))?;
+    ERASED_USER
+        .check("user_id", &user_id)
+        .map_err(|p| ApiError::bad_request(p.code, p.message))?;
     // The user's own key first: from here on nothing of theirs opens.
     let mut keys_destroyed = state.keys.destroy(&user_id).await?.len();
     let mut carts = 0;

@@ -80,7 +80,7 @@ mod tests {
             "{'class': 'SimpleStrategy', 'replication_factor': 1}",
         )
         .expect("render");
-        assert_eq!(statements.len(), 4, "{statements:#?}");
+        assert_eq!(statements.len(), 6, "{statements:#?}");
         assert_eq!(
             statements[0],
             "CREATE KEYSPACE IF NOT EXISTS sales_test WITH replication = \
@@ -89,6 +89,10 @@ mod tests {
         assert!(statements[1].starts_with("CREATE TABLE IF NOT EXISTS sales_test.events ("));
         assert!(statements[2].starts_with("CREATE TABLE IF NOT EXISTS sales_test.snapshots ("));
         assert!(statements[3].starts_with("CREATE TABLE IF NOT EXISTS sales_test.payments ("));
+        assert!(
+            statements[4].starts_with("CREATE TABLE IF NOT EXISTS sales_test.data_keys_by_id (")
+        );
+        assert!(statements[5].starts_with("CREATE TABLE IF NOT EXISTS sales_test.data_keys ("));
         assert!(
             statements.iter().all(|s| !s.contains("salestrack.")),
             "no statement left on the file's keyspace"

@@ -5,6 +5,7 @@
 //! check, after an in-process run, that no accepted command was lost.
 
 pub mod jvm_profile;
+pub mod personal_cost;
 pub mod scenario;
 
 use std::net::IpAddr;

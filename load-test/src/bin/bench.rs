@@ -1215,6 +1215,32 @@ fn print_table(rounds: &[Round]) {
     }
 }
 
+/// What sealing personal data costs per order, beside the first round's
+/// CPU per order (which includes it).
+async fn print_personal_cost(rounds: &[Round]) -> anyhow::Result<()> {
+    const ORDERS: usize = 20_000;
+    let cost = salestrack_loadtest::personal_cost::measure(ORDERS).await?;
+    let share = |e: Option<&EndToEnd>| {
+        e.and_then(|e| e.cpu_ms_per_order)
+            .map_or("-".to_owned(), |ms| {
+                format!(
+                    "{:.1} %",
+                    (cost.seal_us + cost.open_us) / (ms * 1e3) * 100.0
+                )
+            })
+    };
+    let first = rounds.first();
+    println!(
+        "\npersonal data ({ORDERS} orders, one after the other): the command function's key read and sealing {:.1} us per order, an answer's key read and opening {:.1} us; together {} of the embedded CPU per order, {} of Kafka's ({} users)",
+        cost.seal_us,
+        cost.open_us,
+        share(first.map(|r| &r.embedded)),
+        share(first.and_then(|r| r.kafka.as_ref())),
+        first.map_or(0, |r| r.users),
+    );
+    Ok(())
+}
+
 /// The real engines beside the embedded backends and the peer.
 fn print_engines_table(rounds: &[Round], engines: &Engines) {
     println!("\n| users | end-to-end embedded orders/s | end-to-end real engines orders/s (x embedded) | (x peer) | (x Pekko peer) | CPU per order: server + Kafka + Cassandra + OpenSearch | of which Kafka / Cassandra / OpenSearch |");
@@ -1420,6 +1446,7 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(steady);
     print_table(&rounds);
+    print_personal_cost(&rounds).await?;
     print_checkout_table(&rounds);
     if let Some(engines) = &engines {
         print_engines_table(&rounds, engines);

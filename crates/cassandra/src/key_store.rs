@@ -10,9 +10,11 @@
 //!   pointer whose key is gone (a destroy cut short) is finished by the
 //!   next call that meets it, destroy or sealing alike.
 //! - Pointers are read at SERIAL consistency (they are written by Paxos);
-//!   keys at the configured consistency.
+//!   keys at the configured consistency. Every idempotent statement is
+//!   tried again for up to the request timeout (`crate::retried`): a node
+//!   just killed must not refuse orders while the others answer.
 
-use crate::{applied, backend, driver, CassandraError};
+use crate::{applied, backend, driver, retried, CassandraError};
 use async_trait::async_trait;
 use salestrack_core::ids::KeyId;
 use salestrack_core::personal::DataKey;
@@ -21,6 +23,7 @@ use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Pointer races a call settles before it gives up: each lost one means
@@ -37,6 +40,8 @@ pub struct CassandraKeyStore {
     /// At SERIAL consistency: sees every claim a conditional write settled.
     pointer: PreparedStatement,
     release: PreparedStatement,
+    /// How long an idempotent statement is tried again for.
+    within: Duration,
 }
 
 impl CassandraKeyStore {
@@ -44,6 +49,7 @@ impl CassandraKeyStore {
         session: Arc<Session>,
         keyspace: &str,
         serial: SerialConsistency,
+        within: Duration,
     ) -> Result<CassandraKeyStore, CassandraError> {
         let prepare = |cql: String, idempotent: bool| {
             let session = Arc::clone(&session);
@@ -103,11 +109,19 @@ impl CassandraKeyStore {
             claim,
             pointer,
             release,
+            within,
         })
     }
 
     /// The key the user's pointer names, if any.
     async fn pointer(&self, user_id: &str) -> Result<Option<KeyId>, BackendError> {
+        retried(self.within, "reading a data key's pointer", || {
+            self.pointer_once(user_id)
+        })
+        .await
+    }
+
+    async fn pointer_once(&self, user_id: &str) -> Result<Option<KeyId>, BackendError> {
         let rows = self
             .session
             .execute_unpaged(&self.pointer, (user_id,))
@@ -122,11 +136,33 @@ impl CassandraKeyStore {
     }
 
     async fn delete_key(&self, id: KeyId) -> Result<(), BackendError> {
-        self.session
-            .execute_unpaged(&self.delete_key, (id.0,))
-            .await
-            .map_err(driver)?;
+        retried(self.within, "deleting a data key", || async {
+            self.session
+                .execute_unpaged(&self.delete_key, (id.0,))
+                .await
+                .map_err(driver)
+        })
+        .await?;
         Ok(())
+    }
+
+    async fn key_once(&self, id: KeyId) -> Result<Option<DataKey>, BackendError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.read_key, (id.0,))
+            .await
+            .map_err(driver)?
+            .into_rows_result()
+            .map_err(driver)?;
+        rows.maybe_first_row::<(Vec<u8>,)>()
+            .map_err(driver)?
+            .map(|(secret,)| {
+                let secret: [u8; 32] = secret
+                    .try_into()
+                    .map_err(|_| backend(format!("data key {id}: not 32 bytes")))?;
+                Ok(DataKey::new(id, secret))
+            })
+            .transpose()
     }
 
     /// Deletes `id`, then the user's pointer to it.
@@ -156,13 +192,16 @@ impl KeyStore for CassandraKeyStore {
                 }
             }
             let key = DataKey::new(KeyId(Uuid::new_v4()), new_secret()?);
-            self.session
-                .execute_unpaged(
-                    &self.write_key,
-                    (key.id.0, user_id, key.secret().as_slice()),
-                )
-                .await
-                .map_err(driver)?;
+            retried(self.within, "writing a data key", || async {
+                self.session
+                    .execute_unpaged(
+                        &self.write_key,
+                        (key.id.0, user_id, key.secret().as_slice()),
+                    )
+                    .await
+                    .map_err(driver)
+            })
+            .await?;
             let claimed = match self
                 .session
                 .execute_unpaged(&self.claim, (user_id, key.id.0))
@@ -187,22 +226,7 @@ impl KeyStore for CassandraKeyStore {
     }
 
     async fn key(&self, id: KeyId) -> Result<Option<DataKey>, BackendError> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.read_key, (id.0,))
-            .await
-            .map_err(driver)?
-            .into_rows_result()
-            .map_err(driver)?;
-        rows.maybe_first_row::<(Vec<u8>,)>()
-            .map_err(driver)?
-            .map(|(secret,)| {
-                let secret: [u8; 32] = secret
-                    .try_into()
-                    .map_err(|_| backend(format!("data key {id}: not 32 bytes")))?;
-                Ok(DataKey::new(id, secret))
-            })
-            .transpose()
+        retried(self.within, "reading a data key", || self.key_once(id)).await
     }
 
     async fn destroy(&self, user_id: &str) -> Result<Vec<KeyId>, BackendError> {
@@ -224,7 +248,8 @@ impl KeyStore for CassandraKeyStore {
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
-        self.key(KeyId(Uuid::nil())).await.map(|_| ())
+        // Once: readiness wants the answer of now.
+        self.key_once(KeyId(Uuid::nil())).await.map(|_| ())
     }
 }
 

@@ -100,7 +100,8 @@ pub struct CassandraEventStore {
     statements: Arc<Statements>,
     keyspace: String,
     serial_consistency: SerialConsistency,
-    /// How long a failed append's serial read is tried again for.
+    /// How long an idempotent read is tried again for (the request
+    /// timeout): a failed append's serial read, the key store's reads.
     settle_within: Duration,
 }
 
@@ -144,6 +145,7 @@ impl CassandraEventStore {
             Arc::clone(&self.session),
             &self.keyspace,
             self.serial_consistency,
+            self.settle_within,
         )
         .await
     }
@@ -222,29 +224,17 @@ impl CassandraEventStore {
         .await
     }
 
-    /// [`Self::read_settled`] tried again, with growing pauses, for up to the
-    /// request timeout. A coordinator that died with rounds in flight broke
-    /// its connection, and the driver may route the first reads that follow
-    /// to it again before it has noticed: one failed read would leave an
-    /// append unsettled that a moment later could be.
+    /// [`Self::read_settled`] tried again (see [`retried`]): one failed read
+    /// would leave an append unsettled that a moment later could be.
     async fn read_settled_retrying(
         &self,
         cart_id: CartId,
         first: u64,
     ) -> Result<Vec<RecordedEvent>, BackendError> {
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match self.read_settled(cart_id, first).await {
-                Ok(stored) => return Ok(stored),
-                Err(e) if started.elapsed() + pause >= self.settle_within => return Err(e),
-                Err(e) => {
-                    tracing::debug!(%cart_id, error = %e, "a settling serial read failed; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
+        retried(self.settle_within, "a settling serial read", || {
+            self.read_settled(cart_id, first)
+        })
+        .await
     }
 
     /// After a conditional write answered `[applied] = false`.
@@ -300,6 +290,35 @@ impl CassandraEventStore {
                 "append to cart {cart_id} failed and did not apply: {failure}"
             ))
             .into()),
+        }
+    }
+}
+
+/// `attempt` (an idempotent statement) tried again, with growing pauses
+/// from 50 ms to 1 s, for up to `within`. A node that died broke its
+/// connections, and the driver may route the first statements that follow
+/// to it again before it has noticed: their failure says nothing about the
+/// cluster, which a moment later answers.
+pub(crate) async fn retried<T, F, Fut>(
+    within: Duration,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BackendError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(answer) => return Ok(answer),
+            Err(e) if started.elapsed() + pause >= within => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "{what} failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
         }
     }
 }

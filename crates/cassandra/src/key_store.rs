@@ -39,6 +39,10 @@ pub struct CassandraKeyStore {
     claim: PreparedStatement,
     /// At SERIAL consistency: sees every claim a conditional write settled.
     pointer: PreparedStatement,
+    /// The pointer and the key at consistency ONE: how an order finds its
+    /// user's key while the cluster has no quorum (see `sealing_key`).
+    pointer_one: PreparedStatement,
+    read_key_one: PreparedStatement,
     release: PreparedStatement,
     /// How long an idempotent statement is tried again for.
     within: Duration,
@@ -96,6 +100,10 @@ impl CassandraKeyStore {
             SerialConsistency::Serial => Consistency::Serial,
             SerialConsistency::LocalSerial => Consistency::LocalSerial,
         });
+        let mut pointer_one = pointer.clone();
+        pointer_one.set_consistency(Consistency::One);
+        let mut read_key_one = read_key.clone();
+        read_key_one.set_consistency(Consistency::One);
         let release = prepare(
             format!("DELETE FROM {keyspace}.data_keys WHERE user_id = ? IF key_id = ?"),
             false,
@@ -108,6 +116,8 @@ impl CassandraKeyStore {
             delete_key,
             claim,
             pointer,
+            pointer_one,
+            read_key_one,
             release,
             within,
         })
@@ -177,9 +187,42 @@ impl CassandraKeyStore {
     }
 }
 
+impl CassandraKeyStore {
+    /// The user's key as any one replica holds it, if one answers. It may
+    /// be stale: a key destroyed a moment ago (what it seals is then
+    /// erased with it, never readable), or none where a claim has just
+    /// landed (the SERIAL path below then finds it). Never used to open.
+    async fn sealing_key_at_one(&self, user_id: &str) -> Option<DataKey> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.pointer_one, (user_id,))
+            .await
+            .ok()?
+            .into_rows_result()
+            .ok()?;
+        let (id,) = rows.maybe_first_row::<(Uuid,)>().ok()??;
+        let rows = self
+            .session
+            .execute_unpaged(&self.read_key_one, (id,))
+            .await
+            .ok()?
+            .into_rows_result()
+            .ok()?;
+        let (secret,) = rows.maybe_first_row::<(Vec<u8>,)>().ok()??;
+        Some(DataKey::new(KeyId(id), secret.try_into().ok()?))
+    }
+}
+
 #[async_trait]
 impl KeyStore for CassandraKeyStore {
+    /// An order must be accepted while the bus is up, even with most of
+    /// the cluster down: a user who has a key gets it from any replica
+    /// first. Only a user without one needs the quorum that claims a new
+    /// key.
     async fn sealing_key(&self, user_id: &str) -> Result<DataKey, BackendError> {
+        if let Some(key) = self.sealing_key_at_one(user_id).await {
+            return Ok(key);
+        }
         for _ in 0..ROUNDS {
             if let Some(id) = self.pointer(user_id).await? {
                 match self.key(id).await? {

@@ -45,6 +45,16 @@ fn order_of(user: &str, mark: &str, product: &str, subtotal: &str) -> (Value, St
     (body, cart.to_string())
 }
 
+/// The keys of a report's buckets (its payment methods, grouped by them).
+fn bucket_keys(report: &Value) -> Vec<&str> {
+    report["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .filter_map(|b| b["key"].as_str())
+        .collect()
+}
+
 /// Revenue and tax per currency, to the cent, of a report's buckets.
 fn totals(report: &Value) -> BTreeMap<String, (Decimal, Decimal, u64)> {
     let mut sums: BTreeMap<String, (Decimal, Decimal, u64)> = BTreeMap::new();
@@ -128,12 +138,7 @@ async fn place(app: &super::TestApp) -> Placed {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, report) = app.get("/reports/sales?group_by=payment_method").await;
-    let methods: Vec<&str> = report["buckets"]
-        .as_array()
-        .expect("buckets")
-        .iter()
-        .filter_map(|b| b["key"].as_str())
-        .collect();
+    let methods = bucket_keys(&report);
     assert!(
         methods.contains(&"QuokkaerasedPay") && methods.contains(&"WombatkeptPay"),
         "the report groups by the methods in the clear: {report}"
@@ -195,12 +200,7 @@ async fn erase(app: &super::TestApp, placed: &Placed) {
 
     let (_, report) = app.get("/reports/sales?group_by=payment_method").await;
     assert_eq!(totals(&report), totals(&placed.report), "{report}");
-    let keys: Vec<&str> = report["buckets"]
-        .as_array()
-        .expect("buckets")
-        .iter()
-        .filter_map(|b| b["key"].as_str())
-        .collect();
+    let keys = bucket_keys(&report);
     assert!(
         keys.contains(&ERASED) && !keys.iter().any(|k| k.contains("Quokka")),
         "{report}"

@@ -33,10 +33,10 @@ use lambda_runtime::LambdaEvent;
 use salestrack_core::command::{Command, ExpireCheckout, PaymentResult, RecordPayment};
 use salestrack_core::headers::TraceParent;
 use salestrack_core::ids::CartId;
-use salestrack_core::personal::{PersonalField, Sealed, ERASED};
+use salestrack_core::personal::{self, PersonalField, Sealed, ERASED};
 use salestrack_core::ports::{
-    BackendError, Charge, ChargeStatus, Clock, KeyStore, OutboundRecord, PaymentLedger, Producer,
-    ReadStore,
+    key_store, BackendError, Charge, ChargeStatus, Clock, KeyStore, OutboundRecord, PaymentLedger,
+    Producer, ReadStore,
 };
 use salestrack_core::wire::{CommandRecord, PaymentRequest, PaymentRequestKind};
 use salestrack_msk::{self as msk, BatchResult, Record};
@@ -292,15 +292,13 @@ async fn payment_method(request: &PaymentRequest, deps: &Deps) -> Result<String,
     let Some(sealed) = Sealed::from_token(given) else {
         return Ok(given.to_owned());
     };
-    let Ok(sealed) = sealed else {
-        return Ok(ERASED.to_owned());
-    };
-    Ok(match deps.keys.key(sealed.key).await? {
-        Some(key) => key
-            .open(PersonalField::PaymentMethod, &sealed)
-            .unwrap_or_else(|_| ERASED.to_owned()),
-        None => ERASED.to_owned(),
-    })
+    let ids = sealed.as_ref().map(|s| s.key).into_iter();
+    let keys = key_store::keys_of(deps.keys.as_ref(), ids).await?;
+    Ok(personal::opened(
+        Some(PersonalField::PaymentMethod),
+        sealed,
+        &keys,
+    ))
 }
 
 /// `method` is the request's payment method in the clear; the charge keeps

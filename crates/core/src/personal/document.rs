@@ -4,7 +4,7 @@
 
 use crate::command::OrderLine;
 use crate::ids::{CartId, KeyId};
-use crate::personal::seal::{DataKey, PersonalField, Sealed, ERASED};
+use crate::personal::seal::{DataKey, MalformedToken, PersonalField, Sealed, ERASED};
 use crate::search::SalesBucket;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -57,12 +57,7 @@ pub fn open_report(buckets: Vec<SalesBucket>, keys: &HashMap<KeyId, DataKey>) ->
     let mut merged: BTreeMap<Group, SalesBucket> = BTreeMap::new();
     for mut bucket in buckets {
         if let Some(Some(sealed)) = bucket.key.as_deref().map(Sealed::from_token) {
-            let clear = sealed.ok().and_then(|sealed| {
-                keys.get(&sealed.key)?
-                    .open(PersonalField::PaymentMethod, &sealed)
-                    .ok()
-            });
-            bucket.key = Some(clear.unwrap_or_else(|| ERASED.to_owned()));
+            bucket.key = Some(opened(Some(PersonalField::PaymentMethod), sealed, keys));
         }
         let group = (bucket.period, bucket.key.clone(), bucket.currency.clone());
         match merged.get_mut(&group) {
@@ -102,12 +97,23 @@ pub fn open_document(doc: &mut Value, keys: &HashMap<KeyId, DataKey>) {
         let Some(sealed) = Sealed::from_token(value) else {
             return;
         };
-        let clear = sealed.ok().and_then(|sealed| {
-            let field = PersonalField::parse(name?)?;
-            keys.get(&sealed.key)?.open(field, &sealed).ok()
-        });
-        *value = clear.unwrap_or_else(|| ERASED.to_owned());
+        *value = opened(name.and_then(PersonalField::parse), sealed, keys);
     });
+}
+
+/// What a sealed value of `field` reads as: opened with its key among
+/// `keys`, or [`ERASED`] when the key is not there (destroyed), the value
+/// is malformed or does not authenticate, or it is under no personal
+/// field's name.
+pub fn opened(
+    field: Option<PersonalField>,
+    sealed: Result<Sealed, MalformedToken>,
+    keys: &HashMap<KeyId, DataKey>,
+) -> String {
+    sealed
+        .ok()
+        .and_then(|sealed| keys.get(&sealed.key)?.open(field?, &sealed).ok())
+        .unwrap_or_else(|| ERASED.to_owned())
 }
 
 /// Calls `f` with every string in `doc` and the name of the member it is

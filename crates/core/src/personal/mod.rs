@@ -28,5 +28,7 @@
 pub mod document;
 pub mod seal;
 
-pub use document::{cart_holder, open_document, open_report, report_keys, seal_line, sealed_keys};
+pub use document::{
+    cart_holder, open_document, open_report, opened, report_keys, seal_line, sealed_keys,
+};
 pub use seal::{DataKey, MalformedToken, OpenError, PersonalField, Sealed, ERASED};

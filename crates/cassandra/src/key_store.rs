@@ -126,15 +126,20 @@ impl CassandraKeyStore {
     /// The key the user's pointer names, if any.
     async fn pointer(&self, user_id: &str) -> Result<Option<KeyId>, BackendError> {
         retried(self.within, "reading a data key's pointer", || {
-            self.pointer_once(user_id)
+            self.pointer_with(&self.pointer, user_id)
         })
         .await
     }
 
-    async fn pointer_once(&self, user_id: &str) -> Result<Option<KeyId>, BackendError> {
+    /// The pointer as `statement` (at its consistency) reads it.
+    async fn pointer_with(
+        &self,
+        statement: &PreparedStatement,
+        user_id: &str,
+    ) -> Result<Option<KeyId>, BackendError> {
         let rows = self
             .session
-            .execute_unpaged(&self.pointer, (user_id,))
+            .execute_unpaged(statement, (user_id,))
             .await
             .map_err(driver)?
             .into_rows_result()
@@ -156,10 +161,15 @@ impl CassandraKeyStore {
         Ok(())
     }
 
-    async fn key_once(&self, id: KeyId) -> Result<Option<DataKey>, BackendError> {
+    /// The key as `statement` (at its consistency) reads it.
+    async fn key_with(
+        &self,
+        statement: &PreparedStatement,
+        id: KeyId,
+    ) -> Result<Option<DataKey>, BackendError> {
         let rows = self
             .session
-            .execute_unpaged(&self.read_key, (id.0,))
+            .execute_unpaged(statement, (id.0,))
             .await
             .map_err(driver)?
             .into_rows_result()
@@ -193,23 +203,8 @@ impl CassandraKeyStore {
     /// erased with it, never readable), or none where a claim has just
     /// landed (the SERIAL path below then finds it). Never used to open.
     async fn sealing_key_at_one(&self, user_id: &str) -> Option<DataKey> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.pointer_one, (user_id,))
-            .await
-            .ok()?
-            .into_rows_result()
-            .ok()?;
-        let (id,) = rows.maybe_first_row::<(Uuid,)>().ok()??;
-        let rows = self
-            .session
-            .execute_unpaged(&self.read_key_one, (id,))
-            .await
-            .ok()?
-            .into_rows_result()
-            .ok()?;
-        let (secret,) = rows.maybe_first_row::<(Vec<u8>,)>().ok()??;
-        Some(DataKey::new(KeyId(id), secret.try_into().ok()?))
+        let id = self.pointer_with(&self.pointer_one, user_id).await.ok()??;
+        self.key_with(&self.read_key_one, id).await.ok()?
     }
 }
 
@@ -269,7 +264,10 @@ impl KeyStore for CassandraKeyStore {
     }
 
     async fn key(&self, id: KeyId) -> Result<Option<DataKey>, BackendError> {
-        retried(self.within, "reading a data key", || self.key_once(id)).await
+        retried(self.within, "reading a data key", || {
+            self.key_with(&self.read_key, id)
+        })
+        .await
     }
 
     async fn destroy(&self, user_id: &str) -> Result<Vec<KeyId>, BackendError> {
@@ -292,7 +290,9 @@ impl KeyStore for CassandraKeyStore {
 
     async fn ping(&self) -> Result<(), BackendError> {
         // Once: readiness wants the answer of now.
-        self.key_once(KeyId(Uuid::nil())).await.map(|_| ())
+        self.key_with(&self.read_key, KeyId(Uuid::nil()))
+            .await
+            .map(|_| ())
     }
 }
 
